@@ -1,0 +1,395 @@
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultYAML is configs/safeclose.yaml, the working dev default that
+// `safeclose serve` uses when no -config is given.
+//
+//go:embed safeclose.yaml
+var DefaultYAML []byte
+
+// File is the whole configuration. See safeclose.yaml for a commented example.
+type File struct {
+	Listen      string    `yaml:"listen"`       // public listener; default 127.0.0.1:8080
+	AdminListen string    `yaml:"admin_listen"` // /healthz, /readyz, /metrics; default 127.0.0.1:9090
+	DataDir     string    `yaml:"data_dir"`     // Badger directory; default ./data
+	Keys        SecretRef `yaml:"keys"`         // token-sealing keyring: "id:base64,id:base64", first is primary
+	LogLevel    string    `yaml:"log_level"`    // debug, info, warn, error; default info
+	PluginCache string    `yaml:"plugin_cache"` // compiled Wasm cache dir; default <data_dir>/wasm-cache
+
+	Limits   Limits   `yaml:"limits"`
+	Webhooks Webhooks `yaml:"webhooks"`
+	Emulator Emulator `yaml:"emulator"`
+	Tenants  []Tenant `yaml:"tenants"`
+}
+
+// Limits bound the public listener.
+type Limits struct {
+	MaxBodyBytes  int      `yaml:"max_body_bytes"`  // default 64 KiB
+	ReadTimeout   Duration `yaml:"read_timeout"`    // default 10s
+	WriteTimeout  Duration `yaml:"write_timeout"`   // default 30s
+	IdleTimeout   Duration `yaml:"idle_timeout"`    // default 60s
+	UpstreamConns int      `yaml:"upstream_conns"`  // per tenant upstream; default 512
+	PlaidTimeout  Duration `yaml:"plaid_timeout"`   // per Plaid call; default 15s
+}
+
+// Webhooks tunes the durable webhook pipeline.
+type Webhooks struct {
+	MaxBodyBytes int      `yaml:"max_body_bytes"` // default 64 KiB
+	Workers      int      `yaml:"workers"`        // default 4
+	MaxAttempts  int      `yaml:"max_attempts"`   // default 8, then dead-letter
+	Lease        Duration `yaml:"lease"`          // default 30s
+	Backoff      Duration `yaml:"backoff"`        // first retry delay, doubled each time; default 1s
+	MaxBackoff   Duration `yaml:"max_backoff"`    // default 5m
+	DedupeTTL    Duration `yaml:"dedupe_ttl"`     // default 48h
+}
+
+// Emulator is the embedded local Plaid sandbox emulator (dev mode).
+type Emulator struct {
+	Enabled  bool   `yaml:"enabled"`
+	Listen   string `yaml:"listen"`    // default 127.0.0.1:8099
+	ClientID string `yaml:"client_id"` // default safeclose-dev
+	Secret   string `yaml:"secret"`    // emulator-only credential, not a real secret; default safeclose-dev-secret
+	State    string `yaml:"state"`     // state file; empty = memory
+}
+
+// Tenant is one workspace, matched by Host.
+type Tenant struct {
+	Name           string          `yaml:"name"`
+	Hosts          []string        `yaml:"hosts"`
+	Upstream       string          `yaml:"upstream"` // http://host:port of the tenant's app; empty = no reverse proxy
+	Plaid          Plaid           `yaml:"plaid"`
+	Auth           Auth            `yaml:"auth"`
+	WebhookPlugins []Plugin        `yaml:"webhook_plugins"`
+	Forward        []Destination   `yaml:"forward"`
+}
+
+// Plaid is a tenant's Plaid account.
+type Plaid struct {
+	// Env is "sandbox", "production", "emulator" (the embedded emulator) or a base URL.
+	Env          string    `yaml:"env"`
+	ClientID     SecretRef `yaml:"client_id"`
+	Secret       SecretRef `yaml:"secret"`
+	ClientName   string    `yaml:"client_name"`
+	Products     []string  `yaml:"products"`
+	CountryCodes []string  `yaml:"country_codes"`
+	Language     string    `yaml:"language"`
+	WebhookURL   string    `yaml:"webhook_url"`
+	RedirectURI  string    `yaml:"redirect_uri"`
+}
+
+// Auth picks the session authenticator: a Wasm plugin or built-in API keys.
+type Auth struct {
+	Plugin  *Plugin  `yaml:"plugin"`
+	APIKeys []APIKey `yaml:"api_keys"`
+}
+
+// APIKey is a built-in static key: "Authorization: Bearer <key>" → User.
+// Only the key's SHA-256 is in the config.
+type APIKey struct {
+	SHA256 string `yaml:"sha256"`
+	User   string `yaml:"user"`
+}
+
+// Plugin is a Wasm plugin pinned by sha256.
+type Plugin struct {
+	Name         string               `yaml:"name"`
+	Path         string               `yaml:"path"`
+	SHA256       string               `yaml:"sha256"` // required unless the file is in the dev plugins/bin
+	Config       map[string]any       `yaml:"config"`
+	Secrets      map[string]SecretRef `yaml:"secrets"`
+	Capabilities []string             `yaml:"capabilities"` // config, log, clock, kv, crypto, body
+	Timeout      Duration             `yaml:"timeout"`      // default 100ms
+	MemoryPages  uint32               `yaml:"memory_pages"` // 64 KiB pages; default 512
+	PoolSize     int                  `yaml:"pool_size"`    // default 2×GOMAXPROCS
+	BodyLimit    int                  `yaml:"body_limit"`   // bytes of body the plugin may read; default 0
+}
+
+// Destination is where a tenant's webhook events may be forwarded, signed with
+// the Standard Webhooks scheme.
+type Destination struct {
+	Name   string    `yaml:"name"`
+	URL    string    `yaml:"url"`
+	Secret SecretRef `yaml:"secret"` // whsec_… signing secret
+}
+
+// Default returns the prototype every decoded file starts from.
+func Default() File {
+	return File{
+		Listen:      "127.0.0.1:8080",
+		AdminListen: "127.0.0.1:9090",
+		DataDir:     "./data",
+		LogLevel:    "info",
+		Limits: Limits{
+			MaxBodyBytes: 64 << 10, ReadTimeout: Duration(10e9), WriteTimeout: Duration(30e9),
+			IdleTimeout: Duration(60e9), UpstreamConns: 512, PlaidTimeout: Duration(15e9),
+		},
+		Webhooks: Webhooks{
+			MaxBodyBytes: 64 << 10, Workers: 4, MaxAttempts: 8, Lease: Duration(30e9),
+			Backoff: Duration(1e9), MaxBackoff: Duration(300e9), DedupeTTL: Duration(48 * 3600e9),
+		},
+		Emulator: Emulator{Listen: "127.0.0.1:8099", ClientID: "safeclose-dev", Secret: "safeclose-dev-secret"},
+	}
+}
+
+// Load reads and decodes the file at path, or the embedded default when path is empty.
+func Load(path string) (*File, error) {
+	if path == "" {
+		return Decode(bytes.NewReader(DefaultYAML))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("configs: %w", err)
+	}
+	defer f.Close()
+	return Decode(f)
+}
+
+// Decode strictly decodes a YAML config (unknown keys are errors) over Default
+// and fills per-tenant defaults. It does not validate; call Validate.
+func Decode(r io.Reader) (*File, error) {
+	f := Default()
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("configs: empty config")
+		}
+		return nil, fmt.Errorf("configs: %w", err)
+	}
+	for i := range f.Tenants {
+		t := &f.Tenants[i]
+		if t.Plaid.Language == "" {
+			t.Plaid.Language = "en"
+		}
+		if len(t.Plaid.CountryCodes) == 0 {
+			t.Plaid.CountryCodes = []string{"US"}
+		}
+		if len(t.Plaid.Products) == 0 {
+			t.Plaid.Products = []string{"transactions"}
+		}
+		if t.Plaid.ClientName == "" {
+			t.Plaid.ClientName = t.Name
+		}
+	}
+	if f.PluginCache == "" && f.DataDir != "" {
+		f.PluginCache = strings.TrimSuffix(f.DataDir, "/") + "/wasm-cache"
+	}
+	return &f, nil
+}
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	hexRE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+var knownCaps = map[string]bool{"config": true, "log": true, "clock": true, "kv": true, "crypto": true, "body": true}
+
+// Validate reports every problem at once, each prefixed by its field path.
+// It is pure: no I/O, no environment reads.
+func (f *File) Validate() error {
+	var errs []error
+	add := func(path, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, a...)))
+	}
+	checkAddr := func(path, v string) {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			add(path, "must be host:port (%v)", err)
+		}
+	}
+	checkAddr("listen", f.Listen)
+	checkAddr("admin_listen", f.AdminListen)
+	if f.DataDir == "" {
+		add("data_dir", "required")
+	}
+	if err := f.Keys.check(); err != nil {
+		add("keys", "%v", err)
+	}
+	switch f.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level", "must be debug, info, warn or error")
+	}
+	if f.Limits.MaxBodyBytes <= 0 || f.Limits.MaxBodyBytes > 16<<20 {
+		add("limits.max_body_bytes", "must be in 1..16777216")
+	}
+	if f.Webhooks.MaxBodyBytes <= 0 || f.Webhooks.MaxBodyBytes > 1<<20 {
+		add("webhooks.max_body_bytes", "must be in 1..1048576")
+	}
+	if f.Webhooks.Workers < 1 || f.Webhooks.Workers > 256 {
+		add("webhooks.workers", "must be in 1..256")
+	}
+	if f.Webhooks.MaxAttempts < 1 {
+		add("webhooks.max_attempts", "must be at least 1")
+	}
+	if f.Webhooks.Lease.Std() < 1e9 {
+		add("webhooks.lease", "must be at least 1s")
+	}
+	if f.Emulator.Enabled {
+		checkAddr("emulator.listen", f.Emulator.Listen)
+	}
+	if len(f.Tenants) == 0 {
+		add("tenants", "at least one tenant is required")
+	}
+	names, hosts := map[string]bool{}, map[string]string{}
+	for i, t := range f.Tenants {
+		p := fmt.Sprintf("tenants[%d]", i)
+		if !nameRE.MatchString(t.Name) {
+			add(p+".name", "must match %s", nameRE)
+		} else if names[t.Name] {
+			add(p+".name", "duplicate tenant %q", t.Name)
+		}
+		names[t.Name] = true
+		if len(t.Hosts) == 0 {
+			add(p+".hosts", "at least one host is required")
+		}
+		for j, h := range t.Hosts {
+			h = strings.ToLower(h)
+			if h == "" || strings.ContainsAny(h, "/ ") {
+				add(fmt.Sprintf("%s.hosts[%d]", p, j), "bad host %q", h)
+			} else if o, dup := hosts[h]; dup {
+				add(fmt.Sprintf("%s.hosts[%d]", p, j), "host %q already belongs to tenant %q", h, o)
+			}
+			hosts[h] = t.Name
+		}
+		if t.Upstream != "" {
+			if u, err := url.Parse(t.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add(p+".upstream", "must be an http(s) URL")
+			}
+		}
+		f.validatePlaid(p+".plaid", t.Plaid, add)
+		if t.Auth.Plugin == nil && len(t.Auth.APIKeys) == 0 {
+			add(p+".auth", "needs a plugin or api_keys (requests are never let through unauthenticated)")
+		}
+		if t.Auth.Plugin != nil && len(t.Auth.APIKeys) > 0 {
+			add(p+".auth", "set either plugin or api_keys, not both")
+		}
+		for j, k := range t.Auth.APIKeys {
+			kp := fmt.Sprintf("%s.auth.api_keys[%d]", p, j)
+			if !hexRE.MatchString(k.SHA256) {
+				add(kp+".sha256", "must be 64 lowercase hex characters (sha256 of the key)")
+			}
+			if k.User == "" {
+				add(kp+".user", "required")
+			}
+		}
+		if t.Auth.Plugin != nil {
+			validatePlugin(p+".auth.plugin", *t.Auth.Plugin, add)
+		}
+		for j, pl := range t.WebhookPlugins {
+			validatePlugin(fmt.Sprintf("%s.webhook_plugins[%d]", p, j), pl, add)
+		}
+		dests := map[string]bool{}
+		for j, d := range t.Forward {
+			dp := fmt.Sprintf("%s.forward[%d]", p, j)
+			if !nameRE.MatchString(d.Name) {
+				add(dp+".name", "must match %s", nameRE)
+			} else if dests[d.Name] {
+				add(dp+".name", "duplicate destination %q", d.Name)
+			}
+			dests[d.Name] = true
+			if u, err := url.Parse(d.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add(dp+".url", "must be an http(s) URL")
+			}
+			if d.Secret == "" {
+				add(dp+".secret", "required (Standard Webhooks signing secret)")
+			} else if err := d.Secret.check(); err != nil {
+				add(dp+".secret", "%v", err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (f *File) validatePlaid(p string, pl Plaid, add func(string, string, ...any)) {
+	switch pl.Env {
+	case "sandbox", "production":
+		if pl.ClientID == "" {
+			add(p+".client_id", "required for env %q", pl.Env)
+		}
+		if pl.Secret == "" {
+			add(p+".secret", "required for env %q", pl.Env)
+		}
+	case "emulator":
+		if !f.Emulator.Enabled {
+			add(p+".env", `"emulator" needs emulator.enabled: true`)
+		}
+	case "":
+		add(p+".env", `required: "sandbox", "production", "emulator" or a base URL`)
+	default:
+		if u, err := url.Parse(pl.Env); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(p+".env", `must be "sandbox", "production", "emulator" or an http(s) base URL`)
+		}
+		if pl.ClientID == "" || pl.Secret == "" {
+			add(p, "client_id and secret are required for a base URL")
+		}
+	}
+	for _, r := range []struct {
+		path string
+		ref  SecretRef
+	}{{p + ".client_id", pl.ClientID}, {p + ".secret", pl.Secret}} {
+		if err := r.ref.check(); err != nil {
+			add(r.path, "%v", err)
+		}
+	}
+	if pl.WebhookURL != "" {
+		if u, err := url.Parse(pl.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(p+".webhook_url", "must be an http(s) URL")
+		}
+	}
+	if len(pl.ClientName) > 30 {
+		add(p+".client_name", "at most 30 characters (Plaid shows it in Link)")
+	}
+}
+
+func validatePlugin(p string, pl Plugin, add func(string, string, ...any)) {
+	if pl.Path == "" {
+		add(p+".path", "required")
+	}
+	if pl.SHA256 != "" && !hexRE.MatchString(pl.SHA256) {
+		add(p+".sha256", "must be 64 lowercase hex characters")
+	}
+	if pl.Timeout.Std() < 0 || pl.Timeout.Std() > 10e9 {
+		add(p+".timeout", "must be in 0..10s")
+	}
+	if pl.MemoryPages > 65536 {
+		add(p+".memory_pages", "at most 65536 (4 GiB)")
+	}
+	for j, c := range pl.Capabilities {
+		if !knownCaps[c] {
+			add(fmt.Sprintf("%s.capabilities[%d]", p, j), "unknown capability %q", c)
+		}
+	}
+	for k, ref := range pl.Secrets {
+		if err := ref.check(); err != nil {
+			add(p+".secrets."+k, "%v", err)
+		}
+	}
+	if pl.BodyLimit < 0 || pl.BodyLimit > 1<<20 {
+		add(p+".body_limit", "must be in 0..1048576")
+	}
+}
+
+// HasCap reports whether the plugin was granted capability c.
+func (p Plugin) HasCap(c string) bool {
+	for _, x := range p.Capabilities {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+

@@ -1,0 +1,129 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	t.Parallel()
+	f, err := Load("")
+	if err != nil {
+		t.Fatalf("Load(embedded) = %v", err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("embedded default: Validate() = %v, want nil", err)
+	}
+	if f.Listen != "127.0.0.1:8080" || f.AdminListen != "127.0.0.1:9090" || f.DataDir != "./data" {
+		t.Errorf("defaults = %q %q %q", f.Listen, f.AdminListen, f.DataDir)
+	}
+	if !f.Emulator.Enabled || f.Tenants[0].Plaid.Env != "emulator" {
+		t.Errorf("dev default must use the embedded emulator")
+	}
+}
+
+func TestProductionExampleIsValid(t *testing.T) {
+	t.Parallel()
+	f, err := Load("production.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("production example: Validate() = %v", err)
+	}
+}
+
+func TestDecodeRejectsUnknownKeys(t *testing.T) {
+	t.Parallel()
+	_, err := Decode(strings.NewReader("listen: 127.0.0.1:1\nlisten_typo: x\n"))
+	if err == nil || !strings.Contains(err.Error(), "listen_typo") {
+		t.Fatalf("Decode(unknown key) = %v, want error naming listen_typo", err)
+	}
+}
+
+func TestValidateReportsEveryProblemByPath(t *testing.T) {
+	t.Parallel()
+	const y = `
+listen: nope
+keys: s3cr3t-inline
+tenants:
+  - name: Bad Name
+    hosts: []
+    plaid: {env: ftp://x}
+    auth: {}
+  - name: b
+    hosts: [a.example]
+    plaid: {env: sandbox}
+    auth:
+      api_keys: [{sha256: abc, user: ""}]
+      plugin: {path: "", capabilities: [net]}
+    forward: [{name: x, url: "nope", secret: inline}]
+`
+	f, err := Decode(strings.NewReader(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = f.Validate()
+	if err == nil {
+		t.Fatal("Validate() = nil, want errors")
+	}
+	for _, want := range []string{
+		"listen:", "keys:", "tenants[0].name", "tenants[0].hosts", "tenants[0].plaid.env", "tenants[0].auth",
+		"tenants[1].plaid.client_id", "tenants[1].plaid.secret", "tenants[1].auth.api_keys[0].sha256",
+		"tenants[1].auth.api_keys[0].user", "tenants[1].auth.plugin.path", "tenants[1].auth.plugin.capabilities[0]",
+		"tenants[1].forward[0].url", "tenants[1].forward[0].secret", "tenants[1].auth: set either",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "s3cr3t-inline") {
+		t.Errorf("error echoes an inline secret: %v", err)
+	}
+}
+
+func TestSecretRefResolveAndRedaction(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "k")
+	if err := os.WriteFile(p, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SC_TEST_SECRET", "from-env")
+	tests := []struct {
+		ref     SecretRef
+		want    string
+		wantErr bool
+	}{
+		{"env:SC_TEST_SECRET", "from-env", false},
+		{SecretRef("file:" + p), "from-file", false},
+		{"env:SC_TEST_UNSET_XYZ", "", true},
+		{"", "", false},
+		{"inline", "", true},
+	}
+	for _, tt := range tests {
+		s, err := tt.ref.Resolve()
+		if (err != nil) != tt.wantErr || s.Reveal() != tt.want {
+			t.Errorf("Resolve(%q) = %q, %v; want %q, err=%v", tt.ref, s.Reveal(), err, tt.want, tt.wantErr)
+		}
+	}
+	s := NewSecret([]byte("hunter2"))
+	b, _ := s.MarshalJSON()
+	if s.String() != "REDACTED" || string(b) != `"REDACTED"` || s.LogValue().String() != "REDACTED" {
+		t.Errorf("Secret leaks: %s %s", s, b)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(DefaultYAML)
+	f.Add([]byte("tenants: [{name: a, hosts: [x], plaid: {env: emulator}}]"))
+	f.Add([]byte("limits: {read_timeout: 1x}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Decode(strings.NewReader(string(b)))
+		if err != nil {
+			return
+		}
+		_ = c.Validate() // must not panic
+	})
+}
