@@ -38,12 +38,12 @@ type File struct {
 
 // Limits bound the public listener.
 type Limits struct {
-	MaxBodyBytes  int      `yaml:"max_body_bytes"`  // default 64 KiB
-	ReadTimeout   Duration `yaml:"read_timeout"`    // default 10s
-	WriteTimeout  Duration `yaml:"write_timeout"`   // default 30s
-	IdleTimeout   Duration `yaml:"idle_timeout"`    // default 60s
-	UpstreamConns int      `yaml:"upstream_conns"`  // per tenant upstream; default 512
-	PlaidTimeout  Duration `yaml:"plaid_timeout"`   // per Plaid call; default 15s
+	MaxBodyBytes  int      `yaml:"max_body_bytes"` // default 64 KiB
+	ReadTimeout   Duration `yaml:"read_timeout"`   // default 10s
+	WriteTimeout  Duration `yaml:"write_timeout"`  // default 30s
+	IdleTimeout   Duration `yaml:"idle_timeout"`   // default 60s
+	UpstreamConns int      `yaml:"upstream_conns"` // per tenant upstream; default 512
+	PlaidTimeout  Duration `yaml:"plaid_timeout"`  // per Plaid call; default 15s
 }
 
 // Webhooks tunes the durable webhook pipeline.
@@ -68,13 +68,13 @@ type Emulator struct {
 
 // Tenant is one workspace, matched by Host.
 type Tenant struct {
-	Name           string          `yaml:"name"`
-	Hosts          []string        `yaml:"hosts"`
-	Upstream       string          `yaml:"upstream"` // http://host:port of the tenant's app; empty = no reverse proxy
-	Plaid          Plaid           `yaml:"plaid"`
-	Auth           Auth            `yaml:"auth"`
-	WebhookPlugins []Plugin        `yaml:"webhook_plugins"`
-	Forward        []Destination   `yaml:"forward"`
+	Name           string        `yaml:"name"`
+	Hosts          []string      `yaml:"hosts"`
+	Upstream       string        `yaml:"upstream"` // http://host:port of the tenant's app; empty = no reverse proxy
+	Plaid          Plaid         `yaml:"plaid"`
+	Auth           Auth          `yaml:"auth"`
+	WebhookPlugins []Plugin      `yaml:"webhook_plugins"`
+	Forward        []Destination `yaml:"forward"`
 }
 
 // Plaid is a tenant's Plaid account.
@@ -392,4 +392,3 @@ func (p Plugin) HasCap(c string) bool {
 	}
 	return false
 }
-
