@@ -1,0 +1,28 @@
+// Package store is Safeclose's Badger-backed storage: Plaid items with their
+// access tokens sealed (AES-256-GCM, see internal/seal), the item_id index,
+// the keyring, and the durable webhook queue with group commit.
+//
+// Invariants:
+//   - A plaintext access token never reaches disk: it is sealed before it is
+//     put in a transaction, with associated data
+//     "access_token/<tenant>/<user>/<item_id>".
+//   - Every write is synced (SyncWrites) before the call returns.
+//   - Enqueue writes the queue entry and its dedupe marker in one transaction,
+//     and concurrent Enqueue calls share one synced commit (group commit).
+//   - One process per data directory (Badger's directory lock).
+//
+// Badger is imported here and nowhere else. store imports nothing from the
+// module but its own internal/seal.
+//
+// Key layout (all keys are prefixed, values JSON):
+//
+//	i/<tenant>\x00<item_id>          item (with sealed token)
+//	u/<tenant>\x00<user>\x00<item_id> user → item index (empty value)
+//	x/<item_id>                      global owner index <tenant>\x00<user>
+//	kc/<key id>                      canary sealed under that key
+//	ku/<key id>                      marker: some record is sealed with that key
+//	q/<entry id>                     queued webhook (raw body, headers, attempts, lease)
+//	d/<entry id>                     dead-lettered webhook
+//	w/<entry id>                     done mark (TTL)
+//	m/<tenant>\x00<sha256>           dedupe marker (TTL)
+package store

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/safeclose/safeclose/store/internal/seal"
+)
+
+// Keyring holds the sealing keys: one primary for sealing, all for opening.
+// It is immutable and safe for concurrent use. Key material is never printed.
+type Keyring struct {
+	primary *seal.Key
+	keys    map[string]*seal.Key
+}
+
+// NewKeyring builds a keyring from id → 32-byte key.
+func NewKeyring(primary string, keys map[string][]byte) (*Keyring, error) {
+	kr := &Keyring{keys: make(map[string]*seal.Key, len(keys))}
+	for id, b := range keys {
+		if strings.ContainsAny(id, ":,/\x00 ") {
+			return nil, fmt.Errorf("store: key id %q: must not contain ':', ',', '/', spaces or NUL", id)
+		}
+		k, err := seal.NewKey(id, b)
+		if err != nil {
+			return nil, fmt.Errorf("store: key %q: %w", id, err)
+		}
+		kr.keys[id] = k
+	}
+	kr.primary = kr.keys[primary]
+	if kr.primary == nil {
+		return nil, fmt.Errorf("store: primary key %q is not in the keyring", primary)
+	}
+	return kr, nil
+}
+
+// ParseKeyring reads "id1:BASE64,id0:BASE64": the first key is the primary.
+// Keys are 32 bytes, standard or URL base64. Errors never include key material.
+func ParseKeyring(spec string) (*Keyring, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return nil, errors.New("store: empty keyring")
+	}
+	keys := map[string][]byte{}
+	primary := ""
+	for i, part := range strings.Split(spec, ",") {
+		id, b64, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if !ok || id == "" {
+			return nil, fmt.Errorf("store: keyring entry %d: want id:base64", i+1)
+		}
+		if _, dup := keys[id]; dup {
+			return nil, fmt.Errorf("store: keyring: duplicate key id %q", id)
+		}
+		var b []byte
+		var err error
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+			if b, err = enc.DecodeString(b64); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: keyring key %q: not base64", id)
+		}
+		if len(b) != 32 {
+			return nil, fmt.Errorf("store: keyring key %q: %d bytes, want 32", id, len(b))
+		}
+		keys[id] = b
+		if i == 0 {
+			primary = id
+		}
+	}
+	return NewKeyring(primary, keys)
+}
+
+// PrimaryID is the id of the sealing key.
+func (k *Keyring) PrimaryID() string { return k.primary.ID }
+
+// String never prints key material.
+func (k *Keyring) String() string { return "Keyring(primary=" + k.primary.ID + ")" }
+
+// GenerateKey makes a new random 32-byte key and an id for it.
+func GenerateKey() (id, b64 string, err error) {
+	var b [32]byte
+	var r [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", "", err
+	}
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", "", err
+	}
+	return "k" + hex.EncodeToString(r[:]), base64.StdEncoding.EncodeToString(b[:]), nil
+}

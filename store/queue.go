@@ -1,0 +1,376 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Header is one stored request header.
+type Header struct{ Name, Value string }
+
+// Entry is a received webhook in the durable queue.
+type Entry struct {
+	ID         string    `json:"id"` // assigned by Enqueue; lexicographically time-ordered
+	Tenant     string    `json:"tenant"`
+	Body       []byte    `json:"body"` // raw bytes as received
+	Headers    []Header  `json:"headers,omitempty"`
+	ReceivedAt time.Time `json:"received_at"`
+	BodySHA256 [32]byte  `json:"body_sha256"`
+	Attempts   int       `json:"attempts"`
+	NextAt     time.Time `json:"next_at"`
+	LastError  string    `json:"last_error,omitempty"`
+	LeaseToken uint64    `json:"lease_token,omitempty"` // set by Lease
+	LeaseOwner string    `json:"lease_owner,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+}
+
+// EncodeEntry and DecodeEntry are the queue record codec.
+func EncodeEntry(e Entry) ([]byte, error) { return json.Marshal(e) }
+
+// DecodeEntry decodes a queue record; it rejects records without id or tenant.
+func DecodeEntry(b []byte) (Entry, error) {
+	var e Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Entry{}, fmt.Errorf("store: decode entry: %w", err)
+	}
+	if e.ID == "" || e.Tenant == "" {
+		return Entry{}, errors.New("store: decode entry: missing id or tenant")
+	}
+	return e, nil
+}
+
+type idGen struct{ seq atomic.Uint64 }
+
+// next returns a sortable id: 16 hex digits of unix nanos, 8 of a sequence.
+func (g *idGen) next(now time.Time) string {
+	var b [24]byte
+	n := strconv.AppendUint(b[:0], uint64(now.UnixNano()), 16)
+	out := make([]byte, 0, 24)
+	for range 16 - len(n) {
+		out = append(out, '0')
+	}
+	out = append(out, n...)
+	s := strconv.AppendUint(b[:0], g.seq.Add(1)&0xffffffff, 16)
+	for range 8 - len(s) {
+		out = append(out, '0')
+	}
+	return string(append(out, s...))
+}
+
+type enqueueReq struct {
+	ctx  context.Context
+	e    Entry
+	done chan enqueueRes
+}
+
+type enqueueRes struct {
+	id  string
+	dup bool
+	err error
+}
+
+func dedupeKey(tenant string, sum [32]byte) []byte {
+	return []byte("m/" + tenant + "\x00" + hex.EncodeToString(sum[:]))
+}
+
+// Enqueue stores a webhook with its dedupe marker in one synced transaction
+// and returns after the commit. Concurrent callers share one commit (group
+// commit). duplicate is true, and nothing is written, when a marker for the
+// same tenant and body hash exists.
+func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, err error) {
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return "", false, ErrClosed
+	}
+	r := &enqueueReq{ctx: ctx, e: e, done: make(chan enqueueRes, 1)}
+	select {
+	case db.reqs <- r:
+		db.closeMu.RUnlock()
+	case <-ctx.Done():
+		db.closeMu.RUnlock()
+		return "", false, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.id, res.dup, res.err
+	case <-ctx.Done():
+		// The batch may still commit; a retry by Plaid is then a duplicate.
+		return "", false, ctx.Err()
+	}
+}
+
+// committer batches pending Enqueue requests into synced transactions.
+func (db *DB) committer() {
+	defer close(db.done)
+	batch := make([]*enqueueReq, 0, db.max)
+	for {
+		select {
+		case <-db.stop:
+			db.drain()
+			return
+		case r := <-db.reqs:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < db.max {
+			select {
+			case r := <-db.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commitBatch(batch)
+	}
+}
+
+func (db *DB) drain() {
+	for {
+		select {
+		case r := <-db.reqs:
+			r.done <- enqueueRes{err: ErrClosed}
+		default:
+			return
+		}
+	}
+}
+
+func (db *DB) commitBatch(batch []*enqueueReq) {
+	res := make([]enqueueRes, len(batch))
+	now := db.now()
+	err := func() error {
+		for attempt := 0; ; attempt++ {
+			txn := db.bdb.NewTransaction(true)
+			seen := map[string]bool{}
+			var err error
+			for i, r := range batch {
+				res[i] = enqueueRes{}
+				if r.ctx.Err() != nil {
+					res[i].err = r.ctx.Err()
+					continue
+				}
+				mk := dedupeKey(r.e.Tenant, r.e.BodySHA256)
+				if seen[string(mk)] {
+					res[i].dup = true
+					continue
+				}
+				if _, gerr := txn.Get(mk); gerr == nil {
+					res[i].dup = true
+					continue
+				} else if !errors.Is(gerr, badger.ErrKeyNotFound) {
+					err = gerr
+					break
+				}
+				seen[string(mk)] = true
+				e := r.e
+				e.ID = db.ids.next(now)
+				if e.NextAt.IsZero() {
+					e.NextAt = now
+				}
+				b, merr := EncodeEntry(e)
+				if merr != nil {
+					res[i].err = merr
+					continue
+				}
+				if err = txn.Set([]byte("q/"+e.ID), b); err != nil {
+					break
+				}
+				if err = txn.SetEntry(badger.NewEntry(mk, []byte(e.ID)).WithTTL(db.ttl)); err != nil {
+					break
+				}
+				res[i].id = e.ID
+			}
+			if err == nil {
+				err = txn.Commit()
+			} else {
+				txn.Discard()
+			}
+			if errors.Is(err, badger.ErrConflict) && attempt < 5 {
+				continue
+			}
+			return err
+		}
+	}()
+	for i, r := range batch {
+		if err != nil && res[i].err == nil {
+			res[i] = enqueueRes{err: fmt.Errorf("store: enqueue: %w", err)}
+		}
+		r.done <- res[i]
+	}
+}
+
+// Lease hands out up to max due entries (NextAt <= now, no live lease) to
+// owner for d. An entry whose lease expires becomes visible again.
+func (db *DB) Lease(owner string, d time.Duration, max int) ([]Entry, error) {
+	db.leaseMu.Lock()
+	defer db.leaseMu.Unlock()
+	now := db.now()
+	var out []Entry
+	err := db.update(func(txn *badger.Txn) error {
+		out = out[:0]
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte("q/")
+		iter := txn.NewIterator(opts)
+		defer iter.Close()
+		var sets []Entry
+		for iter.Rewind(); iter.Valid() && len(sets) < max; iter.Next() {
+			var e Entry
+			if err := iter.Item().Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+				return err
+			}
+			if e.NextAt.After(now) || e.LeaseUntil.After(now) {
+				continue
+			}
+			e.LeaseOwner = owner
+			e.LeaseUntil = now.Add(d)
+			e.LeaseToken = uint64(now.UnixNano()) + db.ids.seq.Add(1)
+			sets = append(sets, e)
+		}
+		for _, e := range sets {
+			b, err := EncodeEntry(e)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set([]byte("q/"+e.ID), b); err != nil {
+				return err
+			}
+		}
+		out = sets
+		return nil
+	})
+	return out, err
+}
+
+// withLease runs fn on a leased entry, checking the lease is still held.
+func (db *DB) withLease(id string, lease uint64, fn func(txn *badger.Txn, e *Entry) error) error {
+	return db.update(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte("q/" + id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("%w: %s", ErrStaleLease, id)
+		}
+		if err != nil {
+			return err
+		}
+		var e Entry
+		if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+			return err
+		}
+		if e.LeaseToken != lease {
+			return fmt.Errorf("%w: %s", ErrStaleLease, id)
+		}
+		return fn(txn, &e)
+	})
+}
+
+// Complete removes a processed entry from the queue and leaves a done mark.
+func (db *DB) Complete(id string, lease uint64) error {
+	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
+		if err := txn.Delete([]byte("q/" + id)); err != nil {
+			return err
+		}
+		return txn.SetEntry(badger.NewEntry([]byte("w/"+id), []byte(db.now().UTC().Format(time.RFC3339Nano))).WithTTL(7 * 24 * time.Hour))
+	})
+}
+
+// Retry releases the lease, counts the attempt, and makes the entry due at next.
+func (db *DB) Retry(id string, lease uint64, next time.Time, reason string) error {
+	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
+		e.Attempts++
+		e.NextAt, e.LastError = next, reason
+		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
+		b, err := EncodeEntry(*e)
+		if err != nil {
+			return err
+		}
+		return txn.Set([]byte("q/"+id), b)
+	})
+}
+
+// DeadLetter moves a leased entry to the dead-letter set.
+func (db *DB) DeadLetter(id string, lease uint64, reason string) error {
+	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
+		e.Attempts++
+		e.LastError = reason
+		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
+		b, err := EncodeEntry(*e)
+		if err != nil {
+			return err
+		}
+		if err := txn.Delete([]byte("q/" + id)); err != nil {
+			return err
+		}
+		return txn.Set([]byte("d/"+id), b)
+	})
+}
+
+// DeadLetters lists up to limit dead letters, oldest first.
+func (db *DB) DeadLetters(limit int) ([]Entry, error) {
+	var out []Entry
+	err := db.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte("d/")
+		iter := txn.NewIterator(opts)
+		defer iter.Close()
+		for iter.Rewind(); iter.Valid() && len(out) < limit; iter.Next() {
+			var e Entry
+			if err := iter.Item().Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Replay moves a dead letter back to the queue with its attempts reset.
+func (db *DB) Replay(id string) error {
+	return db.update(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte("d/" + id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("%w: dead letter %s", ErrNotFound, id)
+		}
+		if err != nil {
+			return err
+		}
+		var e Entry
+		if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+			return err
+		}
+		e.Attempts, e.NextAt = 0, db.now()
+		b, err := EncodeEntry(e)
+		if err != nil {
+			return err
+		}
+		if err := txn.Delete([]byte("d/" + id)); err != nil {
+			return err
+		}
+		return txn.Set([]byte("q/"+id), b)
+	})
+}
+
+// QueueLen counts entries waiting or leased.
+func (db *DB) QueueLen() (int, error) {
+	n := 0
+	err := db.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte("q/")
+		iter := txn.NewIterator(opts)
+		defer iter.Close()
+		for iter.Rewind(); iter.Valid(); iter.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}

@@ -1,0 +1,496 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/safeclose/safeclose/store/internal/seal"
+)
+
+// Errors. Messages never contain secrets.
+var (
+	ErrNotFound    = errors.New("store: not found")
+	ErrNoKey       = errors.New("store: no sealing key configured")
+	ErrKeyMismatch = errors.New("store: sealing key does not match the data")
+	ErrDuplicate   = errors.New("store: duplicate")
+	ErrClosed      = errors.New("store: closed")
+	ErrStaleLease  = errors.New("store: lease is no longer held")
+)
+
+// ItemState is an item's health as Safeclose knows it.
+type ItemState string
+
+// Item states.
+const (
+	StateOK                ItemState = "ok"
+	StateLoginRequired     ItemState = "login_required"
+	StatePendingExpiration ItemState = "pending_expiration"
+	StatePendingDisconnect ItemState = "pending_disconnect"
+	StateRevoked           ItemState = "revoked"
+)
+
+// Item is a linked Plaid item. It never carries the access token.
+type Item struct {
+	Tenant           string    `json:"tenant"`
+	User             string    `json:"user"`
+	ItemID           string    `json:"item_id"`
+	InstitutionID    string    `json:"institution_id,omitempty"`
+	State            ItemState `json:"state"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+	LastEvent        string    `json:"last_event,omitempty"`
+	LastEventAt      time.Time `json:"last_event_at,omitzero"`
+	ConsentExpiresAt time.Time `json:"consent_expires_at,omitzero"`
+}
+
+// itemRecord is the stored form: the item plus its sealed token.
+type itemRecord struct {
+	Item
+	Sealed []byte `json:"sealed"`
+}
+
+// Options configure Open. Zero values are documented per field.
+type Options struct {
+	Dir       string        // data directory; ignored when InMemory
+	InMemory  bool          // tests only: nothing on disk
+	Keyring   *Keyring      // nil means no key: SaveItem answers ErrNoKey, everything else works
+	Logger    *slog.Logger  // nil means discard; Badger's own logs go here too
+	DedupeTTL time.Duration // zero means 48h
+	MaxBatch  int           // group-commit batch cap; zero means 256
+	Now       func() time.Time // nil means time.Now
+}
+
+// DB is the store. It is safe for concurrent use.
+type DB struct {
+	bdb     *badger.DB
+	kr      *Keyring
+	keyErr  error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	log     *slog.Logger
+	now     func() time.Time
+	ttl     time.Duration
+	max     int
+	reqs    chan *enqueueReq
+	stop    chan struct{}
+	done    chan struct{}
+	closeMu sync.RWMutex
+	closed  bool
+	leaseMu sync.Mutex
+	ids     idGen
+}
+
+// Open opens (or creates) the store.
+func Open(o Options) (*DB, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.DedupeTTL == 0 {
+		o.DedupeTTL = 48 * time.Hour
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 256
+	}
+	bo := badger.DefaultOptions(o.Dir)
+	if o.InMemory {
+		bo = badger.DefaultOptions("").WithInMemory(true)
+	}
+	// Durable, and sized for a small machine: 16 MiB memtables, small caches.
+	bo = bo.WithSyncWrites(true).
+		WithLogger(badgerLogger{o.Logger}).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(3).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithNumVersionsToKeep(1).
+		WithMetricsEnabled(false)
+	bdb, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	db := &DB{
+		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
+		reqs: make(chan *enqueueReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if err := db.checkKeys(); err != nil {
+		bdb.Close()
+		return nil, err
+	}
+	go db.committer()
+	return db, nil
+}
+
+// Close stops the committer and closes Badger. Calls after the first return ErrClosed.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	if db.closed {
+		db.closeMu.Unlock()
+		return ErrClosed
+	}
+	db.closed = true
+	db.closeMu.Unlock()
+	close(db.stop)
+	<-db.done
+	if err := db.bdb.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Ping reports whether the store is usable.
+func (db *DB) Ping() error {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed || db.bdb.IsClosed() {
+		return ErrClosed
+	}
+	return db.bdb.View(func(*badger.Txn) error { return nil })
+}
+
+// KeyStatus is nil when tokens can be sealed and opened, else ErrNoKey or
+// ErrKeyMismatch (with the key id in the message).
+func (db *DB) KeyStatus() error { return db.keyErr }
+
+// checkKeys verifies every configured key against its canary and that every
+// key id used by stored records is in the keyring.
+func (db *DB) checkKeys() error {
+	if db.kr == nil {
+		db.keyErr = ErrNoKey
+		return nil
+	}
+	return db.bdb.Update(func(txn *badger.Txn) error {
+		for id, k := range db.kr.keys {
+			ck := []byte("kc/" + id)
+			it, err := txn.Get(ck)
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				rec, err := k.Seal([]byte("safeclose-canary"), ck)
+				if err != nil {
+					return err
+				}
+				if err := txn.Set(ck, rec); err != nil {
+					return err
+				}
+			case err != nil:
+				return err
+			default:
+				rec, err := it.ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				if _, err := k.Open(rec, ck); err != nil {
+					db.keyErr = fmt.Errorf("%w: key %q is not the key that sealed this data", ErrKeyMismatch, id)
+					db.log.Error("sealing key mismatch: tokens cannot be stored or read with this key", "key_id", id)
+				}
+			}
+		}
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte("ku/")
+		iter := txn.NewIterator(opts)
+		defer iter.Close()
+		for iter.Rewind(); iter.Valid(); iter.Next() {
+			id := string(iter.Item().Key()[3:])
+			if _, ok := db.kr.keys[id]; !ok && db.keyErr == nil {
+				db.keyErr = fmt.Errorf("%w: stored tokens are sealed with key %q, which is not in the keyring", ErrKeyMismatch, id)
+				db.log.Error("keyring lacks a key that sealed stored tokens", "key_id", id)
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) view(fn func(*badger.Txn) error) error {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	return db.bdb.View(fn)
+}
+
+func (db *DB) update(fn func(*badger.Txn) error) error {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	for range 10 {
+		err := db.bdb.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("store: too many conflicts")
+}
+
+func itemKey(tenant, itemID string) []byte { return []byte("i/" + tenant + "\x00" + itemID) }
+func userKey(tenant, user, itemID string) []byte {
+	return []byte("u/" + tenant + "\x00" + user + "\x00" + itemID)
+}
+func tokenAAD(tenant, user, itemID string) []byte {
+	return []byte("access_token/" + tenant + "/" + user + "/" + itemID)
+}
+
+// SaveItem seals accessToken under the primary key and stores the item with
+// its indexes in one synced transaction.
+func (db *DB) SaveItem(it Item, accessToken string) error {
+	if db.keyErr != nil {
+		return db.keyErr
+	}
+	if it.Tenant == "" || it.User == "" || it.ItemID == "" || strings.ContainsRune(it.Tenant+it.User+it.ItemID, 0) {
+		return fmt.Errorf("store: save item: tenant, user and item_id are required")
+	}
+	sealed, err := db.kr.primary.Seal([]byte(accessToken), tokenAAD(it.Tenant, it.User, it.ItemID))
+	if err != nil {
+		return fmt.Errorf("store: save item: %w", err)
+	}
+	b, err := json.Marshal(itemRecord{Item: it, Sealed: sealed})
+	if err != nil {
+		return fmt.Errorf("store: save item: %w", err)
+	}
+	owner := []byte(it.Tenant + "\x00" + it.User)
+	return db.update(func(txn *badger.Txn) error {
+		xk := []byte("x/" + it.ItemID)
+		if cur, err := txn.Get(xk); err == nil {
+			v, err := cur.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(v, owner) {
+				return fmt.Errorf("%w: item %s belongs to another owner", ErrDuplicate, it.ItemID)
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		for _, kv := range [][2][]byte{
+			{itemKey(it.Tenant, it.ItemID), b},
+			{userKey(it.Tenant, it.User, it.ItemID), nil},
+			{xk, owner},
+			{[]byte("ku/" + db.kr.primary.ID), nil},
+		} {
+			if err := txn.Set(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func getItem(txn *badger.Txn, tenant, itemID string) (itemRecord, error) {
+	var rec itemRecord
+	it, err := txn.Get(itemKey(tenant, itemID))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return rec, ErrNotFound
+	}
+	if err != nil {
+		return rec, err
+	}
+	err = it.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
+	return rec, err
+}
+
+// Items lists a user's items, oldest first. Tokens are not included.
+func (db *DB) Items(tenant, user string) ([]Item, error) {
+	var out []Item
+	err := db.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte("u/" + tenant + "\x00" + user + "\x00")
+		iter := txn.NewIterator(opts)
+		defer iter.Close()
+		for iter.Rewind(); iter.Valid(); iter.Next() {
+			itemID := string(iter.Item().Key()[len(opts.Prefix):])
+			rec, err := getItem(txn, tenant, itemID)
+			if err != nil {
+				return err
+			}
+			out = append(out, rec.Item)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, err
+}
+
+// Item finds an item by id within a tenant.
+func (db *DB) Item(tenant, itemID string) (Item, error) {
+	var rec itemRecord
+	err := db.view(func(txn *badger.Txn) (err error) {
+		rec, err = getItem(txn, tenant, itemID)
+		return err
+	})
+	return rec.Item, err
+}
+
+// AccessToken opens an item's token for its owner.
+func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
+	var rec itemRecord
+	err := db.view(func(txn *badger.Txn) (err error) {
+		rec, err = getItem(txn, tenant, itemID)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if rec.User != user {
+		return "", ErrNotFound
+	}
+	if db.kr == nil {
+		return "", ErrNoKey
+	}
+	id, err := seal.KeyID(rec.Sealed)
+	if err != nil {
+		return "", fmt.Errorf("store: item %s: %w", itemID, err)
+	}
+	k := db.kr.keys[id]
+	if k == nil {
+		return "", fmt.Errorf("%w: item %s is sealed with key %q", ErrKeyMismatch, itemID, id)
+	}
+	pt, err := k.Open(rec.Sealed, tokenAAD(tenant, user, itemID))
+	if err != nil {
+		return "", fmt.Errorf("%w: item %s: %w", ErrKeyMismatch, itemID, err)
+	}
+	return string(pt), nil
+}
+
+// UpdateItem applies fn to the item in one transaction. fn must not change
+// Tenant, User or ItemID.
+func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
+	var out Item
+	err := db.update(func(txn *badger.Txn) error {
+		rec, err := getItem(txn, tenant, itemID)
+		if err != nil {
+			return err
+		}
+		it := rec.Item
+		if err := fn(&it); err != nil {
+			return err
+		}
+		it.Tenant, it.User, it.ItemID = rec.Tenant, rec.User, rec.ItemID
+		rec.Item = it
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		out = it
+		return txn.Set(itemKey(tenant, itemID), b)
+	})
+	return out, err
+}
+
+// DeleteItem removes an item and its indexes.
+func (db *DB) DeleteItem(tenant, itemID string) error {
+	return db.update(func(txn *badger.Txn) error {
+		rec, err := getItem(txn, tenant, itemID)
+		if err != nil {
+			return err
+		}
+		for _, k := range [][]byte{itemKey(tenant, itemID), userKey(tenant, rec.User, itemID), []byte("x/" + itemID)} {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Rotate re-seals every item not sealed under the primary key, in batches.
+// Afterwards keys other than the primary can be removed from the keyring.
+func (db *DB) Rotate() (int, error) {
+	if db.keyErr != nil {
+		return 0, db.keyErr
+	}
+	var keys [][]byte
+	err := db.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte("i/")
+		iter := txn.NewIterator(opts)
+		defer iter.Close()
+		for iter.Rewind(); iter.Valid(); iter.Next() {
+			keys = append(keys, iter.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for start := 0; start < len(keys); start += 100 {
+		batch := keys[start:min(start+100, len(keys))]
+		err := db.update(func(txn *badger.Txn) error {
+			for _, k := range batch {
+				t, item, _ := strings.Cut(string(k[2:]), "\x00")
+				rec, err := getItem(txn, t, item)
+				if err != nil {
+					return err
+				}
+				id, err := seal.KeyID(rec.Sealed)
+				if err != nil {
+					return fmt.Errorf("store: rotate %s: %w", item, err)
+				}
+				if id == db.kr.primary.ID {
+					continue
+				}
+				old := db.kr.keys[id]
+				if old == nil {
+					return fmt.Errorf("%w: item %s is sealed with key %q", ErrKeyMismatch, item, id)
+				}
+				aad := tokenAAD(rec.Tenant, rec.User, rec.ItemID)
+				pt, err := old.Open(rec.Sealed, aad)
+				if err != nil {
+					return fmt.Errorf("%w: item %s: %w", ErrKeyMismatch, item, err)
+				}
+				if rec.Sealed, err = db.kr.primary.Seal(pt, aad); err != nil {
+					return err
+				}
+				b, err := json.Marshal(rec)
+				if err != nil {
+					return err
+				}
+				if err := txn.Set(k, b); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return n, err
+		}
+	}
+	// Only the primary seals records now.
+	err = db.update(func(txn *badger.Txn) error {
+		for id := range db.kr.keys {
+			if id != db.kr.primary.ID {
+				if err := txn.Delete([]byte("ku/" + id)); err != nil {
+					return err
+				}
+			}
+		}
+		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
+	})
+	return n, err
+}
+
+// badgerLogger sends Badger's logs to slog; info and debug are dropped.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
+func (badgerLogger) Infof(string, ...any)          {}
+func (badgerLogger) Debugf(string, ...any)         {}
