@@ -61,12 +61,12 @@ type itemRecord struct {
 
 // Options configure Open. Zero values are documented per field.
 type Options struct {
-	Dir       string        // data directory; ignored when InMemory
-	InMemory  bool          // tests only: nothing on disk
-	Keyring   *Keyring      // nil means no key: SaveItem answers ErrNoKey, everything else works
-	Logger    *slog.Logger  // nil means discard; Badger's own logs go here too
-	DedupeTTL time.Duration // zero means 48h
-	MaxBatch  int           // group-commit batch cap; zero means 256
+	Dir       string           // data directory; ignored when InMemory
+	InMemory  bool             // tests only: nothing on disk
+	Keyring   *Keyring         // nil means no key: SaveItem answers ErrNoKey, everything else works
+	Logger    *slog.Logger     // nil means discard; Badger's own logs go here too
+	DedupeTTL time.Duration    // zero means 48h
+	MaxBatch  int              // group-commit batch cap; zero means 256
 	Now       func() time.Time // nil means time.Now
 }
 
@@ -490,7 +490,11 @@ func (db *DB) Rotate() (int, error) {
 // badgerLogger sends Badger's logs to slog; info and debug are dropped.
 type badgerLogger struct{ l *slog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))) }
-func (badgerLogger) Infof(string, ...any)          {}
-func (badgerLogger) Debugf(string, ...any)         {}
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
