@@ -1,0 +1,12 @@
+// Package webhook verifies Plaid webhook signatures exactly as Plaid
+// documents: the Plaid-Verification compact JWT must have alg ES256 (checked
+// before any key is touched), a kid whose key comes from Plaid's
+// /webhook_verification_key/get (cached by kid; keys with expired_at refused;
+// unknown kids fetched once, single-flight and rate-limited), a valid
+// signature, an iat no older than 5 minutes (and not in the future beyond a
+// small skew), and request_body_sha256 equal to the SHA-256 of the raw body,
+// compared in constant time.
+//
+// It is the only package that imports jwx, so moving to jwx v3 is one
+// package's change. It imports nothing from the module.
+package webhook

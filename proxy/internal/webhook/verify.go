@@ -1,0 +1,386 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// Sentinels for key trouble.
+var (
+	ErrUnknownKey     = errors.New("webhook: unknown key id")
+	ErrKeyExpired     = errors.New("webhook: key has expired_at set")
+	ErrKeyFetch       = errors.New("webhook: key fetch failed")
+	ErrKeyRateLimited = errors.New("webhook: unknown-key fetch rate limited")
+)
+
+// Step names a verification step.
+type Step int
+
+// The steps, in order.
+const (
+	StepHeader Step = iota + 1
+	StepAlg
+	StepKey
+	StepSignature
+	StepIssuedAt
+	StepBodyHash
+)
+
+func (s Step) String() string {
+	switch s {
+	case StepHeader:
+		return "header"
+	case StepAlg:
+		return "alg"
+	case StepKey:
+		return "key"
+	case StepSignature:
+		return "signature"
+	case StepIssuedAt:
+		return "iat"
+	case StepBodyHash:
+		return "body_sha256"
+	}
+	return "unknown"
+}
+
+// VerifyError says which step failed.
+type VerifyError struct {
+	Step Step
+	Err  error
+}
+
+func (e *VerifyError) Error() string { return "webhook: " + e.Step.String() + ": " + e.Err.Error() }
+func (e *VerifyError) Unwrap() error { return e.Err }
+
+func fail(s Step, err error) error { return &VerifyError{Step: s, Err: err} }
+
+// Key is Plaid's JWK as /webhook_verification_key/get returns it.
+type Key struct {
+	Kid       string `json:"kid"`
+	Alg       string `json:"alg"`
+	Crv       string `json:"crv"`
+	Kty       string `json:"kty"`
+	Use       string `json:"use"`
+	X         string `json:"x"`
+	Y         string `json:"y"`
+	CreatedAt int64  `json:"created_at"`
+	ExpiredAt *int64 `json:"expired_at"`
+}
+
+// Fetcher gets a key by kid. It returns an error wrapping ErrUnknownKey when
+// Plaid does not know the kid, and any other error for transport trouble.
+type Fetcher func(ctx context.Context, kid string) (Key, error)
+
+// Options configure a Verifier.
+type Options struct {
+	Fetch        Fetcher          // required
+	Now          func() time.Time // nil means time.Now
+	MaxAge       time.Duration    // zero means 5m (Plaid's rule)
+	FutureSkew   time.Duration    // zero means 1m: iat further in the future is refused
+	CacheSize    int              // zero means 64 keys
+	MissInterval time.Duration    // zero means 1s: at most one fetch of an uncached kid per interval
+	NegativeTTL  time.Duration    // zero means 1m: an unknown kid is not fetched again for this long
+	RefreshAfter time.Duration    // zero means 1h: a cached key is re-fetched (to learn expired_at) after this
+}
+
+type cached struct {
+	pub       *ecdsa.PublicKey
+	fetchedAt time.Time
+}
+
+type flight struct {
+	done chan struct{}
+	c    *cached
+	err  error
+}
+
+// Verifier checks Plaid webhooks. It is safe for concurrent use.
+type Verifier struct {
+	o        Options
+	mu       sync.Mutex
+	keys     map[string]*cached
+	order    []string // insertion order, for eviction
+	unknown  map[string]time.Time
+	flights  map[string]*flight
+	lastMiss time.Time
+}
+
+// NewVerifier builds a Verifier.
+func NewVerifier(o Options) (*Verifier, error) {
+	if o.Fetch == nil {
+		return nil, errors.New("webhook: Options.Fetch is required")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = 5 * time.Minute
+	}
+	if o.FutureSkew == 0 {
+		o.FutureSkew = time.Minute
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = 64
+	}
+	if o.MissInterval == 0 {
+		o.MissInterval = time.Second
+	}
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = time.Minute
+	}
+	if o.RefreshAfter == 0 {
+		o.RefreshAfter = time.Hour
+	}
+	return &Verifier{o: o, keys: map[string]*cached{}, unknown: map[string]time.Time{}, flights: map[string]*flight{}}, nil
+}
+
+// Claims are the verified JWT claims.
+type Claims struct {
+	Kid        string
+	IssuedAt   time.Time
+	BodySHA256 [32]byte
+}
+
+type header struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	Typ string `json:"typ"`
+}
+
+type payload struct {
+	IAT        *json.Number `json:"iat"`
+	BodySHA256 string       `json:"request_body_sha256"`
+}
+
+// parseHeader decodes the JOSE header without verifying and pins ES256.
+func parseHeader(tok string) (header, error) {
+	var h header
+	if tok == "" {
+		return h, fail(StepHeader, errors.New("missing Plaid-Verification header"))
+	}
+	if strings.Count(tok, ".") != 2 {
+		return h, fail(StepHeader, errors.New("not a compact JWS"))
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(tok[:strings.IndexByte(tok, '.')])
+	if err != nil {
+		return h, fail(StepHeader, errors.New("header is not base64url"))
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&h); err != nil {
+		return h, fail(StepHeader, errors.New("header is not JSON"))
+	}
+	if h.Alg != "ES256" {
+		return h, fail(StepAlg, fmt.Errorf("alg %q is not ES256", h.Alg))
+	}
+	if h.Kid == "" {
+		return h, fail(StepHeader, errors.New("no kid"))
+	}
+	return h, nil
+}
+
+// Verify runs every step on a webhook's header and raw body.
+func (v *Verifier) Verify(ctx context.Context, tok string, body []byte) (Claims, error) {
+	tok = strings.TrimSpace(tok)
+	h, err := parseHeader(tok)
+	if err != nil {
+		return Claims{}, err
+	}
+	c, err := v.key(ctx, h.Kid)
+	if err != nil {
+		return Claims{}, fail(StepKey, err)
+	}
+	return check(tok, h.Kid, body, c.pub, v.o.Now(), v.o.MaxAge, v.o.FutureSkew)
+}
+
+// check verifies signature, iat and body hash with a known key.
+func check(tok, kid string, body []byte, pub *ecdsa.PublicKey, now time.Time, maxAge, skew time.Duration) (Claims, error) {
+	raw, err := jws.Verify([]byte(tok), jws.WithKey(jwa.ES256, pub))
+	if err != nil {
+		return Claims{}, fail(StepSignature, errors.New("signature does not verify"))
+	}
+	var p payload
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&p); err != nil || p.IAT == nil {
+		return Claims{}, fail(StepIssuedAt, errors.New("payload has no iat"))
+	}
+	iat, err := p.IAT.Int64()
+	if err != nil {
+		return Claims{}, fail(StepIssuedAt, errors.New("iat is not an integer"))
+	}
+	at := time.Unix(iat, 0)
+	if now.Sub(at) > maxAge {
+		return Claims{}, fail(StepIssuedAt, fmt.Errorf("issued %s ago, more than %s", now.Sub(at).Round(time.Second), maxAge))
+	}
+	if at.Sub(now) > skew {
+		return Claims{}, fail(StepIssuedAt, errors.New("issued in the future"))
+	}
+	sum := sha256.Sum256(body)
+	var want [64]byte
+	hex.Encode(want[:], sum[:])
+	if subtle.ConstantTimeCompare(want[:], []byte(strings.ToLower(p.BodySHA256))) != 1 {
+		return Claims{}, fail(StepBodyHash, errors.New("body does not match request_body_sha256"))
+	}
+	return Claims{Kid: kid, IssuedAt: at, BodySHA256: sum}, nil
+}
+
+// key returns the cached key for kid or fetches it (single-flight, rate-limited).
+func (v *Verifier) key(ctx context.Context, kid string) (*cached, error) {
+	now := v.o.Now()
+	v.mu.Lock()
+	c := v.keys[kid]
+	if c != nil && now.Sub(c.fetchedAt) < v.o.RefreshAfter {
+		v.mu.Unlock()
+		return c, nil
+	}
+	if c == nil {
+		if until, ok := v.unknown[kid]; ok && now.Before(until) {
+			v.mu.Unlock()
+			return nil, ErrUnknownKey
+		}
+	}
+	f := v.flights[kid]
+	if f == nil {
+		if c == nil {
+			if now.Sub(v.lastMiss) < v.o.MissInterval {
+				v.mu.Unlock()
+				return nil, ErrKeyRateLimited
+			}
+			v.lastMiss = now
+		}
+		f = &flight{done: make(chan struct{})}
+		v.flights[kid] = f
+		v.mu.Unlock()
+		f.c, f.err = v.fetch(ctx, kid, c)
+		v.mu.Lock()
+		delete(v.flights, kid)
+		close(f.done)
+		v.mu.Unlock()
+	} else {
+		v.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrKeyFetch, ctx.Err())
+		}
+	}
+	return f.c, f.err
+}
+
+func (v *Verifier) fetch(ctx context.Context, kid string, old *cached) (*cached, error) {
+	k, err := v.o.Fetch(ctx, kid)
+	now := v.o.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case errors.Is(err, ErrUnknownKey):
+		delete(v.keys, kid)
+		v.unknown[kid] = now.Add(v.o.NegativeTTL)
+		if len(v.unknown) > 4*v.o.CacheSize {
+			for k, until := range v.unknown {
+				if now.After(until) || len(v.unknown) > 4*v.o.CacheSize {
+					delete(v.unknown, k)
+				}
+			}
+		}
+		return nil, err
+	case err != nil:
+		if old != nil {
+			return old, nil // keep serving a known key through a Plaid hiccup
+		}
+		return nil, fmt.Errorf("%w: %w", ErrKeyFetch, err)
+	}
+	if k.ExpiredAt != nil {
+		delete(v.keys, kid)
+		return nil, ErrKeyExpired
+	}
+	if k.Kid != "" && k.Kid != kid {
+		return nil, fmt.Errorf("%w: Plaid answered kid %q for %q", ErrUnknownKey, k.Kid, kid)
+	}
+	pub, err := publicKey(k)
+	if err != nil {
+		return nil, err
+	}
+	c := &cached{pub: pub, fetchedAt: now}
+	if _, ok := v.keys[kid]; !ok {
+		v.order = append(v.order, kid)
+		for len(v.order) > v.o.CacheSize {
+			delete(v.keys, v.order[0])
+			v.order = v.order[1:]
+		}
+	}
+	v.keys[kid] = c
+	return c, nil
+}
+
+// publicKey validates a JWK as a P-256 ES256 signing key.
+func publicKey(k Key) (*ecdsa.PublicKey, error) {
+	if k.Kty != "EC" || k.Crv != "P-256" || (k.Alg != "" && k.Alg != "ES256") || (k.Use != "" && k.Use != "sig") {
+		return nil, fmt.Errorf("webhook: key %q is not an ES256 P-256 signing key", k.Kid)
+	}
+	x, err1 := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.X, "="))
+	y, err2 := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.Y, "="))
+	if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
+		return nil, fmt.Errorf("webhook: key %q has bad coordinates", k.Kid)
+	}
+	if _, err := ecdh.P256().NewPublicKey(append(append([]byte{4}, x...), y...)); err != nil {
+		return nil, fmt.Errorf("webhook: key %q is not on P-256", k.Kid)
+	}
+	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}, nil
+}
+
+// ParseKeyJSON accepts a bare JWK or Plaid's {"key":{…}} answer.
+func ParseKeyJSON(b []byte) (Key, error) {
+	var wrap struct {
+		Key *Key `json:"key"`
+	}
+	if err := json.Unmarshal(b, &wrap); err == nil && wrap.Key != nil {
+		return *wrap.Key, nil
+	}
+	var k Key
+	if err := json.Unmarshal(b, &k); err != nil {
+		return Key{}, fmt.Errorf("webhook: key JSON: %w", err)
+	}
+	if k.X == "" || k.Y == "" {
+		return Key{}, errors.New("webhook: key JSON has no x/y")
+	}
+	return k, nil
+}
+
+// VerifyOffline runs the same steps against one given key, as of at.
+func VerifyOffline(tok string, body []byte, k Key, at time.Time) (Claims, error) {
+	tok = strings.TrimSpace(tok)
+	h, err := parseHeader(tok)
+	if err != nil {
+		return Claims{}, err
+	}
+	if k.Kid != "" && h.Kid != k.Kid {
+		return Claims{}, fail(StepKey, fmt.Errorf("%w: webhook kid %q, key kid %q", ErrUnknownKey, h.Kid, k.Kid))
+	}
+	if k.ExpiredAt != nil {
+		return Claims{}, fail(StepKey, ErrKeyExpired)
+	}
+	pub, err := publicKey(k)
+	if err != nil {
+		return Claims{}, fail(StepKey, err)
+	}
+	return check(tok, h.Kid, body, pub, at, 5*time.Minute, time.Minute)
+}

@@ -1,0 +1,274 @@
+package webhook
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type vector struct {
+	JWK     Key `json:"sandbox_jwk"`
+	Webhook struct {
+		Header string `json:"plaid_verification"`
+		IAT    int64  `json:"iat"`
+		Body   string `json:"body"`
+	} `json:"webhook"`
+}
+
+func loadVector(t testing.TB) vector {
+	t.Helper()
+	b, err := os.ReadFile("testdata/plaid-webhook-sandbox.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v vector
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestRealPlaidWebhookVerifies(t *testing.T) {
+	t.Parallel()
+	v := loadVector(t)
+	at := time.Unix(v.Webhook.IAT+60, 0)
+	fetches := 0
+	ver, err := NewVerifier(Options{
+		Now:   func() time.Time { return at },
+		Fetch: func(_ context.Context, kid string) (Key, error) { fetches++; return v.JWK, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ver.Verify(t.Context(), v.Webhook.Header, []byte(v.Webhook.Body))
+	if err != nil {
+		t.Fatalf("Verify(real Plaid webhook) = %v", err)
+	}
+	if c.Kid != v.JWK.Kid || c.IssuedAt.Unix() != v.Webhook.IAT {
+		t.Errorf("claims = %+v", c)
+	}
+	if _, err := ver.Verify(t.Context(), v.Webhook.Header, []byte(v.Webhook.Body)); err != nil || fetches != 1 {
+		t.Errorf("second verify: %v, fetches = %d, want 1 (cached)", err, fetches)
+	}
+	tampered := []byte(v.Webhook.Body)
+	tampered[len(tampered)-3] = 'X'
+	if _, err := VerifyOffline(v.Webhook.Header, tampered, v.JWK, at); stepOf(err) != StepBodyHash {
+		t.Errorf("tampered body: %v", err)
+	}
+	if _, err := VerifyOffline(v.Webhook.Header, []byte(v.Webhook.Body), v.JWK, time.Unix(v.Webhook.IAT+6*60, 0)); stepOf(err) != StepIssuedAt {
+		t.Errorf("6 minutes later: %v", err)
+	}
+}
+
+func stepOf(err error) Step {
+	var ve *VerifyError
+	if errors.As(err, &ve) {
+		return ve.Step
+	}
+	return 0
+}
+
+// signer makes Plaid-style webhooks with a test key.
+type signer struct {
+	kid string
+	key *ecdsa.PrivateKey
+}
+
+func newSigner(t testing.TB, kid string) *signer {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &signer{kid: kid, key: k}
+}
+
+func (s *signer) jwk() Key {
+	b := s.key.PublicKey.X.FillBytes(make([]byte, 32))
+	c := s.key.PublicKey.Y.FillBytes(make([]byte, 32))
+	return Key{Kid: s.kid, Alg: "ES256", Crv: "P-256", Kty: "EC", Use: "sig",
+		X: base64.RawURLEncoding.EncodeToString(b), Y: base64.RawURLEncoding.EncodeToString(c), CreatedAt: 1}
+}
+
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func (s *signer) sign(t testing.TB, hdr string, iat int64, body []byte) string {
+	sum := sha256.Sum256(body)
+	p := fmt.Sprintf(`{"iat":%d,"request_body_sha256":"%s"}`, iat, hex.EncodeToString(sum[:]))
+	in := b64(hdr) + "." + b64(p)
+	h := sha256.Sum256([]byte(in))
+	r, ss, err := ecdsa.Sign(rand.Reader, s.key, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := append(r.FillBytes(make([]byte, 32)), ss.FillBytes(make([]byte, 32))...)
+	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+func (s *signer) hdr() string { return `{"alg":"ES256","kid":"` + s.kid + `","typ":"JWT"}` }
+
+func TestVerifyRejections(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	good := newSigner(t, "kid-good")
+	other := newSigner(t, "kid-good") // same kid, different key
+	expired := newSigner(t, "kid-expired")
+	body := []byte("{\n  \"item_id\": \"abc\",\n  \"webhook_code\": \"ERROR\",\n  \"webhook_type\": \"ITEM\"\n}")
+	keys := map[string]Key{"kid-good": good.jwk(), "kid-expired": expired.jwk()}
+	ek := keys["kid-expired"]
+	one := int64(5)
+	ek.ExpiredAt = &one
+	keys["kid-expired"] = ek
+	ver, _ := NewVerifier(Options{Now: func() time.Time { return now }, MissInterval: time.Nanosecond,
+		Fetch: func(_ context.Context, kid string) (Key, error) {
+			k, ok := keys[kid]
+			if !ok {
+				return Key{}, ErrUnknownKey
+			}
+			return k, nil
+		}})
+	hs := func(secret string) string { // algorithm confusion: HS256 keyed with the public x
+		in := b64(`{"alg":"HS256","kid":"kid-good","typ":"JWT"}`) + "." + b64(fmt.Sprintf(`{"iat":%d}`, now.Unix()))
+		m := hmac.New(sha256.New, []byte(secret))
+		m.Write([]byte(in))
+		return in + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	}
+	goodTok := good.sign(t, good.hdr(), now.Unix(), body)
+	tests := []struct {
+		name string
+		tok  string
+		body []byte
+		step Step
+	}{
+		{"ok", goodTok, body, 0},
+		{"missing header", "", body, StepHeader},
+		{"garbage", "abc", body, StepHeader},
+		{"extra segment", goodTok + ".x", body, StepHeader},
+		{"bad base64 header", "%%%." + b64("{}") + ".x", body, StepHeader},
+		{"alg none", b64(`{"alg":"none","kid":"kid-good"}`) + "." + b64(`{"iat":1}`) + ".", body, StepAlg},
+		{"alg HS256 confusion", hs(good.jwk().X), body, StepAlg},
+		{"alg RS256", good.sign(t, `{"alg":"RS256","kid":"kid-good","typ":"JWT"}`, now.Unix(), body), body, StepAlg},
+		{"no kid", good.sign(t, `{"alg":"ES256","typ":"JWT"}`, now.Unix(), body), body, StepHeader},
+		{"unknown kid", good.sign(t, `{"alg":"ES256","kid":"nope","typ":"JWT"}`, now.Unix(), body), body, StepKey},
+		{"expired key", expired.sign(t, expired.hdr(), now.Unix(), body), body, StepKey},
+		{"wrong key", other.sign(t, other.hdr(), now.Unix(), body), body, StepSignature},
+		{"bad signature bytes", goodTok[:len(goodTok)-4] + "AAAA", body, StepSignature},
+		{"stale iat", good.sign(t, good.hdr(), now.Add(-301*time.Second).Unix(), body), body, StepIssuedAt},
+		{"future iat", good.sign(t, good.hdr(), now.Add(10*time.Minute).Unix(), body), body, StepIssuedAt},
+		{"tampered body", goodTok, append([]byte(" "), body...), StepBodyHash},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ver.Verify(t.Context(), tt.tok, tt.body)
+			if got := stepOf(err); got != tt.step || (tt.step == 0 && err != nil) {
+				t.Errorf("Verify = %v (step %v), want step %v", err, got, tt.step)
+			}
+		})
+	}
+}
+
+func TestKeyFetchIsSingleFlightAndRateLimited(t *testing.T) {
+	t.Parallel()
+	s := newSigner(t, "k-new")
+	now := time.Unix(1_800_000_000, 0)
+	var fetches atomic.Int32
+	gate := make(chan struct{})
+	ver, _ := NewVerifier(Options{Now: func() time.Time { return now },
+		Fetch: func(_ context.Context, kid string) (Key, error) {
+			fetches.Add(1)
+			<-gate
+			if kid == "k-new" {
+				return s.jwk(), nil
+			}
+			return Key{}, ErrUnknownKey
+		}})
+	body := []byte(`{}`)
+	tok := s.sign(t, s.hdr(), now.Unix(), body)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := ver.Verify(context.Background(), tok, body); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(gate)
+	wg.Wait()
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("20 concurrent webhooks with a new kid caused %d fetches, want 1", n)
+	}
+	// A flood of forged kids within one MissInterval causes at most one fetch.
+	for i := range 100 {
+		forged := s.sign(t, fmt.Sprintf(`{"alg":"ES256","kid":"forged-%d","typ":"JWT"}`, i), now.Unix(), body)
+		if _, err := ver.Verify(context.Background(), forged, body); stepOf(err) != StepKey {
+			t.Fatalf("forged kid: %v", err)
+		}
+	}
+	if n := fetches.Load(); n > 2 {
+		t.Errorf("forged kids caused %d fetches, want ≤ 2", n)
+	}
+}
+
+func TestKeyFetchTransportErrorIsErrKeyFetch(t *testing.T) {
+	t.Parallel()
+	s := newSigner(t, "k")
+	ver, _ := NewVerifier(Options{Fetch: func(context.Context, string) (Key, error) { return Key{}, errors.New("dial tcp: refused") }})
+	_, err := ver.Verify(t.Context(), s.sign(t, s.hdr(), time.Now().Unix(), nil), nil)
+	if !errors.Is(err, ErrKeyFetch) {
+		t.Errorf("Verify with Plaid down = %v, want ErrKeyFetch", err)
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	s := newSigner(f, "k")
+	now := time.Unix(1_800_000_000, 0)
+	body := []byte(`{"a":1}`)
+	f.Add(s.sign(f, s.hdr(), now.Unix(), body), body)
+	f.Add("a.b.c", []byte("x"))
+	ver, _ := NewVerifier(Options{Now: func() time.Time { return now },
+		Fetch: func(_ context.Context, kid string) (Key, error) {
+			if kid == "k" {
+				return s.jwk(), nil
+			}
+			return Key{}, ErrUnknownKey
+		}})
+	f.Fuzz(func(t *testing.T, tok string, b []byte) {
+		c, err := ver.Verify(context.Background(), tok, b)
+		if err != nil {
+			return
+		}
+		// Accepted: the body must be exactly one we signed.
+		if sha256.Sum256(b) != c.BodySHA256 || string(b) != string(body) {
+			t.Fatalf("accepted a body we never signed: %q", b)
+		}
+	})
+}
+
+func BenchmarkVerify(b *testing.B) {
+	s := newSigner(b, "k")
+	body := make([]byte, 400)
+	now := time.Now()
+	tok := s.sign(b, s.hdr(), now.Unix(), body)
+	ver, _ := NewVerifier(Options{Fetch: func(context.Context, string) (Key, error) { return s.jwk(), nil }})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ver.Verify(context.Background(), tok, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
