@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/safeclose/safeclose/hostabi"
+)
+
+// APIKeys is the built-in authenticator: "Authorization: Bearer <key>" → user.
+// Only SHA-256 digests of keys are held.
+type APIKeys struct {
+	users map[[32]byte]string
+}
+
+// NewAPIKeys builds the authenticator from hex SHA-256 digest → user.
+func NewAPIKeys(digests map[string]string) (*APIKeys, error) {
+	a := &APIKeys{users: make(map[[32]byte]string, len(digests))}
+	for h, u := range digests {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("proxy: api key digest %q is not 64 hex characters", h)
+		}
+		if u == "" {
+			return nil, errors.New("proxy: api key with empty user")
+		}
+		a.users[[32]byte(b)] = u
+	}
+	return a, nil
+}
+
+var bearer = []byte("Bearer ")
+
+// Authenticate implements Authenticator.
+func (a *APIKeys) Authenticate(_ context.Context, ctx *fasthttp.RequestCtx) (Identity, error) {
+	h := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	if len(h) <= len(bearer) || !bytes.EqualFold(h[:len(bearer)], bearer) {
+		return Identity{}, ErrUnauthenticated
+	}
+	u, ok := a.users[sha256.Sum256(bytes.TrimSpace(h[len(bearer):]))]
+	if !ok {
+		return Identity{}, ErrUnauthenticated
+	}
+	return Identity{Subject: u}, nil
+}
+
+// PluginAuth runs a tenant's Wasm auth plugin. A plugin that traps, times out
+// or misbehaves fails closed with ErrAuthUnavailable (503); the details go to
+// the log and metrics only.
+type PluginAuth struct {
+	Plugin *hostabi.Plugin
+	Tenant string
+	Logger *slog.Logger
+	// OnFailure, when set, is told the failure reason (metrics).
+	OnFailure func(reason string)
+}
+
+// Authenticate implements Authenticator.
+func (p *PluginAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx) (Identity, error) {
+	r := reqViewPool.Get().(*reqView)
+	r.ctx = ctx
+	d, err := p.Plugin.Authenticate(base, r)
+	r.ctx = nil
+	r.addr = r.addr[:0]
+	reqViewPool.Put(r)
+	if err != nil {
+		reason := "error"
+		if errors.Is(err, hostabi.ErrTimeout) {
+			reason = "timeout"
+		}
+		var te *hostabi.TrapError
+		if errors.As(err, &te) {
+			reason = "trap"
+		}
+		if p.OnFailure != nil {
+			p.OnFailure(reason)
+		}
+		if p.Logger != nil {
+			p.Logger.Warn("auth plugin failed; failing closed", "tenant", p.Tenant, "reason", reason, "err", err)
+		}
+		return Identity{}, fmt.Errorf("%w: %w", ErrAuthUnavailable, err)
+	}
+	if !d.Allow {
+		if d.Status == 0 || d.Status == fasthttp.StatusUnauthorized {
+			return Identity{}, ErrUnauthenticated
+		}
+		return Identity{}, &DenyError{Status: d.Status}
+	}
+	if d.Subject == "" {
+		return Identity{}, fmt.Errorf("%w: plugin allowed without a subject", ErrAuthUnavailable)
+	}
+	return Identity{Subject: d.Subject, Claims: d.Claims}, nil
+}
+
+// reqView is the plugin's read-only view of a fasthttp request. It is only
+// valid during one Authenticate call.
+type reqView struct {
+	ctx  *fasthttp.RequestCtx
+	addr []byte
+}
+
+var reqViewPool = sync.Pool{New: func() any { return &reqView{addr: make([]byte, 0, 48)} }}
+
+func (r *reqView) Method() []byte { return r.ctx.Method() }
+func (r *reqView) URI() []byte    { return r.ctx.RequestURI() }
+func (r *reqView) Body() []byte   { return r.ctx.PostBody() }
+func (r *reqView) VisitHeaders(fn func(name, value []byte)) {
+	for k, v := range r.ctx.Request.Header.All() {
+		fn(k, v)
+	}
+}
+
+func (r *reqView) SourceAddr() []byte {
+	if len(r.addr) == 0 {
+		if a, ok := r.ctx.RemoteAddr().(*net.TCPAddr); ok {
+			ip := a.AddrPort()
+			r.addr = ip.Addr().Unmap().AppendTo(r.addr)
+			r.addr = append(r.addr, ':')
+			r.addr = strconv.AppendUint(r.addr, uint64(ip.Port()), 10)
+		} else {
+			r.addr = append(r.addr, r.ctx.RemoteAddr().String()...)
+		}
+	}
+	return r.addr
+}

@@ -1,0 +1,171 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/safeclose/safeclose/store"
+)
+
+// Errors the handlers return; writeError maps them to statuses.
+var (
+	ErrUnauthenticated = errors.New("proxy: unauthenticated")
+	ErrAuthUnavailable = errors.New("proxy: authenticator unavailable")
+	ErrUnknownHost     = errors.New("proxy: unknown host")
+	ErrNotFound        = errors.New("proxy: not found")
+	ErrMethod          = errors.New("proxy: method not allowed")
+	ErrTooLarge        = errors.New("proxy: body too large")
+	ErrPlaidDown       = errors.New("proxy: plaid unavailable")
+	ErrUpstream        = errors.New("proxy: upstream unavailable")
+	ErrNoUpstream      = errors.New("proxy: no upstream configured")
+	ErrStoreDown       = errors.New("proxy: store unavailable")
+	ErrKeyUnavailable  = errors.New("proxy: webhook verification key unavailable")
+)
+
+// badRequestError is invalid client input; its message is safe to show.
+type badRequestError struct{ code, msg string }
+
+func (e *badRequestError) Error() string { return "proxy: bad request: " + e.code + ": " + e.msg }
+
+func badRequest(code, format string, a ...any) error {
+	return &badRequestError{code: code, msg: fmt.Sprintf(format, a...)}
+}
+
+// conflictError is a request that contradicts stored state; safe to show.
+type conflictError struct {
+	code, msg string
+	itemID    string
+}
+
+func (e *conflictError) Error() string { return "proxy: conflict: " + e.code }
+
+// DenyError is a plugin's explicit denial with its chosen status (401/403/429…).
+type DenyError struct{ Status int }
+
+func (e *DenyError) Error() string { return fmt.Sprintf("proxy: denied with status %d", e.Status) }
+
+// PlaidError is an error answered by Plaid (its error object).
+type PlaidError struct {
+	HTTPStatus int
+	Type, Code string
+	RequestID  string
+	Message    string // Plaid's developer message; logged, never shown
+}
+
+func (e *PlaidError) Error() string {
+	return fmt.Sprintf("plaid: %d %s/%s (request_id %s)", e.HTTPStatus, e.Type, e.Code, e.RequestID)
+}
+
+// WebhookRejected is a webhook that failed verification.
+type WebhookRejected struct {
+	Status int // 400 malformed, 401 bad signature/stale/unknown key
+	Step   string
+	Err    error
+}
+
+func (e *WebhookRejected) Error() string { return "proxy: webhook rejected at " + e.Step + ": " + e.Err.Error() }
+func (e *WebhookRejected) Unwrap() error { return e.Err }
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	ItemID  string `json:"item_id,omitempty"`
+}
+
+// classify is the one place that turns an error into (status, code, message).
+// Messages are fixed strings or client-safe text: never internal error text.
+func classify(err error) (int, errorDetail) {
+	var br *badRequestError
+	var ce *conflictError
+	var de *DenyError
+	var pe *PlaidError
+	var wr *WebhookRejected
+	switch {
+	case errors.As(err, &br):
+		return http.StatusBadRequest, errorDetail{Code: br.code, Message: br.msg}
+	case errors.As(err, &ce):
+		return http.StatusConflict, errorDetail{Code: ce.code, Message: ce.msg, ItemID: ce.itemID}
+	case errors.Is(err, ErrUnauthenticated):
+		return http.StatusUnauthorized, errorDetail{"unauthenticated", "a valid session is required"}
+	case errors.As(err, &de):
+		st := de.Status
+		if st < 400 || st > 499 {
+			st = http.StatusForbidden
+		}
+		return st, errorDetail{"denied", "request denied"}
+	case errors.Is(err, ErrAuthUnavailable):
+		return http.StatusServiceUnavailable, errorDetail{"auth_unavailable", "authentication is temporarily unavailable"}
+	case errors.Is(err, ErrUnknownHost):
+		return http.StatusNotFound, errorDetail{"unknown_host", "no tenant serves this host"}
+	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, errorDetail{"not_found", "not found"}
+	case errors.Is(err, ErrMethod):
+		return http.StatusMethodNotAllowed, errorDetail{"method_not_allowed", "method not allowed"}
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, errorDetail{"body_too_large", "request body too large"}
+	case errors.As(err, &wr):
+		return wr.Status, errorDetail{"webhook_rejected", "webhook verification failed: " + wr.Step}
+	case errors.As(err, &pe):
+		return classifyPlaid(pe)
+	case errors.Is(err, ErrPlaidDown):
+		return http.StatusBadGateway, errorDetail{"plaid_unavailable", "Plaid could not be reached; try again"}
+	case errors.Is(err, ErrNoUpstream):
+		return http.StatusNotFound, errorDetail{"not_found", "no such route"}
+	case errors.Is(err, ErrUpstream):
+		return http.StatusBadGateway, errorDetail{"upstream_unavailable", "the upstream application could not be reached"}
+	case errors.Is(err, ErrKeyUnavailable):
+		return http.StatusServiceUnavailable, errorDetail{"key_unavailable", "the webhook verification key could not be fetched; retry later"}
+	case errors.Is(err, ErrStoreDown), errors.Is(err, store.ErrClosed):
+		return http.StatusServiceUnavailable, errorDetail{"store_unavailable", "storage is temporarily unavailable; try again"}
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, errorDetail{"timeout", "the request timed out"}
+	}
+	return http.StatusInternalServerError, errorDetail{"internal", "internal error"}
+}
+
+// classifyPlaid maps Plaid's answer to ours: the client's mistakes are 400,
+// Plaid's own trouble is 502.
+func classifyPlaid(pe *PlaidError) (int, errorDetail) {
+	switch pe.Code {
+	case "INVALID_PUBLIC_TOKEN":
+		return http.StatusBadRequest, errorDetail{"invalid_public_token", "the public_token is invalid, expired or already used"}
+	case "INVALID_LINK_TOKEN":
+		return http.StatusBadRequest, errorDetail{"invalid_link_token", "the link token is invalid or expired"}
+	case "ITEM_LOGIN_REQUIRED":
+		return http.StatusConflict, errorDetail{"item_login_required", "the item needs the user to log in again (update mode)"}
+	case "INVALID_ACCESS_TOKEN":
+		return http.StatusConflict, errorDetail{"item_invalid", "the item is no longer valid at Plaid"}
+	case "RATE_LIMIT_EXCEEDED":
+		return http.StatusTooManyRequests, errorDetail{"plaid_rate_limited", "Plaid rate limit reached; try again later"}
+	}
+	if pe.Type == "RATE_LIMIT_EXCEEDED" {
+		return http.StatusTooManyRequests, errorDetail{"plaid_rate_limited", "Plaid rate limit reached; try again later"}
+	}
+	return http.StatusBadGateway, errorDetail{"plaid_error", "Plaid refused the request (" + pe.Code + ")"}
+}
+
+// writeError writes the JSON error body for err.
+func writeError(ctx *fasthttp.RequestCtx, err error) {
+	status, d := classify(err)
+	writeJSON(ctx, status, errorBody{Error: d})
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetStatusCode(status)
+	ctx.SetBody(b)
+}

@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are Safeclose's Prometheus series. Per-tenant children are
+// resolved once so the request path does no label lookups for hot routes.
+type metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec
+	authFailures   *prometheus.CounterVec
+	webhooksIn     *prometheus.CounterVec
+	webhooksDone   *prometheus.CounterVec
+	forwards       *prometheus.CounterVec
+	persistFailed  *prometheus.CounterVec
+	queueDepth     prometheus.Gauge
+	intakeSeconds  prometheus.Histogram
+
+	mu      sync.Mutex
+	tenants map[string]*tenantMetrics
+}
+
+type tenantMetrics struct {
+	name string
+	m    *metrics
+	// proxy2xx etc. are pre-resolved children for the proxied hot path.
+	proxy [6]prometheus.Counter
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeclose_requests_total", Help: "Requests by tenant, route and status class.",
+		}, []string{"tenant", "route", "class"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeclose_auth_failures_total", Help: "Authenticator failures that failed closed, by reason.",
+		}, []string{"tenant", "reason"}),
+		webhooksIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeclose_webhooks_received_total", Help: "Plaid webhooks received, by result.",
+		}, []string{"tenant", "result"}),
+		webhooksDone: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeclose_webhooks_processed_total", Help: "Webhook queue entries processed, by outcome.",
+		}, []string{"tenant", "outcome"}),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeclose_webhook_forwards_total", Help: "Events forwarded to tenant destinations, by result.",
+		}, []string{"tenant", "destination", "result"}),
+		persistFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeclose_exchange_not_persisted_total", Help: "Exchanges whose access token could not be stored, by reason.",
+		}, []string{"tenant", "reason"}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "safeclose_webhook_queue_depth", Help: "Webhook entries waiting or leased (sampled by the workers).",
+		}),
+		intakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "safeclose_webhook_intake_seconds", Help: "Time from webhook arrival to its durable 200.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		tenants: map[string]*tenantMetrics{},
+		reg:     reg,
+	}
+	reg.MustRegister(m.requests, m.authFailures, m.webhooksIn, m.webhooksDone, m.forwards,
+		m.persistFailed, m.queueDepth, m.intakeSeconds)
+	return m
+}
+
+func (m *metrics) tenant(name string) *tenantMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t, ok := m.tenants[name]; ok {
+		return t
+	}
+	t := &tenantMetrics{name: name, m: m}
+	for i := range t.proxy {
+		t.proxy[i] = m.requests.WithLabelValues(name, "proxy", strconv.Itoa(i)+"xx")
+	}
+	m.tenants[name] = t
+	return t
+}
+
+func (t *tenantMetrics) observe(route string, status int) {
+	c := status / 100
+	if c < 0 || c > 5 {
+		c = 0
+	}
+	if route == "proxy" {
+		t.proxy[c].Inc()
+		return
+	}
+	t.m.requests.WithLabelValues(t.name, route, strconv.Itoa(c)+"xx").Inc()
+}

@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/store"
+)
+
+// Options configure a Server. Zero values are documented per field.
+type Options struct {
+	Tenants []Tenant   // at least one
+	Store   *store.DB  // required; owned by the caller (Close it after Shutdown)
+	Logger  *slog.Logger // nil means discard
+
+	MaxBodyBytes int           // zero means 64 KiB
+	ReadTimeout  time.Duration // zero means 10s
+	WriteTimeout time.Duration // zero means 30s
+	IdleTimeout  time.Duration // zero means 60s; fasthttp's Shutdown waits on idle keep-alives
+	PlaidTimeout time.Duration // per Plaid call; zero means 15s
+
+	Webhooks WebhookOptions
+
+	// HTTPClient is used by plaid-go and for forwarding events; nil means a
+	// client with PlaidTimeout.
+	HTTPClient *http.Client
+	// Registry receives the metrics; nil means a private registry.
+	Registry *prometheus.Registry
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// WebhookOptions tune the durable webhook pipeline.
+type WebhookOptions struct {
+	MaxBodyBytes int           // zero means 64 KiB
+	Workers      int           // zero means 4; negative means no workers (intake only)
+	MaxAttempts  int           // zero means 8, then dead-letter
+	Lease        time.Duration // zero means 30s
+	Backoff      time.Duration // first retry delay, doubled per attempt; zero means 1s
+	MaxBackoff   time.Duration // zero means 5m
+	Poll         time.Duration // idle poll interval; zero means 200ms
+	MaxAge       time.Duration // webhook JWT freshness; zero means 5m
+}
+
+// Tenant is one workspace.
+type Tenant struct {
+	Name     string
+	Hosts    []string // matched case-insensitively, port ignored
+	Upstream string   // http(s)://host:port; empty means no reverse proxy
+	UpstreamConns int // zero means 512
+	Plaid    PlaidOptions
+	Auth     Authenticator // required
+	// EventPlugins post-process verified webhooks in order. The server does not
+	// own them: the caller closes them after Shutdown or a Reload.
+	EventPlugins []*hostabi.Plugin
+	Forward      []Destination
+}
+
+// PlaidOptions is a tenant's Plaid account.
+type PlaidOptions struct {
+	BaseURL      string // https://sandbox.plaid.com, https://production.plaid.com or the emulator
+	ClientID     string
+	Secret       string // never logged
+	ClientName   string
+	Products     []string
+	CountryCodes []string
+	Language     string
+	WebhookURL   string
+	RedirectURI  string
+}
+
+// Destination is a forwarding target for webhook events.
+type Destination struct {
+	Name   string
+	URL    string
+	Secret []byte // Standard Webhooks signing key
+}
+
+// Identity is who a request is from.
+type Identity struct {
+	Subject string
+	Claims  []hostabi.Claim
+}
+
+// Authenticator decides who a request's user is. It must not retain ctx.
+// It returns ErrUnauthenticated (401), a *DenyError, or ErrAuthUnavailable
+// (503) when it cannot decide: the request then fails closed.
+type Authenticator interface {
+	Authenticate(base context.Context, ctx *fasthttp.RequestCtx) (Identity, error)
+}

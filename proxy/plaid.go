@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	plaid "github.com/plaid/plaid-go/v29/plaid"
+
+	"github.com/safeclose/safeclose/proxy/internal/webhook"
+)
+
+// plaidClient wraps plaid-go for one tenant.
+type plaidClient struct {
+	api  *plaid.APIClient
+	opts PlaidOptions
+}
+
+func newPlaidClient(o PlaidOptions, hc *http.Client) *plaidClient {
+	cfg := plaid.NewConfiguration()
+	cfg.AddDefaultHeader("PLAID-CLIENT-ID", o.ClientID)
+	cfg.AddDefaultHeader("PLAID-SECRET", o.Secret)
+	cfg.UseEnvironment(plaid.Environment(strings.TrimSuffix(o.BaseURL, "/")))
+	cfg.HTTPClient = hc
+	cfg.UserAgent = "Safeclose (plaid-go v29)"
+	return &plaidClient{api: plaid.NewAPIClient(cfg), opts: o}
+}
+
+// clientUserID derives Plaid's client_user_id from tenant and user, so Plaid
+// never sees our users' raw ids.
+func clientUserID(tenant, user string) string {
+	h := sha256.Sum256([]byte("safeclose/client_user_id/v1\x00" + tenant + "\x00" + user))
+	return "sc_" + base64.RawURLEncoding.EncodeToString(h[:18])
+}
+
+func (c *plaidClient) linkToken(ctx context.Context, tenant, user, accessToken string) (string, time.Time, error) {
+	cc := make([]plaid.CountryCode, 0, len(c.opts.CountryCodes))
+	for _, x := range c.opts.CountryCodes {
+		cc = append(cc, plaid.CountryCode(x))
+	}
+	req := plaid.NewLinkTokenCreateRequest(c.opts.ClientName, c.opts.Language, cc,
+		plaid.LinkTokenCreateRequestUser{ClientUserId: clientUserID(tenant, user)})
+	if c.opts.WebhookURL != "" {
+		req.SetWebhook(c.opts.WebhookURL)
+	}
+	if c.opts.RedirectURI != "" {
+		req.SetRedirectUri(c.opts.RedirectURI)
+	}
+	if accessToken != "" {
+		req.SetAccessToken(accessToken) // update mode: no products
+	} else {
+		ps := make([]plaid.Products, 0, len(c.opts.Products))
+		for _, p := range c.opts.Products {
+			ps = append(ps, plaid.Products(p))
+		}
+		req.SetProducts(ps)
+	}
+	resp, hr, err := c.api.PlaidApi.LinkTokenCreate(ctx).LinkTokenCreateRequest(*req).Execute()
+	if err != nil {
+		return "", time.Time{}, plaidErr("link/token/create", hr, err)
+	}
+	return resp.GetLinkToken(), resp.GetExpiration(), nil
+}
+
+func (c *plaidClient) exchange(ctx context.Context, publicToken string) (accessToken, itemID string, err error) {
+	resp, hr, err := c.api.PlaidApi.ItemPublicTokenExchange(ctx).
+		ItemPublicTokenExchangeRequest(*plaid.NewItemPublicTokenExchangeRequest(publicToken)).Execute()
+	if err != nil {
+		return "", "", plaidErr("item/public_token/exchange", hr, err)
+	}
+	return resp.GetAccessToken(), resp.GetItemId(), nil
+}
+
+// itemInfo is what /item/get tells us.
+type itemInfo struct {
+	InstitutionID string
+	ErrorCode     string // "" when healthy
+}
+
+func (c *plaidClient) itemGet(ctx context.Context, accessToken string) (itemInfo, error) {
+	resp, hr, err := c.api.PlaidApi.ItemGet(ctx).ItemGetRequest(*plaid.NewItemGetRequest(accessToken)).Execute()
+	if err != nil {
+		return itemInfo{}, plaidErr("item/get", hr, err)
+	}
+	it := resp.GetItem()
+	info := itemInfo{InstitutionID: it.GetInstitutionId()}
+	if e, ok := it.GetErrorOk(); ok && e != nil {
+		info.ErrorCode = e.GetErrorCode()
+	}
+	return info, nil
+}
+
+func (c *plaidClient) itemRemove(ctx context.Context, accessToken string) error {
+	_, hr, err := c.api.PlaidApi.ItemRemove(ctx).ItemRemoveRequest(*plaid.NewItemRemoveRequest(accessToken)).Execute()
+	if err != nil {
+		return plaidErr("item/remove", hr, err)
+	}
+	return nil
+}
+
+// webhookKey fetches a webhook verification key for the verifier.
+func (c *plaidClient) webhookKey(ctx context.Context, kid string) (webhook.Key, error) {
+	resp, hr, err := c.api.PlaidApi.WebhookVerificationKeyGet(ctx).
+		WebhookVerificationKeyGetRequest(*plaid.NewWebhookVerificationKeyGetRequest(kid)).Execute()
+	if err != nil {
+		var pe *PlaidError
+		if e := plaidErr("webhook_verification_key/get", hr, err); errors.As(e, &pe) {
+			if pe.HTTPStatus >= 400 && pe.HTTPStatus < 500 && pe.HTTPStatus != http.StatusTooManyRequests {
+				return webhook.Key{}, fmt.Errorf("%w: %s", webhook.ErrUnknownKey, pe.Code)
+			}
+		}
+		return webhook.Key{}, fmt.Errorf("%w: %w", webhook.ErrKeyFetch, err)
+	}
+	k := resp.GetKey()
+	key := webhook.Key{
+		Kid: k.GetKid(), Alg: k.GetAlg(), Crv: k.GetCrv(), Kty: k.GetKty(), Use: k.GetUse(),
+		X: k.GetX(), Y: k.GetY(), CreatedAt: int64(k.GetCreatedAt()),
+	}
+	if v, ok := k.GetExpiredAtOk(); ok && v != nil {
+		e := int64(*v)
+		key.ExpiredAt = &e
+	}
+	return key, nil
+}
+
+// ping checks that Plaid answers at all (any Plaid error object counts).
+func (c *plaidClient) ping(ctx context.Context) error {
+	_, err := c.webhookKey(ctx, "safeclose-readiness-probe")
+	if err == nil || errors.Is(err, webhook.ErrUnknownKey) {
+		return nil
+	}
+	return err
+}
+
+// plaidErr turns plaid-go's error into *PlaidError or ErrPlaidDown.
+func plaidErr(op string, hr *http.Response, err error) error {
+	var g plaid.GenericOpenAPIError
+	if errors.As(err, &g) && hr != nil {
+		pe := &PlaidError{HTTPStatus: hr.StatusCode}
+		if p, perr := plaid.ToPlaidError(g); perr == nil && p.ErrorCode != "" {
+			pe.Type, pe.Code, pe.Message = string(p.ErrorType), p.ErrorCode, p.ErrorMessage
+			pe.RequestID = p.GetRequestId()
+		} else {
+			pe.Type, pe.Code = "API_ERROR", "UNPARSEABLE_RESPONSE"
+		}
+		if hr.StatusCode >= 500 {
+			return fmt.Errorf("%s: %w: %w", op, ErrPlaidDown, pe)
+		}
+		return fmt.Errorf("%s: %w", op, pe)
+	}
+	return fmt.Errorf("%s: %w: %w", op, ErrPlaidDown, err)
+}

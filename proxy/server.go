@@ -1,0 +1,344 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/safeclose/safeclose/proxy/internal/webhook"
+	"github.com/safeclose/safeclose/store"
+)
+
+// Server is the public fasthttp listener plus the webhook workers.
+// It is safe for concurrent use; Reload may be called while serving.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	db      *store.DB
+	http    *http.Client
+	now     func() time.Time
+	metrics *metrics
+	fs      *fasthttp.Server
+
+	table atomic.Pointer[table]
+
+	base    context.Context // cancelled by Shutdown; parent of all background work
+	cancel  context.CancelFunc
+	workers sync.WaitGroup
+	wake    chan struct{} // intake → workers: new entries are due
+	started atomic.Bool
+}
+
+// table is an immutable routing snapshot; Reload swaps it atomically.
+type table struct {
+	byHost  map[string]*tenant
+	tenants map[string]*tenant
+}
+
+// tenant is a Tenant plus what the server builds for it.
+type tenant struct {
+	Tenant
+	plaid    *plaidClient
+	verifier *webhook.Verifier
+	upstream *fasthttp.HostClient
+	upScheme string
+	m        *tenantMetrics
+}
+
+// New builds a Server. It does not listen; call Serve.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("proxy: Options.Store is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 10 * time.Second
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 60 * time.Second
+	}
+	if opts.PlaidTimeout == 0 {
+		opts.PlaidTimeout = 15 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	w := &opts.Webhooks
+	if w.MaxBodyBytes == 0 {
+		w.MaxBodyBytes = 64 << 10
+	}
+	if w.Workers == 0 {
+		w.Workers = 4
+	}
+	if w.MaxAttempts == 0 {
+		w.MaxAttempts = 8
+	}
+	if w.Lease == 0 {
+		w.Lease = 30 * time.Second
+	}
+	if w.Backoff == 0 {
+		w.Backoff = time.Second
+	}
+	if w.MaxBackoff == 0 {
+		w.MaxBackoff = 5 * time.Minute
+	}
+	if w.Poll == 0 {
+		w.Poll = 200 * time.Millisecond
+	}
+	if w.MaxAge == 0 {
+		w.MaxAge = 5 * time.Minute
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: opts.PlaidTimeout}
+	}
+	s := &Server{
+		opts: opts, log: opts.Logger, db: opts.Store, http: hc, now: opts.Now,
+		metrics: newMetrics(opts.Registry),
+		wake:    make(chan struct{}, 1),
+	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	t, err := s.buildTable(opts.Tenants)
+	if err != nil {
+		return nil, err
+	}
+	s.table.Store(t)
+	s.fs = &fasthttp.Server{
+		Handler:                       s.handle,
+		Name:                          "safeclose",
+		ReadTimeout:                   opts.ReadTimeout,
+		WriteTimeout:                  opts.WriteTimeout,
+		IdleTimeout:                   opts.IdleTimeout,
+		MaxRequestBodySize:            max(opts.MaxBodyBytes, w.MaxBodyBytes),
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		ReduceMemoryUsage:             false,
+		CloseOnShutdown:               true,
+		Logger:                        fasthttpLogger{s.log},
+		ErrorHandler:                  s.parseError,
+	}
+	return s, nil
+}
+
+// parseError answers requests fasthttp could not read, in our JSON format.
+func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		writeError(ctx, ErrTooLarge)
+		return
+	}
+	writeError(ctx, badRequest("malformed_request", "the HTTP request could not be parsed"))
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug("fasthttp", "msg", fmt.Sprintf(format, args...))
+}
+
+func (s *Server) buildTable(ts []Tenant) (*table, error) {
+	if len(ts) == 0 {
+		return nil, errors.New("proxy: no tenants")
+	}
+	t := &table{byHost: map[string]*tenant{}, tenants: map[string]*tenant{}}
+	for _, tc := range ts {
+		if tc.Auth == nil {
+			return nil, fmt.Errorf("proxy: tenant %q: no authenticator", tc.Name)
+		}
+		if _, dup := t.tenants[tc.Name]; dup {
+			return nil, fmt.Errorf("proxy: duplicate tenant %q", tc.Name)
+		}
+		tn := &tenant{Tenant: tc, plaid: newPlaidClient(tc.Plaid, s.http), m: s.metrics.tenant(tc.Name)}
+		v, err := webhook.NewVerifier(webhook.Options{
+			Fetch: func(ctx context.Context, kid string) (webhook.Key, error) {
+				ctx, cancel := context.WithTimeout(ctx, s.opts.PlaidTimeout)
+				defer cancel()
+				return tn.plaid.webhookKey(ctx, kid)
+			},
+			Now:    s.now,
+			MaxAge: s.opts.Webhooks.MaxAge,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("proxy: tenant %q: %w", tc.Name, err)
+		}
+		tn.verifier = v
+		if tc.Upstream != "" {
+			hc, scheme, err := newUpstream(tc)
+			if err != nil {
+				return nil, fmt.Errorf("proxy: tenant %q: %w", tc.Name, err)
+			}
+			tn.upstream, tn.upScheme = hc, scheme
+		}
+		t.tenants[tc.Name] = tn
+		for _, h := range tc.Hosts {
+			h = strings.ToLower(h)
+			if o, dup := t.byHost[h]; dup {
+				return nil, fmt.Errorf("proxy: host %q claimed by %q and %q", h, o.Name, tc.Name)
+			}
+			t.byHost[h] = tn
+		}
+	}
+	return t, nil
+}
+
+// Reload atomically swaps in a new tenant set. In-flight requests finish on
+// the tenant they started with. The caller closes plugins of the old set
+// afterwards (their Close waits for in-flight calls).
+func (s *Server) Reload(ts []Tenant) error {
+	t, err := s.buildTable(ts)
+	if err != nil {
+		return err
+	}
+	old := s.table.Swap(t)
+	if old != nil {
+		for _, tn := range old.tenants {
+			if tn.upstream != nil {
+				tn.upstream.CloseIdleConnections()
+			}
+		}
+	}
+	s.log.Info("config reloaded", "tenants", len(ts))
+	return nil
+}
+
+// Serve accepts connections on ln and starts the webhook workers. It returns
+// nil after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.started.CompareAndSwap(false, true) {
+		s.startWorkers()
+	}
+	err := s.fs.Serve(ln)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, waits for in-flight requests (bounded by ctx)
+// and stops the workers. A leased webhook left unfinished becomes visible
+// again after its lease.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.fs.ShutdownWithContext(ctx)
+	s.cancel()
+	done := make(chan struct{})
+	go func() { s.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// tenantFor finds the tenant by Host (port and case ignored) without allocating.
+func (t *table) tenantFor(host []byte) *tenant {
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.Contains(host[i:], []byte("]")) {
+		host = host[:i]
+	}
+	if tn, ok := t.byHost[string(host)]; ok {
+		return tn
+	}
+	var buf [256]byte
+	if len(host) > len(buf) {
+		return nil
+	}
+	low := buf[:len(host)]
+	for i, c := range host {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
+	}
+	return t.byHost[string(low)]
+}
+
+const (
+	pathLinkToken = "/api/plaid/link-token"
+	pathExchange  = "/api/plaid/exchange"
+	pathStatus    = "/api/plaid/status"
+	pathWebhook   = "/api/webhooks/plaid"
+)
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	tn := s.table.Load().tenantFor(ctx.Host())
+	if tn == nil {
+		writeError(ctx, ErrUnknownHost)
+		return
+	}
+	path := ctx.Path()
+	var err error
+	var route string
+	switch {
+	case len(path) > 5 && string(path[:5]) == "/api/" && isOwnRoute(path):
+		route = string(path)
+		err = s.ownRoute(ctx, tn, route)
+	default:
+		route = "proxy"
+		err = s.proxyRequest(ctx, tn)
+	}
+	if err != nil {
+		writeError(ctx, err)
+		status, _ := classify(err)
+		if status >= 500 {
+			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "err", err)
+		}
+	}
+	tn.m.observe(route, ctx.Response.StatusCode())
+}
+
+func isOwnRoute(p []byte) bool {
+	switch string(p) {
+	case pathLinkToken, pathExchange, pathStatus, pathWebhook:
+		return true
+	}
+	return false
+}
+
+func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) error {
+	if route == pathWebhook {
+		if !ctx.IsPost() {
+			return ErrMethod
+		}
+		return s.receiveWebhook(ctx, tn)
+	}
+	wantGet := route == pathStatus
+	if (wantGet && !ctx.IsGet()) || (!wantGet && !ctx.IsPost()) {
+		return ErrMethod
+	}
+	id, err := tn.Auth.Authenticate(s.base, ctx)
+	if err != nil {
+		return err
+	}
+	if len(ctx.PostBody()) > s.opts.MaxBodyBytes {
+		return ErrTooLarge
+	}
+	switch route {
+	case pathLinkToken:
+		return s.linkToken(ctx, tn, id)
+	case pathExchange:
+		return s.exchange(ctx, tn, id)
+	default:
+		return s.status(ctx, tn, id)
+	}
+}

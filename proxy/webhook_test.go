@@ -1,0 +1,205 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	plaid "github.com/plaid/plaid-go/v29/plaid"
+
+	"github.com/safeclose/safeclose/internal/plaidsim"
+	"github.com/safeclose/safeclose/proxy/internal/stdwebhooks"
+)
+
+// itemState reads an item's state through the public status route.
+func (e *testEnv) itemState(host, key, itemID string) string {
+	e.t.Helper()
+	r := e.do("GET", host, pathStatus, key, nil)
+	items, _ := r.json(e.t)["items"].([]any)
+	for _, it := range items {
+		m := it.(map[string]any)
+		if m["item_id"] == itemID {
+			s, _ := m["state"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+func TestWebhookLoginRequiredThenUpdateModeRepairs(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+
+	// Plaid puts the item in ITEM_LOGIN_REQUIRED and sends ITEM/ERROR.
+	at, err := e.db.AccessToken("t1", "alice", itemID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := newPlaidClient(PlaidOptions{BaseURL: e.simTS.URL, ClientID: simClientID, Secret: simSecret}, http.DefaultClient)
+	if _, _, err := pc.api.PlaidApi.SandboxItemResetLogin(t.Context()).
+		SandboxItemResetLoginRequest(*plaid.NewSandboxItemResetLoginRequest(at)).Execute(); err != nil {
+		t.Fatalf("sandbox/item/reset_login: %v", err)
+	}
+	eventually(t, "state login_required", func() bool { return e.itemState("t1.test", "alice-key", itemID) == "login_required" })
+
+	// The app asks for an update-mode token and the user completes Link.
+	r = e.do("POST", "t1.test", pathLinkToken, "alice-key", []byte(`{"item_id":"`+itemID+`"}`))
+	if r.status != 200 || r.json(t)["mode"] != "update" {
+		t.Fatalf("update-mode link-token = %d %s", r.status, r.body)
+	}
+	tok, _ := r.json(t)["link_token"].(string)
+	if _, err := e.sim.CompleteLink(tok, "ins_109508", "user_good"); err != nil {
+		t.Fatalf("CompleteLink(update): %v", err)
+	}
+	eventually(t, "state ok", func() bool { return e.itemState("t1.test", "alice-key", itemID) == "ok" })
+}
+
+func TestWebhookEventsMoveItemState(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	send := func(code string, extra map[string]any) {
+		body := map[string]any{"webhook_type": "ITEM", "webhook_code": code, "item_id": itemID, "environment": "sandbox"}
+		for k, v := range extra {
+			body[k] = v
+		}
+		if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultNone); err != nil {
+			t.Fatalf("SendWebhook %s: %v", code, err)
+		}
+	}
+	send("PENDING_EXPIRATION", map[string]any{"consent_expiration_time": "2030-01-15T13:25:17Z"})
+	eventually(t, "pending_expiration", func() bool { return e.itemState("t1.test", "alice-key", itemID) == "pending_expiration" })
+	send("USER_PERMISSION_REVOKED", map[string]any{"error": map[string]any{"error_code": "USER_PERMISSION_REVOKED"}})
+	eventually(t, "revoked", func() bool { return e.itemState("t1.test", "alice-key", itemID) == "revoked" })
+	// Revoked is terminal: a late LOGIN_REPAIRED does not resurrect it.
+	send("LOGIN_REPAIRED", nil)
+	time.Sleep(200 * time.Millisecond)
+	eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
+	if s := e.itemState("t1.test", "alice-key", itemID); s != "revoked" {
+		t.Errorf("state after late LOGIN_REPAIRED = %q, want revoked", s)
+	}
+}
+
+func TestForgedWebhooksRejectedNothingStored(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1}})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	base, _ := e.db.QueueLen()
+	faults := []struct {
+		name string
+		f    plaidsim.Fault
+	}{
+		{"wrong key", plaidsim.FaultWrongKey},
+		{"wrong alg", plaidsim.FaultWrongAlg},
+		{"stale iat", plaidsim.FaultStaleIAT},
+		{"tampered body", plaidsim.FaultTamperedBody},
+		{"unknown kid", plaidsim.FaultUnknownKid},
+	}
+	for i, tt := range faults {
+		body := map[string]any{"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE", "item_id": itemID,
+			"initial_update_complete": true, "historical_update_complete": i%2 == 0, "environment": "sandbox"}
+		_ = e.sim.SendWebhook(t.Context(), itemID, body, tt.f) // delivery fails by design
+	}
+	// Every forged delivery got a 4xx and nothing reached the queue.
+	var got []int
+	for _, d := range e.sim.Deliveries() {
+		got = append(got, d.Status)
+	}
+	for _, st := range got[len(got)-len(faults):] {
+		if st != 400 && st != 401 {
+			t.Errorf("forged webhook answered %d, want 400/401 (all: %v)", st, got)
+		}
+	}
+	if n, _ := e.db.QueueLen(); n != base {
+		t.Errorf("queue grew from %d to %d after forged webhooks", base, n)
+	}
+	// Garbage headers straight at the route.
+	for _, h := range []string{"", "x", "a.b.c", "eyJhbGciOiJub25lIn0.e30."} {
+		r := e.do("POST", "127.0.0.1", pathWebhook, "", []byte(`{"item_id":"x"}`), "Plaid-Verification", h)
+		if r.status != 400 && r.status != 401 {
+			t.Errorf("header %q answered %d %s", h, r.status, r.body)
+		}
+	}
+	if n, _ := e.db.QueueLen(); n != base {
+		t.Errorf("queue grew after garbage headers")
+	}
+}
+
+func TestDuplicateWebhookProcessedOnceAndForwardedSigned(t *testing.T) {
+	t.Parallel()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	var mu sync.Mutex
+	ids := map[string]int{}
+	var bodies []string
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		err := stdwebhooks.Verify(secret, r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"),
+			r.Header.Get("webhook-signature"), b, time.Now(), 5*time.Minute)
+		if err != nil {
+			t.Errorf("forwarded webhook signature: %v", err)
+			w.WriteHeader(400)
+			return
+		}
+		mu.Lock()
+		ids[r.Header.Get("webhook-id")]++
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+	}))
+	t.Cleanup(recv.Close)
+	e := startEnv(t, envConfig{forward: []Destination{{Name: "app", URL: recv.URL, Secret: secret}}})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+
+	body := map[string]any{"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE", "item_id": itemID,
+		"initial_update_complete": true, "historical_update_complete": true, "environment": "sandbox"}
+	if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultDuplicate); err != nil {
+		t.Fatalf("SendWebhook: %v", err)
+	}
+	eventually(t, "forwarded", func() bool { mu.Lock(); defer mu.Unlock(); return len(bodies) >= 1 })
+	eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ids) != 1 || len(bodies) != 1 {
+		t.Fatalf("duplicate delivery forwarded %d times with ids %v", len(bodies), ids)
+	}
+	if !strings.Contains(bodies[0], `"SYNC_UPDATES_AVAILABLE"`) || !strings.Contains(bodies[0], itemID) {
+		t.Errorf("forwarded body = %s", bodies[0])
+	}
+	var ok200 int
+	for _, d := range e.sim.Deliveries() {
+		if d.Status == 200 {
+			ok200++
+		}
+	}
+	if ok200 < 2 {
+		t.Errorf("both copies should be acknowledged 200 (dedupe is silent), got %d", ok200)
+	}
+}
+
+func TestWebhookStoreDownAnswers503(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1}})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	if err := e.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{"webhook_type": "ITEM", "webhook_code": "PENDING_DISCONNECT", "item_id": itemID, "environment": "sandbox", "reason": "INSTITUTION_MIGRATION"}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	_ = e.sim.SendWebhook(ctx, itemID, body, plaidsim.FaultNone)
+	ds := e.sim.Deliveries()
+	if len(ds) == 0 || ds[len(ds)-1].Status != 503 {
+		t.Fatalf("store down: last delivery status = %v, want 503", ds)
+	}
+}

@@ -1,0 +1,254 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/proxy/internal/stdwebhooks"
+	"github.com/safeclose/safeclose/store"
+)
+
+// plaidEvent is the part of a Plaid webhook the pipeline reads.
+type plaidEvent struct {
+	WebhookType string `json:"webhook_type"`
+	WebhookCode string `json:"webhook_code"`
+	ItemID      string `json:"item_id"`
+	Error       *struct {
+		ErrorCode string `json:"error_code"`
+	} `json:"error"`
+	ConsentExpirationTime *time.Time `json:"consent_expiration_time"`
+}
+
+// errPermanent marks failures that retrying cannot fix: dead-letter at once.
+var errPermanent = errors.New("proxy: permanent webhook failure")
+
+func (s *Server) startWorkers() {
+	n := s.opts.Webhooks.Workers
+	if n < 0 {
+		return
+	}
+	host, _ := os.Hostname()
+	for i := range n {
+		owner := host + "/" + strconv.Itoa(os.Getpid()) + "/" + strconv.Itoa(i)
+		s.workers.Add(1)
+		go func() {
+			defer s.workers.Done()
+			s.workLoop(owner)
+		}()
+	}
+}
+
+func (s *Server) workLoop(owner string) {
+	w := s.opts.Webhooks
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.base.Done():
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+		for s.base.Err() == nil {
+			es, err := s.db.Lease(owner, w.Lease, 8)
+			if err != nil {
+				if !errors.Is(err, store.ErrClosed) {
+					s.log.Error("webhook lease failed", "err", err)
+				}
+				break
+			}
+			if len(es) == 0 {
+				break
+			}
+			for _, e := range es {
+				s.finish(e, s.process(e))
+			}
+		}
+		if n, err := s.db.QueueLen(); err == nil {
+			s.metrics.queueDepth.Set(float64(n))
+		}
+		t.Reset(w.Poll)
+	}
+}
+
+// finish records the outcome of one attempt.
+func (s *Server) finish(e store.Entry, perr error) {
+	w := s.opts.Webhooks
+	m := s.metrics.webhooksDone
+	var err error
+	switch {
+	case perr == nil:
+		err = s.db.Complete(e.ID, e.LeaseToken)
+		m.WithLabelValues(e.Tenant, "done").Inc()
+	case errors.Is(perr, errPermanent) || e.Attempts+1 >= w.MaxAttempts:
+		err = s.db.DeadLetter(e.ID, e.LeaseToken, perr.Error())
+		m.WithLabelValues(e.Tenant, "dead_letter").Inc()
+		s.log.Error("webhook dead-lettered", "tenant", e.Tenant, "id", e.ID, "attempts", e.Attempts+1, "err", perr)
+	default:
+		d := w.Backoff << min(e.Attempts, 20)
+		if d > w.MaxBackoff || d <= 0 {
+			d = w.MaxBackoff
+		}
+		err = s.db.Retry(e.ID, e.LeaseToken, s.now().Add(d), perr.Error())
+		m.WithLabelValues(e.Tenant, "retry").Inc()
+		s.log.Warn("webhook processing failed; will retry", "tenant", e.Tenant, "id", e.ID, "attempt", e.Attempts+1, "in", d, "err", perr)
+	}
+	if err != nil {
+		// The lease will expire and the entry will be seen again.
+		s.log.Warn("webhook outcome not recorded", "id", e.ID, "err", err)
+	}
+}
+
+// process runs one queue entry: item state, tenant plugins, forwarding.
+// Every effect is idempotent so a retry or a re-lease after a crash is safe.
+func (s *Server) process(e store.Entry) error {
+	tn := s.table.Load().tenants[e.Tenant]
+	if tn == nil {
+		return fmt.Errorf("tenant %q is not configured", e.Tenant)
+	}
+	var ev plaidEvent
+	if err := json.Unmarshal(e.Body, &ev); err != nil {
+		return fmt.Errorf("%w: body is not JSON: %w", errPermanent, err)
+	}
+	ctx, cancel := context.WithTimeout(s.base, s.opts.PlaidTimeout+10*time.Second)
+	defer cancel()
+
+	item, err := s.db.Item(tn.Name, ev.ItemID)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("load item: %w", err)
+	}
+	if known {
+		item, err = s.applyEvent(ctx, tn, item, ev, e.ReceivedAt)
+		if err != nil {
+			return err
+		}
+	} else {
+		s.log.Info("webhook for an item we do not hold", "tenant", tn.Name, "item_id", ev.ItemID,
+			"event", ev.WebhookType+"/"+ev.WebhookCode)
+	}
+
+	payload := e.Body
+	forwardAll, named := true, map[string]bool{}
+	for _, p := range tn.EventPlugins {
+		res, err := p.HandleEvent(ctx, hostabi.Event{
+			Tenant: tn.Name, User: item.User, ItemID: ev.ItemID, ItemState: string(item.State), Body: payload,
+		})
+		if err != nil {
+			return fmt.Errorf("webhook plugin: %w", err)
+		}
+		if res.Payload != nil {
+			payload = res.Payload
+		}
+		switch res.Action {
+		case hostabi.ActionDrop:
+			return nil
+		case hostabi.ActionForward:
+			if len(res.Forward) > 0 {
+				forwardAll = false
+				for _, n := range res.Forward {
+					named[n] = true
+				}
+			}
+		}
+	}
+	for _, d := range tn.Forward {
+		if !forwardAll && !named[d.Name] {
+			continue
+		}
+		if err := s.forward(ctx, tn, d, e, item, payload); err != nil {
+			s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "error").Inc()
+			return fmt.Errorf("forward to %s: %w", d.Name, err)
+		}
+		s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "ok").Inc()
+	}
+	return nil
+}
+
+// applyEvent moves the item's state. Login state is confirmed with /item/get,
+// so duplicates and out-of-order ERROR / LOGIN_REPAIRED settle on the truth.
+func (s *Server) applyEvent(ctx context.Context, tn *tenant, item store.Item, ev plaidEvent, at time.Time) (store.Item, error) {
+	var next store.ItemState
+	switch ev.WebhookType + "/" + ev.WebhookCode {
+	case "ITEM/ERROR", "ITEM/LOGIN_REPAIRED":
+		code := ""
+		if ev.Error != nil {
+			code = ev.Error.ErrorCode
+		}
+		if ev.WebhookCode == "ERROR" && code != "ITEM_LOGIN_REQUIRED" {
+			break
+		}
+		at, err := s.db.AccessToken(tn.Name, item.User, item.ItemID)
+		if err != nil {
+			return item, fmt.Errorf("open token: %w", err)
+		}
+		info, err := tn.plaid.itemGet(ctx, at)
+		var pe *PlaidError
+		switch {
+		case err == nil && info.ErrorCode == "ITEM_LOGIN_REQUIRED":
+			next = store.StateLoginRequired
+		case err == nil:
+			next = store.StateOK
+		case errors.As(err, &pe) && pe.Code == "INVALID_ACCESS_TOKEN":
+			next = store.StateRevoked
+		default:
+			return item, fmt.Errorf("confirm item state: %w", err)
+		}
+	case "ITEM/PENDING_EXPIRATION":
+		next = store.StatePendingExpiration
+	case "ITEM/PENDING_DISCONNECT":
+		next = store.StatePendingDisconnect
+	case "ITEM/USER_PERMISSION_REVOKED", "ITEM/USER_ACCOUNT_REVOKED":
+		next = store.StateRevoked
+	}
+	return s.db.UpdateItem(tn.Name, item.ItemID, func(it *store.Item) error {
+		if next != "" && it.State != store.StateRevoked && it.State != next {
+			it.State = next
+			it.UpdatedAt = s.now().UTC()
+		}
+		if ev.ConsentExpirationTime != nil {
+			it.ConsentExpiresAt = ev.ConsentExpirationTime.UTC()
+		}
+		if !at.Before(it.LastEventAt) {
+			it.LastEvent = ev.WebhookType + "/" + ev.WebhookCode
+			it.LastEventAt = at
+		}
+		return nil
+	})
+}
+
+// forward posts the event to a tenant destination, signed with the Standard
+// Webhooks scheme. The webhook-id is the queue entry's id, stable across
+// retries, so receivers can dedupe.
+func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store.Entry, item store.Item, payload []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(payload))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errPermanent, err)
+	}
+	ts := s.now()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("webhook-id", e.ID)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
+	req.Header.Set("webhook-signature", stdwebhooks.Sign(d.Secret, e.ID, ts, payload))
+	req.Header.Set(HeaderTenant, tn.Name)
+	if item.User != "" {
+		req.Header.Set(HeaderUser, item.User)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("destination answered %d", resp.StatusCode)
+	}
+	return nil
+}
