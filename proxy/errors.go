@@ -68,7 +68,9 @@ type WebhookRejected struct {
 	Err    error
 }
 
-func (e *WebhookRejected) Error() string { return "proxy: webhook rejected at " + e.Step + ": " + e.Err.Error() }
+func (e *WebhookRejected) Error() string {
+	return "proxy: webhook rejected at " + e.Step + ": " + e.Err.Error()
+}
 func (e *WebhookRejected) Unwrap() error { return e.Err }
 
 type errorBody struct {
@@ -80,6 +82,8 @@ type errorDetail struct {
 	Message string `json:"message"`
 	ItemID  string `json:"item_id,omitempty"`
 }
+
+func ed(code, msg string) errorDetail { return errorDetail{Code: code, Message: msg} }
 
 // classify is the one place that turns an error into (status, code, message).
 // Messages are fixed strings or client-safe text: never internal error text.
@@ -95,41 +99,41 @@ func classify(err error) (int, errorDetail) {
 	case errors.As(err, &ce):
 		return http.StatusConflict, errorDetail{Code: ce.code, Message: ce.msg, ItemID: ce.itemID}
 	case errors.Is(err, ErrUnauthenticated):
-		return http.StatusUnauthorized, errorDetail{"unauthenticated", "a valid session is required"}
+		return http.StatusUnauthorized, ed("unauthenticated", "a valid session is required")
 	case errors.As(err, &de):
 		st := de.Status
 		if st < 400 || st > 499 {
 			st = http.StatusForbidden
 		}
-		return st, errorDetail{"denied", "request denied"}
+		return st, ed("denied", "request denied")
 	case errors.Is(err, ErrAuthUnavailable):
-		return http.StatusServiceUnavailable, errorDetail{"auth_unavailable", "authentication is temporarily unavailable"}
+		return http.StatusServiceUnavailable, ed("auth_unavailable", "authentication is temporarily unavailable")
 	case errors.Is(err, ErrUnknownHost):
-		return http.StatusNotFound, errorDetail{"unknown_host", "no tenant serves this host"}
+		return http.StatusNotFound, ed("unknown_host", "no tenant serves this host")
 	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound, errorDetail{"not_found", "not found"}
+		return http.StatusNotFound, ed("not_found", "not found")
 	case errors.Is(err, ErrMethod):
-		return http.StatusMethodNotAllowed, errorDetail{"method_not_allowed", "method not allowed"}
+		return http.StatusMethodNotAllowed, ed("method_not_allowed", "method not allowed")
 	case errors.Is(err, ErrTooLarge):
-		return http.StatusRequestEntityTooLarge, errorDetail{"body_too_large", "request body too large"}
+		return http.StatusRequestEntityTooLarge, ed("body_too_large", "request body too large")
 	case errors.As(err, &wr):
-		return wr.Status, errorDetail{"webhook_rejected", "webhook verification failed: " + wr.Step}
+		return wr.Status, ed("webhook_rejected", "webhook verification failed: "+wr.Step)
 	case errors.As(err, &pe):
 		return classifyPlaid(pe)
 	case errors.Is(err, ErrPlaidDown):
-		return http.StatusBadGateway, errorDetail{"plaid_unavailable", "Plaid could not be reached; try again"}
+		return http.StatusBadGateway, ed("plaid_unavailable", "Plaid could not be reached; try again")
 	case errors.Is(err, ErrNoUpstream):
-		return http.StatusNotFound, errorDetail{"not_found", "no such route"}
+		return http.StatusNotFound, ed("not_found", "no such route")
 	case errors.Is(err, ErrUpstream):
-		return http.StatusBadGateway, errorDetail{"upstream_unavailable", "the upstream application could not be reached"}
+		return http.StatusBadGateway, ed("upstream_unavailable", "the upstream application could not be reached")
 	case errors.Is(err, ErrKeyUnavailable):
-		return http.StatusServiceUnavailable, errorDetail{"key_unavailable", "the webhook verification key could not be fetched; retry later"}
+		return http.StatusServiceUnavailable, ed("key_unavailable", "the webhook verification key could not be fetched; retry later")
 	case errors.Is(err, ErrStoreDown), errors.Is(err, store.ErrClosed):
-		return http.StatusServiceUnavailable, errorDetail{"store_unavailable", "storage is temporarily unavailable; try again"}
+		return http.StatusServiceUnavailable, ed("store_unavailable", "storage is temporarily unavailable; try again")
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, errorDetail{"timeout", "the request timed out"}
+		return http.StatusGatewayTimeout, ed("timeout", "the request timed out")
 	}
-	return http.StatusInternalServerError, errorDetail{"internal", "internal error"}
+	return http.StatusInternalServerError, ed("internal", "internal error")
 }
 
 // classifyPlaid maps Plaid's answer to ours: the client's mistakes are 400,
@@ -137,20 +141,20 @@ func classify(err error) (int, errorDetail) {
 func classifyPlaid(pe *PlaidError) (int, errorDetail) {
 	switch pe.Code {
 	case "INVALID_PUBLIC_TOKEN":
-		return http.StatusBadRequest, errorDetail{"invalid_public_token", "the public_token is invalid, expired or already used"}
+		return http.StatusBadRequest, ed("invalid_public_token", "the public_token is invalid, expired or already used")
 	case "INVALID_LINK_TOKEN":
-		return http.StatusBadRequest, errorDetail{"invalid_link_token", "the link token is invalid or expired"}
+		return http.StatusBadRequest, ed("invalid_link_token", "the link token is invalid or expired")
 	case "ITEM_LOGIN_REQUIRED":
-		return http.StatusConflict, errorDetail{"item_login_required", "the item needs the user to log in again (update mode)"}
+		return http.StatusConflict, ed("item_login_required", "the item needs the user to log in again (update mode)")
 	case "INVALID_ACCESS_TOKEN":
-		return http.StatusConflict, errorDetail{"item_invalid", "the item is no longer valid at Plaid"}
+		return http.StatusConflict, ed("item_invalid", "the item is no longer valid at Plaid")
 	case "RATE_LIMIT_EXCEEDED":
-		return http.StatusTooManyRequests, errorDetail{"plaid_rate_limited", "Plaid rate limit reached; try again later"}
+		return http.StatusTooManyRequests, ed("plaid_rate_limited", "Plaid rate limit reached; try again later")
 	}
 	if pe.Type == "RATE_LIMIT_EXCEEDED" {
-		return http.StatusTooManyRequests, errorDetail{"plaid_rate_limited", "Plaid rate limit reached; try again later"}
+		return http.StatusTooManyRequests, ed("plaid_rate_limited", "Plaid rate limit reached; try again later")
 	}
-	return http.StatusBadGateway, errorDetail{"plaid_error", "Plaid refused the request (" + pe.Code + ")"}
+	return http.StatusBadGateway, ed("plaid_error", "Plaid refused the request ("+pe.Code+")")
 }
 
 // writeError writes the JSON error body for err.

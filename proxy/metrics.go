@@ -10,15 +10,15 @@ import (
 // metrics are Safeclose's Prometheus series. Per-tenant children are
 // resolved once so the request path does no label lookups for hot routes.
 type metrics struct {
-	reg            *prometheus.Registry
-	requests       *prometheus.CounterVec
-	authFailures   *prometheus.CounterVec
-	webhooksIn     *prometheus.CounterVec
-	webhooksDone   *prometheus.CounterVec
-	forwards       *prometheus.CounterVec
-	persistFailed  *prometheus.CounterVec
-	queueDepth     prometheus.Gauge
-	intakeSeconds  prometheus.Histogram
+	reg           *prometheus.Registry
+	requests      *prometheus.CounterVec
+	authFailures  *prometheus.CounterVec
+	webhooksIn    *prometheus.CounterVec
+	webhooksDone  *prometheus.CounterVec
+	forwards      *prometheus.CounterVec
+	persistFailed *prometheus.CounterVec
+	queueDepth    prometheus.Gauge
+	intakeSeconds prometheus.Histogram
 
 	mu      sync.Mutex
 	tenants map[string]*tenantMetrics

@@ -15,8 +15,8 @@ import (
 
 // Options configure a Server. Zero values are documented per field.
 type Options struct {
-	Tenants []Tenant   // at least one
-	Store   *store.DB  // required; owned by the caller (Close it after Shutdown)
+	Tenants []Tenant     // at least one
+	Store   *store.DB    // required; owned by the caller (Close it after Shutdown)
 	Logger  *slog.Logger // nil means discard
 
 	MaxBodyBytes int           // zero means 64 KiB
@@ -50,12 +50,12 @@ type WebhookOptions struct {
 
 // Tenant is one workspace.
 type Tenant struct {
-	Name     string
-	Hosts    []string // matched case-insensitively, port ignored
-	Upstream string   // http(s)://host:port; empty means no reverse proxy
-	UpstreamConns int // zero means 512
-	Plaid    PlaidOptions
-	Auth     Authenticator // required
+	Name          string
+	Hosts         []string // matched case-insensitively, port ignored
+	Upstream      string   // http(s)://host:port; empty means no reverse proxy
+	UpstreamConns int      // zero means 512
+	Plaid         PlaidOptions
+	Auth          Authenticator // required
 	// EventPlugins post-process verified webhooks in order. The server does not
 	// own them: the caller closes them after Shutdown or a Reload.
 	EventPlugins []*hostabi.Plugin

@@ -1,0 +1,307 @@
+package hostabi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/safeclose/safeclose/hostabi/abi"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// CacheDir holds wazero's compilation cache so a restart does not
+	// recompile. Zero means an in-memory cache.
+	CacheDir string
+	// Logger receives plugin logs and failures. Zero means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock given to plugins (now) and used for JWT checks. Zero
+	// means time.Now.
+	Now func() time.Time
+}
+
+// Engine loads plugins. It is safe for concurrent use.
+type Engine struct {
+	cache wazero.CompilationCache
+	log   *slog.Logger
+	now   func() time.Time
+
+	mu  sync.Mutex
+	kvs map[string]*kvStore // tenant → store
+}
+
+// NewEngine returns an Engine; Close releases its compilation cache.
+func NewEngine(ctx context.Context, o Options) (*Engine, error) {
+	e := &Engine{log: o.Logger, now: o.Now, kvs: map[string]*kvStore{}}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if o.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(o.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("hostabi: compilation cache %s: %w", o.CacheDir, err)
+		}
+		e.cache = c
+	} else {
+		e.cache = wazero.NewCompilationCache()
+	}
+	return e, nil
+}
+
+// Close releases the compilation cache. Plugins must be closed first.
+func (e *Engine) Close(ctx context.Context) error { return e.cache.Close(ctx) }
+
+func (e *Engine) kv(tenant string) *kvStore {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.kvs[tenant]
+	if s == nil {
+		s = newKVStore(e.now)
+		e.kvs[tenant] = s
+	}
+	return s
+}
+
+// JWTOptions configure jwt_verify for a plugin.
+type JWTOptions struct {
+	// JWKS is a JSON Web Key Set ({"keys":[...]}) of EC P-256 (ES256) or
+	// RSA (RS256) public keys. HMAC keys (HS256) are the plugin's Secrets,
+	// chosen by the token's kid or, without kid, the only secret.
+	JWKS []byte
+	// Issuer and Audience, when set, must match iss and aud.
+	Issuer, Audience string
+	// Leeway is allowed clock skew for exp and nbf. Zero means 30s.
+	Leeway time.Duration
+}
+
+// PluginOptions describe one plugin to load.
+type PluginOptions struct {
+	Tenant, Name string
+	Kind         Kind
+	Wasm         []byte
+	// SHA256 pins the module (hex). Empty skips the check.
+	SHA256 string
+	// Config is the plugin's config as JSON, returned by get_config.
+	Config  []byte
+	Caps    Capabilities
+	Secrets map[string][]byte
+	JWT     JWTOptions
+	// MemoryLimitPages caps each instance's memory in 64 KiB pages. Zero
+	// means 512 (32 MiB).
+	MemoryLimitPages uint32
+	// Timeout is the deadline of one call. Zero means 100ms.
+	Timeout time.Duration
+	// PoolSize is the number of instances kept warm. Zero means GOMAXPROCS.
+	PoolSize int
+	// BodyLimit is how many body bytes get_body returns (Caps.Body). Zero
+	// means none.
+	BodyLimit int
+}
+
+// Load compiles, checks and pre-warms a plugin. A module that fails to
+// compile, lacks its export, imports something it may not, or cannot start
+// is refused with an error wrapping ErrRefused.
+func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
+	if o.Tenant == "" || o.Name == "" {
+		return nil, fmt.Errorf("%w: tenant and name are required", ErrRefused)
+	}
+	sum := sha256.Sum256(o.Wasm)
+	if o.SHA256 != "" && !strings.EqualFold(o.SHA256, hex.EncodeToString(sum[:])) {
+		return nil, fmt.Errorf("%w: %s/%s: sha256 is %x, config pins %s", ErrRefused, o.Tenant, o.Name, sum, o.SHA256)
+	}
+	if o.MemoryLimitPages == 0 {
+		o.MemoryLimitPages = 512
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 100 * time.Millisecond
+	}
+	if o.PoolSize <= 0 {
+		o.PoolSize = runtime.GOMAXPROCS(0)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().
+		WithCompilationCache(e.cache).
+		WithMemoryLimitPages(o.MemoryLimitPages).
+		WithCloseOnContextDone(true).
+		WithCoreFeatures(api.CoreFeaturesV2))
+	p := &Plugin{
+		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
+		sha: hex.EncodeToString(sum[:]),
+	}
+	fail := func(err error) (*Plugin, error) {
+		_ = rt.Close(ctx)
+		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
+	}
+	t0 := time.Now()
+	cm, err := rt.CompileModule(ctx, o.Wasm)
+	if err != nil {
+		return fail(fmt.Errorf("compile: %w", err))
+	}
+	p.compileTime = time.Since(t0)
+	info, err := Inspect(cm)
+	if err != nil {
+		return fail(err)
+	}
+	if err := info.check(o.Kind, o.Caps); err != nil {
+		return fail(err)
+	}
+	p.compiled, p.initialize = cm, info.Initialize
+	if o.Caps.Crypto {
+		if p.jwt, err = newJWTVerifier(o.JWT, o.Secrets, e.now); err != nil {
+			return fail(err)
+		}
+	}
+	if o.Caps.KV {
+		p.kv = e.kv(o.Tenant)
+	}
+	if err := p.instantiateHost(ctx); err != nil {
+		return fail(err)
+	}
+	if err := p.start(ctx); err != nil {
+		return fail(err)
+	}
+	return p, nil
+}
+
+// ModuleInfo describes a compiled module: what `safeclose plugin check`
+// prints and what Load checks.
+type ModuleInfo struct {
+	Exports    []string
+	Imports    []string // "module.name"
+	Initialize bool     // has _initialize (a Go c-shared reactor)
+	HasStart   bool     // has _start (a command module: refused)
+	Memory     bool
+	MinPages   uint32
+	MaxPages   uint32 // 0 when the module sets no maximum
+	ABI        string // abi.ModuleName when any host function is imported
+	importDefs []api.FunctionDefinition
+	exportDefs map[string]api.FunctionDefinition
+}
+
+// Inspect lists a compiled module's imports and exports.
+func Inspect(cm wazero.CompiledModule) (ModuleInfo, error) {
+	var mi ModuleInfo
+	mi.exportDefs = cm.ExportedFunctions()
+	for n := range mi.exportDefs {
+		mi.Exports = append(mi.Exports, n)
+	}
+	_, mi.Initialize = mi.exportDefs[abi.ExportInitialize]
+	_, mi.HasStart = mi.exportDefs["_start"]
+	if m, ok := cm.ExportedMemories()[abi.ExportMemory]; ok {
+		mi.Memory = true
+		mi.MinPages = m.Min()
+		if mx, ok := m.Max(); ok {
+			mi.MaxPages = mx
+		}
+	}
+	for _, d := range cm.ImportedFunctions() {
+		mod, name, _ := d.Import()
+		mi.Imports = append(mi.Imports, mod+"."+name)
+		if mod == abi.ModuleName {
+			mi.ABI = abi.ModuleName
+		}
+		mi.importDefs = append(mi.importDefs, d)
+	}
+	return mi, nil
+}
+
+// CheckExports reports whether the module fits kind: the export with the
+// right signature, a memory, a reactor rather than a command. It does not
+// check capabilities.
+func (mi ModuleInfo) CheckExports(kind Kind) error {
+	name := kind.export()
+	d, ok := mi.exportDefs[name]
+	if !ok {
+		return fmt.Errorf("missing export %q (a %s plugin must export it with //go:wasmexport %s)", name, kind, name)
+	}
+	want := api.ValueTypeI64
+	if kind == KindEvent {
+		want = api.ValueTypeI32
+	}
+	if len(d.ParamTypes()) != 0 || len(d.ResultTypes()) != 1 || d.ResultTypes()[0] != want {
+		return fmt.Errorf("export %q has signature %v -> %v, want () -> %s", name, d.ParamTypes(), d.ResultTypes(), api.ValueTypeName(want))
+	}
+	if !mi.Memory {
+		return errors.New(`missing export "memory"`)
+	}
+	if mi.HasStart && !mi.Initialize {
+		return errors.New("module is a command (_start); build it as a reactor: go build -buildmode=c-shared")
+	}
+	return nil
+}
+
+func (mi ModuleInfo) check(kind Kind, caps Capabilities) error {
+	if err := mi.CheckExports(kind); err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range mi.importDefs {
+		mod, name, _ := d.Import()
+		switch mod {
+		case "wasi_snapshot_preview1":
+			continue
+		case abi.ModuleName:
+			hf, ok := hostFuncs[name]
+			if !ok {
+				errs = append(errs, fmt.Errorf("imports unknown host function %s.%s", mod, name))
+				continue
+			}
+			if !sameTypes(hf.params, d.ParamTypes()) || !sameTypes(hf.results, d.ResultTypes()) {
+				errs = append(errs, fmt.Errorf("imports %s.%s with signature %v -> %v, the host has %v -> %v",
+					mod, name, d.ParamTypes(), d.ResultTypes(), hf.params, hf.results))
+				continue
+			}
+			if hf.kind >= 0 && Kind(hf.kind) != kind {
+				errs = append(errs, fmt.Errorf("imports %s.%s, which %s plugins cannot use", mod, name, kind))
+			}
+			if hf.cap != "" && !caps.has(hf.cap) {
+				errs = append(errs, fmt.Errorf("imports %s.%s but the %q capability is not granted", mod, name, hf.cap))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("imports from unknown module %q (only %s and wasi_snapshot_preview1 exist)", mod, abi.ModuleName))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c Capabilities) has(name string) bool {
+	switch name {
+	case "config":
+		return c.Config
+	case "log":
+		return c.Log
+	case "clock":
+		return c.Clock
+	case "kv":
+		return c.KV
+	case "crypto":
+		return c.Crypto
+	case "body":
+		return c.Body
+	}
+	return false
+}
+
+func sameTypes(a, b []api.ValueType) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,153 @@
+package hostabi_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/safeclose/safeclose/hostabi"
+)
+
+// Test guests are built from source in testdata/guests (and the example
+// plugins from ../plugins/examples) once per test binary, so the tests
+// always run the code in the tree.
+var (
+	guestDir     string
+	cacheDir     string
+	guestErrs    = map[string]error{}
+	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event"}
+	exampleNames = []string{"jwtauth", "apikey", "pathrule", "webhookfilter"}
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hostabi-guests-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	guestDir = dir
+	cacheDir = filepath.Join(dir, "cache")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	build := func(name, src string) {
+		defer wg.Done()
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(dir, name+".wasm"), src)
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			mu.Lock()
+			guestErrs[name] = fmt.Errorf("build %s: %v\n%s", name, err, out)
+			mu.Unlock()
+		}
+	}
+	for _, n := range guestNames {
+		wg.Add(1)
+		go build(n, "./testdata/guests/"+n)
+	}
+	for _, n := range exampleNames {
+		wg.Add(1)
+		go build(n, "../plugins/examples/"+n)
+	}
+	wg.Wait()
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func wasm(t testing.TB, name string) []byte {
+	t.Helper()
+	if err := guestErrs[name]; err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(guestDir, name+".wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func newEngine(t testing.TB) *hostabi.Engine {
+	t.Helper()
+	e, err := hostabi.NewEngine(context.Background(), hostabi.Options{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(context.Background()) })
+	return e
+}
+
+func load(t testing.TB, e *hostabi.Engine, name string, o hostabi.PluginOptions) *hostabi.Plugin {
+	t.Helper()
+	if o.Tenant == "" {
+		o.Tenant = "t1"
+	}
+	o.Name = name
+	o.Wasm = wasm(t, name)
+	if o.PoolSize == 0 {
+		o.PoolSize = 2
+	}
+	p, err := e.Load(context.Background(), o)
+	if err != nil {
+		t.Fatalf("Load(%s) = %v", name, err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	return p
+}
+
+// req is a Request for tests.
+type req struct {
+	method, uri, source string
+	headers             [][2]string
+	body                string
+}
+
+func (r *req) Method() []byte {
+	if r.method == "" {
+		return []byte("GET")
+	}
+	return []byte(r.method)
+}
+
+func (r *req) URI() []byte {
+	if r.uri == "" {
+		return []byte("/")
+	}
+	return []byte(r.uri)
+}
+
+func (r *req) VisitHeaders(fn func(name, value []byte)) {
+	for _, h := range r.headers {
+		fn([]byte(h[0]), []byte(h[1]))
+	}
+}
+
+func (r *req) SourceAddr() []byte {
+	if r.source == "" {
+		return []byte("127.0.0.1:40000")
+	}
+	return []byte(r.source)
+}
+
+func (r *req) Body() []byte { return []byte(r.body) }
+
+func hdr(kv ...string) [][2]string {
+	var h [][2]string
+	for i := 0; i+1 < len(kv); i += 2 {
+		h = append(h, [2]string{kv[i], kv[i+1]})
+	}
+	return h
+}
+
+func claims(d hostabi.Decision) map[string]string {
+	m := map[string]string{}
+	for _, c := range d.Claims {
+		m[c.Name] = c.Value
+	}
+	return m
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -1,0 +1,450 @@
+package hostabi
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/safeclose/safeclose/hostabi/abi"
+)
+
+const (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+)
+
+// kindAny marks host functions both plugin kinds may import.
+const kindAny = -1
+
+type hostFunc struct {
+	params, results []api.ValueType
+	cap             string // capability needed; "" for none
+	kind            int    // Kind that may import it, or kindAny
+	fn              api.GoModuleFunc
+}
+
+// hostFuncs is the safeclose_v1 module. It is built once; functions find
+// their instance through the call's context.
+var hostFuncs = map[string]hostFunc{
+	abi.FuncGetMethod:       {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindAuth), hGetMethod},
+	abi.FuncGetURI:          {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindAuth), hGetURI},
+	abi.FuncGetHeaderNames:  {[]api.ValueType{i32, i32, i32}, []api.ValueType{i64}, "", int(KindAuth), hGetHeaderNames},
+	abi.FuncGetHeaderValues: {[]api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i64}, "", int(KindAuth), hGetHeaderValues},
+	abi.FuncGetCookie:       {[]api.ValueType{i32, i32, i32, i32}, []api.ValueType{i64}, "", int(KindAuth), hGetCookie},
+	abi.FuncGetSourceAddr:   {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindAuth), hGetSourceAddr},
+	abi.FuncGetBody:         {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "body", int(KindAuth), hGetBody},
+	abi.FuncSetSubject:      {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindAuth), hSetSubject},
+	abi.FuncSetClaim:        {[]api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}, "", int(KindAuth), hSetClaim},
+
+	abi.FuncGetConfig:  {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "config", kindAny, hGetConfig},
+	abi.FuncLogEnabled: {[]api.ValueType{i32}, []api.ValueType{i32}, "log", kindAny, hLogEnabled},
+	abi.FuncLog:        {[]api.ValueType{i32, i32, i32}, nil, "log", kindAny, hLog},
+	abi.FuncNow:        {nil, []api.ValueType{i64}, "clock", kindAny, hNow},
+
+	abi.FuncJWTVerify:        {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "crypto", kindAny, hJWTVerify},
+	abi.FuncJWTClaim:         {[]api.ValueType{i32, i32, i32, i32}, []api.ValueType{i64}, "crypto", kindAny, hJWTClaim},
+	abi.FuncHMACSHA256Verify: {[]api.ValueType{i32, i32, i32, i32, i32, i32}, []api.ValueType{i32}, "crypto", kindAny, hHMACVerify},
+	abi.FuncSHA256:           {[]api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}, "crypto", kindAny, hSHA256},
+
+	abi.FuncKVGet:    {[]api.ValueType{i32, i32, i32, i32}, []api.ValueType{i64}, "kv", kindAny, hKVGet},
+	abi.FuncKVSet:    {[]api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}, "kv", kindAny, hKVSet},
+	abi.FuncKVDelete: {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "kv", kindAny, hKVDelete},
+
+	abi.FuncGetEvent:       {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindEvent), hGetEvent},
+	abi.FuncGetItemContext: {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindEvent), hGetItemContext},
+	abi.FuncSetPayload:     {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindEvent), hSetPayload},
+	abi.FuncAddForward:     {[]api.ValueType{i32, i32}, []api.ValueType{i32}, "", int(KindEvent), hAddForward},
+}
+
+// inst finds the instance a host call belongs to. A call outside a plugin
+// call (impossible through Load) is a guest fault.
+func inst(ctx context.Context) *instance {
+	in, _ := ctx.Value(instKey{}).(*instance)
+	if in == nil {
+		fault("host function called outside a plugin call")
+	}
+	return in
+}
+
+// read returns a view of guest memory; out of range is a guest fault that
+// traps the call.
+func (in *instance) read(ptr, n uint32) []byte {
+	if n == 0 {
+		return nil
+	}
+	b, ok := in.mem.Read(ptr, n)
+	if !ok {
+		fault("pointer out of range")
+	}
+	return b
+}
+
+// put implements the (buf, limit) -> len convention: v is written only
+// when it fits.
+func (in *instance) put(buf, limit uint32, v []byte) uint32 {
+	n := uint32(len(v))
+	if n <= limit && n > 0 && !in.mem.Write(buf, v) {
+		fault("buffer out of range")
+	}
+	return n
+}
+
+func (in *instance) request() Request {
+	if in.req == nil {
+		fault("request accessor called outside auth_handle")
+	}
+	return in.req
+}
+
+func (in *instance) event() *Event {
+	if in.ev == nil {
+		fault("event accessor called outside event_handle")
+	}
+	return in.ev
+}
+
+func u32(v uint64) uint32 { return uint32(v) }
+
+func hGetMethod(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().Method()))
+}
+
+func hGetURI(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().URI()))
+}
+
+func hGetSourceAddr(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().SourceAddr()))
+}
+
+func hGetBody(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	b := in.request().Body()
+	if len(b) > in.p.opts.BodyLimit {
+		b = b[:in.p.opts.BodyLimit]
+	}
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), b))
+}
+
+const (
+	visitValues = iota
+	visitNames
+	visitCookie
+)
+
+// visitHeader is bound once per instance (in.visit) so visiting headers
+// allocates nothing per call.
+func (in *instance) visitHeader(name, value []byte) {
+	switch in.vMode {
+	case visitNames:
+		in.emit(name)
+	case visitValues:
+		if bytes.EqualFold(name, in.vName) {
+			in.emit(value)
+		}
+	case visitCookie:
+		if in.vCount > 0 || !bytes.EqualFold(name, []byte("Cookie")) {
+			return
+		}
+		for len(value) > 0 {
+			var pair []byte
+			pair, value, _ = bytes.Cut(value, []byte(";"))
+			k, v, ok := bytes.Cut(bytes.TrimSpace(pair), []byte("="))
+			if ok && bytes.Equal(k, in.vName) {
+				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				in.vCount = 1
+				in.vN = uint32(len(v))
+				if in.vN <= in.vLimit && in.vN > 0 && !in.mem.Write(in.vBuf, v) {
+					fault("buffer out of range")
+				}
+				return
+			}
+		}
+	}
+}
+
+// emit appends one NUL-separated item at vBuf+vN if it still fits.
+func (in *instance) emit(v []byte) {
+	sep := uint32(0)
+	if in.vCount > 0 {
+		sep = 1
+	}
+	end := in.vN + sep + uint32(len(v))
+	if end <= in.vLimit {
+		if sep == 1 && !in.mem.WriteByte(in.vBuf+in.vN, 0) {
+			fault("buffer out of range")
+		}
+		if len(v) > 0 && !in.mem.Write(in.vBuf+in.vN+sep, v) {
+			fault("buffer out of range")
+		}
+	}
+	in.vN = end
+	in.vCount++
+}
+
+func (in *instance) visitAll(mode int, name []byte, buf, limit uint32) uint64 {
+	in.vMode, in.vName, in.vBuf, in.vLimit, in.vN, in.vCount = mode, name, buf, limit, 0, 0
+	in.request().VisitHeaders(in.visit)
+	in.vName = nil
+	if in.vN > in.vLimit {
+		// Nothing beyond the limit was written; the guest retries.
+		return abi.CountLen(in.vCount, in.vN)
+	}
+	return abi.CountLen(in.vCount, in.vN)
+}
+
+func hGetHeaderNames(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	if u32(s[0]) != abi.HeaderKindRequest {
+		s[0] = 0
+		return
+	}
+	s[0] = in.visitAll(visitNames, nil, u32(s[1]), u32(s[2]))
+}
+
+func hGetHeaderValues(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	if u32(s[0]) != abi.HeaderKindRequest {
+		s[0] = 0
+		return
+	}
+	name := in.read(u32(s[1]), u32(s[2]))
+	s[0] = in.visitAll(visitValues, name, u32(s[3]), u32(s[4]))
+}
+
+func hGetCookie(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	name := in.read(u32(s[0]), u32(s[1]))
+	s[0] = in.visitAll(visitCookie, name, u32(s[2]), u32(s[3]))
+}
+
+// printable reports whether b is safe in an HTTP header value: visible
+// ASCII, space and tab only, so no header injection through identities.
+func printable(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func claimName(b []byte) bool {
+	if len(b) == 0 || len(b) > abi.MaxClaimName {
+		return false
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func hSetSubject(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	in.request()
+	v := in.read(u32(s[0]), u32(s[1]))
+	if len(v) == 0 || len(v) > abi.MaxSubject || !printable(v) {
+		s[0] = uint64(uint32(abi.StatusInvalid))
+		return
+	}
+	in.subject = append(in.subject[:0], v...)
+	in.subjectSet = true
+	s[0] = uint64(abi.StatusOK)
+}
+
+func hSetClaim(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	in.request()
+	name := in.read(u32(s[0]), u32(s[1]))
+	val := in.read(u32(s[2]), u32(s[3]))
+	switch {
+	case !claimName(name) || len(val) > abi.MaxClaimValue || !printable(val):
+		s[0] = uint64(uint32(abi.StatusInvalid))
+	case len(in.claims) >= abi.MaxClaims:
+		s[0] = uint64(uint32(abi.StatusQuota))
+	default:
+		in.claims = append(in.claims, Claim{Name: string(name), Value: string(val)})
+		s[0] = uint64(abi.StatusOK)
+	}
+}
+
+func hGetConfig(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.p.opts.Config))
+}
+
+func hLogEnabled(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	if in.p.log.Enabled(ctx, slogLevel(int32(u32(s[0])))) {
+		s[0] = 1
+	} else {
+		s[0] = 0
+	}
+}
+
+func slogLevel(l int32) slog.Level {
+	switch {
+	case l <= abi.LogDebug:
+		return slog.LevelDebug
+	case l == abi.LogInfo:
+		return slog.LevelInfo
+	case l == abi.LogWarn:
+		return slog.LevelWarn
+	}
+	return slog.LevelError
+}
+
+func hLog(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	msg := in.read(u32(s[1]), u32(s[2]))
+	if len(msg) > abi.MaxLogLine {
+		msg = msg[:abi.MaxLogLine]
+	}
+	if dropped, ok := in.p.logs.allow(in.p.e.now()); ok {
+		lvl := slogLevel(int32(u32(s[0])))
+		if dropped > 0 {
+			in.p.log.Log(ctx, lvl, string(msg), "source", "plugin", "dropped_before", dropped)
+		} else {
+			in.p.log.Log(ctx, lvl, string(msg), "source", "plugin")
+		}
+	}
+}
+
+func hNow(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	s[0] = uint64(in.p.e.now().UnixNano())
+}
+
+func hJWTVerify(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	tok := in.read(u32(s[0]), u32(s[1]))
+	e, code := in.p.jwt.verify(tok)
+	if code == abi.JWTValid {
+		in.jwtTok = e
+	} else {
+		in.jwtTok = nil
+	}
+	s[0] = uint64(uint32(code))
+}
+
+func hJWTClaim(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	name := in.read(u32(s[0]), u32(s[1]))
+	if in.jwtTok == nil {
+		s[0] = 0
+		return
+	}
+	v, ok := in.jwtTok.claims[string(name)]
+	if !ok {
+		s[0] = 0
+		return
+	}
+	s[0] = abi.CountLen(1, in.put(u32(s[2]), u32(s[3]), v))
+}
+
+func hHMACVerify(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	key, ok := in.p.opts.Secrets[string(in.read(u32(s[0]), u32(s[1])))]
+	if !ok {
+		noKey := abi.HMACNoKey
+		s[0] = uint64(uint32(noKey))
+		return
+	}
+	msg := in.read(u32(s[2]), u32(s[3]))
+	mac := in.read(u32(s[4]), u32(s[5]))
+	h := hmac.New(sha256.New, key)
+	h.Write(msg)
+	var sum [sha256.Size]byte
+	if hmac.Equal(h.Sum(sum[:0]), mac) {
+		s[0] = uint64(uint32(abi.HMACValid))
+	} else {
+		s[0] = uint64(uint32(abi.HMACInvalid))
+	}
+}
+
+func hSHA256(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	sum := sha256.Sum256(in.read(u32(s[0]), u32(s[1])))
+	s[0] = uint64(in.put(u32(s[2]), u32(s[3]), sum[:]))
+}
+
+func hKVGet(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	v, ok := in.p.kv.get(in.read(u32(s[0]), u32(s[1])))
+	if !ok {
+		s[0] = 0
+		return
+	}
+	s[0] = abi.CountLen(1, in.put(u32(s[2]), u32(s[3]), v))
+}
+
+func hKVSet(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	key := in.read(u32(s[0]), u32(s[1]))
+	val := in.read(u32(s[2]), u32(s[3]))
+	s[0] = uint64(uint32(in.p.kv.set(key, val, time.Duration(u32(s[4]))*time.Second)))
+}
+
+func hKVDelete(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	in.p.kv.delete(in.read(u32(s[0]), u32(s[1])))
+	s[0] = uint64(abi.StatusOK)
+}
+
+func hGetEvent(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.event().Body))
+}
+
+func hGetItemContext(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	ev := in.event()
+	b, _ := json.Marshal(struct {
+		Tenant    string `json:"tenant"`
+		User      string `json:"user"`
+		ItemID    string `json:"item_id"`
+		ItemState string `json:"item_state"`
+	}{ev.Tenant, ev.User, ev.ItemID, ev.ItemState})
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), b))
+}
+
+func hSetPayload(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	in.event()
+	v := in.read(u32(s[0]), u32(s[1]))
+	if len(v) > abi.MaxPayload {
+		s[0] = uint64(uint32(abi.StatusQuota))
+		return
+	}
+	in.payload = append([]byte{}, v...)
+	in.payloadSet = true
+	s[0] = uint64(abi.StatusOK)
+}
+
+func hAddForward(ctx context.Context, _ api.Module, s []uint64) {
+	in := inst(ctx)
+	in.event()
+	v := in.read(u32(s[0]), u32(s[1]))
+	switch {
+	case len(v) == 0 || len(v) > 64 || !printable(v):
+		s[0] = uint64(uint32(abi.StatusInvalid))
+	case len(in.forward) >= abi.MaxForwards:
+		s[0] = uint64(uint32(abi.StatusQuota))
+	default:
+		in.forward = append(in.forward, string(v))
+		s[0] = uint64(abi.StatusOK)
+	}
+}

@@ -1,0 +1,445 @@
+package hostabi
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/safeclose/safeclose/hostabi/abi"
+)
+
+// Plugin is a loaded, pre-warmed plugin. Its methods are safe for
+// concurrent use; each call borrows one instance from a bounded pool. See
+// RATIONALE.md "Why a bounded pool of pre-warmed instances".
+type Plugin struct {
+	opts        PluginOptions
+	e           *Engine
+	rt          wazero.Runtime
+	compiled    wazero.CompiledModule
+	initialize  bool
+	log         *slog.Logger
+	sha         string
+	compileTime time.Duration
+	jwt         *jwtVerifier
+	kv          *kvStore
+	logs        logLimiter
+
+	pool   chan *instance
+	gate   sync.RWMutex // calls hold R; Close takes W after setting closed
+	closed atomic.Bool
+	stop   chan struct{}
+	bg     sync.WaitGroup // watchdog and refills
+
+	mu  sync.Mutex
+	all map[*instance]struct{}
+
+	calls, traps, timeouts, busy atomic.Uint64
+}
+
+// SHA256 is the module's hex digest.
+func (p *Plugin) SHA256() string { return p.sha }
+
+// Name is the plugin's name in its tenant's config.
+func (p *Plugin) Name() string { return p.opts.Name }
+
+// Tenant is the plugin's tenant.
+func (p *Plugin) Tenant() string { return p.opts.Tenant }
+
+// Stats returns the plugin's counters.
+func (p *Plugin) Stats() Stats {
+	p.mu.Lock()
+	n := len(p.all)
+	p.mu.Unlock()
+	return Stats{
+		Calls: p.calls.Load(), Traps: p.traps.Load(), Timeouts: p.timeouts.Load(), Busy: p.busy.Load(),
+		Instances: uint64(n), CompileTime: p.compileTime,
+	}
+}
+
+func (p *Plugin) instantiateHost(ctx context.Context) error {
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, p.rt); err != nil {
+		return fmt.Errorf("wasi: %w", err)
+	}
+	b := p.rt.NewHostModuleBuilder(abi.ModuleName)
+	for name, hf := range hostFuncs {
+		b.NewFunctionBuilder().WithGoModuleFunction(hf.fn, hf.params, hf.results).Export(name)
+	}
+	if _, err := b.Instantiate(ctx); err != nil {
+		return fmt.Errorf("host module: %w", err)
+	}
+	return nil
+}
+
+// start fills the pool synchronously: a module that cannot start is refused
+// at load, not at the first request.
+func (p *Plugin) start(ctx context.Context) error {
+	p.pool = make(chan *instance, p.opts.PoolSize)
+	p.stop = make(chan struct{})
+	p.all = make(map[*instance]struct{}, p.opts.PoolSize)
+	for range p.opts.PoolSize {
+		in, err := p.newInstance(ctx)
+		if err != nil {
+			p.closeInstances(ctx)
+			return err
+		}
+		p.pool <- in
+	}
+	p.bg.Add(1)
+	go p.watchdog()
+	return nil
+}
+
+type instKey struct{}
+
+// instance is one guest module instance and the state of its current call.
+// Its ctx is the instance's lifetime, not a request's: cancelling it is how
+// the watchdog tells wazero to stop the guest (RATIONALE.md "Why the
+// deadline is a watchdog").
+type instance struct {
+	p        *Plugin
+	mod      api.Module
+	mem      api.Memory
+	fn       api.Function
+	ctx      context.Context
+	cancel   context.CancelFunc
+	deadline atomic.Int64 // unix nanoseconds; 0 when idle
+	timedOut atomic.Bool
+	stack    [1]uint64
+	stderr   capWriter
+
+	// The current call.
+	req         Request
+	ev          *Event
+	subject     []byte
+	subjectSet  bool
+	lastSubject string
+	claims      []Claim
+	payload     []byte
+	payloadSet  bool
+	forward     []string
+	jwtTok      *jwtEntry
+
+	// Header visiting without a closure per call.
+	visit                    func(name, value []byte)
+	vMode                    int
+	vName                    []byte
+	vBuf, vLimit, vN, vCount uint32
+}
+
+func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
+	in := &instance{p: p, subject: make([]byte, 0, 64)}
+	in.visit = in.visitHeader
+	in.ctx, in.cancel = context.WithCancel(context.WithValue(context.Background(), instKey{}, in))
+	cfg := wazero.NewModuleConfig().WithName("").
+		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).
+		WithStdout(io.Discard).WithStderr(&in.stderr)
+	if p.initialize {
+		cfg = cfg.WithStartFunctions(abi.ExportInitialize)
+	} else {
+		cfg = cfg.WithStartFunctions()
+	}
+	// The start function runs under a deadline too: a guest that loops in
+	// init must not hang a reload.
+	initTimeout := max(10*p.opts.Timeout, 5*time.Second)
+	ictx, icancel := context.WithTimeout(in.ctx, initTimeout)
+	defer icancel()
+	mod, err := p.rt.InstantiateModule(ictx, p.compiled, cfg)
+	if err != nil {
+		in.cancel()
+		if se := in.stderr.String(); se != "" {
+			return nil, fmt.Errorf("instantiate: %w (stderr: %s)", err, se)
+		}
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	in.mod, in.mem = mod, mod.Memory()
+	in.fn = mod.ExportedFunction(p.opts.Kind.export())
+	if in.fn == nil || in.mem == nil {
+		in.cancel()
+		_ = mod.Close(ctx)
+		return nil, errors.New("instance lacks its export or memory")
+	}
+	p.mu.Lock()
+	p.all[in] = struct{}{}
+	p.mu.Unlock()
+	return in, nil
+}
+
+// acquire borrows an instance, waiting at most the call timeout.
+func (p *Plugin) acquire() (*instance, error) {
+	select {
+	case in := <-p.pool:
+		return in, nil
+	default:
+	}
+	t := time.NewTimer(p.opts.Timeout)
+	defer t.Stop()
+	select {
+	case in := <-p.pool:
+		return in, nil
+	case <-t.C:
+		p.busy.Add(1)
+		return nil, ErrBusy
+	case <-p.stop:
+		return nil, ErrClosed
+	}
+}
+
+func (p *Plugin) release(in *instance) {
+	in.req, in.ev, in.jwtTok = nil, nil, nil
+	p.pool <- in // never blocks: at most PoolSize instances exist
+}
+
+// discard kills a failed instance and starts a replacement.
+func (p *Plugin) discard(in *instance) {
+	in.cancel()
+	_ = in.mod.Close(context.Background())
+	p.mu.Lock()
+	delete(p.all, in)
+	p.mu.Unlock()
+	if p.closed.Load() {
+		return
+	}
+	p.bg.Add(1)
+	go p.refill()
+}
+
+func (p *Plugin) refill() {
+	defer p.bg.Done()
+	delay := 50 * time.Millisecond
+	for {
+		in, err := p.newInstance(context.Background())
+		if err == nil {
+			p.mu.Lock()
+			closed := p.closed.Load()
+			p.mu.Unlock()
+			if closed {
+				p.discardQuiet(in)
+				return
+			}
+			p.pool <- in
+			return
+		}
+		p.log.Error("plugin instance could not be replaced; retrying", "err", err, "in", delay)
+		select {
+		case <-p.stop:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+func (p *Plugin) discardQuiet(in *instance) {
+	in.cancel()
+	_ = in.mod.Close(context.Background())
+	p.mu.Lock()
+	delete(p.all, in)
+	p.mu.Unlock()
+}
+
+// watchdog kills instances whose call ran past its deadline. Checking
+// every quarter of the timeout costs nothing per call; a runaway guest is
+// stopped within 1.25× its timeout.
+func (p *Plugin) watchdog() {
+	defer p.bg.Done()
+	tick := min(max(p.opts.Timeout/4, time.Millisecond), 250*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			n := now.UnixNano()
+			p.mu.Lock()
+			for in := range p.all {
+				if d := in.deadline.Load(); d != 0 && n > d {
+					in.timedOut.Store(true)
+					in.cancel()
+				}
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// call runs the instance's export under the deadline. On any failure the
+// instance is discarded and the error says why.
+func (p *Plugin) call(in *instance) (uint64, error) {
+	p.calls.Add(1)
+	in.stderr.Reset()
+	in.deadline.Store(time.Now().Add(p.opts.Timeout).UnixNano())
+	err := in.fn.CallWithStack(in.ctx, in.stack[:])
+	in.deadline.Store(0)
+	if err == nil {
+		return in.stack[0], nil
+	}
+	timedOut := in.timedOut.Load()
+	stderr := in.stderr.String()
+	p.discard(in)
+	if timedOut {
+		p.timeouts.Add(1)
+		return 0, fmt.Errorf("%w after %s: %s/%s", ErrTimeout, p.opts.Timeout, p.opts.Tenant, p.opts.Name)
+	}
+	p.traps.Add(1)
+	return 0, &TrapError{Tenant: p.opts.Tenant, Plugin: p.opts.Name, Export: p.opts.Kind.export(), Err: err, Stderr: stderr}
+}
+
+func (p *Plugin) enter() (*instance, error) {
+	p.gate.RLock()
+	if p.closed.Load() {
+		p.gate.RUnlock()
+		return nil, ErrClosed
+	}
+	in, err := p.acquire()
+	if err != nil {
+		p.gate.RUnlock()
+		return nil, err
+	}
+	return in, nil
+}
+
+// Authenticate runs auth_handle for one request. The Request is only read
+// during the call. Any error means the caller must fail closed.
+func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
+	if p.opts.Kind != KindAuth {
+		return Decision{}, fmt.Errorf("hostabi: %s is not an auth plugin", p.opts.Name)
+	}
+	in, err := p.enter()
+	if err != nil {
+		return Decision{}, err
+	}
+	defer p.gate.RUnlock()
+	in.req = r
+	in.subject, in.subjectSet, in.claims = in.subject[:0], false, in.claims[:0]
+	v, err := p.call(in)
+	if err != nil {
+		return Decision{}, err
+	}
+	allow, status, ok := abi.AuthStatus(int64(v))
+	var d Decision
+	switch {
+	case !ok:
+		err = fmt.Errorf("%w: auth_handle returned %d", ErrBadResult, int64(v))
+	case !allow:
+		d = Decision{Status: status}
+	case !in.subjectSet:
+		err = fmt.Errorf("%w: allowed without set_subject", ErrBadResult)
+	default:
+		if string(in.subject) != in.lastSubject {
+			in.lastSubject = string(in.subject)
+		}
+		d = Decision{Allow: true, Subject: in.lastSubject}
+		if len(in.claims) > 0 {
+			d.Claims = append([]Claim(nil), in.claims...)
+		}
+	}
+	p.release(in)
+	return d, err
+}
+
+// HandleEvent runs event_handle for one verified webhook event.
+func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
+	if p.opts.Kind != KindEvent {
+		return EventResult{}, fmt.Errorf("hostabi: %s is not an event plugin", p.opts.Name)
+	}
+	in, err := p.enter()
+	if err != nil {
+		return EventResult{}, err
+	}
+	defer p.gate.RUnlock()
+	in.ev = &ev
+	in.payload, in.payloadSet, in.forward = nil, false, nil
+	v, err := p.call(in)
+	if err != nil {
+		return EventResult{}, err
+	}
+	res := EventResult{Action: Action(int32(uint32(v))), Forward: in.forward}
+	if in.payloadSet {
+		res.Payload = in.payload
+	}
+	p.release(in)
+	switch res.Action {
+	case ActionKeep, ActionDrop, ActionForward:
+		return res, nil
+	}
+	return EventResult{}, fmt.Errorf("%w: event_handle returned %d", ErrBadResult, int32(uint32(v)))
+}
+
+// Close stops the plugin: new calls get ErrClosed, in-flight calls finish
+// (bounded by ctx), then every instance and the runtime are released.
+func (p *Plugin) Close(ctx context.Context) error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(p.stop)
+	done := make(chan struct{})
+	go func() {
+		// Once the writer holds the gate no call is in flight; later calls
+		// see closed and leave, so the gate is released at once.
+		p.gate.Lock()
+		p.gate.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		// Calls still running are stopped by closing the runtime below.
+	}
+	p.bg.Wait()
+	p.closeInstances(ctx)
+	return p.rt.Close(context.Background())
+}
+
+func (p *Plugin) closeInstances(ctx context.Context) {
+	p.mu.Lock()
+	all := make([]*instance, 0, len(p.all))
+	for in := range p.all {
+		all = append(all, in)
+	}
+	p.mu.Unlock()
+	for _, in := range all {
+		in.cancel()
+		_ = in.mod.Close(ctx)
+	}
+	p.mu.Lock()
+	clear(p.all)
+	p.mu.Unlock()
+}
+
+// capWriter keeps the first 2 KiB written to it (a guest's stderr).
+type capWriter struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (w *capWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	if room := 2048 - len(w.buf); room > 0 {
+		w.buf = append(w.buf, b[:min(room, len(b))]...)
+	}
+	w.mu.Unlock()
+	return len(b), nil
+}
+
+func (w *capWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf)
+}
+
+func (w *capWriter) Reset() {
+	w.mu.Lock()
+	w.buf = w.buf[:0]
+	w.mu.Unlock()
+}

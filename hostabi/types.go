@@ -1,0 +1,99 @@
+package hostabi
+
+import (
+	"time"
+
+	"github.com/safeclose/safeclose/hostabi/abi"
+)
+
+// Kind is what a plugin is for; it decides the export it must provide and
+// the host functions it may import.
+type Kind int
+
+// Plugin kinds.
+const (
+	KindAuth  Kind = iota // exports auth_handle
+	KindEvent             // exports event_handle
+)
+
+func (k Kind) String() string {
+	if k == KindEvent {
+		return "event"
+	}
+	return "auth"
+}
+
+func (k Kind) export() string {
+	if k == KindEvent {
+		return abi.ExportEvent
+	}
+	return abi.ExportAuth
+}
+
+// Capabilities are the optional host functions a plugin is granted.
+type Capabilities struct {
+	Config bool // get_config
+	Log    bool // log, log_enabled
+	Clock  bool // now
+	KV     bool // kv_get, kv_set, kv_delete
+	Crypto bool // jwt_verify, jwt_claim, hmac_sha256_verify, sha256
+	Body   bool // get_body (auth plugins), up to PluginOptions.BodyLimit bytes
+}
+
+// Request is the read-only view of an HTTP request an auth plugin sees. The
+// proxy implements it; slices returned are only read during the call and
+// never retained.
+type Request interface {
+	Method() []byte
+	URI() []byte
+	// VisitHeaders calls fn for every header line, in order.
+	VisitHeaders(fn func(name, value []byte))
+	SourceAddr() []byte
+	Body() []byte
+}
+
+// Claim is one name/value the plugin attached to the identity.
+type Claim struct {
+	Name, Value string
+}
+
+// Decision is an auth plugin's answer. Subject is set when Allow is true;
+// Status is the HTTP status of a denial.
+type Decision struct {
+	Allow   bool
+	Status  int
+	Subject string
+	Claims  []Claim
+}
+
+// Event is what a webhook plugin sees: the verified Plaid event and the
+// item's context. It never holds an access token.
+type Event struct {
+	Tenant, User, ItemID, ItemState string
+	Body                            []byte
+}
+
+// Action is what a webhook plugin asks for.
+type Action = abi.Action
+
+// Event actions (see abi).
+const (
+	ActionKeep    = abi.ActionKeep
+	ActionDrop    = abi.ActionDrop
+	ActionForward = abi.ActionForward
+)
+
+// EventResult is a webhook plugin's answer. Payload is nil unless the
+// plugin replaced it; Forward lists destination names given with
+// add_forward.
+type EventResult struct {
+	Action  Action
+	Payload []byte
+	Forward []string
+}
+
+// Stats are a plugin's counters since load.
+type Stats struct {
+	Calls, Traps, Timeouts, Busy, Instances uint64
+	CompileTime                             time.Duration
+}
