@@ -172,7 +172,7 @@ func TestFailClosed(t *testing.T) {
 			}
 			p := load(t, e, tt.guest, hostabi.PluginOptions{Timeout: timeout, MemoryLimitPages: 256})
 			for i := range 3 { // repeatedly: the pool must refill each time
-				d, err := p.Authenticate(context.Background(), &req{headers: tt.trigger})
+				d, err := authRetryBusy(p, &req{headers: tt.trigger})
 				if err == nil || !tt.check(err) || d.Allow {
 					t.Fatalf("call %d: Authenticate = %+v, %v; want %s", i, d, err, tt.what)
 				}
@@ -180,7 +180,7 @@ func TestFailClosed(t *testing.T) {
 			if tt.guest == "oob" || tt.guest == "badresult" {
 				return // no healthy path in these guests
 			}
-			d, err := p.Authenticate(context.Background(), &req{})
+			d, err := authRetryBusy(p, &req{})
 			if err != nil || !d.Allow || d.Subject != "ok" {
 				t.Fatalf("after failures: Authenticate = %+v, %v; want allowed ok", d, err)
 			}
@@ -319,4 +319,17 @@ func TestEventPlugin(t *testing.T) {
 	if _, err := p.Authenticate(context.Background(), &req{}); err == nil {
 		t.Error("an event plugin answered Authenticate")
 	}
+}
+
+// authRetryBusy calls Authenticate, retrying while every instance is being
+// replaced (ErrBusy: a fail-closed answer too, but not the one under test).
+func authRetryBusy(p *hostabi.Plugin, r *req) (hostabi.Decision, error) {
+	for range 500 {
+		d, err := p.Authenticate(context.Background(), r)
+		if !errors.Is(err, hostabi.ErrBusy) {
+			return d, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return hostabi.Decision{}, hostabi.ErrBusy
 }

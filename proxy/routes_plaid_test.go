@@ -184,8 +184,8 @@ func TestPlaidDown(t *testing.T) {
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
 	e := startEnv(t, envConfig{plaidURL: dead})
-	for _, path := range []string{pathLinkToken, pathExchange} {
-		r := e.do("POST", "t1.test", path, "alice-key", []byte(`{"public_token":"public-sandbox-1"}`))
+	for path, body := range map[string]string{pathLinkToken: `{}`, pathExchange: `{"public_token":"public-sandbox-1"}`} {
+		r := e.do("POST", "t1.test", path, "alice-key", []byte(body))
 		if r.status != 502 || r.errCode(t) != "plaid_unavailable" {
 			t.Errorf("%s with Plaid down = %d %s, want 502 plaid_unavailable", path, r.status, r.body)
 		}

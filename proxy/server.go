@@ -203,6 +203,14 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 // Reload atomically swaps in a new tenant set. In-flight requests finish on
 // the tenant they started with. The caller closes plugins of the old set
 // afterwards (their Close waits for in-flight calls).
+// ReloadGrace is how long a caller of Reload must keep the old tenants'
+// plugins open: a request that picked the old table just before the swap
+// still authenticates with them. Authentication happens at the start of a
+// request, so a second is ample.
+const ReloadGrace = time.Second
+
+// Reload swaps in a new tenant table atomically. The caller closes the old
+// tenants' plugins after ReloadGrace.
 func (s *Server) Reload(ts []Tenant) error {
 	t, err := s.buildTable(ts)
 	if err != nil {

@@ -196,7 +196,10 @@ func reload(ctx context.Context, path string, b *builder, srv *proxy.Server, old
 		log.Error("reload refused; the old config keeps serving", "err", err)
 		return old
 	}
-	go closePlugins(old) // Close waits for in-flight calls
+	go func() { // requests that picked the old table finish first
+		time.Sleep(proxy.ReloadGrace)
+		closePlugins(old)
+	}()
 	return plugins
 }
 

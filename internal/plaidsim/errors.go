@@ -5,9 +5,9 @@ import "net/http"
 // apiError is Plaid's error object with the HTTP status Plaid uses for it.
 type apiError struct {
 	status  int
-	Type    string `json:"error_type"`
-	Code    string `json:"error_code"`
-	Message string `json:"error_message"`
+	Type    string  `json:"error_type"`
+	Code    string  `json:"error_code"`
+	Message string  `json:"error_message"`
 	Display *string `json:"display_message"`
 }
 

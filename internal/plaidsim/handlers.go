@@ -350,7 +350,7 @@ func (s *Server) sandboxFireWebhook(r req) (map[string]any, *apiError) {
 		body["reason"], body["disconnect_time"] = "INSTITUTION_MIGRATION", rfc3339(now.Add(7*24*time.Hour))
 	case "USER_PERMISSION_REVOKED":
 		body["error"] = map[string]any{"error_type": "ITEM_ERROR", "error_code": "USER_PERMISSION_REVOKED",
-			"error_message": "the holder of this account has revoked their permission for your application to access it",
+			"error_message":   "the holder of this account has revoked their permission for your application to access it",
 			"display_message": nil, "status": 400}
 	case "LOGIN_REPAIRED":
 		it.LoginRequired = false

@@ -23,7 +23,7 @@ import (
 
 // Options configure the emulator. Zero values are documented per field.
 type Options struct {
-	ClientID, Secret string          // required: the credentials it accepts
+	ClientID, Secret string           // required: the credentials it accepts
 	Now              func() time.Time // nil means time.Now
 	Seed             int64            // 0 means random ids; non-zero means deterministic ids and keys
 	StatePath        string           // "" means memory only; else JSON state loaded at New and saved on change

@@ -1,0 +1,134 @@
+package hostabi_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/hostabi"
+)
+
+func signHS256(key []byte, claims map[string]any) string {
+	h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	c, _ := json.Marshal(claims)
+	s := h + "." + base64.RawURLEncoding.EncodeToString(c)
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(s))
+	return s + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func TestExampleJWTAuth(t *testing.T) {
+	e := newEngine(t)
+	key := []byte("tenant-jwt-secret-0123456789abcd")
+	p := load(t, e, "jwtauth", hostabi.PluginOptions{
+		Config:  []byte(`{"cookie":"sess","claims":["email"]}`),
+		Caps:    hostabi.Capabilities{Config: true, Crypto: true, Log: true},
+		Secrets: map[string][]byte{"main": key},
+		JWT:     hostabi.JWTOptions{Audience: "app"},
+	})
+	exp := time.Now().Add(time.Hour).Unix()
+	good := signHS256(key, map[string]any{"sub": "alice", "email": "a@example.com", "aud": "app", "exp": exp})
+	tests := []struct {
+		name    string
+		headers [][2]string
+		allow   bool
+	}{
+		{"bearer", hdr("Authorization", "Bearer "+good), true},
+		{"cookie", hdr("Cookie", "x=1; sess="+good), true},
+		{"none", nil, false},
+		{"wrong key", hdr("Authorization", "Bearer "+signHS256([]byte("other"), map[string]any{"sub": "alice", "aud": "app", "exp": exp})), false},
+		{"expired", hdr("Authorization", "Bearer "+signHS256(key, map[string]any{"sub": "alice", "aud": "app", "exp": 1000})), false},
+		{"wrong audience", hdr("Authorization", "Bearer "+signHS256(key, map[string]any{"sub": "alice", "aud": "x", "exp": exp})), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := p.Authenticate(context.Background(), &req{headers: tt.headers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allow != tt.allow {
+				t.Fatalf("Allow = %v (%+v), want %v", d.Allow, d, tt.allow)
+			}
+			if tt.allow && (d.Subject != "alice" || claims(d)["email"] != "a@example.com") {
+				t.Errorf("identity = %+v", d)
+			}
+			if !tt.allow && d.Status != 401 {
+				t.Errorf("Status = %d, want 401", d.Status)
+			}
+		})
+	}
+}
+
+func TestExampleAPIKey(t *testing.T) {
+	e := newEngine(t)
+	sum := sha256.Sum256([]byte("k-alice"))
+	p := load(t, e, "apikey", hostabi.PluginOptions{
+		Config: []byte(fmt.Sprintf(`{"header":"X-API-Key","keys":{%q:"alice"}}`, hex.EncodeToString(sum[:]))),
+		Caps:   hostabi.Capabilities{Config: true, Crypto: true},
+	})
+	for _, tc := range []struct {
+		key   string
+		allow bool
+	}{{"k-alice", true}, {"k-bob", false}, {"", false}} {
+		d, err := p.Authenticate(context.Background(), &req{headers: hdr("X-API-Key", tc.key)})
+		if err != nil || d.Allow != tc.allow || (tc.allow && d.Subject != "alice") {
+			t.Errorf("key %q: %+v, %v; want allow=%v", tc.key, d, err, tc.allow)
+		}
+	}
+}
+
+func TestExamplePathRule(t *testing.T) {
+	e := newEngine(t)
+	p := load(t, e, "pathrule", hostabi.PluginOptions{
+		Config: []byte(`{"allow_cidrs":["10.0.0.0/8"],"allow_paths":["/internal/"]}`),
+		Caps:   hostabi.Capabilities{Config: true},
+	})
+	for _, tc := range []struct {
+		src, uri string
+		allow    bool
+	}{
+		{"10.1.2.3:999", "/internal/x?y=1", true},
+		{"10.1.2.3:999", "/public", false},
+		{"192.168.1.1:999", "/internal/x", false},
+		{"[::ffff:10.0.0.1]:80", "/internal/", true},
+	} {
+		d, err := p.Authenticate(context.Background(), &req{source: tc.src, uri: tc.uri})
+		if err != nil || d.Allow != tc.allow {
+			t.Errorf("%s %s: %+v, %v; want allow=%v", tc.src, tc.uri, d, err, tc.allow)
+		}
+		if !tc.allow && d.Status != 403 {
+			t.Errorf("%s %s: Status %d, want 403", tc.src, tc.uri, d.Status)
+		}
+	}
+}
+
+func TestExampleWebhookFilter(t *testing.T) {
+	e := newEngine(t)
+	p := load(t, e, "webhookfilter", hostabi.PluginOptions{
+		Kind: hostabi.KindEvent, Caps: hostabi.Capabilities{Config: true},
+		Config: []byte(`{"drop_codes":["SYNC_UPDATES_AVAILABLE"],"forward_to":"app"}`),
+	})
+	ev := hostabi.Event{Tenant: "t1", User: "alice", ItemID: "i", ItemState: "ok",
+		Body: []byte(`{"webhook_type":"ITEM","webhook_code":"PENDING_EXPIRATION","item_id":"i"}`)}
+	res, err := p.HandleEvent(context.Background(), ev)
+	if err != nil || res.Action != hostabi.ActionForward || len(res.Forward) != 1 || res.Forward[0] != "app" {
+		t.Fatalf("HandleEvent = %+v, %v", res, err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(res.Payload, &got); err != nil {
+		t.Fatal(err)
+	}
+	if sc, _ := got["safeclose"].(map[string]any); sc["user"] != "alice" || got["webhook_code"] != "PENDING_EXPIRATION" {
+		t.Errorf("payload = %s", res.Payload)
+	}
+	ev.Body = []byte(`{"webhook_type":"TRANSACTIONS","webhook_code":"SYNC_UPDATES_AVAILABLE"}`)
+	if res, err := p.HandleEvent(context.Background(), ev); err != nil || res.Action != hostabi.ActionDrop {
+		t.Errorf("sync event: %+v, %v; want drop", res, err)
+	}
+}

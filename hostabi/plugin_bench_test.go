@@ -1,0 +1,43 @@
+package hostabi_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/hostabi"
+)
+
+// BenchmarkAuthenticate is the per-request cost of a pooled Go-guest auth
+// call, host functions and the deadline included. TestAuthDecisions checks
+// the same guest's answers.
+func BenchmarkAuthenticate(b *testing.B) {
+	e := newEngine(b)
+	key := []byte("tenant-jwt-secret-0123456789abcd")
+	tok := signHS256(key, map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	cases := []struct {
+		name  string
+		guest string
+		opts  hostabi.PluginOptions
+		r     *req
+	}{
+		{"header", "allow", hostabi.PluginOptions{}, &req{headers: hdr("Host", "t1.test", "User-Agent", "wrk", "X-User", "alice")}},
+		{"jwt", "jwtauth", hostabi.PluginOptions{Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true},
+			Secrets: map[string][]byte{"main": key}}, &req{headers: hdr("Host", "t1.test", "Authorization", "Bearer "+tok)}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			p := load(b, e, c.guest, c.opts)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					d, err := p.Authenticate(context.Background(), c.r)
+					if err != nil || !d.Allow {
+						b.Fatal(d, err)
+					}
+				}
+			})
+		})
+	}
+}

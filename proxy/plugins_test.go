@@ -1,0 +1,307 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/hostabi"
+)
+
+// Guests are built once per test binary from hostabi/testdata/guests, so
+// these tests run the Wasm code that is in the tree.
+var (
+	guestOnce sync.Once
+	guestDir  string
+	guestErr  error
+)
+
+func guestWasm(t *testing.T, name string) []byte {
+	t.Helper()
+	guestOnce.Do(func() {
+		guestDir, guestErr = os.MkdirTemp("", "proxy-guests-")
+		if guestErr != nil {
+			return
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, g := range []string{"allow", "loop", "panic", "oom", "oob", "event"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(guestDir, g+".wasm"), "../hostabi/testdata/guests/"+g)
+				cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					mu.Lock()
+					guestErr = fmt.Errorf("build %s: %v\n%s", g, err, out)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	if guestErr != nil {
+		t.Fatal(guestErr)
+	}
+	b, err := os.ReadFile(filepath.Join(guestDir, name+".wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if guestDir != "" {
+		os.RemoveAll(guestDir)
+	}
+	os.Exit(code)
+}
+
+func loadPlugin(t *testing.T, e *hostabi.Engine, tenant, guest string, kind hostabi.Kind, timeout time.Duration) *hostabi.Plugin {
+	t.Helper()
+	p, err := e.Load(context.Background(), hostabi.PluginOptions{
+		Tenant: tenant, Name: guest, Kind: kind, Wasm: guestWasm(t, guest), PoolSize: 2,
+		Timeout: timeout, MemoryLimitPages: 256,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	return p
+}
+
+func pluginEngine(t *testing.T) *hostabi.Engine {
+	t.Helper()
+	e, err := hostabi.NewEngine(context.Background(), hostabi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(context.Background()) })
+	return e
+}
+
+func echoUpstream(t *testing.T) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"user": r.Header.Values("X-Safeclose-User"), "tenant": r.Header.Get("X-Safeclose-Tenant"),
+			"role": r.Header.Values("X-Safeclose-Claim-Role"),
+		})
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+func pluginTenant(name string, p *hostabi.Plugin, upstream, plaidURL string) Tenant {
+	return Tenant{
+		Name: name, Hosts: []string{name + ".test"}, Upstream: upstream,
+		Plaid: PlaidOptions{BaseURL: plaidURL, ClientID: simClientID, Secret: simSecret, ClientName: "T",
+			Products: []string{"transactions"}, CountryCodes: []string{"US"}, Language: "en"},
+		Auth: &PluginAuth{Plugin: p, Tenant: name},
+	}
+}
+
+func TestPluginAuthGuardsProxyAndPlaidRoutes(t *testing.T) {
+	t.Parallel()
+	eng := pluginEngine(t)
+	up := echoUpstream(t)
+	allow := loadPlugin(t, eng, "p1", "allow", hostabi.KindAuth, 100*time.Millisecond)
+	e := startEnv(t, envConfig{tenantsFn: func(_, plaidURL string) []Tenant {
+		return []Tenant{pluginTenant("p1", allow, up.URL, plaidURL)}
+	}})
+
+	r := e.do("GET", "p1.test", "/app", "", nil, "X-User", "alice", "X-Role", "admin",
+		"X-Safeclose-User", "root", "X-Safeclose-Claim-Role", "superuser")
+	if r.status != 200 {
+		t.Fatalf("allowed request = %d %s", r.status, r.body)
+	}
+	var got struct {
+		User, Role []string
+		Tenant     string
+	}
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.User) != "[alice]" || fmt.Sprint(got.Role) != "[admin]" || got.Tenant != "p1" {
+		t.Errorf("upstream saw %+v; want only the plugin's identity (spoofed headers stripped)", got)
+	}
+	if r := e.do("GET", "p1.test", "/app", "", nil, "X-Safeclose-User", "root"); r.status != 401 || r.errCode(t) != "unauthenticated" {
+		t.Errorf("no identity = %d %s, want 401", r.status, r.body)
+	}
+	if r := e.do("GET", "p1.test", "/app", "", nil, "X-User", "blocked"); r.status != 403 || r.errCode(t) != "denied" {
+		t.Errorf("denied = %d %s, want 403", r.status, r.body)
+	}
+	// The Plaid routes use the same authenticator.
+	if r := e.do("GET", "p1.test", pathStatus, "", nil, "X-User", "alice"); r.status != 200 {
+		t.Errorf("status with plugin identity = %d %s", r.status, r.body)
+	}
+	if r := e.do("GET", "p1.test", pathStatus, "", nil); r.status != 401 {
+		t.Errorf("status without identity = %d %s", r.status, r.body)
+	}
+}
+
+// rawGet is safe to call from several goroutines (no t.Fatal).
+func rawGet(base, host string, hdr ...string) (int, string, error) {
+	req, err := http.NewRequest("GET", base+"/app", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), nil
+}
+
+// Guests that loop, panic, exhaust memory or write out of bounds fail
+// closed with a generic 503, and a healthy tenant keeps being served.
+func TestMisbehavingPluginsFailClosedOthersUnaffected(t *testing.T) {
+	t.Parallel()
+	eng := pluginEngine(t)
+	up := echoUpstream(t)
+	bad := map[string][2]string{ // tenant → guest, trigger header
+		"loop": {"loop", "X-Loop"}, "panic": {"panic", "X-Panic"}, "oom": {"oom", "X-OOM"}, "oob": {"oob", "X-Any"},
+	}
+	good := loadPlugin(t, eng, "good", "allow", hostabi.KindAuth, 100*time.Millisecond)
+	plugins := map[string]*hostabi.Plugin{}
+	for tn, g := range bad {
+		timeout := 50 * time.Millisecond
+		if g[0] == "oom" {
+			timeout = 2 * time.Second
+		}
+		plugins[tn] = loadPlugin(t, eng, tn, g[0], hostabi.KindAuth, timeout)
+	}
+	e := startEnv(t, envConfig{tenantsFn: func(_, plaidURL string) []Tenant {
+		ts := []Tenant{pluginTenant("good", good, up.URL, plaidURL)}
+		for tn, p := range plugins {
+			ts = append(ts, pluginTenant(tn, p, up.URL, plaidURL))
+		}
+		return ts
+	}})
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var badAnswers atomic.Int64
+	for tn, g := range bad {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st, body, err := rawGet(e.base, tn+".test", g[1], "1")
+				if err != nil {
+					t.Errorf("%s: %v", tn, err)
+					return
+				}
+				if st != 503 || !json.Valid([]byte(body)) || containsAny(body, "trap", "panic", "wasm", "timed out") {
+					t.Errorf("%s: misbehaving plugin answered %d %s; want a generic 503", tn, st, body)
+					return
+				}
+				badAnswers.Add(1)
+			}
+		}()
+	}
+	for i := range 300 {
+		st, body, err := rawGet(e.base, "good.test", "X-User", "carol")
+		if err != nil || st != 200 {
+			t.Fatalf("good tenant request %d = %d %s %v", i, st, body, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if badAnswers.Load() < int64(len(bad)) {
+		t.Errorf("misbehaving tenants answered %d times; want at least one each", badAnswers.Load())
+	}
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, x := range subs {
+		if len(x) > 0 && len(s) >= len(x) {
+			for i := 0; i+len(x) <= len(s); i++ {
+				if s[i:i+len(x)] == x {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Reloading (new plugin instance, atomically swapped; the old one closed
+// after a grace period) while requests flow drops none of them.
+func TestReloadUnderLoadDropsNothing(t *testing.T) {
+	t.Parallel()
+	eng := pluginEngine(t)
+	up := echoUpstream(t)
+	first := loadPlugin(t, eng, "p1", "allow", hostabi.KindAuth, 100*time.Millisecond)
+	var plaidURL string
+	e := startEnv(t, envConfig{tenantsFn: func(_, pu string) []Tenant {
+		plaidURL = pu
+		return []Tenant{pluginTenant("p1", first, up.URL, pu)}
+	}})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				st, body, err := rawGet(e.base, "p1.test", "X-User", "alice")
+				if err != nil || st != 200 {
+					t.Errorf("request during reload = %d %s %v", st, body, err)
+					return
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	old := first
+	for range 5 {
+		p, err := eng.Load(context.Background(), hostabi.PluginOptions{Tenant: "p1", Name: "allow", Wasm: guestWasm(t, "allow"), PoolSize: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.srv.Reload([]Tenant{pluginTenant("p1", p, up.URL, plaidURL)}); err != nil {
+			t.Fatal(err)
+		}
+		o := old
+		time.AfterFunc(ReloadGrace, func() { o.Close(context.Background()) })
+		old = p
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(ReloadGrace + 100*time.Millisecond)
+	close(stop)
+	wg.Wait()
+	old.Close(context.Background())
+	if ok.Load() == 0 {
+		t.Fatal("no request completed")
+	}
+}
