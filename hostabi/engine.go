@@ -305,3 +305,18 @@ func sameTypes(a, b []api.ValueType) bool {
 	}
 	return true
 }
+
+// InspectWasm compiles a module on its own (no limits, no instance) and
+// lists its imports and exports, for `safeclose plugin check`.
+func InspectWasm(ctx context.Context, wasm []byte) (ModuleInfo, time.Duration, error) {
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
+	defer rt.Close(ctx)
+	t0 := time.Now()
+	cm, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return ModuleInfo{}, 0, fmt.Errorf("%w: compile: %w", ErrRefused, err)
+	}
+	d := time.Since(t0)
+	mi, err := Inspect(cm)
+	return mi, d, err
+}

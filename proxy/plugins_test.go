@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/plaidsim"
 )
 
 // Guests are built once per test binary from hostabi/testdata/guests, so
@@ -303,5 +304,64 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	old.Close(context.Background())
 	if ok.Load() == 0 {
 		t.Fatal("no request completed")
+	}
+}
+
+// A tenant's webhook plugin sees the verified event with its item context,
+// drops what it does not want and forwards an enriched payload only to the
+// destination it names.
+func TestWebhookPluginDropsEnrichesForwards(t *testing.T) {
+	t.Parallel()
+	eng := pluginEngine(t)
+	ev := loadPlugin(t, eng, "t1", "event", hostabi.KindEvent, time.Second)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	var mu sync.Mutex
+	got := map[string][]string{}
+	recv := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got[name] = append(got[name], string(b))
+			mu.Unlock()
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	app, other := recv("app"), recv("other")
+	e := startEnv(t, envConfig{tenantsFn: func(base, plaidURL string) []Tenant {
+		ts := defaultTenants(t, base[len("http://"):], plaidURL, "", []Destination{
+			{Name: "app", URL: app.URL, Secret: secret}, {Name: "other", URL: other.URL, Secret: secret}})
+		ts[0].EventPlugins = []*hostabi.Plugin{ev}
+		return ts
+	}})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	send := func(typ, code string) {
+		body := map[string]any{"webhook_type": typ, "webhook_code": code, "item_id": itemID, "environment": "sandbox"}
+		if code == "PENDING_EXPIRATION" {
+			body["consent_expiration_time"] = "2026-12-25T00:00:00Z"
+		}
+		if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultNone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
+	send("ITEM", "PENDING_EXPIRATION")
+	eventually(t, "forwarded", func() bool { mu.Lock(); defer mu.Unlock(); return len(got["app"]) >= 1 })
+	eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got["app"]) != 1 || len(got["other"]) != 0 {
+		t.Fatalf("forwards: app %d, other %d; want only the PENDING_EXPIRATION event to app", len(got["app"]), len(got["other"]))
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(got["app"][0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["webhook_code"] != "PENDING_EXPIRATION" || m["safeclose_user"] != "alice" || m["safeclose_item_state"] != "pending_expiration" {
+		t.Errorf("forwarded payload = %s", got["app"][0])
+	}
+	if containsAny(got["app"][0], "access-sandbox") {
+		t.Error("an access token reached the plugin's output")
 	}
 }

@@ -2,11 +2,297 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/safeclose/safeclose/hostabi"
 )
 
-// runPlugin is a placeholder until its owner lands the real subcommand.
+// runPlugin: `plugin check FILE.wasm` and `plugin run FILE.wasm`, so a
+// plugin author can test without a running proxy.
 func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	if len(args) == 0 {
+		return errors.New("usage: safeclose plugin check|run FILE.wasm [flags]")
+	}
+	switch args[0] {
+	case "check":
+		return pluginCheck(ctx, args[1:], stdout, stderr)
+	case "run":
+		return pluginRun(ctx, args[1:], stdout, stderr)
+	}
+	return fmt.Errorf("unknown plugin subcommand %q (check or run)", args[0])
+}
+
+// splitFileArg lets the file come before or after the flags.
+func splitFileArg(args []string) (file string, rest []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+type pluginFlags struct {
+	kind, caps, config, jwks, iss, aud string
+	secrets                            multiFlag
+	timeout                            time.Duration
+	pages                              uint
+	bodyLimit                          int
+}
+
+func (pf *pluginFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&pf.kind, "kind", "auth", "plugin kind: auth or event")
+	fs.StringVar(&pf.caps, "cap", "config,log,clock,kv,crypto", "capabilities to grant, comma-separated (config,log,clock,kv,crypto,body)")
+	fs.StringVar(&pf.config, "config", "", "plugin config: a JSON file")
+	fs.StringVar(&pf.jwks, "jwks", "", "JWKS file for jwt_verify")
+	fs.StringVar(&pf.iss, "jwt-issuer", "", "required JWT issuer")
+	fs.StringVar(&pf.aud, "jwt-audience", "", "required JWT audience")
+	fs.Var(&pf.secrets, "secret", "NAME=VALUE secret for jwt_verify/hmac (repeatable)")
+	fs.DurationVar(&pf.timeout, "timeout", 100*time.Millisecond, "per-call deadline")
+	fs.UintVar(&pf.pages, "memory-pages", 512, "memory cap in 64 KiB pages")
+	fs.IntVar(&pf.bodyLimit, "body-limit", 0, "body bytes the plugin may read (with the body capability)")
+}
+
+func (pf *pluginFlags) options(file string, wasm []byte) (hostabi.PluginOptions, error) {
+	o := hostabi.PluginOptions{
+		Tenant: "cli", Name: file, Wasm: wasm, Timeout: pf.timeout, MemoryLimitPages: uint32(pf.pages),
+		PoolSize: 1, BodyLimit: pf.bodyLimit, Secrets: map[string][]byte{},
+	}
+	switch pf.kind {
+	case "auth":
+	case "event":
+		o.Kind = hostabi.KindEvent
+	default:
+		return o, fmt.Errorf("-kind %q: want auth or event", pf.kind)
+	}
+	for _, c := range strings.Split(pf.caps, ",") {
+		switch strings.TrimSpace(c) {
+		case "config":
+			o.Caps.Config = true
+		case "log":
+			o.Caps.Log = true
+		case "clock":
+			o.Caps.Clock = true
+		case "kv":
+			o.Caps.KV = true
+		case "crypto":
+			o.Caps.Crypto = true
+		case "body":
+			o.Caps.Body = true
+		case "":
+		default:
+			return o, fmt.Errorf("-cap: unknown capability %q", c)
+		}
+	}
+	if pf.config != "" {
+		b, err := os.ReadFile(pf.config)
+		if err != nil {
+			return o, err
+		}
+		if !json.Valid(b) {
+			return o, fmt.Errorf("-config %s is not JSON", pf.config)
+		}
+		o.Config = b
+	}
+	if pf.jwks != "" {
+		b, err := os.ReadFile(pf.jwks)
+		if err != nil {
+			return o, err
+		}
+		o.JWT.JWKS = b
+	}
+	o.JWT.Issuer, o.JWT.Audience = pf.iss, pf.aud
+	for _, s := range pf.secrets {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok {
+			return o, fmt.Errorf("-secret %q: want NAME=VALUE", s)
+		}
+		o.Secrets[k] = []byte(v)
+	}
+	return o, nil
+}
+
+func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	file, args := splitFileArg(args)
+	fs := flag.NewFlagSet("plugin check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var pf pluginFlags
+	pf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if file == "" && fs.NArg() > 0 {
+		file = fs.Arg(0)
+	}
+	if file == "" {
+		return errors.New("usage: safeclose plugin check FILE.wasm [-kind auth|event] [-cap ...]")
+	}
+	wasm, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	o, err := pf.options(file, wasm)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(wasm)
+	fmt.Fprintf(stdout, "file:      %s\nsize:      %d bytes\nsha256:    %x\nkind:      %s\n", file, len(wasm), sum, o.Kind)
+	mi, compile, err := hostabi.InspectWasm(ctx, wasm)
+	if err != nil {
+		fmt.Fprintf(stdout, "verdict:   REFUSED: %v\n", err)
+		return err
+	}
+	sort.Strings(mi.Exports)
+	fmt.Fprintf(stdout, "compile:   %s\nabi:       %s\nexports:   %s\nimports:   %s\nmemory:    min %d pages\n",
+		compile.Round(time.Millisecond), orNone(mi.ABI), strings.Join(mi.Exports, " "), strings.Join(mi.Imports, " "), mi.MinPages)
+	e, err := hostabi.NewEngine(ctx, hostabi.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	if err != nil {
+		return err
+	}
+	defer e.Close(ctx)
+	t0 := time.Now()
+	p, err := e.Load(ctx, o)
+	if err != nil {
+		fmt.Fprintf(stdout, "verdict:   REFUSED: %v\n", err)
+		return err
+	}
+	defer p.Close(ctx)
+	fmt.Fprintf(stdout, "start:     %s (compile + one instance)\nverdict:   OK\n", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(no host functions imported)"
+	}
+	return s
+}
+
+func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	file, args := splitFileArg(args)
+	fs := flag.NewFlagSet("plugin run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var pf pluginFlags
+	pf.register(fs)
+	request := fs.String("request", "GET /", `the request line: "METHOD /path?query"`)
+	var headers multiFlag
+	fs.Var(&headers, "H", `a request header "Name: value" (repeatable)`)
+	source := fs.String("source", "127.0.0.1:40000", "client address ip:port")
+	body := fs.String("body", "", "request body")
+	event := fs.String("event", "", "event plugins: a webhook JSON file")
+	user := fs.String("user", "alice", "event plugins: the item's user")
+	state := fs.String("item-state", "ok", "event plugins: the item's state")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if file == "" && fs.NArg() > 0 {
+		file = fs.Arg(0)
+	}
+	if file == "" {
+		return errors.New("usage: safeclose plugin run FILE.wasm --request 'GET /path' -H 'Authorization: Bearer …'")
+	}
+	wasm, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	o, err := pf.options(file, wasm)
+	if err != nil {
+		return err
+	}
+	e, err := hostabi.NewEngine(ctx, hostabi.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	if err != nil {
+		return err
+	}
+	defer e.Close(ctx)
+	p, err := e.Load(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer p.Close(ctx)
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	t0 := time.Now()
+	if o.Kind == hostabi.KindEvent {
+		if *event == "" {
+			return errors.New("-event FILE is required for event plugins")
+		}
+		b, err := os.ReadFile(*event)
+		if err != nil {
+			return err
+		}
+		var ev struct {
+			ItemID string `json:"item_id"`
+		}
+		_ = json.Unmarshal(b, &ev)
+		res, err := p.HandleEvent(ctx, hostabi.Event{Tenant: "cli", User: *user, ItemID: ev.ItemID, ItemState: *state, Body: b})
+		if err != nil {
+			return err
+		}
+		action := map[hostabi.Action]string{hostabi.ActionKeep: "keep", hostabi.ActionDrop: "drop", hostabi.ActionForward: "forward"}[res.Action]
+		out := map[string]any{"action": action, "forward": res.Forward, "took": time.Since(t0).String()}
+		if res.Payload != nil {
+			out["payload"] = json.RawMessage(res.Payload)
+			if !json.Valid(res.Payload) {
+				out["payload"] = string(res.Payload)
+			}
+		}
+		return enc.Encode(out)
+	}
+	method, target, _ := strings.Cut(strings.TrimSpace(*request), " ")
+	if target == "" {
+		target = "/"
+	}
+	r := &cliRequest{method: method, uri: strings.TrimSpace(target), source: *source, body: *body}
+	for _, h := range headers {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok {
+			return fmt.Errorf("-H %q: want \"Name: value\"", h)
+		}
+		r.headers = append(r.headers, [2]string{strings.TrimSpace(k), strings.TrimSpace(v)})
+	}
+	d, err := p.Authenticate(ctx, r)
+	if err != nil {
+		fmt.Fprintf(stdout, "{\"decision\": \"error (the proxy fails closed: 503)\", \"error\": %q}\n", err.Error())
+		return err
+	}
+	out := map[string]any{"took": time.Since(t0).String()}
+	if d.Allow {
+		out["decision"], out["subject"] = "allow", d.Subject
+		claims := map[string]string{}
+		for _, c := range d.Claims {
+			claims[c.Name] = c.Value
+		}
+		out["claims"] = claims
+	} else {
+		out["decision"], out["status"] = "deny", d.Status
+	}
+	return enc.Encode(out)
+}
+
+type cliRequest struct {
+	method, uri, source, body string
+	headers                   [][2]string
+}
+
+func (r *cliRequest) Method() []byte     { return []byte(r.method) }
+func (r *cliRequest) URI() []byte        { return []byte(r.uri) }
+func (r *cliRequest) SourceAddr() []byte { return []byte(r.source) }
+func (r *cliRequest) Body() []byte       { return []byte(r.body) }
+func (r *cliRequest) VisitHeaders(fn func(name, value []byte)) {
+	for _, h := range r.headers {
+		fn([]byte(h[0]), []byte(h[1]))
+	}
 }

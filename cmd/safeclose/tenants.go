@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/hostabi"
@@ -129,6 +131,10 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 		}
 		secrets[name] = s.Bytes()
 	}
+	jwt, err := jwtOptions(pc.Config)
+	if err != nil {
+		return nil, fmt.Errorf("config.jwt: %w", err)
+	}
 	name := pc.Name
 	if name == "" {
 		name = pc.Path
@@ -140,9 +146,49 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 			KV: pc.HasCap("kv"), Crypto: pc.HasCap("crypto"), Body: pc.HasCap("body"),
 		},
 		Secrets:          secrets,
+		JWT:              jwt,
 		MemoryLimitPages: pc.MemoryPages,
 		Timeout:          pc.Timeout.Std(),
 		PoolSize:         pc.PoolSize,
 		BodyLimit:        pc.BodyLimit,
 	})
+}
+
+// jwtOptions reads the host-side JWT settings a plugin's config may carry
+// under "jwt": issuer, audience, leeway, and a JWKS inline ("jwks") or from
+// a file ("jwks_file").
+func jwtOptions(conf map[string]any) (hostabi.JWTOptions, error) {
+	var o hostabi.JWTOptions
+	raw, ok := conf["jwt"]
+	if !ok {
+		return o, nil
+	}
+	m, ok := raw.(map[string]any)
+	if !ok {
+		return o, errors.New("must be a mapping")
+	}
+	o.Issuer, _ = m["issuer"].(string)
+	o.Audience, _ = m["audience"].(string)
+	if l, ok := m["leeway"].(string); ok {
+		d, err := time.ParseDuration(l)
+		if err != nil {
+			return o, fmt.Errorf("leeway: %w", err)
+		}
+		o.Leeway = d
+	}
+	if j, ok := m["jwks"]; ok {
+		b, err := json.Marshal(j)
+		if err != nil {
+			return o, fmt.Errorf("jwks: %w", err)
+		}
+		o.JWKS = b
+	}
+	if f, ok := m["jwks_file"].(string); ok {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return o, fmt.Errorf("jwks_file: %w", err)
+		}
+		o.JWKS = b
+	}
+	return o, nil
 }
