@@ -29,7 +29,7 @@ const (
 // testEnv is a real proxy on loopback in front of a real Badger store and the
 // Plaid emulator, talked to with net/http (a second HTTP implementation).
 type testEnv struct {
-	t     *testing.T
+	t     testing.TB
 	sim   *plaidsim.Server
 	simTS *httptest.Server
 	db    *store.DB
@@ -53,7 +53,7 @@ type envConfig struct {
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 
-func apiKeys(t *testing.T, m map[string]string) *APIKeys {
+func apiKeys(t testing.TB, m map[string]string) *APIKeys {
 	t.Helper()
 	d := map[string]string{}
 	for k, u := range m {
@@ -66,7 +66,7 @@ func apiKeys(t *testing.T, m map[string]string) *APIKeys {
 	return a
 }
 
-func newSim(t *testing.T) (*plaidsim.Server, *httptest.Server) {
+func newSim(t testing.TB) (*plaidsim.Server, *httptest.Server) {
 	t.Helper()
 	sim, err := plaidsim.New(plaidsim.Options{ClientID: simClientID, Secret: simSecret, TimeScale: 0.001})
 	if err != nil {
@@ -77,7 +77,7 @@ func newSim(t *testing.T) (*plaidsim.Server, *httptest.Server) {
 	return sim, ts
 }
 
-func startEnv(t *testing.T, c envConfig) *testEnv {
+func startEnv(t testing.TB, c envConfig) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, sim: c.sim, dir: c.dir}
 	if e.sim == nil {
@@ -159,7 +159,7 @@ func (e *testEnv) stop() {
 
 // defaultTenants: "t1" (alice, bob) answers t1.test and 127.0.0.1 (so the
 // emulator's webhooks reach it); "t2" (carol) answers t2.test and localhost.
-func defaultTenants(t *testing.T, addr, plaidURL, upstream string, fwd []Destination) []Tenant {
+func defaultTenants(t testing.TB, addr, plaidURL, upstream string, fwd []Destination) []Tenant {
 	port := addr[strings.LastIndexByte(addr, ':'):]
 	p := func(host string) PlaidOptions {
 		return PlaidOptions{
@@ -182,7 +182,7 @@ type resp struct {
 	hdr    http.Header
 }
 
-func (r resp) json(t *testing.T) map[string]any {
+func (r resp) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -191,7 +191,7 @@ func (r resp) json(t *testing.T) map[string]any {
 	return m
 }
 
-func (r resp) errCode(t *testing.T) string {
+func (r resp) errCode(t testing.TB) string {
 	t.Helper()
 	m := r.json(t)
 	e, _ := m["error"].(map[string]any)
@@ -250,7 +250,7 @@ func (e *testEnv) link(host, key, institution string) resp {
 }
 
 // eventually polls cond for up to 10s (bounded), failing with msg.
-func eventually(t *testing.T, msg string, cond func() bool) {
+func eventually(t testing.TB, msg string, cond func() bool) {
 	t.Helper()
 	for i := 0; i < 500; i++ {
 		if cond() {
