@@ -34,7 +34,7 @@ integration: build ## tests that run the real binary (SIGKILL crash test)
 
 bench: build plugins ## Go benchmarks (-count=10) and the wrk load harness vs plain fasthttp and nginx
 	$(GO) test -run '^$$' -bench . -benchmem -count=$${COUNT:-10} ./... | tee bench.txt
-	bash bench/load.sh
+	bash internal/bench/load.sh
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	@set -e; for p in $$($(GO) list ./...); do \

@@ -116,6 +116,7 @@ type Plugin struct {
 	MemoryPages  uint32               `yaml:"memory_pages"` // 64 KiB pages; default 512
 	PoolSize     int                  `yaml:"pool_size"`    // default 2×GOMAXPROCS
 	BodyLimit    int                  `yaml:"body_limit"`   // bytes of body the plugin may read; default 0
+	CacheTTL     Duration             `yaml:"cache_ttl"`    // reuse allow decisions for identical inputs; default 0 (off)
 }
 
 // Destination is where a tenant's webhook events may be forwarded, signed with

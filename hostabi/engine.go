@@ -109,6 +109,11 @@ type PluginOptions struct {
 	// BodyLimit is how many body bytes get_body returns (Caps.Body). Zero
 	// means none.
 	BodyLimit int
+	// CacheTTL, when set, lets the host reuse an allow decision for up to
+	// this long for requests that present the same values for every input
+	// the plugin read (and never past a verified JWT's exp). Only for
+	// plugins whose answer depends on nothing else. Zero means off.
+	CacheTTL time.Duration
 }
 
 // Load compiles, checks and pre-warms a plugin. A module that fails to
@@ -165,6 +170,9 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	}
 	if o.Caps.KV {
 		p.kv = e.kv(o.Tenant)
+	}
+	if o.CacheTTL > 0 && o.Kind == KindAuth {
+		p.cache = newDecisionCache(o.CacheTTL, e.now)
 	}
 	if err := p.instantiateHost(ctx); err != nil {
 		return fail(err)

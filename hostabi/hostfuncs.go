@@ -114,16 +114,19 @@ func u32(v uint64) uint32 { return uint32(v) }
 func hGetMethod(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().Method()))
+	in.record(opMethod, nil)
 }
 
 func hGetURI(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().URI()))
+	in.record(opURI, nil)
 }
 
 func hGetSourceAddr(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().SourceAddr()))
+	in.record(opSource, nil)
 }
 
 func hGetBody(ctx context.Context, _ api.Module, s []uint64) {
@@ -133,6 +136,7 @@ func hGetBody(ctx context.Context, _ api.Module, s []uint64) {
 		b = b[:in.p.opts.BodyLimit]
 	}
 	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), b))
+	in.record(opBody, nil)
 }
 
 const (
@@ -155,20 +159,11 @@ func (in *instance) visitHeader(name, value []byte) {
 		if in.vCount > 0 || !bytes.EqualFold(name, []byte("Cookie")) {
 			return
 		}
-		for len(value) > 0 {
-			var pair []byte
-			pair, value, _ = bytes.Cut(value, []byte(";"))
-			k, v, ok := bytes.Cut(bytes.TrimSpace(pair), []byte("="))
-			if ok && bytes.Equal(k, in.vName) {
-				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-					v = v[1 : len(v)-1]
-				}
-				in.vCount = 1
-				in.vN = uint32(len(v))
-				if in.vN <= in.vLimit && in.vN > 0 && !in.mem.Write(in.vBuf, v) {
-					fault("buffer out of range")
-				}
-				return
+		if v, ok := cookieValue(value, string(in.vName)); ok {
+			in.vCount = 1
+			in.vN = uint32(len(v))
+			if in.vN <= in.vLimit && in.vN > 0 && !in.mem.Write(in.vBuf, v) {
+				fault("buffer out of range")
 			}
 		}
 	}
@@ -211,6 +206,7 @@ func hGetHeaderNames(ctx context.Context, _ api.Module, s []uint64) {
 		return
 	}
 	s[0] = in.visitAll(visitNames, nil, u32(s[1]), u32(s[2]))
+	in.record(opHeaderNames, nil)
 }
 
 func hGetHeaderValues(ctx context.Context, _ api.Module, s []uint64) {
@@ -221,12 +217,14 @@ func hGetHeaderValues(ctx context.Context, _ api.Module, s []uint64) {
 	}
 	name := in.read(u32(s[1]), u32(s[2]))
 	s[0] = in.visitAll(visitValues, name, u32(s[3]), u32(s[4]))
+	in.record(opHeaderValues, name)
 }
 
 func hGetCookie(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	name := in.read(u32(s[0]), u32(s[1]))
 	s[0] = in.visitAll(visitCookie, name, u32(s[2]), u32(s[3]))
+	in.record(opCookie, name)
 }
 
 // printable reports whether b is safe in an HTTP header value: visible
@@ -325,6 +323,7 @@ func hLog(ctx context.Context, _ api.Module, s []uint64) {
 
 func hNow(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
+	in.uncacheable = true
 	s[0] = uint64(in.p.e.now().UnixNano())
 }
 
@@ -334,6 +333,11 @@ func hJWTVerify(ctx context.Context, _ api.Module, s []uint64) {
 	e, code := in.p.jwt.verify(tok)
 	if code == abi.JWTValid {
 		in.jwtTok = e
+		if e.exp != 0 {
+			if exp := time.Unix(e.exp, 0); in.jwtExp.IsZero() || exp.Before(in.jwtExp) {
+				in.jwtExp = exp
+			}
+		}
 	} else {
 		in.jwtTok = nil
 	}
@@ -383,6 +387,7 @@ func hSHA256(ctx context.Context, _ api.Module, s []uint64) {
 
 func hKVGet(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
+	in.uncacheable = true
 	v, ok := in.p.kv.get(in.read(u32(s[0]), u32(s[1])))
 	if !ok {
 		s[0] = 0
@@ -393,6 +398,7 @@ func hKVGet(ctx context.Context, _ api.Module, s []uint64) {
 
 func hKVSet(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
+	in.uncacheable = true
 	key := in.read(u32(s[0]), u32(s[1]))
 	val := in.read(u32(s[2]), u32(s[3]))
 	s[0] = uint64(uint32(in.p.kv.set(key, val, time.Duration(u32(s[4]))*time.Second)))
@@ -400,6 +406,7 @@ func hKVSet(ctx context.Context, _ api.Module, s []uint64) {
 
 func hKVDelete(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
+	in.uncacheable = true
 	in.p.kv.delete(in.read(u32(s[0]), u32(s[1])))
 	s[0] = uint64(abi.StatusOK)
 }

@@ -32,6 +32,7 @@ type Plugin struct {
 	compileTime time.Duration
 	jwt         *jwtVerifier
 	kv          *kvStore
+	cache       *decisionCache // nil unless PluginOptions.CacheTTL
 	logs        logLimiter
 
 	pool   chan *instance
@@ -43,7 +44,7 @@ type Plugin struct {
 	mu  sync.Mutex
 	all map[*instance]struct{}
 
-	calls, traps, timeouts, busy atomic.Uint64
+	calls, traps, timeouts, busy, cacheHits atomic.Uint64
 }
 
 // SHA256 is the module's hex digest.
@@ -61,7 +62,7 @@ func (p *Plugin) Stats() Stats {
 	n := len(p.all)
 	p.mu.Unlock()
 	return Stats{
-		Calls: p.calls.Load(), Traps: p.traps.Load(), Timeouts: p.timeouts.Load(), Busy: p.busy.Load(),
+		Calls: p.calls.Load(), CacheHits: p.cacheHits.Load(), Traps: p.traps.Load(), Timeouts: p.timeouts.Load(), Busy: p.busy.Load(),
 		Instances: uint64(n), CompileTime: p.compileTime,
 	}
 }
@@ -129,6 +130,13 @@ type instance struct {
 	forward     []string
 	jwtTok      *jwtEntry
 
+	// Decision cache recording (PluginOptions.CacheTTL).
+	reads       []read
+	values      []byte
+	uncacheable bool
+	jwtExp      time.Time
+	scan        *scanner
+
 	// Header visiting without a closure per call.
 	visit                    func(name, value []byte)
 	vMode                    int
@@ -137,7 +145,7 @@ type instance struct {
 }
 
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
-	in := &instance{p: p, subject: make([]byte, 0, 64)}
+	in := &instance{p: p, subject: make([]byte, 0, 64), scan: newScanner()}
 	in.visit = in.visitHeader
 	in.ctx, in.cancel = context.WithCancel(context.WithValue(context.Background(), instKey{}, in))
 	cfg := wazero.NewModuleConfig().WithName("").
@@ -315,6 +323,12 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 	if p.opts.Kind != KindAuth {
 		return Decision{}, fmt.Errorf("hostabi: %s is not an auth plugin", p.opts.Name)
 	}
+	if p.cache != nil && !p.closed.Load() {
+		if d, ok := p.cache.lookup(p.opts.BodyLimit, r); ok {
+			p.cacheHits.Add(1)
+			return d, nil
+		}
+	}
 	in, err := p.enter()
 	if err != nil {
 		return Decision{}, err
@@ -322,6 +336,7 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 	defer p.gate.RUnlock()
 	in.req = r
 	in.subject, in.subjectSet, in.claims = in.subject[:0], false, in.claims[:0]
+	in.reads, in.values, in.uncacheable, in.jwtExp = in.reads[:0], in.values[:0], false, time.Time{}
 	v, err := p.call(in)
 	if err != nil {
 		return Decision{}, err
@@ -342,6 +357,9 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 		d = Decision{Allow: true, Subject: in.lastSubject}
 		if len(in.claims) > 0 {
 			d.Claims = append([]Claim(nil), in.claims...)
+		}
+		if p.cache != nil {
+			p.cache.store(in, d)
 		}
 	}
 	p.release(in)

@@ -41,3 +41,23 @@ func BenchmarkAuthenticate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAuthenticateCached is the same jwt call with the decision cache
+// on (a session presenting the same token again).
+func BenchmarkAuthenticateCached(b *testing.B) {
+	e := newEngine(b)
+	key := []byte("tenant-jwt-secret-0123456789abcd")
+	tok := signHS256(key, map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	p := load(b, e, "jwtauth", hostabi.PluginOptions{CacheTTL: time.Minute, Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true},
+		Secrets: map[string][]byte{"main": key}})
+	r := &req{headers: hdr("Host", "t1.test", "Authorization", "Bearer "+tok)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d, err := p.Authenticate(context.Background(), r); err != nil || !d.Allow {
+				b.Fatal(d, err)
+			}
+		}
+	})
+}

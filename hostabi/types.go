@@ -59,6 +59,9 @@ type Claim struct {
 
 // Decision is an auth plugin's answer. Subject is set when Allow is true;
 // Status is the HTTP status of a denial.
+//
+// Claims is shared with the decision cache when caching is on: read it, do
+// not modify it.
 type Decision struct {
 	Allow   bool
 	Status  int
@@ -94,6 +97,6 @@ type EventResult struct {
 
 // Stats are a plugin's counters since load.
 type Stats struct {
-	Calls, Traps, Timeouts, Busy, Instances uint64
-	CompileTime                             time.Duration
+	Calls, CacheHits, Traps, Timeouts, Busy, Instances uint64
+	CompileTime                                        time.Duration
 }

@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,7 +31,10 @@ var (
 	guestErr  error
 )
 
-func guestWasm(t *testing.T, name string) []byte {
+func guestWasm(t *testing.T, name string) []byte { return guestWasmTB(t, name) }
+
+// guestWasmTB builds (once) and returns a test guest or example plugin.
+func guestWasmTB(t testing.TB, name string) []byte {
 	t.Helper()
 	guestOnce.Do(func() {
 		guestDir, guestErr = os.MkdirTemp("", "proxy-guests-")
@@ -37,11 +43,15 @@ func guestWasm(t *testing.T, name string) []byte {
 		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		for _, g := range []string{"allow", "loop", "panic", "oom", "oob", "event"} {
+		for _, g := range []string{"allow", "loop", "panic", "oom", "oob", "event", "jwtauth"} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(guestDir, g+".wasm"), "../hostabi/testdata/guests/"+g)
+				src := "../hostabi/testdata/guests/" + g
+				if g == "jwtauth" {
+					src = "../plugins/examples/" + g
+				}
+				cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(guestDir, g+".wasm"), src)
 				cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 				if out, err := cmd.CombinedOutput(); err != nil {
 					mu.Lock()
@@ -364,4 +374,13 @@ func TestWebhookPluginDropsEnrichesForwards(t *testing.T) {
 	if containsAny(got["app"][0], "access-sandbox") {
 		t.Error("an access token reached the plugin's output")
 	}
+}
+
+// mintHS256 signs a minimal session JWT.
+func mintHS256(key []byte, sub string, exp time.Time) string {
+	h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	p := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":%q,"exp":%d}`, sub, exp.Unix())))
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(h + "." + p))
+	return h + "." + p + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }

@@ -49,7 +49,7 @@ func TestCrashLosesNoAcknowledgedWebhook(t *testing.T) {
 
 	// The tenant's app: records each forwarded event by webhook-id.
 	var mu sync.Mutex
-	byID := map[string]string{}      // webhook-id → body
+	byID := map[string]string{} // webhook-id → body
 	idsByBody := map[string]map[string]bool{}
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)

@@ -151,6 +151,7 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 		Timeout:          pc.Timeout.Std(),
 		PoolSize:         pc.PoolSize,
 		BodyLimit:        pc.BodyLimit,
+		CacheTTL:         pc.CacheTTL.Std(),
 	})
 }
 

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Load harness: Safeclose with a Wasm auth plugin (the jwtauth example,
+# HS256 checked in the host) against the proxies users would pick instead,
+# all measured in the same run, interleaved (A B C … A B C …), with the same
+# wrk flags as ../shared/perf-anchors:
+#
+#   upstream           the app (fasthttp, 200 + small body)
+#   rp-fasthttp        plain fasthttp reverse proxy, no auth: the floor
+#   nginx-auth_request nginx + auth_request to a Go JWT service
+#   safeclose          Safeclose, jwtauth.wasm plugin, identity headers, reverse proxy
+#
+# Baseline binaries and nginx.conf come from the perf-anchors folder
+# (ANCHORS=…, default ../shared/perf-anchors next to the repo). Needs wrk and
+# nginx-light (installed from Debian when missing and running as root).
+#
+# Knobs: DURATION=10s ROUNDS=3 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ANCHORS="${ANCHORS:-$ROOT/../shared/perf-anchors}"
+BASE="${BASE:-/tmp/safeclose-bench}"
+DURATION="${DURATION:-10s}"; ROUNDS="${ROUNDS:-3}"; CONNS="${CONNS:-32}"; THREADS="${THREADS:-1}"; WARMUP="${WARMUP:-2s}"
+TARGETS=(rp-fasthttp nginx-auth_request safeclose)
+declare -A PORT=([upstream]=18081 [rp-fasthttp]=18082 [nginx-auth_request]=18084 [authsvc]=18085 [safeclose]=18090)
+RUN="$BASE/run-$(date +%Y%m%d-%H%M%S)"; BIN="$BASE/bin"
+mkdir -p "$RUN"/{wrk,logs,nginx/logs,nginx/tmp} "$BIN"
+PIDS=()
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; sleep 0.5; for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+[[ -d $ANCHORS ]] || die "perf-anchors not found at $ANCHORS (set ANCHORS=)"
+need=(); command -v wrk >/dev/null || need+=(wrk); command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
+if ((${#need[@]})); then
+  [[ $(id -u) == 0 ]] || die "missing ${need[*]}: apt-get install -y ${need[*]}"
+  log "installing ${need[*]}"; apt-get update -q >"$RUN/logs/apt.log" 2>&1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >>"$RUN/logs/apt.log" 2>&1
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+log "building baselines from $ANCHORS and Safeclose from $ROOT"
+(cd "$ANCHORS" && go build -trimpath -o "$BIN/" ./cmd/upstream ./cmd/rpfast ./cmd/authsvc ./cmd/tool)
+(cd "$ROOT" && go build -trimpath -o "$BIN/safeclose" ./cmd/safeclose && bash plugins/build.sh >/dev/null)
+WASM="$ROOT/plugins/bin/jwtauth.wasm"
+SUM=$(sha256sum "$WASM" | cut -d' ' -f1)
+SECRET="perf-anchors-demo-hs256-secret!!"  # the anchors' demo HS256 key (authz.DefaultSecret)
+
+cat >"$RUN/safeclose.yaml" <<YAML
+listen: 127.0.0.1:${PORT[safeclose]}
+admin_listen: 127.0.0.1:18091
+data_dir: $RUN/data
+keys: env:SAFECLOSE_KEYS
+log_level: warn
+emulator: {enabled: true, listen: 127.0.0.1:18092}
+tenants:
+  - name: bench
+    hosts: [127.0.0.1]
+    upstream: http://127.0.0.1:${PORT[upstream]}
+    plaid: {env: emulator, client_name: Bench, products: [transactions], country_codes: [US], language: en}
+    auth:
+      plugin:
+        name: jwtauth
+        path: $WASM
+        sha256: $SUM
+        capabilities: [config, crypto, log]
+        cache_ttl: 30s       # a session's repeated token skips the guest (never past the token's exp)
+        config: {jwt: {issuer: perf-anchors, audience: edge-proxy}}
+        secrets: {main: env:BENCH_JWT_SECRET}
+YAML
+
+start() { local name=$1; shift; "$@" >"$RUN/logs/$name.log" 2>&1 & PIDS+=($!); }
+start upstream "$BIN/upstream" -addr "127.0.0.1:${PORT[upstream]}"
+start rp-fasthttp "$BIN/rpfast" -addr "127.0.0.1:${PORT[rp-fasthttp]}" -upstream "127.0.0.1:${PORT[upstream]}"
+start authsvc "$BIN/authsvc" -addr "127.0.0.1:${PORT[authsvc]}"
+start nginx "$NGINX" -p "$RUN/nginx/" -c "$ANCHORS/nginx.conf" -e "$RUN/nginx/logs/error.log"
+SAFECLOSE_KEYS="bench:$(head -c32 /dev/urandom | base64)" BENCH_JWT_SECRET="$SECRET" \
+  start safeclose "$BIN/safeclose" serve -config "$RUN/safeclose.yaml"
+"$BIN/tool" waitport -addr "127.0.0.1:${PORT[upstream]},127.0.0.1:${PORT[rp-fasthttp]},127.0.0.1:${PORT[nginx-auth_request]},127.0.0.1:${PORT[safeclose]}" -timeout 60s \
+  || { tail -n 20 "$RUN"/logs/*.log >&2; die "servers did not come up"; }
+
+TOKEN=$("$BIN/tool" token -ttl 1h)
+for t in "${TARGETS[@]}"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}/")
+  [[ $code == 200 ]] || die "$t answered $code with a valid token"
+done
+for t in nginx-auth_request safeclose; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer bad" "http://127.0.0.1:${PORT[$t]}/")
+  [[ $code == 401 ]] || die "$t answered $code to a bad token"
+done
+log "sanity checks passed (200 with the token, 401 with a bad one)"
+
+wrk_run() { # target duration out
+  wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+}
+for t in "${TARGETS[@]}"; do wrk_run "$t" "$WARMUP" "$RUN/logs/warmup-$t.txt"; done
+for r in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    log "round $r/$ROUNDS: $t"
+    wrk_run "$t" "$DURATION" "$RUN/wrk/$t.$r.txt"
+  done
+done
+
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+p99() { awk '$1=="99%" {print $2}' "$1"; }
+non2xx() { awk '/Non-2xx/ {print $4}' "$1"; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+declare -A MED
+{
+  echo "Safeclose load harness $(date -u +%FT%TZ) · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
+  printf '%-20s %12s %24s %10s %8s\n' target "req/s(med)" "req/s per round" "p99" non2xx
+  for t in "${TARGETS[@]}"; do
+    all=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | tr '\n' ' ')
+    MED[$t]=$(for x in $all; do echo "$x"; done | median)
+    bad=$(for r in $(seq "$ROUNDS"); do non2xx "$RUN/wrk/$t.$r.txt"; done | awk '{s+=$1} END {print s+0}')
+    printf '%-20s %12.0f %24s %10s %8s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad"
+  done
+  awk -v s="${MED[safeclose]}" -v f="${MED[rp-fasthttp]}" -v n="${MED[nginx-auth_request]}" 'BEGIN {
+    printf "safeclose / rp-fasthttp        = %.3f  (target >= 0.85)\n", s/f
+    printf "safeclose / nginx-auth_request = %.3f  (target >= 2.5)\n", s/n
+    printf "nginx-auth_request / rp-fasthttp = %.3f\n", n/f }'
+  echo "raw wrk output: $RUN/wrk"
+} | tee "$RUN/results.txt"
