@@ -116,6 +116,32 @@ func (s *Server) serveEmu(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"kid": kid})
+	case r.URL.Path == "/__emu/item/reset_login" && r.Method == http.MethodPost:
+		// The bank asks the user to log in again, for an item known only by
+		// id (the access token stays in the app that holds it).
+		var in struct {
+			ItemID string `json:"item_id"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil || in.ItemID == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON {item_id}"})
+			return
+		}
+		s.mu.Lock()
+		it := s.st.Items[in.ItemID]
+		tok := ""
+		if it != nil {
+			tok = it.AccessToken
+		}
+		s.mu.Unlock()
+		if tok == "" {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown item_id"})
+			return
+		}
+		if _, e := s.sandboxResetLogin(req{"access_token": tok}); e != nil {
+			writeJSON(w, e.status, e)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"reset_login": true, "item_id": in.ItemID})
 	case r.URL.Path == "/__emu/deliveries" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, s.Deliveries())
 	case r.URL.Path == "/__emu/webhook/send" && r.Method == http.MethodPost:

@@ -232,7 +232,9 @@ func (s *Server) itemWebhookUpdate(r req) (map[string]any, *apiError) {
 		return nil, e
 	}
 	it.Webhook = r.str("webhook")
-	out := map[string]any{"item": s.itemJSON(it)}
+	item := s.itemJSON(it)
+	delete(item, "created_at") // Plaid's Item here (unlike /item/get's) has no created_at
+	out := map[string]any{"item": item}
 	id, url := it.ItemID, it.Webhook
 	_ = s.saveLocked()
 	s.mu.Unlock()
