@@ -71,8 +71,7 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	}
 	req := &ctx.Request
 	h := &req.Header
-	stripIdentity(h)
-	stripHopByHop(h)
+	stripRequest(h)
 	h.Set(HeaderUser, id.Subject)
 	h.Set(HeaderTenant, tn.Name)
 	for _, c := range id.Claims {
@@ -100,34 +99,63 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	return nil
 }
 
-func stripIdentity(h *fasthttp.RequestHeader) {
-	var names [][]byte
-	for k := range h.All() {
-		if len(k) >= len(identityPrefix) && bytes.EqualFold(k[:len(identityPrefix)], identityPrefix) {
-			names = append(names, append([]byte(nil), k...))
+// isHopByHop reports whether a header name is one of hopByHop, without
+// allocating.
+func isHopByHop(k []byte) bool {
+	for _, h := range hopByHop {
+		if len(k) == len(h) && bytes.EqualFold(k, []byte(h)) {
+			return true
 		}
 	}
-	for _, k := range names {
+	return false
+}
+
+func hasIdentityPrefix(k []byte) bool {
+	return len(k) >= len(identityPrefix) && bytes.EqualFold(k[:len(identityPrefix)], identityPrefix)
+}
+
+// stripRequest removes, in one pass over the headers, client copies of the
+// identity headers, the hop-by-hop headers and the headers the Connection
+// header names. A request that has none of them costs one scan and no
+// allocation.
+func stripRequest(h *fasthttp.RequestHeader) {
+	var conn []byte
+	if c := h.Peek(fasthttp.HeaderConnection); len(c) > 0 && !bytes.EqualFold(c, []byte("keep-alive")) && !bytes.EqualFold(c, []byte("close")) {
+		conn = c
+	}
+	var del [][]byte
+	for k := range h.All() {
+		if hasIdentityPrefix(k) || isHopByHop(k) || (conn != nil && namedIn(conn, k)) {
+			del = append(del, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range del {
 		h.DelBytes(k)
 	}
 }
 
-func stripHopByHop(h *fasthttp.RequestHeader) {
-	// Headers named in Connection are hop-by-hop too.
-	if c := h.Peek(fasthttp.HeaderConnection); len(c) > 0 {
-		for _, f := range bytes.Split(c, []byte(",")) {
-			if f = bytes.TrimSpace(f); len(f) > 0 && !bytes.EqualFold(f, []byte("close")) && !bytes.EqualFold(f, []byte("keep-alive")) {
-				h.DelBytes(f)
-			}
+// namedIn reports whether name is one of the comma-separated tokens of a
+// Connection header (other than close and keep-alive).
+func namedIn(conn, name []byte) bool {
+	for len(conn) > 0 {
+		var f []byte
+		f, conn, _ = bytes.Cut(conn, []byte(","))
+		f = bytes.TrimSpace(f)
+		if len(f) > 0 && bytes.EqualFold(f, name) && !bytes.EqualFold(f, []byte("close")) && !bytes.EqualFold(f, []byte("keep-alive")) {
+			return true
 		}
 	}
-	for _, k := range hopByHop {
-		h.Del(k)
-	}
+	return false
 }
 
 func stripHopByHopResp(h *fasthttp.ResponseHeader) {
-	for _, k := range hopByHop {
-		h.Del(k)
+	var del [][]byte
+	for k := range h.All() {
+		if isHopByHop(k) {
+			del = append(del, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range del {
+		h.DelBytes(k)
 	}
 }

@@ -14,11 +14,12 @@
 # nginx-light (installed from Debian when missing and running as root).
 #
 # Knobs: DURATION=10s ROUNDS=3 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
+#        CACHE_TTL=30s (the plugin's decision cache; 0s turns it off)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ANCHORS="${ANCHORS:-$ROOT/../shared/perf-anchors}"
 BASE="${BASE:-/tmp/safeclose-bench}"
-DURATION="${DURATION:-10s}"; ROUNDS="${ROUNDS:-3}"; CONNS="${CONNS:-32}"; THREADS="${THREADS:-1}"; WARMUP="${WARMUP:-2s}"
+DURATION="${DURATION:-10s}"; ROUNDS="${ROUNDS:-3}"; CONNS="${CONNS:-32}"; THREADS="${THREADS:-1}"; WARMUP="${WARMUP:-2s}"; CACHE_TTL="${CACHE_TTL:-30s}"
 TARGETS=(rp-fasthttp nginx-auth_request safeclose)
 declare -A PORT=([upstream]=18081 [rp-fasthttp]=18082 [nginx-auth_request]=18084 [authsvc]=18085 [safeclose]=18090)
 RUN="$BASE/run-$(date +%Y%m%d-%H%M%S)"; BIN="$BASE/bin"
@@ -63,7 +64,7 @@ tenants:
         path: $WASM
         sha256: $SUM
         capabilities: [config, crypto, log]
-        cache_ttl: 30s       # a session's repeated token skips the guest (never past the token's exp)
+        cache_ttl: $CACHE_TTL       # a session's repeated token skips the guest (never past the token's exp)
         config: {jwt: {issuer: perf-anchors, audience: edge-proxy}}
         secrets: {main: env:BENCH_JWT_SECRET}
 YAML
@@ -106,7 +107,7 @@ non2xx() { awk '/Non-2xx/ {print $4}' "$1"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A MED
 {
-  echo "Safeclose load harness $(date -u +%FT%TZ) · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
+  echo "Safeclose load harness $(date -u +%FT%TZ) · plugin cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
   printf '%-20s %12s %24s %10s %8s\n' target "req/s(med)" "req/s per round" "p99" non2xx
   for t in "${TARGETS[@]}"; do
     all=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | tr '\n' ' ')
