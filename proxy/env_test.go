@@ -49,6 +49,7 @@ type envConfig struct {
 	forward    []Destination
 	tenantsFn  func(base, plaidURL string) []Tenant
 	webhookOpt WebhookOptions
+	logTo      io.Writer // default: discarded
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -124,9 +125,13 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 	if wo.Backoff == 0 {
 		wo.Backoff = 20 * time.Millisecond
 	}
+	logTo := c.logTo
+	if logTo == nil {
+		logTo = io.Discard
+	}
 	srv, err := New(Options{
 		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Webhooks: wo,
+		Logger: slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), Webhooks: wo,
 	})
 	if err != nil {
 		t.Fatal(err)
