@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/safeclose/safeclose/hostabi"
 	"github.com/safeclose/safeclose/internal/plaidsim"
 )
@@ -244,6 +246,11 @@ func TestMisbehavingPluginsFailClosedOthersUnaffected(t *testing.T) {
 	wg.Wait()
 	if badAnswers.Load() < int64(len(bad)) {
 		t.Errorf("misbehaving tenants answered %d times; want at least one each", badAnswers.Load())
+	}
+	for tn, reason := range map[string]string{"loop": "timeout", "panic": "trap", "oob": "trap"} {
+		if n := testutil.ToFloat64(e.srv.metrics.authFailures.WithLabelValues(tn, reason)); n < 1 {
+			t.Errorf("safeclose_auth_failures_total{tenant=%q,reason=%q} = %v, want > 0", tn, reason, n)
+		}
 	}
 }
 

@@ -167,6 +167,10 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 		if _, dup := t.tenants[tc.Name]; dup {
 			return nil, fmt.Errorf("proxy: duplicate tenant %q", tc.Name)
 		}
+		if pa, ok := tc.Auth.(*PluginAuth); ok && pa.OnFailure == nil {
+			name, failures := tc.Name, s.metrics.authFailures
+			pa.OnFailure = func(reason string) { failures.WithLabelValues(name, reason).Inc() }
+		}
 		tn := &tenant{Tenant: tc, plaid: newPlaidClient(tc.Plaid, s.http), m: s.metrics.tenant(tc.Name)}
 		v, err := webhook.NewVerifier(webhook.Options{
 			Fetch: func(ctx context.Context, kid string) (webhook.Key, error) {
