@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // BenchmarkEnqueue measures durable (synced) webhook intake from 32
@@ -53,4 +55,29 @@ func TestEnqueueBenchSetup(t *testing.T) {
 	if id, dup, err := db.Enqueue(t.Context(), e); err != nil || dup || id == "" {
 		t.Fatalf("Enqueue = %q %v %v", id, dup, err)
 	}
+}
+
+// BenchmarkSyncWriteBaseline is what Enqueue is compared with in the same
+// run: raw Badger with SyncWrites, one transaction per 1 KiB write, from the
+// same number of concurrent senders (the perf-anchors "goroutines=32" case).
+func BenchmarkSyncWriteBaseline(b *testing.B) {
+	bdb, err := badger.Open(badger.DefaultOptions(b.TempDir()).WithSyncWrites(true).WithLogger(nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bdb.Close()
+	body := make([]byte, 1024)
+	var n atomic.Uint64
+	b.SetParallelism(16)
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			k := binary.LittleEndian.AppendUint64([]byte("k"), n.Add(1))
+			if err := bdb.Update(func(txn *badger.Txn) error { return txn.Set(k, body) }); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 }
