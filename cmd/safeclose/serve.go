@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -79,6 +81,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config file (default: the embedded dev config, configs/safeclose.yaml)")
+	watchEvery := fs.Duration("watch", 2*time.Second, "reload when the config file or a plugin file changes, checked this often (0: only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -156,6 +159,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var watch <-chan time.Time
+	if *cfgPath != "" && *watchEvery > 0 {
+		t := time.NewTicker(*watchEvery)
+		defer t.Stop()
+		watch = t.C
+	}
+	last := fingerprint(*cfgPath)
 	for {
 		select {
 		case err := <-errc:
@@ -163,6 +173,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		case <-hup:
 			plugins = reload(ctx, *cfgPath, b, srv, plugins, log)
+			last = fingerprint(*cfgPath)
+		case <-watch:
+			if fp := fingerprint(*cfgPath); fp != last {
+				last = fp
+				log.Info("config or plugin file changed; reloading", "config", *cfgPath)
+				plugins = reload(ctx, *cfgPath, b, srv, plugins, log)
+			}
 		case <-ctx.Done():
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -263,4 +280,33 @@ func publicListener(addr string) (net.Listener, error) {
 		}
 	}
 	return net.Listen("tcp", addr)
+}
+
+// fingerprint summarises the config file's bytes and the size and mtime of
+// every plugin file it names, so a change to either triggers a reload.
+func fingerprint(path string) string {
+	if path == "" {
+		return ""
+	}
+	h := sha256.New()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	h.Write(b)
+	if cfg, err := configs.Load(path); err == nil {
+		for _, t := range cfg.Tenants {
+			var ps []configs.Plugin
+			if t.Auth.Plugin != nil {
+				ps = append(ps, *t.Auth.Plugin)
+			}
+			ps = append(ps, t.WebhookPlugins...)
+			for _, p := range ps {
+				if fi, err := os.Stat(p.Path); err == nil {
+					fmt.Fprintf(h, "%s %d %d\n", p.Path, fi.Size(), fi.ModTime().UnixNano())
+				}
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -1,0 +1,139 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestReloadOnConfigChange runs the real binary with the example API-key
+// plugin, then edits its config: a broken plugin is refused and the old one
+// keeps serving; a valid change is picked up without a restart.
+func TestReloadOnConfigChange(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "safeclose")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	wasm := filepath.Join(dir, "apikey.wasm")
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../../plugins/examples/apikey")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build plugin: %v\n%s", err, out)
+	}
+	bad := filepath.Join(dir, "broken.wasm")
+	os.WriteFile(bad, []byte("\x00asm\x01\x00\x00\x00 not really"), 0o600)
+
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Safeclose-User"))
+	}))
+	defer app.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lnFile, _ := ln.(*net.TCPListener).File()
+	defer lnFile.Close()
+	addr := ln.Addr().String()
+
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	cfgPath := filepath.Join(dir, "reload.yaml")
+	writeCfg := func(plugin, user, key string) {
+		cfg := fmt.Sprintf(`listen: %s
+admin_listen: 127.0.0.1:0
+data_dir: %s
+keys: env:SAFECLOSE_KEYS
+tenants:
+  - name: r
+    hosts: [127.0.0.1]
+    upstream: %s
+    plaid: {env: sandbox, client_id: env:R_ID, secret: env:R_ID, client_name: R, products: [transactions], country_codes: [US], language: en}
+    auth:
+      plugin:
+        path: %s
+        capabilities: [config, crypto]
+        config: {keys: {"%s": %s}}
+`, addr, filepath.Join(dir, "data"), app.URL, plugin, sum(key), user)
+		tmp := cfgPath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Rename(tmp, cfgPath) // atomic, as config management tools do
+	}
+	writeCfg(wasm, "alice", "k-alice")
+	key := make([]byte, 32)
+	rand.Read(key)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	w := &lockedWriter{mu: &mu, w: &logs}
+	proc := exec.Command(bin, "serve", "-config", cfgPath, "-watch", "100ms")
+	proc.Env = append(os.Environ(), "SAFECLOSE_KEYS=k1:"+base64.StdEncoding.EncodeToString(key), "R_ID=x", "LISTEN_FDS=1")
+	proc.ExtraFiles = []*os.File{lnFile}
+	proc.Stdout, proc.Stderr = w, w
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proc.Process.Signal(syscall.SIGTERM); proc.Wait() }()
+
+	get := func(k string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/x", nil)
+		req.Header.Set("Authorization", "Bearer "+k)
+		res, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for range 300 {
+			if cond() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, logs.String())
+	}
+	waitFor("alice served", func() bool { st, b := get("k-alice"); return st == 200 && b == "alice" })
+
+	writeCfg(bad, "bob", "k-bob")
+	waitFor("the broken plugin refused", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), "reload refused")
+	})
+	if st, b := get("k-alice"); st != 200 || b != "alice" {
+		t.Fatalf("after a refused reload: %d %q; want the old plugin still serving", st, b)
+	}
+	if st, _ := get("k-bob"); st != 401 {
+		t.Fatalf("k-bob after a refused reload = %d, want 401", st)
+	}
+
+	writeCfg(wasm, "bob", "k-bob")
+	waitFor("bob served after the valid change", func() bool { st, b := get("k-bob"); return st == 200 && b == "bob" })
+	if st, _ := get("k-alice"); st != 401 {
+		t.Errorf("k-alice after reload = %d, want 401", st)
+	}
+}
