@@ -34,10 +34,7 @@ import (
 // so the app dedupes at-least-once forwarding).
 func TestCrashLosesNoAcknowledgedWebhook(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "safeclose")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, dir)
 
 	sim, err := plaidsim.New(plaidsim.Options{ClientID: "crash-client", Secret: "crash-secret"})
 	if err != nil {
@@ -261,4 +258,14 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// buildBinary builds the safeclose binary from the tree into dir.
+func buildBinary(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "safeclose")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -125,26 +125,33 @@ func (pf *pluginFlags) options(file string, wasm []byte) (hostabi.PluginOptions,
 	return o, nil
 }
 
+// parse reads the flags, the module file (named before or after the flags)
+// and turns them into load options.
+func (pf *pluginFlags) parse(fs *flag.FlagSet, file string, args []string, usage string) (string, []byte, hostabi.PluginOptions, error) {
+	if err := fs.Parse(args); err != nil {
+		return "", nil, hostabi.PluginOptions{}, err
+	}
+	if file == "" && fs.NArg() > 0 {
+		file = fs.Arg(0)
+	}
+	if file == "" {
+		return "", nil, hostabi.PluginOptions{}, errors.New(usage)
+	}
+	wasm, err := os.ReadFile(file)
+	if err != nil {
+		return "", nil, hostabi.PluginOptions{}, err
+	}
+	o, err := pf.options(file, wasm)
+	return file, wasm, o, err
+}
+
 func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	file, args := splitFileArg(args)
 	fs := flag.NewFlagSet("plugin check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var pf pluginFlags
 	pf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if file == "" && fs.NArg() > 0 {
-		file = fs.Arg(0)
-	}
-	if file == "" {
-		return errors.New("usage: safeclose plugin check FILE.wasm [-kind auth|event] [-cap ...]")
-	}
-	wasm, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	o, err := pf.options(file, wasm)
+	file, wasm, o, err := pf.parse(fs, file, args, "usage: safeclose plugin check FILE.wasm [-kind auth|event] [-cap ...]")
 	if err != nil {
 		return err
 	}
@@ -195,20 +202,7 @@ func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	event := fs.String("event", "", "event plugins: a webhook JSON file")
 	user := fs.String("user", "alice", "event plugins: the item's user")
 	state := fs.String("item-state", "ok", "event plugins: the item's state")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if file == "" && fs.NArg() > 0 {
-		file = fs.Arg(0)
-	}
-	if file == "" {
-		return errors.New("usage: safeclose plugin run FILE.wasm --request 'GET /path' -H 'Authorization: Bearer …'")
-	}
-	wasm, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	o, err := pf.options(file, wasm)
+	file, _, o, err := pf.parse(fs, file, args, "usage: safeclose plugin run FILE.wasm --request 'GET /path' -H 'Authorization: Bearer …'")
 	if err != nil {
 		return err
 	}

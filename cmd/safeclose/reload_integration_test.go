@@ -28,10 +28,7 @@ import (
 // keeps serving; a valid change is picked up without a restart.
 func TestReloadOnConfigChange(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "safeclose")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t, dir)
 	wasm := filepath.Join(dir, "apikey.wasm")
 	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../../plugins/examples/apikey")
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
