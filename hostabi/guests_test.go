@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
 )
@@ -89,6 +90,11 @@ func load(t testing.TB, e *hostabi.Engine, name string, o hostabi.PluginOptions)
 	o.Wasm = wasm(t, name)
 	if o.PoolSize == 0 {
 		o.PoolSize = 2
+	}
+	if o.Timeout == 0 {
+		// Generous: these tests check behaviour, not deadlines, and run
+		// under -race on 2 busy cores. Deadline tests set their own.
+		o.Timeout = 5 * time.Second
 	}
 	p, err := e.Load(context.Background(), o)
 	if err != nil {

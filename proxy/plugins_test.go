@@ -130,7 +130,7 @@ func TestPluginAuthGuardsProxyAndPlaidRoutes(t *testing.T) {
 	t.Parallel()
 	eng := pluginEngine(t)
 	up := echoUpstream(t)
-	allow := loadPlugin(t, eng, "p1", "allow", hostabi.KindAuth, 100*time.Millisecond)
+	allow := loadPlugin(t, eng, "p1", "allow", hostabi.KindAuth, 5*time.Second)
 	e := startEnv(t, envConfig{tenantsFn: func(_, plaidURL string) []Tenant {
 		return []Tenant{pluginTenant("p1", allow, up.URL, plaidURL)}
 	}})
@@ -193,7 +193,7 @@ func TestMisbehavingPluginsFailClosedOthersUnaffected(t *testing.T) {
 	bad := map[string][2]string{ // tenant → guest, trigger header
 		"loop": {"loop", "X-Loop"}, "panic": {"panic", "X-Panic"}, "oom": {"oom", "X-OOM"}, "oob": {"oob", "X-Any"},
 	}
-	good := loadPlugin(t, eng, "good", "allow", hostabi.KindAuth, 100*time.Millisecond)
+	good := loadPlugin(t, eng, "good", "allow", hostabi.KindAuth, 5*time.Second)
 	plugins := map[string]*hostabi.Plugin{}
 	for tn, g := range bad {
 		timeout := 50 * time.Millisecond
@@ -273,7 +273,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	t.Parallel()
 	eng := pluginEngine(t)
 	up := echoUpstream(t)
-	first := loadPlugin(t, eng, "p1", "allow", hostabi.KindAuth, 100*time.Millisecond)
+	first := loadPlugin(t, eng, "p1", "allow", hostabi.KindAuth, 5*time.Second)
 	var plaidURL string
 	e := startEnv(t, envConfig{tenantsFn: func(_, pu string) []Tenant {
 		plaidURL = pu
@@ -303,7 +303,7 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	}
 	old := first
 	for range 5 {
-		p, err := eng.Load(context.Background(), hostabi.PluginOptions{Tenant: "p1", Name: "allow", Wasm: guestWasm(t, "allow"), PoolSize: 2})
+		p, err := eng.Load(context.Background(), hostabi.PluginOptions{Tenant: "p1", Name: "allow", Wasm: guestWasm(t, "allow"), PoolSize: 2, Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -63,6 +63,7 @@ func proxyTargets(tb testing.TB) []benchTarget {
 	tb.Cleanup(func() { eng.Close(context.Background()) })
 	load := func(tenant, name string, o hostabi.PluginOptions) *hostabi.Plugin {
 		o.Tenant, o.Name, o.Wasm = tenant, name, guestWasmTB(tb, name)
+		o.Timeout = 5 * time.Second // TestProxyTargetsAnswer also runs under -race on busy cores
 		p, err := eng.Load(context.Background(), o)
 		if err != nil {
 			tb.Fatal(err)
