@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +155,3 @@ func claims(d hostabi.Decision) map[string]string {
 	return m
 }
 
-func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -192,10 +192,8 @@ func (in *instance) visitAll(mode int, name []byte, buf, limit uint32) uint64 {
 	in.vMode, in.vName, in.vBuf, in.vLimit, in.vN, in.vCount = mode, name, buf, limit, 0, 0
 	in.request().VisitHeaders(in.visit)
 	in.vName = nil
-	if in.vN > in.vLimit {
-		// Nothing beyond the limit was written; the guest retries.
-		return abi.CountLen(in.vCount, in.vN)
-	}
+	// When vN > vLimit nothing beyond the limit was written; the guest
+	// retries with a bigger buffer.
 	return abi.CountLen(in.vCount, in.vN)
 }
 
