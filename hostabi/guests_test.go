@@ -154,4 +154,3 @@ func claims(d hostabi.Decision) map[string]string {
 	}
 	return m
 }
-
