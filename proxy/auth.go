@@ -11,6 +11,8 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -63,6 +65,24 @@ type PluginAuth struct {
 	Logger *slog.Logger
 	// OnFailure, when set, is told the failure reason (metrics).
 	OnFailure func(reason string)
+
+	logs logThrottle
+}
+
+// logThrottle lets one line a second through, so a broken plugin under load
+// cannot flood the log; the next line says how many were suppressed. The
+// metrics count every failure.
+type logThrottle struct {
+	last, suppressed atomic.Int64
+}
+
+func (l *logThrottle) allow(now time.Time) (suppressed int64, ok bool) {
+	sec := now.Unix()
+	if prev := l.last.Load(); prev != sec && l.last.CompareAndSwap(prev, sec) {
+		return l.suppressed.Swap(0), true
+	}
+	l.suppressed.Add(1)
+	return 0, false
 }
 
 // Authenticate implements Authenticator.
@@ -86,7 +106,9 @@ func (p *PluginAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx
 			p.OnFailure(reason)
 		}
 		if p.Logger != nil {
-			p.Logger.Warn("auth plugin failed; failing closed", "tenant", p.Tenant, "reason", reason, "err", err)
+			if n, ok := p.logs.allow(time.Now()); ok {
+				p.Logger.Warn("auth plugin failed; failing closed", "tenant", p.Tenant, "reason", reason, "err", err, "suppressed_before", n)
+			}
 		}
 		return Identity{}, fmt.Errorf("%w: %w", ErrAuthUnavailable, err)
 	}

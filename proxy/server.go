@@ -312,7 +312,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		writeError(ctx, err)
 		status, _ := classify(err)
-		if status >= 500 {
+		if status >= 500 && !errors.Is(err, ErrAuthUnavailable) { // plugin failures are logged, throttled, by PluginAuth
 			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "err", err)
 		}
 	}
