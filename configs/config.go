@@ -108,13 +108,13 @@ type APIKey struct {
 type Plugin struct {
 	Name         string               `yaml:"name"`
 	Path         string               `yaml:"path"`
-	SHA256       string               `yaml:"sha256"` // required unless the file is in the dev plugins/bin
+	SHA256       string               `yaml:"sha256"` // pin; without it the plugin loads with a loud warning
 	Config       map[string]any       `yaml:"config"`
 	Secrets      map[string]SecretRef `yaml:"secrets"`
 	Capabilities []string             `yaml:"capabilities"` // config, log, clock, kv, crypto, body
 	Timeout      Duration             `yaml:"timeout"`      // default 100ms
 	MemoryPages  uint32               `yaml:"memory_pages"` // 64 KiB pages; default 512
-	PoolSize     int                  `yaml:"pool_size"`    // default 2×GOMAXPROCS
+	PoolSize     int                  `yaml:"pool_size"`    // default GOMAXPROCS
 	BodyLimit    int                  `yaml:"body_limit"`   // bytes of body the plugin may read; default 0
 	CacheTTL     Duration             `yaml:"cache_ttl"`    // reuse allow decisions for identical inputs; default 0 (off)
 }

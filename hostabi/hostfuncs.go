@@ -160,41 +160,32 @@ func (in *instance) visitHeader(name, value []byte) {
 			return
 		}
 		if v, ok := cookieValue(value, string(in.vName)); ok {
+			in.vOut = append(in.vOut[:0], v...)
 			in.vCount = 1
-			in.vN = uint32(len(v))
-			if in.vN <= in.vLimit && in.vN > 0 && !in.mem.Write(in.vBuf, v) {
-				fault("buffer out of range")
-			}
 		}
 	}
 }
 
-// emit appends one NUL-separated item at vBuf+vN if it still fits.
+// emit appends one NUL-separated item to the host-side output.
 func (in *instance) emit(v []byte) {
-	sep := uint32(0)
 	if in.vCount > 0 {
-		sep = 1
+		in.vOut = append(in.vOut, 0)
 	}
-	end := in.vN + sep + uint32(len(v))
-	if end <= in.vLimit {
-		if sep == 1 && !in.mem.WriteByte(in.vBuf+in.vN, 0) {
-			fault("buffer out of range")
-		}
-		if len(v) > 0 && !in.mem.Write(in.vBuf+in.vN+sep, v) {
-			fault("buffer out of range")
-		}
-	}
-	in.vN = end
+	in.vOut = append(in.vOut, v...)
 	in.vCount++
 }
 
+// visitAll builds a list (or cookie) answer host-side, then writes it into
+// the guest's buffer only if it fits whole: the (buf, limit) -> len rule.
 func (in *instance) visitAll(mode int, name []byte, buf, limit uint32) uint64 {
-	in.vMode, in.vName, in.vBuf, in.vLimit, in.vN, in.vCount = mode, name, buf, limit, 0, 0
+	in.vMode, in.vName, in.vOut, in.vCount = mode, name, in.vOut[:0], 0
 	in.request().VisitHeaders(in.visit)
 	in.vName = nil
-	// When vN > vLimit nothing beyond the limit was written; the guest
-	// retries with a bigger buffer.
-	return abi.CountLen(in.vCount, in.vN)
+	n := uint32(len(in.vOut))
+	if n > 0 && n <= limit && !in.mem.Write(buf, in.vOut) {
+		fault("buffer out of range")
+	}
+	return abi.CountLen(in.vCount, n)
 }
 
 func hGetHeaderNames(ctx context.Context, _ api.Module, s []uint64) {

@@ -138,10 +138,11 @@ type instance struct {
 	scan        *scanner
 
 	// Header visiting without a closure per call.
-	visit                    func(name, value []byte)
-	vMode                    int
-	vName                    []byte
-	vBuf, vLimit, vN, vCount uint32
+	visit  func(name, value []byte)
+	vMode  int
+	vName  []byte
+	vOut   []byte // the answer being built, written to the guest if it fits
+	vCount uint32
 }
 
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {

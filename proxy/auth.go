@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,6 +112,19 @@ func (p *PluginAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx
 		}
 		return Identity{}, fmt.Errorf("%w: %w", ErrAuthUnavailable, err)
 	}
+	if !d.Allow && d.Status >= 500 {
+		// The plugin says it cannot decide (bad config, a dependency down):
+		// fail closed as a plugin failure, counted and logged.
+		if p.OnFailure != nil {
+			p.OnFailure("deny_5xx")
+		}
+		if p.Logger != nil {
+			if n, ok := p.logs.allow(time.Now()); ok {
+				p.Logger.Warn("auth plugin answered a 5xx; failing closed", "tenant", p.Tenant, "status", d.Status, "suppressed_before", n)
+			}
+		}
+		return Identity{}, fmt.Errorf("%w: plugin denied with %d", ErrAuthUnavailable, d.Status)
+	}
 	if !d.Allow {
 		if d.Status == 0 || d.Status == fasthttp.StatusUnauthorized {
 			return Identity{}, ErrUnauthenticated
@@ -145,10 +158,10 @@ func (r *reqView) VisitHeaders(fn func(name, value []byte)) {
 func (r *reqView) SourceAddr() []byte {
 	if len(r.addr) == 0 {
 		if a, ok := r.ctx.RemoteAddr().(*net.TCPAddr); ok {
-			ip := a.AddrPort()
-			r.addr = ip.Addr().Unmap().AppendTo(r.addr)
-			r.addr = append(r.addr, ':')
-			r.addr = strconv.AppendUint(r.addr, uint64(ip.Port()), 10)
+			ap := a.AddrPort()
+			// "ip:port", with brackets for IPv6 ("[::1]:443"), as
+			// netip.ParseAddrPort expects.
+			r.addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).AppendTo(r.addr)
 		} else {
 			r.addr = append(r.addr, r.ctx.RemoteAddr().String()...)
 		}

@@ -46,12 +46,12 @@ func guestWasmTB(t testing.TB, name string) []byte {
 		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		for _, g := range []string{"allow", "loop", "panic", "oom", "oob", "event", "jwtauth"} {
+		for _, g := range []string{"allow", "loop", "panic", "oom", "oob", "event", "jwtauth", "apikey"} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				src := "../hostabi/testdata/guests/" + g
-				if g == "jwtauth" {
+				if g == "jwtauth" || g == "apikey" {
 					src = "../plugins/examples/" + g
 				}
 				cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(guestDir, g+".wasm"), src)
