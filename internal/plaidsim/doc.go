@@ -17,6 +17,8 @@
 //   - /sandbox/item/fire_webhook also fires the ITEM codes PENDING_EXPIRATION,
 //     PENDING_DISCONNECT, USER_PERMISSION_REVOKED and LOGIN_REPAIRED, so every
 //     event Safeclose handles can be produced through the public API.
+//   - SYNC_UPDATES_AVAILABLE is fired on request even before the item's
+//     first /transactions/sync (Plaid sends it only after one).
 //   - Link is completed by /__emu/link/complete instead of Plaid's JavaScript.
 //   - Institutions are any "ins_<digits>"; credentials user_good/pass_good
 //     succeed, anything else fails with INVALID_CREDENTIALS.

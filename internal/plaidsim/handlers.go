@@ -101,7 +101,7 @@ func (s *Server) linkTokenCreate(r req) (map[string]any, *apiError) {
 		}
 	} else {
 		if len(ps) == 0 {
-			return nil, invalidField("at least one product is required")
+			return nil, invalidField("must provide at least one product")
 		}
 		for _, p := range ps {
 			if !slices.Contains(products, p) {
@@ -356,6 +356,7 @@ func (s *Server) sandboxFireWebhook(r req) (map[string]any, *apiError) {
 			"display_message": nil, "status": 400}
 	case "LOGIN_REPAIRED":
 		it.LoginRequired = false
+		_ = s.saveLocked()
 	}
 	id := it.ItemID
 	s.mu.Unlock()

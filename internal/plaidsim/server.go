@@ -41,6 +41,7 @@ type Server struct {
 	hc  *http.Client
 
 	mu    sync.Mutex
+	pcg   *rand.PCG // the source of rng, kept so a seeded stream survives restarts
 	rng   *rand.Rand
 	st    state
 	keys  []*sigKey // last is current
@@ -99,6 +100,10 @@ type state struct {
 	Items        map[string]*item        `json:"items"`
 	ByToken      map[string]string       `json:"by_access_token"`
 	Keys         []*sigKey               `json:"keys"`
+	// RNG is the seeded generator's position (Seed != 0 only), so that a
+	// restarted emulator continues the stream instead of re-issuing the ids
+	// and tokens of the items it has just loaded.
+	RNG []byte `json:"rng,omitempty"`
 }
 
 // New builds the emulator, loading StatePath if it exists.
@@ -129,12 +134,13 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{o: o, log: o.Logger, hc: hc}
 	if o.Seed != 0 {
-		s.rng = rand.New(rand.NewPCG(uint64(o.Seed), uint64(o.Seed)^0x9e3779b97f4a7c15))
+		s.pcg = rand.NewPCG(uint64(o.Seed), uint64(o.Seed)^0x9e3779b97f4a7c15)
 	} else {
 		var seed [16]byte
 		_, _ = crand.Read(seed[:])
-		s.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
+		s.pcg = rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))
 	}
+	s.rng = rand.New(s.pcg)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.st = state{LinkTokens: map[string]*linkToken{}, PublicTokens: map[string]*publicToken{}, Items: map[string]*item{}, ByToken: map[string]string{}}
 	if o.StatePath != "" {
@@ -186,6 +192,11 @@ func (s *Server) load() error {
 		s.st = st
 	}
 	s.keys = st.Keys
+	if s.o.Seed != 0 && len(st.RNG) > 0 {
+		if err := s.pcg.UnmarshalBinary(st.RNG); err != nil {
+			return fmt.Errorf("plaidsim: load state: rng: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -194,6 +205,14 @@ func (s *Server) saveLocked() error {
 		return nil
 	}
 	s.st.Keys = s.keys
+	s.st.RNG = nil
+	if s.o.Seed != 0 {
+		rb, err := s.pcg.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		s.st.RNG = rb
+	}
 	b, err := json.MarshalIndent(s.st, "", "  ")
 	if err != nil {
 		return err
@@ -225,14 +244,24 @@ func (s *Server) uuid() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
-// entropy for ECDSA key generation: deterministic when seeded.
-type rngReader struct{ r *rand.Rand }
-
-func (r rngReader) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = byte(r.r.Uint32())
+// newKeyLocked makes a P-256 signing key: from crypto/rand normally, from
+// the seeded stream when Options.Seed is set. (Since Go 1.26
+// ecdsa.GenerateKey ignores its io.Reader, so a seeded reader passed to it
+// would not make the key deterministic; the scalar is drawn here instead.)
+func (s *Server) newKeyLocked() (*ecdsa.PrivateKey, error) {
+	if s.o.Seed == 0 {
+		return ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
 	}
-	return len(p), nil
+	var d [32]byte
+	for range 64 { // rejection sampling: d must be in [1, n-1]
+		for i := 0; i < len(d); i += 8 {
+			binary.BigEndian.PutUint64(d[i:], s.rng.Uint64())
+		}
+		if k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:]); err == nil {
+			return k, nil
+		}
+	}
+	return nil, errors.New("plaidsim: could not derive a seeded P-256 key")
 }
 
 // RotateKey makes a new signing key current; the old current key gets expired_at.
@@ -247,11 +276,7 @@ func (s *Server) RotateKey() (string, error) {
 }
 
 func (s *Server) rotateLocked() (string, error) {
-	var src io.Reader = crand.Reader
-	if s.o.Seed != 0 {
-		src = rngReader{s.rng}
-	}
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), src)
+	priv, err := s.newKeyLocked()
 	if err != nil {
 		return "", err
 	}

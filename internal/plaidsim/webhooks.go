@@ -150,25 +150,34 @@ func (s *Server) deliverOnce(ctx context.Context, url, itemID string, body []byt
 	return d.Status, retryAfter
 }
 
-// deliver runs Plaid's schedule: the first attempt now, then retries after
-// each delay (scaled) until one answers 200 or the schedule ends.
-func (s *Server) deliver(url, itemID string, body []byte, startAttempt int) {
+// deliver runs Plaid's schedule from attempt number start+1: attempt 1 is
+// sent at once; attempt n > 1 is sent after RetryDelays[n-2] (scaled), or
+// after the receiver's Retry-After (retryAfter, for the attempt made before
+// start) when it asked for one. It stops at the first 200 or when the
+// schedule ends.
+func (s *Server) deliver(url, itemID string, body []byte, start int, retryAfter time.Duration) {
 	defer s.wg.Done()
-	for i := startAttempt; ; i++ {
-		st, ra := s.deliverOnce(s.ctx, url, itemID, body, FaultNone, i+1)
-		if st == http.StatusOK || i >= len(s.o.RetryDelays) {
-			return
+	for i := start; ; i++ {
+		if i > 0 {
+			if i > len(s.o.RetryDelays) {
+				return
+			}
+			d := s.o.RetryDelays[i-1]
+			if retryAfter > 0 {
+				d = retryAfter
+			}
+			t := time.NewTimer(time.Duration(float64(d) * s.o.TimeScale))
+			select {
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
 		}
-		d := s.o.RetryDelays[i]
-		if ra > 0 {
-			d = ra
-		}
-		t := time.NewTimer(time.Duration(float64(d) * s.o.TimeScale))
-		select {
-		case <-s.ctx.Done():
-			t.Stop()
+		var st int
+		st, retryAfter = s.deliverOnce(s.ctx, url, itemID, body, FaultNone, i+1)
+		if st == http.StatusOK {
 			return
-		case <-t.C:
 		}
 	}
 }
@@ -187,7 +196,7 @@ func (s *Server) fire(itemID string, body map[string]any) {
 		return
 	}
 	s.wg.Add(1)
-	go s.deliver(url, itemID, b, 0)
+	go s.deliver(url, itemID, b, 0, 0)
 }
 
 // SendWebhook delivers body to the item's webhook URL now, with fault f.
@@ -214,17 +223,18 @@ func (s *Server) SendWebhook(ctx context.Context, itemID string, body map[string
 		n = 2
 	}
 	var st int
+	var ra time.Duration
 	for range n {
 		ff := f
 		if f == FaultDuplicate {
 			ff = FaultNone
 		}
-		st, _ = s.deliverOnce(ctx, url, itemID, b, ff, 1)
+		st, ra = s.deliverOnce(ctx, url, itemID, b, ff, 1)
 	}
 	if st != http.StatusOK {
 		if f == FaultNone && s.ctx.Err() == nil {
 			s.wg.Add(1)
-			go s.deliver(url, itemID, b, 1)
+			go s.deliver(url, itemID, b, 1, ra)
 		}
 		return fmt.Errorf("plaidsim: webhook answered %d", st)
 	}
