@@ -139,8 +139,10 @@ func sameShape(a, b []read) bool {
 }
 
 // record notes one read of the current call and the value the guest got,
-// computed exactly as a later lookup will compute it.
-func (in *instance) record(op byte, arg []byte) {
+// encoded exactly as scanner.appendValue encodes it for a later lookup
+// (lists and cookies carry their count after the value). The host already
+// computed the value, so recording costs an append, not a second pass.
+func (in *instance) record(op byte, arg, value []byte, count uint32) {
 	if in.p.cache == nil || in.uncacheable {
 		return
 	}
@@ -148,9 +150,11 @@ func (in *instance) record(op byte, arg []byte) {
 		in.uncacheable = true
 		return
 	}
-	rd := read{op: op, arg: string(arg)}
-	in.reads = append(in.reads, rd)
-	in.values = in.scan.appendValue(in.values, in.req, rd, in.p.opts.BodyLimit)
+	in.reads = append(in.reads, read{op: op, arg: string(arg)})
+	in.values = appendFramed(in.values, value)
+	if op == opHeaderValues || op == opHeaderNames || op == opCookie {
+		in.values = append(in.values, byte(count))
+	}
 }
 
 func appendFramed(b, v []byte) []byte {
@@ -211,7 +215,7 @@ func (s *scanner) visitHeader(name, value []byte) {
 		s.buf = append(s.buf, name...)
 		s.count++
 	case opHeaderValues:
-		if len(name) == len(s.arg) && equalFoldString(name, s.arg) {
+		if equalFold(name, s.arg) {
 			if s.count > 0 {
 				s.buf = append(s.buf, 0)
 			}
@@ -219,7 +223,7 @@ func (s *scanner) visitHeader(name, value []byte) {
 			s.count++
 		}
 	case opCookie:
-		if s.count > 0 || !equalFoldString(name, "Cookie") {
+		if s.count > 0 || !equalFold(name, "Cookie") {
 			return
 		}
 		if v, ok := cookieValue(value, s.arg); ok {
@@ -229,8 +233,10 @@ func (s *scanner) visitHeader(name, value []byte) {
 	}
 }
 
-// equalFoldString is ASCII case-insensitive equality without allocating.
-func equalFoldString(b []byte, s string) bool {
+// equalFold is ASCII case-insensitive equality without allocating. Header
+// names are ASCII tokens; the host functions and the cache use this same
+// rule so that both agree on which header a name means.
+func equalFold[T string | []byte](b []byte, s T) bool {
 	if len(b) != len(s) {
 		return false
 	}

@@ -1,7 +1,6 @@
 package hostabi
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -113,20 +112,23 @@ func u32(v uint64) uint32 { return uint32(v) }
 
 func hGetMethod(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
-	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().Method()))
-	in.record(opMethod, nil)
+	v := in.request().Method()
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), v))
+	in.record(opMethod, nil, v, 0)
 }
 
 func hGetURI(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
-	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().URI()))
-	in.record(opURI, nil)
+	v := in.request().URI()
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), v))
+	in.record(opURI, nil, v, 0)
 }
 
 func hGetSourceAddr(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
-	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), in.request().SourceAddr()))
-	in.record(opSource, nil)
+	v := in.request().SourceAddr()
+	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), v))
+	in.record(opSource, nil, v, 0)
 }
 
 func hGetBody(ctx context.Context, _ api.Module, s []uint64) {
@@ -136,7 +138,7 @@ func hGetBody(ctx context.Context, _ api.Module, s []uint64) {
 		b = b[:in.p.opts.BodyLimit]
 	}
 	s[0] = uint64(in.put(u32(s[0]), u32(s[1]), b))
-	in.record(opBody, nil)
+	in.record(opBody, nil, b, 0)
 }
 
 const (
@@ -152,11 +154,11 @@ func (in *instance) visitHeader(name, value []byte) {
 	case visitNames:
 		in.emit(name)
 	case visitValues:
-		if bytes.EqualFold(name, in.vName) {
+		if equalFold(name, in.vName) {
 			in.emit(value)
 		}
 	case visitCookie:
-		if in.vCount > 0 || !bytes.EqualFold(name, []byte("Cookie")) {
+		if in.vCount > 0 || !equalFold(name, "Cookie") {
 			return
 		}
 		if v, ok := cookieValue(value, string(in.vName)); ok {
@@ -195,7 +197,7 @@ func hGetHeaderNames(ctx context.Context, _ api.Module, s []uint64) {
 		return
 	}
 	s[0] = in.visitAll(visitNames, nil, u32(s[1]), u32(s[2]))
-	in.record(opHeaderNames, nil)
+	in.record(opHeaderNames, nil, in.vOut, in.vCount)
 }
 
 func hGetHeaderValues(ctx context.Context, _ api.Module, s []uint64) {
@@ -206,14 +208,14 @@ func hGetHeaderValues(ctx context.Context, _ api.Module, s []uint64) {
 	}
 	name := in.read(u32(s[1]), u32(s[2]))
 	s[0] = in.visitAll(visitValues, name, u32(s[3]), u32(s[4]))
-	in.record(opHeaderValues, name)
+	in.record(opHeaderValues, name, in.vOut, in.vCount)
 }
 
 func hGetCookie(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	name := in.read(u32(s[0]), u32(s[1]))
 	s[0] = in.visitAll(visitCookie, name, u32(s[2]), u32(s[3]))
-	in.record(opCookie, name)
+	in.record(opCookie, name, in.vOut, in.vCount)
 }
 
 // printable reports whether b is safe in an HTTP header value: visible

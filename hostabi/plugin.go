@@ -135,7 +135,6 @@ type instance struct {
 	values      []byte
 	uncacheable bool
 	jwtExp      time.Time
-	scan        *scanner
 
 	// Header visiting without a closure per call.
 	visit  func(name, value []byte)
@@ -146,7 +145,7 @@ type instance struct {
 }
 
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
-	in := &instance{p: p, subject: make([]byte, 0, 64), scan: newScanner()}
+	in := &instance{p: p, subject: make([]byte, 0, 64)}
 	in.visit = in.visitHeader
 	in.ctx, in.cancel = context.WithCancel(context.WithValue(context.Background(), instKey{}, in))
 	cfg := wazero.NewModuleConfig().WithName("").
