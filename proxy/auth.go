@@ -95,35 +95,19 @@ func (p *PluginAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx
 	reqViewPool.Put(r)
 	if err != nil {
 		reason := "error"
-		if errors.Is(err, hostabi.ErrTimeout) {
-			reason = "timeout"
-		}
 		var te *hostabi.TrapError
-		if errors.As(err, &te) {
+		switch {
+		case errors.Is(err, hostabi.ErrTimeout):
+			reason = "timeout"
+		case errors.As(err, &te):
 			reason = "trap"
 		}
-		if p.OnFailure != nil {
-			p.OnFailure(reason)
-		}
-		if p.Logger != nil {
-			if n, ok := p.logs.allow(time.Now()); ok {
-				p.Logger.Warn("auth plugin failed; failing closed", "tenant", p.Tenant, "reason", reason, "err", err, "suppressed_before", n)
-			}
-		}
-		return Identity{}, fmt.Errorf("%w: %w", ErrAuthUnavailable, err)
+		return Identity{}, p.fail(reason, err)
 	}
 	if !d.Allow && d.Status >= 500 {
 		// The plugin says it cannot decide (bad config, a dependency down):
-		// fail closed as a plugin failure, counted and logged.
-		if p.OnFailure != nil {
-			p.OnFailure("deny_5xx")
-		}
-		if p.Logger != nil {
-			if n, ok := p.logs.allow(time.Now()); ok {
-				p.Logger.Warn("auth plugin answered a 5xx; failing closed", "tenant", p.Tenant, "status", d.Status, "suppressed_before", n)
-			}
-		}
-		return Identity{}, fmt.Errorf("%w: plugin denied with %d", ErrAuthUnavailable, d.Status)
+		// a plugin failure, not a denial.
+		return Identity{}, p.fail("deny_5xx", fmt.Errorf("plugin denied with %d", d.Status))
 	}
 	if !d.Allow {
 		if d.Status == 0 || d.Status == fasthttp.StatusUnauthorized {
@@ -135,6 +119,20 @@ func (p *PluginAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx
 		return Identity{}, fmt.Errorf("%w: plugin allowed without a subject", ErrAuthUnavailable)
 	}
 	return Identity{Subject: d.Subject, Claims: d.Claims}, nil
+}
+
+// fail counts and logs (throttled) a plugin failure and returns the error
+// that fails the request closed with 503.
+func (p *PluginAuth) fail(reason string, err error) error {
+	if p.OnFailure != nil {
+		p.OnFailure(reason)
+	}
+	if p.Logger != nil {
+		if n, ok := p.logs.allow(time.Now()); ok {
+			p.Logger.Warn("auth plugin failed; failing closed", "tenant", p.Tenant, "reason", reason, "err", err, "suppressed_before", n)
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrAuthUnavailable, err)
 }
 
 // reqView is the plugin's read-only view of a fasthttp request. It is only
