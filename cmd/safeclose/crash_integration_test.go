@@ -65,17 +65,7 @@ func TestCrashLosesNoAcknowledgedWebhook(t *testing.T) {
 	}))
 	defer app.Close()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	lnFile, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lnFile.Close()
-	addr := ln.Addr().String()
+	addr, lnFile := activationListener(t)
 
 	secret := make([]byte, 32)
 	rand.Read(secret)
@@ -268,4 +258,20 @@ func buildBinary(t *testing.T, dir string) string {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// activationListener opens the public socket in the test, to hand to the
+// binary as fd 3 (LISTEN_FDS=1): it outlives every restart of the process.
+func activationListener(t *testing.T) (string, *os.File) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close(); ln.Close() })
+	return ln.Addr().String(), f
 }

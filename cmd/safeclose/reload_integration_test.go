@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -42,14 +41,7 @@ func TestReloadOnConfigChange(t *testing.T) {
 		io.WriteString(w, r.Header.Get("X-Safeclose-User"))
 	}))
 	defer app.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	lnFile, _ := ln.(*net.TCPListener).File()
-	defer lnFile.Close()
-	addr := ln.Addr().String()
+	addr, lnFile := activationListener(t)
 
 	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 	cfgPath := filepath.Join(dir, "reload.yaml")
