@@ -42,7 +42,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	    echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} $$p; \
 	  done; done
 
-check: ## gofmt, vet, go mod tidy; fails on a dirty tree
+check: ## gofmt, vet, go mod tidy, no tracked binaries; fails on a dirty tree
+	bash scripts/check-tracked.sh
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
