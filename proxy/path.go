@@ -222,3 +222,23 @@ func canonicalizeTarget(ctx *fasthttp.RequestCtx) ([]byte, error) {
 	ctx.Request.SetRequestURIBytes(n)
 	return h.RequestURI()[:pathLen], nil
 }
+
+// NormalizeTarget returns the request target t ("/path?query" or an
+// absolute http(s) URL) as the proxy rewrites it before authentication: the
+// normalised path plus the query unchanged. It fails for targets the proxy
+// refuses with 400 invalid_path. `safeclose plugin run` can use it to show a
+// plugin what the proxy would show it.
+func NormalizeTarget(t string) (string, error) {
+	p, q, hasQuery, err := splitTarget([]byte(t))
+	if err != nil {
+		return "", err
+	}
+	n, err := normalizePath(nil, p)
+	if err != nil {
+		return "", err
+	}
+	if hasQuery {
+		n = append(append(n, '?'), q...)
+	}
+	return string(n), nil
+}
