@@ -298,8 +298,17 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, ErrUnknownHost)
 		return
 	}
-	path := ctx.Path()
-	var err error
+	// One normalised path and clean headers for routing, the auth plugin
+	// and the upstream alike (issue 9.1, 9.4).
+	path, err := canonicalizeTarget(ctx)
+	if err == nil {
+		err = sanitizeRequest(&ctx.Request.Header)
+	}
+	if err != nil {
+		writeError(ctx, err)
+		tn.m.observe("proxy", ctx.Response.StatusCode())
+		return
+	}
 	var route string
 	switch {
 	case len(path) > 5 && string(path[:5]) == "/api/" && isOwnRoute(path):

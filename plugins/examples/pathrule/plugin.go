@@ -3,7 +3,9 @@
 // Command pathrule is an example of a tenant rule: an internal tool that
 // only some networks may reach, and only on some paths. A request from an
 // allowed source range to an allowed path prefix is let through as the
-// user "net:<ip>"; anything else is denied with 403.
+// user "net:<ip>"; anything else is denied with 403. The prefix check is
+// sound because the host hands the plugin the normalised path the upstream
+// also gets (no "..", "//" or encoded dots; hostabi/ABI.md §4.1).
 //
 //	config:
 //	  allow_cidrs: [10.0.0.0/8, 127.0.0.0/8]
