@@ -25,6 +25,7 @@ var (
 	ErrDuplicate   = errors.New("store: duplicate")
 	ErrClosed      = errors.New("store: closed")
 	ErrStaleLease  = errors.New("store: lease is no longer held")
+	ErrCorrupt     = errors.New("store: record failed its integrity check")
 )
 
 // ItemState is an item's health as Safeclose knows it.
@@ -262,24 +263,21 @@ func (db *DB) SaveItem(it Item, accessToken string) error {
 	if err != nil {
 		return fmt.Errorf("store: save item: %w", err)
 	}
+	ik := itemKey(it.Tenant, it.ItemID)
 	owner := []byte(it.Tenant + "\x00" + it.User)
+	xk := ownerKey(it.ItemID)
 	return db.update(func(txn *badger.Txn) error {
-		xk := []byte("x/" + it.ItemID)
-		if cur, err := txn.Get(xk); err == nil {
-			v, err := cur.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(v, owner) {
+		if cur, err := db.owner(txn, it.ItemID); err == nil {
+			if !bytes.Equal(cur, owner) {
 				return fmt.Errorf("%w: item %s belongs to another owner", ErrDuplicate, it.ItemID)
 			}
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		} else if !errors.Is(err, ErrNotFound) {
 			return err
 		}
 		for _, kv := range [][2][]byte{
-			{itemKey(it.Tenant, it.ItemID), b},
+			{ik, db.kr.authenticate(ik, b)},
 			{userKey(it.Tenant, it.User, it.ItemID), nil},
-			{xk, owner},
+			{xk, db.kr.authenticate(xk, owner)},
 			{[]byte("ku/" + db.kr.primary.ID), nil},
 		} {
 			if err := txn.Set(kv[0], kv[1]); err != nil {
@@ -290,17 +288,67 @@ func (db *DB) SaveItem(it Item, accessToken string) error {
 	})
 }
 
-func getItem(txn *badger.Txn, tenant, itemID string) (itemRecord, error) {
-	var rec itemRecord
-	it, err := txn.Get(itemKey(tenant, itemID))
+func ownerKey(itemID string) []byte { return []byte("x/" + itemID) }
+
+// owner reads and checks the owner index of itemID: "<tenant>\x00<user>".
+func (db *DB) owner(txn *badger.Txn, itemID string) ([]byte, error) {
+	xk := ownerKey(itemID)
+	it, err := txn.Get(xk)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return rec, ErrNotFound
+		return nil, ErrNotFound
 	}
 	if err != nil {
-		return rec, err
+		return nil, err
 	}
-	err = it.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
-	return rec, err
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return nil, err
+	}
+	p, _, err := db.openRecord(xk, v)
+	if err != nil {
+		return nil, db.corrupt(err, "owner index", "", itemID)
+	}
+	return p, nil
+}
+
+// getItem reads and checks an item record. keyID is the key that
+// authenticated it.
+func (db *DB) getItem(txn *badger.Txn, tenant, itemID string) (rec itemRecord, keyID string, err error) {
+	ik := itemKey(tenant, itemID)
+	it, err := txn.Get(ik)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return rec, "", ErrNotFound
+	}
+	if err != nil {
+		return rec, "", err
+	}
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return rec, "", err
+	}
+	p, keyID, err := db.openRecord(ik, v)
+	if err == nil {
+		err = json.Unmarshal(p, &rec)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		} else if rec.Tenant != tenant || rec.ItemID != itemID {
+			err = ErrCorrupt
+		}
+	}
+	if err != nil {
+		return itemRecord{}, "", db.corrupt(err, "item", tenant, itemID)
+	}
+	return rec, keyID, nil
+}
+
+// corrupt names the record in err and logs an integrity failure: such a
+// record is never served (RATIONALE.md "Why authenticate every record").
+func (db *DB) corrupt(err error, what, tenant, itemID string) error {
+	if errors.Is(err, ErrCorrupt) {
+		db.log.Error("stored record failed its integrity check; refusing to serve it (restore from backup or remove the item)",
+			"record", what, "tenant", tenant, "item_id", itemID)
+	}
+	return fmt.Errorf("store: %s %s: %w", what, itemID, err)
 }
 
 // Items lists a user's items, oldest first. Tokens are not included.
@@ -314,9 +362,15 @@ func (db *DB) Items(tenant, user string) ([]Item, error) {
 		defer iter.Close()
 		for iter.Rewind(); iter.Valid(); iter.Next() {
 			itemID := string(iter.Item().Key()[len(opts.Prefix):])
-			rec, err := getItem(txn, tenant, itemID)
+			rec, _, err := db.getItem(txn, tenant, itemID)
+			if errors.Is(err, ErrNotFound) {
+				err = db.corrupt(ErrCorrupt, "user index", tenant, itemID)
+			}
 			if err != nil {
 				return err
+			}
+			if rec.User != user {
+				return db.corrupt(ErrCorrupt, "user index", tenant, itemID)
 			}
 			out = append(out, rec.Item)
 		}
@@ -330,7 +384,7 @@ func (db *DB) Items(tenant, user string) ([]Item, error) {
 func (db *DB) Item(tenant, itemID string) (Item, error) {
 	var rec itemRecord
 	err := db.view(func(txn *badger.Txn) (err error) {
-		rec, err = getItem(txn, tenant, itemID)
+		rec, _, err = db.getItem(txn, tenant, itemID)
 		return err
 	})
 	return rec.Item, err
@@ -340,7 +394,7 @@ func (db *DB) Item(tenant, itemID string) (Item, error) {
 func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 	var rec itemRecord
 	err := db.view(func(txn *badger.Txn) (err error) {
-		rec, err = getItem(txn, tenant, itemID)
+		rec, _, err = db.getItem(txn, tenant, itemID)
 		return err
 	})
 	if err != nil {
@@ -371,8 +425,11 @@ func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 // Tenant, User or ItemID.
 func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
 	var out Item
+	if db.keyErr != nil {
+		return out, db.keyErr // records are re-authenticated under the primary key
+	}
 	err := db.update(func(txn *badger.Txn) error {
-		rec, err := getItem(txn, tenant, itemID)
+		rec, _, err := db.getItem(txn, tenant, itemID)
 		if err != nil {
 			return err
 		}
@@ -387,7 +444,11 @@ func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, err
 			return err
 		}
 		out = it
-		return txn.Set(itemKey(tenant, itemID), b)
+		ik := itemKey(tenant, itemID)
+		if err := txn.Set(ik, db.kr.authenticate(ik, b)); err != nil {
+			return err
+		}
+		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
 	})
 	return out, err
 }
@@ -395,7 +456,7 @@ func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, err
 // DeleteItem removes an item and its indexes.
 func (db *DB) DeleteItem(tenant, itemID string) error {
 	return db.update(func(txn *badger.Txn) error {
-		rec, err := getItem(txn, tenant, itemID)
+		rec, _, err := db.getItem(txn, tenant, itemID)
 		if err != nil {
 			return err
 		}
@@ -406,85 +467,6 @@ func (db *DB) DeleteItem(tenant, itemID string) error {
 		}
 		return nil
 	})
-}
-
-// Rotate re-seals every item not sealed under the primary key, in batches.
-// Afterwards keys other than the primary can be removed from the keyring.
-func (db *DB) Rotate() (int, error) {
-	if db.keyErr != nil {
-		return 0, db.keyErr
-	}
-	var keys [][]byte
-	err := db.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte("i/")
-		iter := txn.NewIterator(opts)
-		defer iter.Close()
-		for iter.Rewind(); iter.Valid(); iter.Next() {
-			keys = append(keys, iter.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for start := 0; start < len(keys); start += 100 {
-		batch := keys[start:min(start+100, len(keys))]
-		err := db.update(func(txn *badger.Txn) error {
-			for _, k := range batch {
-				t, item, _ := strings.Cut(string(k[2:]), "\x00")
-				rec, err := getItem(txn, t, item)
-				if err != nil {
-					return err
-				}
-				id, err := seal.KeyID(rec.Sealed)
-				if err != nil {
-					return fmt.Errorf("store: rotate %s: %w", item, err)
-				}
-				if id == db.kr.primary.ID {
-					continue
-				}
-				old := db.kr.keys[id]
-				if old == nil {
-					return fmt.Errorf("%w: item %s is sealed with key %q", ErrKeyMismatch, item, id)
-				}
-				aad := tokenAAD(rec.Tenant, rec.User, rec.ItemID)
-				pt, err := old.Open(rec.Sealed, aad)
-				if err != nil {
-					return fmt.Errorf("%w: item %s: %w", ErrKeyMismatch, item, err)
-				}
-				if rec.Sealed, err = db.kr.primary.Seal(pt, aad); err != nil {
-					return err
-				}
-				b, err := json.Marshal(rec)
-				if err != nil {
-					return err
-				}
-				if err := txn.Set(k, b); err != nil {
-					return err
-				}
-				n++
-			}
-			return nil
-		})
-		if err != nil {
-			return n, err
-		}
-	}
-	// Only the primary seals records now.
-	err = db.update(func(txn *badger.Txn) error {
-		for id := range db.kr.keys {
-			if id != db.kr.primary.ID {
-				if err := txn.Delete([]byte("ku/" + id)); err != nil {
-					return err
-				}
-			}
-		}
-		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
-	})
-	return n, err
 }
 
 // badgerLogger sends Badger's logs to slog; info and debug are dropped.
