@@ -118,9 +118,20 @@ func Open(o Options) (*DB, error) {
 		WithNumCompactors(2).
 		WithNumVersionsToKeep(1).
 		WithMetricsEnabled(false)
-	bdb, err := badger.Open(bo)
+	if !o.InMemory {
+		if err := checkDir(o.Dir, bo, o.Logger); err != nil {
+			return nil, err
+		}
+	}
+	bdb, err := openBadger(bo)
 	if err != nil {
-		return nil, fmt.Errorf("store: open: %w", err)
+		return nil, fmt.Errorf("store: open %s: %w", o.Dir, err)
+	}
+	if !o.InMemory {
+		if err := writeMarker(o.Dir); err != nil {
+			bdb.Close()
+			return nil, fmt.Errorf("store: open %s: marker: %w", o.Dir, err)
+		}
 	}
 	db := &DB{
 		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
@@ -468,15 +479,3 @@ func (db *DB) DeleteItem(tenant, itemID string) error {
 		return nil
 	})
 }
-
-// badgerLogger sends Badger's logs to slog; info and debug are dropped.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any) {
-	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
-}
-func (b badgerLogger) Warningf(f string, a ...any) {
-	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
-}
-func (badgerLogger) Infof(string, ...any)  {}
-func (badgerLogger) Debugf(string, ...any) {}
