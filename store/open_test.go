@@ -46,7 +46,7 @@ func listDir(t *testing.T, dir string) []string {
 func TestOpenRefusesDataWithoutValidManifest(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, manifest string)
 	}{
 		{"deleted", func(t *testing.T, m string) {
