@@ -132,6 +132,8 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusInternalServerError, ed("store_corrupt", "a stored record failed its integrity check")
 	case errors.Is(err, store.ErrNoKey), errors.Is(err, store.ErrKeyMismatch): // records cannot be verified without the key
 		return http.StatusServiceUnavailable, ed("sealing_key_unavailable", "the sealing key is missing or wrong; the administrator must fix the keyring")
+	case errors.Is(err, store.ErrUnavailable): // Issue 9.12: disk full; 503 so clients and Plaid retry
+		return http.StatusServiceUnavailable, ed("store_unavailable", "storage is temporarily unavailable; try again")
 	case errors.Is(err, ErrStoreDown), errors.Is(err, store.ErrClosed):
 		return http.StatusServiceUnavailable, ed("store_unavailable", "storage is temporarily unavailable; try again")
 	case errors.Is(err, context.DeadlineExceeded):

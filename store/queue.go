@@ -160,6 +160,9 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 	res := make([]enqueueRes, len(batch))
 	now := db.now()
 	err := func() error {
+		if err := db.checkSpace(); err != nil {
+			return err
+		}
 		for attempt := 0; ; attempt++ {
 			txn := db.bdb.NewTransaction(true)
 			seen := map[string]bool{}
@@ -209,7 +212,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 			if errors.Is(err, badger.ErrConflict) && attempt < 5 {
 				continue
 			}
-			return err
+			return noSpace(err)
 		}
 	}()
 	for i, r := range batch {

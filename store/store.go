@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -69,24 +71,33 @@ type Options struct {
 	DedupeTTL time.Duration    // zero means 48h
 	MaxBatch  int              // group-commit batch cap; zero means 256
 	Now       func() time.Time // nil means time.Now
+	// MemTableSize is Badger's memtable size; zero means 16 MiB.
+	MemTableSize int64
+	// MinFreeBytes is the free space kept in reserve: writes are refused
+	// with ErrUnavailable below it (space.go). Zero means 10 memtables
+	// (160 MiB by default); negative disables the check.
+	MinFreeBytes int64
 }
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	bdb     *badger.DB
-	kr      *Keyring
-	keyErr  error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
-	log     *slog.Logger
-	now     func() time.Time
-	ttl     time.Duration
-	max     int
-	reqs    chan *enqueueReq
-	stop    chan struct{}
-	done    chan struct{}
-	closeMu sync.RWMutex
-	closed  bool
-	leaseMu sync.Mutex
-	ids     idGen
+	bdb      *badger.DB
+	kr       *Keyring
+	keyErr   error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	log      *slog.Logger
+	now      func() time.Time
+	ttl      time.Duration
+	max      int
+	reqs     chan *enqueueReq
+	stop     chan struct{}
+	done     chan struct{}
+	closeMu  sync.RWMutex
+	closed   bool
+	leaseMu  sync.Mutex
+	ids      idGen
+	dir      string
+	reserve  int64       // MinFreeBytes; 0 means no check
+	lowSpace atomic.Bool // logged once per transition
 }
 
 // Open opens (or creates) the store.
@@ -103,6 +114,15 @@ func Open(o Options) (*DB, error) {
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 256
 	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 16 << 20
+	}
+	switch {
+	case o.InMemory || o.MinFreeBytes < 0:
+		o.MinFreeBytes = 0
+	case o.MinFreeBytes == 0:
+		o.MinFreeBytes = defaultReserve(o.MemTableSize)
+	}
 	bo := badger.DefaultOptions(o.Dir)
 	if o.InMemory {
 		bo = badger.DefaultOptions("").WithInMemory(true)
@@ -110,7 +130,7 @@ func Open(o Options) (*DB, error) {
 	// Durable, and sized for a small machine: 16 MiB memtables, small caches.
 	bo = bo.WithSyncWrites(true).
 		WithLogger(badgerLogger{o.Logger}).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(3).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
@@ -118,6 +138,7 @@ func Open(o Options) (*DB, error) {
 		WithNumCompactors(2).
 		WithNumVersionsToKeep(1).
 		WithMetricsEnabled(false)
+	bo = bo.WithValueThreshold(min(bo.ValueThreshold, o.MemTableSize/10)) // Badger: at most 15% of a memtable
 	if !o.InMemory {
 		if err := checkDir(o.Dir, bo, o.Logger); err != nil {
 			return nil, err
@@ -128,7 +149,9 @@ func Open(o Options) (*DB, error) {
 		return nil, fmt.Errorf("store: open %s: %w", o.Dir, err)
 	}
 	if !o.InMemory {
-		if err := writeMarker(o.Dir); err != nil {
+		if err := writeMarker(o.Dir); errors.Is(err, syscall.ENOSPC) {
+			o.Logger.Warn("disk full: could not write the data directory marker; will retry at next start", "dir", o.Dir)
+		} else if err != nil {
 			bdb.Close()
 			return nil, fmt.Errorf("store: open %s: marker: %w", o.Dir, err)
 		}
@@ -136,6 +159,7 @@ func Open(o Options) (*DB, error) {
 	db := &DB{
 		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
 		reqs: make(chan *enqueueReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+		dir: o.Dir, reserve: o.MinFreeBytes,
 	}
 	if err := db.checkKeys(); err != nil {
 		bdb.Close()
@@ -162,12 +186,16 @@ func (db *DB) Close() error {
 	return nil
 }
 
-// Ping reports whether the store is usable.
+// Ping reports whether the store is usable: open, readable, and with free
+// space above the reserve (else ErrUnavailable).
 func (db *DB) Ping() error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed || db.bdb.IsClosed() {
 		return ErrClosed
+	}
+	if err := db.checkSpace(); err != nil {
+		return err
 	}
 	return db.bdb.View(func(*badger.Txn) error { return nil })
 }
@@ -240,10 +268,13 @@ func (db *DB) update(fn func(*badger.Txn) error) error {
 	if db.closed {
 		return ErrClosed
 	}
+	if err := db.checkSpace(); err != nil {
+		return err
+	}
 	for range 10 {
 		err := db.bdb.Update(fn)
 		if !errors.Is(err, badger.ErrConflict) {
-			return err
+			return noSpace(err)
 		}
 	}
 	return fmt.Errorf("store: too many conflicts")
