@@ -159,3 +159,44 @@ func TestQueueRecordFlipRefused(t *testing.T) {
 		t.Errorf("DecodeEntry(truncated) = %v; want ErrCorrupt", err)
 	}
 }
+
+// Issue 9.11: without the key that authenticated them, items are not served
+// unchecked.
+func TestItemsUnreadableWithoutTheirKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := open(t, dir, keyring(t, k1))
+	if err := db.SaveItem(item("t", "u", "a", "ins_1"), "access-a"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, c := range []struct {
+		name string
+		kr   *Keyring
+		want error
+	}{{"no key", nil, ErrNoKey}, {"wrong key", keyring(t, k1bad), ErrKeyMismatch}, {"other key", keyring(t, k2), ErrKeyMismatch}} {
+		db := open(t, dir, c.kr)
+		if its, err := db.Items("t", "u"); !errors.Is(err, c.want) {
+			t.Errorf("%s: Items = %+v, %v; want %v", c.name, its, err, c.want)
+		}
+		db.Close()
+	}
+}
+
+func FuzzOpenRecord(f *testing.F) {
+	kr, err := ParseKeyring(k1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	db := &DB{kr: kr}
+	bkey := []byte("i/t\x00a")
+	good := kr.authenticate(bkey, []byte(`{"item_id":"a"}`))
+	f.Add(good)
+	f.Add([]byte{authVersion, 2, 'k', '1'})
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		p, _, err := db.openRecord(bkey, rec)
+		if err == nil && !bytes.Equal(rec, good) && !bytes.Equal(kr.authenticate(bkey, p), rec) {
+			t.Fatalf("accepted a record the key did not make: %q", rec)
+		}
+	})
+}

@@ -133,8 +133,8 @@ func TestOpenTruncatedTableIsAnError(t *testing.T) {
 		db.Close()
 		t.Fatal("Open with a truncated table succeeded")
 	}
-	if msg := err.Error(); !strings.Contains(msg, dir) {
-		t.Errorf("Open error = %q; want it to name the directory", msg)
+	if msg := err.Error(); !strings.Contains(msg, dir) || !strings.Contains(msg, filepath.Base(ssts[0])) {
+		t.Errorf("Open error = %q; want it to name the directory and the table", msg)
 	}
 }
 
