@@ -217,6 +217,9 @@ func (db *DB) checkKeys() error {
 			it, err := txn.Get(ck)
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
+				if err := db.checkSpace(); err != nil {
+					return err // a write on a full disk would kill the process (space.go)
+				}
 				rec, err := k.Seal([]byte("safeclose-canary"), ck)
 				if err != nil {
 					return err
@@ -328,69 +331,6 @@ func (db *DB) SaveItem(it Item, accessToken string) error {
 		}
 		return nil
 	})
-}
-
-func ownerKey(itemID string) []byte { return []byte("x/" + itemID) }
-
-// owner reads and checks the owner index of itemID: "<tenant>\x00<user>".
-func (db *DB) owner(txn *badger.Txn, itemID string) ([]byte, error) {
-	xk := ownerKey(itemID)
-	it, err := txn.Get(xk)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	v, err := it.ValueCopy(nil)
-	if err != nil {
-		return nil, err
-	}
-	p, _, err := db.openRecord(xk, v)
-	if err != nil {
-		return nil, db.corrupt(err, "owner index", "", itemID)
-	}
-	return p, nil
-}
-
-// getItem reads and checks an item record. keyID is the key that
-// authenticated it.
-func (db *DB) getItem(txn *badger.Txn, tenant, itemID string) (rec itemRecord, keyID string, err error) {
-	ik := itemKey(tenant, itemID)
-	it, err := txn.Get(ik)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return rec, "", ErrNotFound
-	}
-	if err != nil {
-		return rec, "", err
-	}
-	v, err := it.ValueCopy(nil)
-	if err != nil {
-		return rec, "", err
-	}
-	p, keyID, err := db.openRecord(ik, v)
-	if err == nil {
-		err = json.Unmarshal(p, &rec)
-		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-		} else if rec.Tenant != tenant || rec.ItemID != itemID {
-			err = ErrCorrupt
-		}
-	}
-	if err != nil {
-		return itemRecord{}, "", db.corrupt(err, "item", tenant, itemID)
-	}
-	return rec, keyID, nil
-}
-
-// corrupt names the record in err and logs an integrity failure: such a
-// record is never served (RATIONALE.md "Why authenticate every record").
-func (db *DB) corrupt(err error, what, tenant, itemID string) error {
-	if errors.Is(err, ErrCorrupt) {
-		db.log.Error("stored record failed its integrity check; refusing to serve it (restore from backup or remove the item)",
-			"record", what, "tenant", tenant, "item_id", itemID)
-	}
-	return fmt.Errorf("store: %s %s: %w", what, itemID, err)
 }
 
 // Items lists a user's items, oldest first. Tokens are not included.
