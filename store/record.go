@@ -173,7 +173,7 @@ func (db *DB) getItem(txn *badger.Txn, tenant, itemID string) (rec itemRecord, k
 // record is never served (RATIONALE.md "Why authenticate every record").
 func (db *DB) corrupt(err error, what, tenant, itemID string) error {
 	if errors.Is(err, ErrCorrupt) {
-		db.log.Error("stored record failed its integrity check; refusing to serve it (restore from backup or remove the item)",
+		db.log.Error("stored record failed its integrity check; refusing to serve it (restore the data directory from a backup)",
 			"record", what, "tenant", tenant, "item_id", itemID)
 	}
 	return fmt.Errorf("store: %s %s: %w", what, itemID, err)
