@@ -3,6 +3,9 @@ package store
 import (
 	"bytes"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -54,10 +57,17 @@ func TestTamperedItemRecordRefused(t *testing.T) {
 		}
 		return txn.Set(itemKey("t", "i1"), w)
 	})
-	db = open(t, dir, keyring(t, k1))
+	var logs syncBuffer
+	db, err := Open(Options{Dir: dir, Keyring: keyring(t, k1), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer db.Close()
 	if it, err := db.Item("t", "i1"); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Item(tampered) = %+v, %v; want ErrCorrupt", it, err)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "item_id=i1") {
+		t.Errorf("integrity failure not logged with the item id:\n%s", out)
 	}
 	if its, err := db.Items("t", "alice"); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Items(tampered) = %+v, %v; want ErrCorrupt", its, err)
@@ -199,4 +209,22 @@ func FuzzOpenRecord(f *testing.F) {
 			t.Fatalf("accepted a record the key did not make: %q", rec)
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer safe for Badger's and our goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

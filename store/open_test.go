@@ -147,6 +147,16 @@ func TestBadgerLogsGoToSlog(t *testing.T) {
 	l.Warningf("w %d", 2)
 	l.Infof("i %d", 3)
 	l.Debugf("d %d", 4)
+	// And Open wires it: Badger's own lines reach our logger.
+	var logs syncBuffer
+	db, err := Open(Options{Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if !strings.Contains(logs.String(), `msg="badger: `) {
+		t.Errorf("no Badger log line reached the store's logger:\n%s", logs.String())
+	}
 	out := buf.String()
 	for _, want := range []string{`level=ERROR msg="badger: e 1"`, `level=WARN msg="badger: w 2"`, `level=DEBUG msg="badger: i 3"`, `level=DEBUG msg="badger: d 4"`} {
 		if !strings.Contains(out, want) {
