@@ -50,6 +50,7 @@ type envConfig struct {
 	tenantsFn  func(base, plaidURL string) []Tenant
 	webhookOpt WebhookOptions
 	logTo      io.Writer // default: discarded
+	memTable   int64     // store.Options.MemTableSize; zero: the store's default
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -98,7 +99,7 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 			t.Fatal(err)
 		}
 	}
-	db, err := store.Open(store.Options{Dir: e.dir, Keyring: kr})
+	db, err := store.Open(store.Options{Dir: e.dir, Keyring: kr, MemTableSize: c.memTable})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -128,6 +128,12 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusBadGateway, ed("upstream_unavailable", "the upstream application could not be reached")
 	case errors.Is(err, ErrKeyUnavailable):
 		return http.StatusServiceUnavailable, ed("key_unavailable", "the webhook verification key could not be fetched; retry later")
+	case errors.Is(err, store.ErrCorrupt): // Issue 9.11: never served; logged by the store with the item id
+		return http.StatusInternalServerError, ed("store_corrupt", "a stored record failed its integrity check")
+	case errors.Is(err, store.ErrNoKey), errors.Is(err, store.ErrKeyMismatch): // records cannot be verified without the key
+		return http.StatusServiceUnavailable, ed("sealing_key_unavailable", "the sealing key is missing or wrong; the administrator must fix the keyring")
+	case errors.Is(err, store.ErrUnavailable): // Issue 9.12: disk full; 503 so clients and Plaid retry
+		return http.StatusServiceUnavailable, ed("store_unavailable", "storage is temporarily unavailable; try again")
 	case errors.Is(err, ErrStoreDown), errors.Is(err, store.ErrClosed):
 		return http.StatusServiceUnavailable, ed("store_unavailable", "storage is temporarily unavailable; try again")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -14,7 +14,16 @@
 // Badger is imported here and nowhere else. store imports nothing from the
 // module but its own internal/seal.
 //
-// Key layout (all keys are prefixed, values JSON):
+//   - Item records and the owner index are authenticated (HMAC-SHA256,
+//     record.go) and verified on every read; queue records carry a length
+//     and a CRC-32C. A record that fails its check is ErrCorrupt, never served.
+//   - Open refuses a directory whose data Badger would drop or crash on
+//     (open.go), and writes are refused with ErrUnavailable while free space
+//     is below a reserve (space.go), since Badger's mmap'd files SIGBUS on a
+//     full disk.
+//
+// Key layout (all keys are prefixed; values JSON inside the envelopes of
+// record.go: authenticated for i/ and x/, CRC-framed for q/ and d/):
 //
 //	i/<tenant>\x00<item_id>          item (with sealed token)
 //	u/<tenant>\x00<user>\x00<item_id> user → item index (empty value)

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -16,11 +18,12 @@ import (
 type Keyring struct {
 	primary *seal.Key
 	keys    map[string]*seal.Key
+	macs    map[string][]byte // id → record MAC key, HKDF-derived from the sealing key
 }
 
 // NewKeyring builds a keyring from id → 32-byte key.
 func NewKeyring(primary string, keys map[string][]byte) (*Keyring, error) {
-	kr := &Keyring{keys: make(map[string]*seal.Key, len(keys))}
+	kr := &Keyring{keys: make(map[string]*seal.Key, len(keys)), macs: make(map[string][]byte, len(keys))}
 	for id, b := range keys {
 		if strings.ContainsAny(id, ":,/\x00 ") {
 			return nil, fmt.Errorf("store: key id %q: must not contain ':', ',', '/', spaces or NUL", id)
@@ -30,6 +33,10 @@ func NewKeyring(primary string, keys map[string][]byte) (*Keyring, error) {
 			return nil, fmt.Errorf("store: key %q: %w", id, err)
 		}
 		kr.keys[id] = k
+		// A separate key for record MACs, never the AES key itself (RATIONALE.md "Why authenticate every record").
+		if kr.macs[id], err = hkdf.Key(sha256.New, b, nil, "safeclose record mac v1", 32); err != nil {
+			return nil, fmt.Errorf("store: key %q: %w", id, err)
+		}
 	}
 	kr.primary = kr.keys[primary]
 	if kr.primary == nil {

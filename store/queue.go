@@ -32,12 +32,24 @@ type Entry struct {
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
 }
 
-// EncodeEntry and DecodeEntry are the queue record codec.
-func EncodeEntry(e Entry) ([]byte, error) { return json.Marshal(e) }
+// EncodeEntry and DecodeEntry are the queue record codec: JSON framed with
+// its length and CRC-32C (record.go).
+func EncodeEntry(e Entry) ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	return frame(b), nil
+}
 
-// DecodeEntry decodes a queue record; it rejects records without id or tenant.
+// DecodeEntry decodes a queue record; a record that fails its length or CRC
+// check is ErrCorrupt, and records without id or tenant are refused.
 func DecodeEntry(b []byte) (Entry, error) {
 	var e Entry
+	b, err := unframe(b)
+	if err != nil {
+		return Entry{}, fmt.Errorf("store: decode entry: %w", err)
+	}
 	if err := json.Unmarshal(b, &e); err != nil {
 		return Entry{}, fmt.Errorf("store: decode entry: %w", err)
 	}
@@ -148,6 +160,9 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 	res := make([]enqueueRes, len(batch))
 	now := db.now()
 	err := func() error {
+		if err := db.checkSpace(); err != nil {
+			return err
+		}
 		for attempt := 0; ; attempt++ {
 			txn := db.bdb.NewTransaction(true)
 			seen := map[string]bool{}
@@ -197,7 +212,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 			if errors.Is(err, badger.ErrConflict) && attempt < 5 {
 				continue
 			}
-			return err
+			return noSpace(err)
 		}
 	}()
 	for i, r := range batch {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -25,6 +27,7 @@ var (
 	ErrDuplicate   = errors.New("store: duplicate")
 	ErrClosed      = errors.New("store: closed")
 	ErrStaleLease  = errors.New("store: lease is no longer held")
+	ErrCorrupt     = errors.New("store: record failed its integrity check")
 )
 
 // ItemState is an item's health as Safeclose knows it.
@@ -68,24 +71,33 @@ type Options struct {
 	DedupeTTL time.Duration    // zero means 48h
 	MaxBatch  int              // group-commit batch cap; zero means 256
 	Now       func() time.Time // nil means time.Now
+	// MemTableSize is Badger's memtable size; zero means 16 MiB.
+	MemTableSize int64
+	// MinFreeBytes is the free space kept in reserve: writes are refused
+	// with ErrUnavailable below it (space.go). Zero means 10 memtables
+	// (160 MiB by default); negative disables the check.
+	MinFreeBytes int64
 }
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	bdb     *badger.DB
-	kr      *Keyring
-	keyErr  error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
-	log     *slog.Logger
-	now     func() time.Time
-	ttl     time.Duration
-	max     int
-	reqs    chan *enqueueReq
-	stop    chan struct{}
-	done    chan struct{}
-	closeMu sync.RWMutex
-	closed  bool
-	leaseMu sync.Mutex
-	ids     idGen
+	bdb      *badger.DB
+	kr       *Keyring
+	keyErr   error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	log      *slog.Logger
+	now      func() time.Time
+	ttl      time.Duration
+	max      int
+	reqs     chan *enqueueReq
+	stop     chan struct{}
+	done     chan struct{}
+	closeMu  sync.RWMutex
+	closed   bool
+	leaseMu  sync.Mutex
+	ids      idGen
+	dir      string
+	reserve  int64       // MinFreeBytes; 0 means no check
+	lowSpace atomic.Bool // logged once per transition
 }
 
 // Open opens (or creates) the store.
@@ -102,6 +114,15 @@ func Open(o Options) (*DB, error) {
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 256
 	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 16 << 20
+	}
+	switch {
+	case o.InMemory || o.MinFreeBytes < 0:
+		o.MinFreeBytes = 0
+	case o.MinFreeBytes == 0:
+		o.MinFreeBytes = defaultReserve(o.MemTableSize)
+	}
 	bo := badger.DefaultOptions(o.Dir)
 	if o.InMemory {
 		bo = badger.DefaultOptions("").WithInMemory(true)
@@ -109,7 +130,7 @@ func Open(o Options) (*DB, error) {
 	// Durable, and sized for a small machine: 16 MiB memtables, small caches.
 	bo = bo.WithSyncWrites(true).
 		WithLogger(badgerLogger{o.Logger}).
-		WithMemTableSize(16 << 20).
+		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(3).
 		WithBlockCacheSize(16 << 20).
 		WithIndexCacheSize(8 << 20).
@@ -117,13 +138,28 @@ func Open(o Options) (*DB, error) {
 		WithNumCompactors(2).
 		WithNumVersionsToKeep(1).
 		WithMetricsEnabled(false)
-	bdb, err := badger.Open(bo)
+	bo = bo.WithValueThreshold(min(bo.ValueThreshold, o.MemTableSize/10)) // Badger: at most 15% of a memtable
+	if !o.InMemory {
+		if err := checkDir(o.Dir, bo, o.Logger); err != nil {
+			return nil, err
+		}
+	}
+	bdb, err := openBadger(bo)
 	if err != nil {
-		return nil, fmt.Errorf("store: open: %w", err)
+		return nil, fmt.Errorf("store: open %s: %w", o.Dir, err)
+	}
+	if !o.InMemory {
+		if err := writeMarker(o.Dir); errors.Is(err, syscall.ENOSPC) {
+			o.Logger.Warn("disk full: could not write the data directory marker; will retry at next start", "dir", o.Dir)
+		} else if err != nil {
+			bdb.Close()
+			return nil, fmt.Errorf("store: open %s: marker: %w", o.Dir, err)
+		}
 	}
 	db := &DB{
 		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
 		reqs: make(chan *enqueueReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+		dir: o.Dir, reserve: o.MinFreeBytes,
 	}
 	if err := db.checkKeys(); err != nil {
 		bdb.Close()
@@ -150,12 +186,16 @@ func (db *DB) Close() error {
 	return nil
 }
 
-// Ping reports whether the store is usable.
+// Ping reports whether the store is usable: open, readable, and with free
+// space above the reserve (else ErrUnavailable).
 func (db *DB) Ping() error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed || db.bdb.IsClosed() {
 		return ErrClosed
+	}
+	if err := db.checkSpace(); err != nil {
+		return err
 	}
 	return db.bdb.View(func(*badger.Txn) error { return nil })
 }
@@ -177,6 +217,9 @@ func (db *DB) checkKeys() error {
 			it, err := txn.Get(ck)
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
+				if err := db.checkSpace(); err != nil {
+					return err // a write on a full disk would kill the process (space.go)
+				}
 				rec, err := k.Seal([]byte("safeclose-canary"), ck)
 				if err != nil {
 					return err
@@ -228,10 +271,13 @@ func (db *DB) update(fn func(*badger.Txn) error) error {
 	if db.closed {
 		return ErrClosed
 	}
+	if err := db.checkSpace(); err != nil {
+		return err
+	}
 	for range 10 {
 		err := db.bdb.Update(fn)
 		if !errors.Is(err, badger.ErrConflict) {
-			return err
+			return noSpace(err)
 		}
 	}
 	return fmt.Errorf("store: too many conflicts")
@@ -262,24 +308,21 @@ func (db *DB) SaveItem(it Item, accessToken string) error {
 	if err != nil {
 		return fmt.Errorf("store: save item: %w", err)
 	}
+	ik := itemKey(it.Tenant, it.ItemID)
 	owner := []byte(it.Tenant + "\x00" + it.User)
+	xk := ownerKey(it.ItemID)
 	return db.update(func(txn *badger.Txn) error {
-		xk := []byte("x/" + it.ItemID)
-		if cur, err := txn.Get(xk); err == nil {
-			v, err := cur.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(v, owner) {
+		if cur, err := db.owner(txn, it.ItemID); err == nil {
+			if !bytes.Equal(cur, owner) {
 				return fmt.Errorf("%w: item %s belongs to another owner", ErrDuplicate, it.ItemID)
 			}
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		} else if !errors.Is(err, ErrNotFound) {
 			return err
 		}
 		for _, kv := range [][2][]byte{
-			{itemKey(it.Tenant, it.ItemID), b},
+			{ik, db.kr.authenticate(ik, b)},
 			{userKey(it.Tenant, it.User, it.ItemID), nil},
-			{xk, owner},
+			{xk, db.kr.authenticate(xk, owner)},
 			{[]byte("ku/" + db.kr.primary.ID), nil},
 		} {
 			if err := txn.Set(kv[0], kv[1]); err != nil {
@@ -288,19 +331,6 @@ func (db *DB) SaveItem(it Item, accessToken string) error {
 		}
 		return nil
 	})
-}
-
-func getItem(txn *badger.Txn, tenant, itemID string) (itemRecord, error) {
-	var rec itemRecord
-	it, err := txn.Get(itemKey(tenant, itemID))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return rec, ErrNotFound
-	}
-	if err != nil {
-		return rec, err
-	}
-	err = it.Value(func(v []byte) error { return json.Unmarshal(v, &rec) })
-	return rec, err
 }
 
 // Items lists a user's items, oldest first. Tokens are not included.
@@ -314,9 +344,15 @@ func (db *DB) Items(tenant, user string) ([]Item, error) {
 		defer iter.Close()
 		for iter.Rewind(); iter.Valid(); iter.Next() {
 			itemID := string(iter.Item().Key()[len(opts.Prefix):])
-			rec, err := getItem(txn, tenant, itemID)
+			rec, _, err := db.getItem(txn, tenant, itemID)
+			if errors.Is(err, ErrNotFound) {
+				err = db.corrupt(ErrCorrupt, "user index", tenant, itemID)
+			}
 			if err != nil {
 				return err
+			}
+			if rec.User != user {
+				return db.corrupt(ErrCorrupt, "user index", tenant, itemID)
 			}
 			out = append(out, rec.Item)
 		}
@@ -330,7 +366,7 @@ func (db *DB) Items(tenant, user string) ([]Item, error) {
 func (db *DB) Item(tenant, itemID string) (Item, error) {
 	var rec itemRecord
 	err := db.view(func(txn *badger.Txn) (err error) {
-		rec, err = getItem(txn, tenant, itemID)
+		rec, _, err = db.getItem(txn, tenant, itemID)
 		return err
 	})
 	return rec.Item, err
@@ -340,7 +376,7 @@ func (db *DB) Item(tenant, itemID string) (Item, error) {
 func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 	var rec itemRecord
 	err := db.view(func(txn *badger.Txn) (err error) {
-		rec, err = getItem(txn, tenant, itemID)
+		rec, _, err = db.getItem(txn, tenant, itemID)
 		return err
 	})
 	if err != nil {
@@ -371,8 +407,11 @@ func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 // Tenant, User or ItemID.
 func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
 	var out Item
+	if db.keyErr != nil {
+		return out, db.keyErr // records are re-authenticated under the primary key
+	}
 	err := db.update(func(txn *badger.Txn) error {
-		rec, err := getItem(txn, tenant, itemID)
+		rec, _, err := db.getItem(txn, tenant, itemID)
 		if err != nil {
 			return err
 		}
@@ -387,7 +426,11 @@ func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, err
 			return err
 		}
 		out = it
-		return txn.Set(itemKey(tenant, itemID), b)
+		ik := itemKey(tenant, itemID)
+		if err := txn.Set(ik, db.kr.authenticate(ik, b)); err != nil {
+			return err
+		}
+		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
 	})
 	return out, err
 }
@@ -395,7 +438,7 @@ func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, err
 // DeleteItem removes an item and its indexes.
 func (db *DB) DeleteItem(tenant, itemID string) error {
 	return db.update(func(txn *badger.Txn) error {
-		rec, err := getItem(txn, tenant, itemID)
+		rec, _, err := db.getItem(txn, tenant, itemID)
 		if err != nil {
 			return err
 		}
@@ -407,94 +450,3 @@ func (db *DB) DeleteItem(tenant, itemID string) error {
 		return nil
 	})
 }
-
-// Rotate re-seals every item not sealed under the primary key, in batches.
-// Afterwards keys other than the primary can be removed from the keyring.
-func (db *DB) Rotate() (int, error) {
-	if db.keyErr != nil {
-		return 0, db.keyErr
-	}
-	var keys [][]byte
-	err := db.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte("i/")
-		iter := txn.NewIterator(opts)
-		defer iter.Close()
-		for iter.Rewind(); iter.Valid(); iter.Next() {
-			keys = append(keys, iter.Item().KeyCopy(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for start := 0; start < len(keys); start += 100 {
-		batch := keys[start:min(start+100, len(keys))]
-		err := db.update(func(txn *badger.Txn) error {
-			for _, k := range batch {
-				t, item, _ := strings.Cut(string(k[2:]), "\x00")
-				rec, err := getItem(txn, t, item)
-				if err != nil {
-					return err
-				}
-				id, err := seal.KeyID(rec.Sealed)
-				if err != nil {
-					return fmt.Errorf("store: rotate %s: %w", item, err)
-				}
-				if id == db.kr.primary.ID {
-					continue
-				}
-				old := db.kr.keys[id]
-				if old == nil {
-					return fmt.Errorf("%w: item %s is sealed with key %q", ErrKeyMismatch, item, id)
-				}
-				aad := tokenAAD(rec.Tenant, rec.User, rec.ItemID)
-				pt, err := old.Open(rec.Sealed, aad)
-				if err != nil {
-					return fmt.Errorf("%w: item %s: %w", ErrKeyMismatch, item, err)
-				}
-				if rec.Sealed, err = db.kr.primary.Seal(pt, aad); err != nil {
-					return err
-				}
-				b, err := json.Marshal(rec)
-				if err != nil {
-					return err
-				}
-				if err := txn.Set(k, b); err != nil {
-					return err
-				}
-				n++
-			}
-			return nil
-		})
-		if err != nil {
-			return n, err
-		}
-	}
-	// Only the primary seals records now.
-	err = db.update(func(txn *badger.Txn) error {
-		for id := range db.kr.keys {
-			if id != db.kr.primary.ID {
-				if err := txn.Delete([]byte("ku/" + id)); err != nil {
-					return err
-				}
-			}
-		}
-		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
-	})
-	return n, err
-}
-
-// badgerLogger sends Badger's logs to slog; info and debug are dropped.
-type badgerLogger struct{ l *slog.Logger }
-
-func (b badgerLogger) Errorf(f string, a ...any) {
-	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
-}
-func (b badgerLogger) Warningf(f string, a ...any) {
-	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
-}
-func (badgerLogger) Infof(string, ...any)  {}
-func (badgerLogger) Debugf(string, ...any) {}

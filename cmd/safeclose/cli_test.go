@@ -147,7 +147,7 @@ func TestKeysRotateCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"keys", "rotate", "-config", cfg}, &out, io.Discard); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
-	if !strings.Contains(out.String(), "re-sealed 5 items") {
+	if !strings.Contains(out.String(), "re-sealed and re-authenticated 5 items") {
 		t.Errorf("rotate said %q", out.String())
 	}
 	kr2, _ := store.ParseKeyring(nk) // the old key is retired

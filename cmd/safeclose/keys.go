@@ -48,7 +48,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return fmt.Errorf("rotate (%d items re-sealed before the error): %w", n, err)
 		}
-		fmt.Fprintf(stdout, "re-sealed %d items under the primary key; the other keys can now be retired from the keyring\n", n)
+		fmt.Fprintf(stdout, "re-sealed and re-authenticated %d items under the primary key; the other keys can now be retired from the keyring\n", n)
 		return nil
 	}
 	return fmt.Errorf("unknown keys subcommand %q", args[0])
