@@ -43,13 +43,26 @@ func (s *Server) CompleteLink(linkToken, institutionID, username string) (string
 		it.LoginRequired = false
 		pt := &publicToken{Token: "public-" + s.o.Environment + "-" + s.uuid(), ItemID: it.ItemID, CreatedAt: s.now()}
 		s.st.PublicTokens[pt.Token] = pt
+		s.addSessionLocked(lt, pt.Token, it.InstitutionID)
 		_ = s.saveLocked()
 		return pt.Token, nil
 	}
 	if !insRE.MatchString(institutionID) {
 		return "", ErrInstitution
 	}
-	return s.newItem(institutionID, lt.Products, lt.Webhook), nil
+	pt := s.newItem(institutionID, lt.Products, lt.Webhook)
+	s.addSessionLocked(lt, pt, institutionID)
+	_ = s.saveLocked()
+	return pt, nil
+}
+
+// addSessionLocked records a finished Link session on its link token, so
+// /link/token/get reports the public token it produced; s.mu must be held.
+func (s *Server) addSessionLocked(lt *linkToken, publicToken, institutionID string) {
+	now := s.now()
+	lt.Sessions = append(lt.Sessions, &linkSession{
+		ID: s.uuid(), StartedAt: now, FinishedAt: now, PublicToken: publicToken, InstitutionID: institutionID,
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
