@@ -97,11 +97,12 @@ func (db *DB) PendingExchanges() ([]Intent, error) {
 }
 
 // OrphanIntent turns an unresolved intent into a lost_exchange orphan in one
-// transaction. detail says what happened; it must not hold secrets.
-func (db *DB) OrphanIntent(in Intent, detail string) error {
+// transaction. itemID is "" when Plaid's answer was never seen. detail says
+// what happened; it must not hold secrets.
+func (db *DB) OrphanIntent(in Intent, itemID, detail string) error {
 	now := db.now().UTC()
 	o := Orphan{
-		Kind: OrphanLostExchange, Tenant: in.Tenant, User: in.User, LinkTokenHash: in.LinkTokenHash,
+		Kind: OrphanLostExchange, Tenant: in.Tenant, User: in.User, ItemID: itemID, LinkTokenHash: in.LinkTokenHash,
 		IntentID: in.ID, Detail: detail, FirstSeen: in.CreatedAt, LastSeen: now, Count: 1,
 	}
 	b, err := json.Marshal(o)

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -186,4 +187,17 @@ func (s *Server) serveEmu(w http.ResponseWriter, r *http.Request) {
 var faultNames = map[string]Fault{
 	"": FaultNone, "none": FaultNone, "duplicate": FaultDuplicate, "wrong_key": FaultWrongKey,
 	"wrong_alg": FaultWrongAlg, "stale_iat": FaultStaleIAT, "tampered_body": FaultTamperedBody, "unknown_kid": FaultUnknownKid,
+}
+
+// ItemIDs lists the items that exist (were made by Link and not removed),
+// for tests and the admin: it shows what Plaid would bill for.
+func (s *Server) ItemIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.st.Items))
+	for id := range s.st.Items {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }
