@@ -229,8 +229,7 @@ var errTestCrash = errors.New("test: process killed here")
 
 // Issue 9.7: a crash between Plaid's exchange and the save (simulated by the
 // fault hook) leaves an intent that the next start reports as an orphan,
-// with a metric and a log line; a webhook for the item nobody holds is
-// reported too.
+// with a metric and a log line.
 func TestExchangeCrashIsReportedAsOrphan(t *testing.T) {
 	t.Parallel()
 	sim, simTS := newSim(t)
@@ -253,6 +252,9 @@ func TestExchangeCrashIsReportedAsOrphan(t *testing.T) {
 
 	logw := &syncWriter{w: &bytes.Buffer{}}
 	e2 := startEnv(t, envConfig{sim: sim, dir: dir, plaidURL: simTS.URL, logTo: logw})
+	if r := e2.do("GET", "t1.test", pathStatus, "alice-key", nil); r.json(t)["linked"] != false {
+		t.Errorf("status after the crash = %s, want nothing linked", r.body)
+	}
 	os, err := e2.db.Orphans()
 	if err != nil || len(os) != 1 || os[0].Kind != store.OrphanLostExchange || os[0].User != "alice" || os[0].Tenant != "t1" {
 		t.Fatalf("orphans after restart = %+v, %v", os, err)
@@ -270,33 +272,11 @@ func TestExchangeCrashIsReportedAsOrphan(t *testing.T) {
 		t.Errorf("no orphan log line in %s", logw.String())
 	}
 
-	// Plaid made the item; a webhook for it names an item nobody holds.
-	ids := sim.ItemIDs()
-	if len(ids) != 1 {
-		t.Fatalf("items at Plaid = %v", ids)
-	}
-	res, err := simTS.Client().Post(simTS.URL+"/__emu/item/reset_login", "application/json",
-		strings.NewReader(`{"item_id":"`+ids[0]+`"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	eventually(t, "unknown-item orphan", func() bool {
-		os, _ := e2.db.Orphans()
-		for _, o := range os {
-			if o.Kind == store.OrphanUnknownItem && o.ItemID == ids[0] && o.Tenant == "t1" {
-				return true
-			}
-		}
-		return false
-	})
-	if got := testutil.ToFloat64(e2.srv.metrics.orphans); got != 2 {
-		t.Errorf("safeclose_orphan_items = %v, want 2", got)
-	}
 }
 
 // Issue 9.7: a lost answer from /item/public_token/exchange (timeout after
-// Plaid made the item) is reported at once, without a restart.
+// Plaid made the item) is reported at once, without a restart; a webhook
+// for the item nobody holds is reported with its item_id.
 func TestExchangeLostAnswerIsReportedAsOrphan(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, envConfig{exchangeFault: func(stage string) error {
@@ -321,6 +301,30 @@ func TestExchangeLostAnswerIsReportedAsOrphan(t *testing.T) {
 	if got := testutil.ToFloat64(e.srv.metrics.orphans); got != 1 {
 		t.Errorf("safeclose_orphan_items = %v, want 1", got)
 	}
+
+	// Plaid made the item; a webhook for it names an item nobody holds.
+	ids := e.sim.ItemIDs()
+	if len(ids) != 1 {
+		t.Fatalf("items at Plaid = %v", ids)
+	}
+	res, err := e.simTS.Client().Post(e.simTS.URL+"/__emu/item/reset_login", "application/json",
+		strings.NewReader(`{"item_id":"`+ids[0]+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	eventually(t, "unknown-item orphan", func() bool {
+		os, _ := e.db.Orphans()
+		for _, o := range os {
+			if o.Kind == store.OrphanUnknownItem && o.ItemID == ids[0] && o.Tenant == "t1" {
+				return true
+			}
+		}
+		return false
+	})
+	if got := testutil.ToFloat64(e.srv.metrics.orphans); got != 2 {
+		t.Errorf("safeclose_orphan_items = %v, want 2", got)
+	}
 }
 
 // Issue 9.7: the sealed token is saved before anything else after the
@@ -343,6 +347,9 @@ func TestExchangeSavesBeforeItemGet(t *testing.T) {
 	e.do("POST", "t1.test", pathExchange, "alice-key", e.exchangeBody(pub, lt))
 	e.stop()
 	e2 := startEnv(t, envConfig{sim: sim, dir: dir, plaidURL: simTS.URL})
+	if r := e2.do("GET", "t1.test", pathStatus, "alice-key", nil); r.json(t)["linked"] != true {
+		t.Errorf("status after the crash = %s, want the item linked", r.body)
+	}
 	items, _ := e2.db.Items("t1", "alice")
 	if len(items) != 1 || !slices.Equal(sim.ItemIDs(), []string{items[0].ItemID}) {
 		t.Fatalf("items = %+v, at Plaid %v", items, sim.ItemIDs())
