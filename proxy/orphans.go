@@ -24,7 +24,7 @@ func (s *Server) orphanIntent(in store.Intent, itemID, detail string) {
 	}
 	s.log.Error("orphan item: Plaid may hold an item no user has; see `safeclose items orphans`",
 		"tenant", in.Tenant, "user", in.User, "item_id", itemID, "intent", in.ID, "detail", detail)
-	s.countOrphans()
+	s.metrics.orphans.Inc()
 }
 
 // recordUnknownItem reports a webhook for an item no user holds.
@@ -40,13 +40,17 @@ func (s *Server) recordUnknownItem(tenant, itemID, event string) {
 	if fresh {
 		s.log.Error("orphan item: a webhook names an item no user holds; see `safeclose items orphans`",
 			"tenant", tenant, "item_id", itemID, "event", event)
-		s.countOrphans()
+		s.metrics.orphans.Inc()
 	}
 }
 
 // reportPendingIntents turns the intents a previous process left (it died
 // inside an exchange) into orphans. It runs in New, before any request.
+// The gauge starts from the stored count and goes up as orphans are found.
 func (s *Server) reportPendingIntents() {
+	if os, err := s.db.Orphans(); err == nil {
+		s.metrics.orphans.Set(float64(len(os)))
+	}
 	ins, err := s.db.PendingExchanges()
 	if err != nil {
 		s.log.Error("exchange intents unreadable", "err", err)
@@ -54,13 +58,4 @@ func (s *Server) reportPendingIntents() {
 	for _, in := range ins {
 		s.orphanIntent(in, "", "the process stopped inside an exchange")
 	}
-	s.countOrphans()
-}
-
-func (s *Server) countOrphans() {
-	os, err := s.db.Orphans()
-	if err != nil {
-		return
-	}
-	s.metrics.orphans.Set(float64(len(os)))
 }

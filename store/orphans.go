@@ -117,35 +117,38 @@ func (db *DB) OrphanIntent(in Intent, itemID, detail string) error {
 	})
 }
 
-// RecordOrphan records (or counts again) an orphan. Orphans with an item id
-// are kept once per tenant and item. It reports whether the orphan is new.
+// RecordOrphan records an orphan once per tenant and item (or intent): a
+// repeat is a cheap read that changes nothing. It reports whether the orphan
+// is new.
 func (db *DB) RecordOrphan(o Orphan) (bool, error) {
 	if o.Tenant == "" || (o.ItemID == "" && o.IntentID == "") || strings.ContainsRune(o.Tenant+o.ItemID, 0) {
 		return false, errors.New("store: record orphan: tenant and item_id or intent_id are required")
 	}
-	now := db.now().UTC()
 	k := orphanKey(o)
+	seen := func(txn *badger.Txn) (bool, error) {
+		_, err := txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	var known bool
+	if err := db.view(func(txn *badger.Txn) (err error) { known, err = seen(txn); return err }); err != nil || known {
+		return false, err
+	}
+	now := db.now().UTC()
+	o.FirstSeen, o.LastSeen, o.Count = now, now, 1
+	b, err := json.Marshal(o)
+	if err != nil {
+		return false, err
+	}
 	fresh := false
-	err := db.update(func(txn *badger.Txn) error {
-		cur := o
-		it, err := txn.Get(k)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			fresh = true
-			cur.FirstSeen, cur.Count = now, 0
-		case err != nil:
-			return err
-		default:
-			if err := it.Value(func(v []byte) error { return json.Unmarshal(v, &cur) }); err != nil {
-				return err
-			}
-		}
-		cur.LastSeen = now
-		cur.Count++
-		b, err := json.Marshal(cur)
-		if err != nil {
+	err = db.update(func(txn *badger.Txn) error {
+		known, err := seen(txn)
+		if err != nil || known {
 			return err
 		}
+		fresh = true
 		return txn.Set(k, b)
 	})
 	return fresh, err
