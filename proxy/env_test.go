@@ -51,6 +51,8 @@ type envConfig struct {
 	webhookOpt WebhookOptions
 	logTo      io.Writer // default: discarded
 	memTable   int64     // store.Options.MemTableSize; zero: the store's default
+	// exchangeFault is Options.exchangeFault (Issue 9.7 crash tests).
+	exchangeFault func(stage string) error
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -133,6 +135,7 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 	srv, err := New(Options{
 		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), Webhooks: wo,
+		exchangeFault: c.exchangeFault,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,9 @@ var (
 	ErrNoUpstream      = errors.New("proxy: no upstream configured")
 	ErrStoreDown       = errors.New("proxy: store unavailable")
 	ErrKeyUnavailable  = errors.New("proxy: webhook verification key unavailable")
+	// ErrLinkSession: the public token did not come from a Link session the
+	// caller started (Issue 9.6).
+	ErrLinkSession = errors.New("proxy: public token is not from the caller's link session")
 )
 
 // badRequestError is invalid client input; its message is safe to show.
@@ -110,6 +113,8 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusServiceUnavailable, ed("auth_unavailable", "authentication is temporarily unavailable")
 	case errors.Is(err, ErrUnknownHost):
 		return http.StatusNotFound, ed("unknown_host", "no tenant serves this host")
+	case errors.Is(err, ErrLinkSession):
+		return http.StatusForbidden, ed("link_session_mismatch", "this public_token did not come from a Link session started by this user; get a link_token from /api/plaid/link-token and run Link again")
 	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, ed("not_found", "not found")
 	case errors.Is(err, ErrMethod):

@@ -18,6 +18,7 @@ type metrics struct {
 	forwards      *prometheus.CounterVec
 	persistFailed *prometheus.CounterVec
 	queueDepth    prometheus.Gauge
+	orphans       prometheus.Gauge
 	intakeSeconds prometheus.Histogram
 
 	mu      sync.Mutex
@@ -57,6 +58,9 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "safeclose_webhook_queue_depth", Help: "Webhook entries waiting or leased (sampled by the workers).",
 		}),
+		orphans: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "safeclose_orphan_items", Help: "Possibly billable Plaid items nobody holds (`safeclose items orphans` lists them).",
+		}),
 		intakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "safeclose_webhook_intake_seconds", Help: "Time from webhook arrival to its durable 200.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
@@ -65,7 +69,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		reg:     reg,
 	}
 	reg.MustRegister(m.requests, m.authFailures, m.webhooksIn, m.webhooksDone, m.forwards,
-		m.persistFailed, m.queueDepth, m.intakeSeconds)
+		m.persistFailed, m.queueDepth, m.intakeSeconds, m.orphans)
 	return m
 }
 

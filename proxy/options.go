@@ -34,6 +34,12 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// exchangeFault, when set (tests only), is called at each stage of an
+	// exchange (faultExchanged, faultSaved); an error it returns is treated
+	// as that stage's outcome, so tests can simulate a lost answer or a
+	// crash (errors other than Plaid's abort the request as a crash would).
+	exchangeFault func(stage string) error
 }
 
 // WebhookOptions tune the durable webhook pipeline.

@@ -76,6 +76,28 @@ func (c *plaidClient) exchange(ctx context.Context, publicToken string) (accessT
 	return resp.GetAccessToken(), resp.GetItemId(), nil
 }
 
+// linkPublicTokens asks /link/token/get which public tokens a link token's
+// Link sessions produced (results.item_add_results, and the deprecated
+// on_success for legacy integrations).
+func (c *plaidClient) linkPublicTokens(ctx context.Context, linkToken string) ([]string, error) {
+	resp, hr, err := c.api.PlaidApi.LinkTokenGet(ctx).LinkTokenGetRequest(*plaid.NewLinkTokenGetRequest(linkToken)).Execute()
+	if err != nil {
+		return nil, plaidErr("link/token/get", hr, err)
+	}
+	var out []string
+	for _, ls := range resp.GetLinkSessions() {
+		if r, ok := ls.GetResultsOk(); ok && r != nil {
+			for _, a := range r.GetItemAddResults() {
+				out = append(out, a.GetPublicToken())
+			}
+		}
+		if os, ok := ls.GetOnSuccessOk(); ok && os != nil && os.GetPublicToken() != "" {
+			out = append(out, os.GetPublicToken())
+		}
+	}
+	return out, nil
+}
+
 // itemInfo is what /item/get tells us.
 type itemInfo struct {
 	InstitutionID string

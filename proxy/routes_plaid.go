@@ -22,6 +22,9 @@ type linkTokenRequest struct {
 // exchangeRequest is the body of POST /api/plaid/exchange.
 type exchangeRequest struct {
 	PublicToken string `json:"public_token"`
+	// LinkToken, optional, names the link token whose Link session made
+	// PublicToken; without it the caller's recent link tokens are searched.
+	LinkToken string `json:"link_token"`
 }
 
 // decodeBody decodes a small JSON object strictly: one object, known fields,
@@ -84,6 +87,14 @@ func (s *Server) linkToken(ctx *fasthttp.RequestCtx, tn *tenant, id Identity) er
 	if err != nil {
 		return err
 	}
+	// Issue 9.6: bind the Link session to this tenant and user, durably,
+	// before the token leaves: an exchange checks the binding.
+	if err := s.db.SaveLinkSession(store.LinkSession{
+		Tenant: tn.Name, User: id.Subject, LinkToken: tok, ItemID: req.ItemID,
+		CreatedAt: s.now().UTC(), Expiration: exp.UTC(),
+	}); err != nil {
+		return fmt.Errorf("%w: save link session: %w", ErrStoreDown, err)
+	}
 	out := struct {
 		LinkToken  string    `json:"link_token"`
 		Expiration time.Time `json:"expiration"`
@@ -95,106 +106,6 @@ func (s *Server) linkToken(ctx *fasthttp.RequestCtx, tn *tenant, id Identity) er
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
 	return nil
-}
-
-type exchangeResponse struct {
-	ItemID        string  `json:"item_id"`
-	InstitutionID *string `json:"institution_id"`
-	Persisted     bool    `json:"persisted"`
-	PersistHint   *string `json:"persist_hint"`
-}
-
-func (s *Server) exchange(ctx *fasthttp.RequestCtx, tn *tenant, id Identity) error {
-	var req exchangeRequest
-	if err := decodeBody(ctx.PostBody(), &req, false); err != nil {
-		return err
-	}
-	switch {
-	case req.PublicToken == "":
-		return badRequest("missing_public_token", "public_token is required")
-	case len(req.PublicToken) > 256 || !strings.HasPrefix(req.PublicToken, "public-"):
-		return badRequest("invalid_public_token", "public_token is not a Plaid public token")
-	}
-	pctx, cancel := s.plaidCtx()
-	defer cancel()
-	accessToken, itemID, err := tn.plaid.exchange(pctx, req.PublicToken)
-	if err != nil {
-		return err
-	}
-	// From here on we hold a billable item: it is either stored or removed.
-	info, err := tn.plaid.itemGet(pctx, accessToken)
-	if err != nil {
-		s.log.Warn("item/get after exchange failed; storing without institution", "tenant", tn.Name, "item_id", itemID, "err", err)
-	}
-	resp := exchangeResponse{ItemID: itemID}
-	if info.InstitutionID != "" {
-		inst := info.InstitutionID
-		resp.InstitutionID = &inst
-	}
-	if info.InstitutionID != "" {
-		existing, err := s.db.Items(tn.Name, id.Subject)
-		if err == nil {
-			for _, it := range existing {
-				if it.InstitutionID == info.InstitutionID && it.State != store.StateRevoked {
-					s.removeAtPlaid(tn, accessToken, itemID, "duplicate institution")
-					return &conflictError{
-						code:   "duplicate_institution",
-						msg:    "this user already has a linked item at this institution; use update mode on it instead",
-						itemID: it.ItemID,
-					}
-				}
-			}
-		}
-	}
-	now := s.now().UTC()
-	state := store.StateOK
-	if info.ErrorCode == "ITEM_LOGIN_REQUIRED" {
-		state = store.StateLoginRequired
-	}
-	err = s.db.SaveItem(store.Item{
-		Tenant: tn.Name, User: id.Subject, ItemID: itemID, InstitutionID: info.InstitutionID,
-		State: state, CreatedAt: now, UpdatedAt: now,
-	}, accessToken)
-	if err != nil {
-		reason, hint := persistHint(err)
-		tn.m.m.persistFailed.WithLabelValues(tn.Name, reason).Inc()
-		s.log.Error("access token not persisted; removing the item at Plaid",
-			"tenant", tn.Name, "item_id", itemID, "reason", reason, "err", err)
-		s.removeAtPlaid(tn, accessToken, itemID, reason)
-		resp.PersistHint = &hint
-		writeJSON(ctx, fasthttp.StatusOK, resp)
-		return nil
-	}
-	resp.Persisted = true
-	s.log.Info("item linked", "tenant", tn.Name, "item_id", itemID, "institution_id", info.InstitutionID)
-	writeJSON(ctx, fasthttp.StatusOK, resp)
-	return nil
-}
-
-// persistHint tells the admin what to do when a token could not be saved.
-func persistHint(err error) (reason, hint string) {
-	switch {
-	case errors.Is(err, store.ErrNoKey):
-		return "no_key", "no encryption key is configured: set the keyring named by `keys` in the config (e.g. SAFECLOSE_KEYS=id:base64-32-bytes; `safeclose keys gen` makes one) and restart; the user must link again"
-	case errors.Is(err, store.ErrKeyMismatch):
-		return "key_mismatch", "the configured encryption key does not match the stored data (wrong or rotated-out key): restore the previous key as a secondary in the keyring and restart; the user must link again"
-	case errors.Is(err, store.ErrDuplicate):
-		return "duplicate_item", "this item_id is already stored for another user; investigate before relinking"
-	case errors.Is(err, store.ErrClosed):
-		return "store_closed", "the store is closed (shutting down or failed): check the data directory and restart; the user must link again"
-	}
-	return "store_error", "the store refused the write (disk full, permissions or corruption?): check the logs and the data directory; the user must link again"
-}
-
-// removeAtPlaid removes an item we will not keep, so nothing billable is orphaned.
-func (s *Server) removeAtPlaid(tn *tenant, accessToken, itemID, why string) {
-	ctx, cancel := s.plaidCtx()
-	defer cancel()
-	if err := tn.plaid.itemRemove(ctx, accessToken); err != nil {
-		s.log.Error("could not remove unkept item at Plaid: remove it by hand", "tenant", tn.Name, "item_id", itemID, "why", why, "err", err)
-		return
-	}
-	s.log.Info("removed unkept item at Plaid", "tenant", tn.Name, "item_id", itemID, "why", why)
 }
 
 type statusItem struct {

@@ -4,6 +4,9 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/store"
 )
 
 func TestLinkExchangeStatusHappyPath(t *testing.T) {
@@ -151,9 +154,11 @@ func TestUnknownHost(t *testing.T) {
 func TestPlaidErrorsLeaveNothingHalfSaved(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, envConfig{})
+	// Issue 9.6: a public token no Link session of the caller produced is
+	// refused before Plaid is asked to exchange it.
 	r := e.do("POST", "t1.test", pathExchange, "alice-key", []byte(`{"public_token":"public-sandbox-00000000-0000-0000-0000-000000000000"}`))
-	if r.status != 400 || r.errCode(t) != "invalid_public_token" {
-		t.Errorf("unknown public token = %d %s, want 400 invalid_public_token", r.status, r.body)
+	if r.status != 403 || r.errCode(t) != "link_session_mismatch" {
+		t.Errorf("unknown public token = %d %s, want 403 link_session_mismatch", r.status, r.body)
 	}
 
 	// A public token is single-use.
@@ -184,6 +189,12 @@ func TestPlaidDown(t *testing.T) {
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
 	e := startEnv(t, envConfig{plaidURL: dead})
+	// A link session, so the exchange reaches Plaid (/link/token/get).
+	now := time.Now()
+	if err := e.db.SaveLinkSession(store.LinkSession{Tenant: "t1", User: "alice", LinkToken: "link-sandbox-x",
+		CreatedAt: now, Expiration: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	for path, body := range map[string]string{pathLinkToken: `{}`, pathExchange: `{"public_token":"public-sandbox-1"}`} {
 		r := e.do("POST", "t1.test", path, "alice-key", []byte(body))
 		if r.status != 502 || r.errCode(t) != "plaid_unavailable" {

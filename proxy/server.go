@@ -122,6 +122,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.table.Store(t)
+	s.reportPendingIntents() // Issue 9.7
 	s.fs = &fasthttp.Server{
 		Handler:                       s.handle,
 		Name:                          "safeclose",

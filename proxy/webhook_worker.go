@@ -134,6 +134,7 @@ func (s *Server) process(e store.Entry) error {
 	} else {
 		s.log.Info("webhook for an item we do not hold", "tenant", tn.Name, "item_id", ev.ItemID,
 			"event", ev.WebhookType+"/"+ev.WebhookCode)
+		s.recordUnknownItem(tn.Name, ev.ItemID, ev.WebhookType+"/"+ev.WebhookCode) // Issue 9.7
 	}
 
 	payload := e.Body

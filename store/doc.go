@@ -34,4 +34,8 @@
 //	d/<entry id>                     dead-lettered webhook
 //	w/<entry id>                     done mark (TTL)
 //	m/<tenant>\x00<sha256>           dedupe marker (TTL)
+//	lk/<link token hash>             link session: tenant, user, link token (TTL: expiry + 6h)
+//	lu/<tenant>\x00<user>\x00<created><hash>  user → link session index (TTL)
+//	ei/<intent id>                   exchange intent, pending until the token is saved
+//	o/<tenant>\x00<item_id|intent:id>  orphan: a Plaid item that may exist with no holder
 package store

@@ -92,7 +92,9 @@ func (db *DB) openRecord(bkey, rec []byte) ([]byte, string, error) {
 	return payload, id, nil
 }
 
-// frame wraps a queue record with its length and CRC-32C.
+// frame wraps a record we write and read ourselves (queue entries, Link
+// sessions, intents, orphans) with its length and CRC-32C, so a flipped byte
+// or a truncation is refused rather than misparsed (Issue 9.11).
 func frame(payload []byte) []byte {
 	out := make([]byte, 9, 9+len(payload))
 	out[0] = checkedVersion
@@ -104,14 +106,14 @@ func frame(payload []byte) []byte {
 // unframe checks a framed record and returns its payload.
 func unframe(rec []byte) ([]byte, error) {
 	if len(rec) < 9 || rec[0] != checkedVersion {
-		return nil, fmt.Errorf("%w: not a queue record", ErrCorrupt)
+		return nil, fmt.Errorf("%w: not a framed record", ErrCorrupt)
 	}
 	p := rec[9:]
 	if binary.BigEndian.Uint32(rec[1:5]) != uint32(len(p)) {
-		return nil, fmt.Errorf("%w: queue record length", ErrCorrupt)
+		return nil, fmt.Errorf("%w: record length", ErrCorrupt)
 	}
 	if binary.BigEndian.Uint32(rec[5:9]) != crc32.Checksum(p, castagnoli) {
-		return nil, fmt.Errorf("%w: queue record checksum", ErrCorrupt)
+		return nil, fmt.Errorf("%w: record checksum", ErrCorrupt)
 	}
 	return p, nil
 }
@@ -177,4 +179,13 @@ func (db *DB) corrupt(err error, what, tenant, itemID string) error {
 			"record", what, "tenant", tenant, "item_id", itemID)
 	}
 	return fmt.Errorf("store: %s %s: %w", what, itemID, err)
+}
+
+// unmarshalFramed checks a framed record and decodes its JSON payload.
+func unmarshalFramed(rec []byte, v any) error {
+	p, err := unframe(rec)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(p, v)
 }

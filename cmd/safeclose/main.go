@@ -8,6 +8,7 @@
 //	safeclose keys rotate|gen  manage the token-sealing keyring
 //	safeclose webhook verify   check a Plaid webhook signature offline
 //	safeclose webhooks list|replay  inspect and replay dead-lettered webhooks
+//	safeclose items orphans    list Plaid items that may exist with no user holding them
 package main
 
 import (
@@ -51,8 +52,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runWebhook(ctx, args, stdout, stderr)
 	case "webhooks":
 		return runWebhooks(ctx, args, stdout, stderr)
+	case "items":
+		return runItems(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: safeclose [serve|sandbox|plugin|keys|webhook|webhooks] [flags]")
+		fmt.Fprintln(stdout, "usage: safeclose [serve|sandbox|plugin|keys|webhook|webhooks|items] [flags]")
 		return nil
 	default:
 		return fmt.Errorf("unknown subcommand %q (try: safeclose help)", cmd)

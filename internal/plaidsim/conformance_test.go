@@ -223,6 +223,11 @@ func TestResponsesConformToPlaidSpec(t *testing.T) {
 		}
 	}
 	must(api.LinkTokenGet(ctx).LinkTokenGetRequest(*plaid.NewLinkTokenGetRequest(lt.GetLinkToken())).Execute())
+	// Issue 9.6: link_sessions with item_add_results conform too.
+	if _, err := e.sim.CompleteLink(lt.GetLinkToken(), "ins_109508", ""); err != nil {
+		t.Fatal(err)
+	}
+	must(api.LinkTokenGet(ctx).LinkTokenGetRequest(*plaid.NewLinkTokenGetRequest(lt.GetLinkToken())).Execute())
 	up := linkReq("u")
 	up.SetAccessToken(at)
 	ut, _, err := api.LinkTokenCreate(ctx).LinkTokenCreateRequest(*up).Execute()

@@ -11,7 +11,10 @@
 // (POST /__emu/link/complete and the HTML page GET /__emu/link?token=…), key
 // rotation, the delivery log, and a webhook sender with faults for negative
 // tests (duplicate, wrong key, wrong alg, stale iat, tampered body, unknown
-// kid).
+// kid). /link/token/get reports the Link sessions completed with a link
+// token (link_sessions[].results.item_add_results[].public_token) for six
+// hours after each session, as Plaid does, so an app can tell which link
+// token (and so which user) a public token came from.
 //
 // Deviations from real Plaid, on purpose:
 //   - /sandbox/item/fire_webhook also fires the ITEM codes PENDING_EXPIRATION,

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -43,13 +44,26 @@ func (s *Server) CompleteLink(linkToken, institutionID, username string) (string
 		it.LoginRequired = false
 		pt := &publicToken{Token: "public-" + s.o.Environment + "-" + s.uuid(), ItemID: it.ItemID, CreatedAt: s.now()}
 		s.st.PublicTokens[pt.Token] = pt
+		s.addSessionLocked(lt, pt.Token, it.InstitutionID)
 		_ = s.saveLocked()
 		return pt.Token, nil
 	}
 	if !insRE.MatchString(institutionID) {
 		return "", ErrInstitution
 	}
-	return s.newItem(institutionID, lt.Products, lt.Webhook), nil
+	pt := s.newItem(institutionID, lt.Products, lt.Webhook)
+	s.addSessionLocked(lt, pt, institutionID)
+	_ = s.saveLocked()
+	return pt, nil
+}
+
+// addSessionLocked records a finished Link session on its link token, so
+// /link/token/get reports the public token it produced; s.mu must be held.
+func (s *Server) addSessionLocked(lt *linkToken, publicToken, institutionID string) {
+	now := s.now()
+	lt.Sessions = append(lt.Sessions, &linkSession{
+		ID: s.uuid(), StartedAt: now, FinishedAt: now, PublicToken: publicToken, InstitutionID: institutionID,
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -173,4 +187,17 @@ func (s *Server) serveEmu(w http.ResponseWriter, r *http.Request) {
 var faultNames = map[string]Fault{
 	"": FaultNone, "none": FaultNone, "duplicate": FaultDuplicate, "wrong_key": FaultWrongKey,
 	"wrong_alg": FaultWrongAlg, "stale_iat": FaultStaleIAT, "tampered_body": FaultTamperedBody, "unknown_kid": FaultUnknownKid,
+}
+
+// ItemIDs lists the items that exist (were made by Link and not removed),
+// for tests and the admin: it shows what Plaid would bill for.
+func (s *Server) ItemIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.st.Items))
+	for id := range s.st.Items {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }

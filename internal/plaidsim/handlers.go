@@ -50,6 +50,7 @@ const (
 	linkTTL       = 4 * time.Hour
 	updateLinkTTL = 30 * time.Minute
 	publicTTL     = 30 * time.Minute
+	sessionTTL    = 6 * time.Hour // link session data after the session ends
 )
 
 func (s *Server) now() time.Time { return s.o.Now() }
@@ -141,8 +142,27 @@ func (s *Server) linkTokenGet(r req) (map[string]any, *apiError) {
 	if ps == nil {
 		ps = []string{}
 	}
+	// Plaid reports session data for up to six hours after a session ends.
+	sessions := []any{}
+	for _, ls := range lt.Sessions {
+		if s.now().Sub(ls.FinishedAt) > sessionTTL {
+			continue
+		}
+		sessions = append(sessions, map[string]any{
+			"link_session_id": ls.ID, "started_at": rfc3339(ls.StartedAt), "finished_at": rfc3339(ls.FinishedAt),
+			"results": map[string]any{
+				"item_add_results": []any{map[string]any{
+					"public_token": ls.PublicToken, "accounts": []any{},
+					"institution": map[string]any{"institution_id": ls.InstitutionID, "name": "Sandbox " + ls.InstitutionID},
+				}},
+				"cra_item_add_results": []any{}, "cra_update_results": []any{}, "bank_income_results": []any{},
+				"payroll_income_results": []any{}, "document_income_results": nil,
+			},
+		})
+	}
 	return map[string]any{
 		"link_token": lt.Token, "created_at": rfc3339(lt.CreatedAt), "expiration": rfc3339(lt.Expiration),
+		"link_sessions": sessions,
 		"metadata": map[string]any{
 			"initial_products": ps, "webhook": webhook, "country_codes": lt.CountryCodes,
 			"language": lt.Language, "redirect_uri": redirect, "client_name": lt.ClientName,

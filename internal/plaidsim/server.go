@@ -72,6 +72,18 @@ type linkToken struct {
 	RedirectURI  string    `json:"redirect_uri"`
 	UserID       string    `json:"client_user_id"`
 	AccessToken  string    `json:"access_token,omitempty"` // update mode
+	// Sessions are the Link sessions completed with this token, reported by
+	// /link/token/get as link_sessions.
+	Sessions []*linkSession `json:"sessions,omitempty"`
+}
+
+// linkSession is one completed Link session: the public token it produced.
+type linkSession struct {
+	ID            string    `json:"id"`
+	StartedAt     time.Time `json:"started_at"`
+	FinishedAt    time.Time `json:"finished_at"`
+	PublicToken   string    `json:"public_token"`
+	InstitutionID string    `json:"institution_id"`
 }
 
 type publicToken struct {

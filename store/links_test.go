@@ -1,0 +1,87 @@
+package store
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// Issue 9.6: link sessions are found by token (whoever owns them) and
+// listed per user, newest first, only while Plaid may still report them.
+func TestLinkSessions(t *testing.T) {
+	t.Parallel()
+	db := open(t, t.TempDir(), nil)
+	t.Cleanup(func() { db.Close() })
+	now := time.Now()
+	for i, tok := range []string{"link-a", "link-b", "link-c"} {
+		c := now.Add(time.Duration(i) * time.Minute)
+		if err := db.SaveLinkSession(LinkSession{Tenant: "t1", User: "alice", LinkToken: tok, CreatedAt: c, Expiration: c.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := now.Add(-8 * time.Hour)
+	if err := db.SaveLinkSession(LinkSession{Tenant: "t1", User: "alice", LinkToken: "link-old", CreatedAt: old, Expiration: old.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveLinkSession(LinkSession{Tenant: "t1", User: "bob", LinkToken: "link-bob", CreatedAt: now, Expiration: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := db.LinkSessions("t1", "alice", 2)
+	if err != nil || len(ls) != 2 || ls[0].LinkToken != "link-c" || ls[1].LinkToken != "link-b" {
+		t.Fatalf("LinkSessions(alice, 2) = %+v, %v", ls, err)
+	}
+	if ls, _ := db.LinkSessions("t1", "alice", 10); len(ls) != 3 {
+		t.Errorf("LinkSessions(alice, 10) = %d sessions, want 3 (the expired one left out)", len(ls))
+	}
+	got, err := db.LinkSessionByToken("link-bob")
+	if err != nil || got.User != "bob" || got.Tenant != "t1" {
+		t.Errorf("LinkSessionByToken(link-bob) = %+v, %v", got, err)
+	}
+	if _, err := db.LinkSessionByToken("link-nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown token: %v, want ErrNotFound", err)
+	}
+}
+
+// Issue 9.7: intents become orphans; an unknown-item orphan is recorded once.
+func TestIntentsAndOrphans(t *testing.T) {
+	t.Parallel()
+	db := open(t, t.TempDir(), nil)
+	t.Cleanup(func() { db.Close() })
+	in, err := db.BeginExchange(Intent{Tenant: "t1", User: "alice", LinkTokenHash: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := db.BeginExchange(Intent{Tenant: "t1", User: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ResolveExchange(done.ID); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := db.PendingExchanges()
+	if len(p) != 1 || p[0].ID != in.ID {
+		t.Fatalf("pending = %+v, want alice's", p)
+	}
+	if err := db.OrphanIntent(in, "", "lost"); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := db.PendingExchanges(); len(p) != 0 {
+		t.Errorf("pending after OrphanIntent = %+v", p)
+	}
+	for i := range 3 {
+		fresh, err := db.RecordOrphan(Orphan{Kind: OrphanUnknownItem, Tenant: "t1", ItemID: "item-1"})
+		if err != nil || fresh != (i == 0) {
+			t.Fatalf("RecordOrphan #%d = %v, %v", i, fresh, err)
+		}
+	}
+	os, _ := db.Orphans()
+	if len(os) != 2 || os[0].User != "alice" || os[1].ItemID != "item-1" || os[1].Count != 1 {
+		t.Fatalf("orphans = %+v", os)
+	}
+	if err := db.ForgetOrphan("t1", "item-1"); err != nil {
+		t.Fatal(err)
+	}
+	if os, _ := db.Orphans(); len(os) != 1 {
+		t.Errorf("after forget = %+v", os)
+	}
+}
