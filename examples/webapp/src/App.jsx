@@ -90,7 +90,8 @@ export default function App() {
   }, []);
 
   const onEvent = useCallback((name) => {
-    setEvents((ev) => [...ev.slice(-11), name]);
+    if (name === 'TRANSITION_VIEW') return; // informational, one per pane
+    setEvents((ev) => [...ev.slice(-19), name]);
   }, []);
 
   const { open, ready } = usePlaidLink({ token: link ? link.token : null, onSuccess, onExit, onEvent });
@@ -106,6 +107,7 @@ export default function App() {
     setError(null);
     setExitError(null);
     setNotice(null);
+    setEvents([]);
     try {
       const r = await api('POST', '/api/plaid/link-token', itemID ? { item_id: itemID } : undefined);
       openWhenReady.current = true;
