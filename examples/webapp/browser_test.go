@@ -197,7 +197,10 @@ func runIn[T any](p *page, a chromedp.Action[T]) T {
 	return v
 }
 
-func (p *page) text(sel string) string { p.t.Helper(); return runIn(p, chromedp.Text(chromedp.CSS(sel))) }
+func (p *page) text(sel string) string {
+	p.t.Helper()
+	return runIn(p, chromedp.Text(chromedp.CSS(sel)))
+}
 
 func (p *page) attr(sel, name string) string {
 	p.t.Helper()
@@ -210,7 +213,7 @@ func (p *page) attr(sel, name string) string {
 
 func (p *page) count(sel string) int {
 	p.t.Helper()
-	return runIn(p, chromedp.Evaluate[int](`document.querySelectorAll(` + quoteJS(sel) + `).length`))
+	return runIn(p, chromedp.Evaluate[int](`document.querySelectorAll(`+quoteJS(sel)+`).length`))
 }
 
 // fetchStatus is the status of a same-origin GET made by the page itself,
@@ -220,7 +223,9 @@ func (p *page) fetchStatus(path string) int {
 	return runIn(p, chromedp.Evaluate[int](`fetch(`+quoteJS(path)+`, {credentials: 'same-origin'}).then(r => r.status)`, chromedp.EvalAwaitPromise))
 }
 
-func quoteJS(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" }
+func quoteJS(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
 
 // shot saves a screenshot of the viewport as NAME.png.
 func (p *page) shot(name string) {

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/internal/plaidsim"
 )
 
@@ -165,7 +167,7 @@ func startStack(t *testing.T, dist string) *stack {
 
 	conf := filepath.Join(dir, "safeclose.yaml")
 	yaml := strings.NewReplacer("@DATA@", filepath.Join(dir, "data"), "@UPSTREAM@", upstream, "@EMU@", emuURL,
-		"@BASE@", base, "@PLUGIN@", plugin).Replace(testConfig)
+		"@BASE@", base, "@PLUGIN@", plugin, "@PUBLIC@", demoPublicRoutes(t)).Replace(testConfig)
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -207,6 +209,21 @@ func startStack(t *testing.T, dist string) *stack {
 		t.Fatalf("GET / through safeclose = %d, want 200\n%s", res.StatusCode, s.log())
 	}
 	return s
+}
+
+// demoPublicRoutes is the auth plugin's public list from configs/demo.yaml,
+// as a YAML flow sequence, so the test runs what `make demo` runs.
+func demoPublicRoutes(t *testing.T) string {
+	t.Helper()
+	f, err := configs.Load("../../configs/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(f.Tenants[0].Auth.Plugin.Config["public"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func (s *stack) log() string {
@@ -308,7 +325,7 @@ tenants:
         capabilities: [config, crypto, log]
         config:
           cookie: session
-          public: ["GET /", "GET /app.js", "GET /app.js.map", "POST /signin", "POST /signout"]
+          public: @PUBLIC@
           jwt: {issuer: safeclose-webapp, audience: webapp}
         secrets: {main: env:WEBAPP_SESSION_KEY}
 `
