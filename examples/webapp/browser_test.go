@@ -28,7 +28,7 @@ func TestBrowserLinkFlow(t *testing.T) {
 	}
 	chromium := chromiumPath(t)
 	dist := bundle(t)
-	st := startStack(t, dist)
+	st := startStack(t, dist, false)
 	dir := artifactDir(t)
 	t.Logf("screenshots in %s", dir)
 
@@ -279,4 +279,41 @@ func (p *page) link(prefix string, update bool, password string) {
 	p.visible(`.check`, in)
 	p.shot(prefix + "-success")
 	p.do(chromedp.Click(chromedp.CSS(`[data-testid=link-continue]`), in))
+}
+
+// TestBrowserDemoLinkScript checks `make demo`'s dev-only substitution: the
+// page loads the emulator's script and marks Plaid's CDN script as present,
+// so react-plaid-link opens Link without ever requesting cdn.plaid.com.
+func TestBrowserDemoLinkScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Chromium and the whole stack")
+	}
+	chromium := chromiumPath(t)
+	dist := bundle(t)
+	st := startStack(t, dist, true)
+	ctx, cdnHits := newBrowser(t, chromium, nil)
+	b := &page{t: t, ctx: ctx, dir: artifactDir(t)}
+	defer func() {
+		if t.Failed() {
+			b.shot("failure")
+		}
+	}()
+	b.do(chromedp.Navigate(st.base + "/"))
+	b.visible(`[data-testid=signin]`)
+	b.do(chromedp.Click(chromedp.CSS(`[data-testid=signin-submit]`)))
+	b.do(chromedp.Click(chromedp.CSS(`[data-testid=connect]`)))
+	const frameSel = `iframe[title="Plaid Link"]`
+	b.visible(frameSel)
+	frame := runIn(b, chromedp.Nodes(chromedp.CSS(frameSel), chromedp.NodeVisible))[0]
+	b.visible(`[data-testid=link-continue]`, chromedp.FromNode(frame))
+	b.shot("demo-link-open")
+	// Closing Link is an exit without an error.
+	b.do(chromedp.Click(chromedp.CSS(`[data-testid=link-close]`), chromedp.FromNode(frame)))
+	b.do(chromedp.WaitNotPresent(chromedp.CSS(frameSel)))
+	if n := b.count(`[data-testid=exit-error]`); n != 0 {
+		t.Errorf("exit without an error shows %d exit errors", n)
+	}
+	if n := cdnHits.Load(); n != 0 {
+		t.Errorf("the demo page requested Plaid's CDN script %d times, want 0", n)
+	}
 }

@@ -69,7 +69,7 @@ button.primary,form button{background:#17202a;color:#fff;border-color:#17202a}
 button:disabled{opacity:.5;cursor:default}
 .items{list-style:none;padding:0;margin:0 0 14px}
 .items li{display:flex;gap:12px;align-items:center;padding:10px 0;border-bottom:1px solid #eef0f2}
-.inst{flex:1;font-weight:600}
+.inst{flex:1;font-weight:600}.inst code{display:block;font-weight:400;font-size:11px}
 .state{font-size:13px;padding:2px 9px;border-radius:10px;background:#e7f6ee;color:#0a6b3b}
 .state.login_required,.state.revoked{background:#fdecea;color:#8a1c12}
 .state.pending_expiration,.state.pending_disconnect{background:#fff4e0;color:#8a5a00}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,28 +66,18 @@ func randomB64(t *testing.T, n int) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// moduleRoot is the repository root (this package is examples/webapp).
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
-func goBuild(t *testing.T, out, pkg string, env ...string) {
-	t.Helper()
+func goBuild(out, pkg string, env ...string) error {
 	args := []string{"build", "-o", out}
 	if len(env) > 0 {
 		args = append(args, "-buildmode=c-shared")
 	}
 	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = moduleRoot(t)
+	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
+	return nil
 }
 
 // requireOrSkip skips when a prerequisite `make test-deps` provides is
@@ -132,7 +123,42 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-func startStack(t *testing.T, dist string) *stack {
+// Safeclose and the auth plugin are built once per test binary, from the tree.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+func binaries(t *testing.T) (bin, plugin string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "webapp-test-"); buildErr != nil {
+			return
+		}
+		bin, plugin = filepath.Join(buildDir, "safeclose"), filepath.Join(buildDir, "authplugin.wasm")
+		if buildErr = goBuild(plugin, "./examples/webapp/authplugin", "GOOS=wasip1", "GOARCH=wasm"); buildErr == nil {
+			buildErr = goBuild(bin, "./cmd/safeclose")
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, "safeclose"), filepath.Join(buildDir, "authplugin.wasm")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// startStack starts the emulator, the app's upstream and Safeclose. With
+// devLinkScript the page gets `make demo`'s substitution for Plaid's CDN
+// script instead of the production page.
+func startStack(t *testing.T, dist string, devLinkScript bool) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	sessionKey := randomB64(t, 32)
@@ -144,16 +170,17 @@ func startStack(t *testing.T, dist string) *stack {
 	emuURL := serve(t, emu)
 	t.Cleanup(func() { _ = emu.Close() })
 
-	h, err := newHandler(Options{Dist: dist, SessionKey: []byte(sessionKey)})
+	o := Options{Dist: dist, SessionKey: []byte(sessionKey)}
+	if devLinkScript {
+		o.LinkScript = emuURL + plaidsim.LinkScriptPath
+	}
+	h, err := newHandler(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	upstream := serve(t, h)
 
-	plugin := filepath.Join(dir, "authplugin.wasm")
-	goBuild(t, plugin, "./examples/webapp/authplugin", "GOOS=wasip1", "GOARCH=wasm")
-	bin := filepath.Join(dir, "safeclose")
-	goBuild(t, bin, "./cmd/safeclose")
+	bin, plugin := binaries(t)
 
 	// The public socket is opened here and handed over (LISTEN_FDS=1), so
 	// its address is known before the binary starts.

@@ -168,7 +168,9 @@ export default function App() {
           {items.length === 0 && <li className="muted">No bank connected yet.</li>}
           {items.map((it) => (
             <li key={it.item_id} data-testid="item" data-state={it.state} data-item-id={it.item_id}>
-              <span className="inst">{institutionName(it)}</span>
+              <span className="inst">
+                {institutionName(it)} <code className="muted">{it.item_id}</code>
+              </span>
               <span className={'state ' + it.state}>{STATE_TEXT[it.state] || it.state}</span>
               {it.state === 'login_required' && (
                 <button data-testid="reconnect" onClick={() => startLink(it.item_id)} disabled={!!link}>
