@@ -32,11 +32,13 @@ test: test-deps ## all tests with the race detector, shuffled
 WEBAPP := examples/webapp
 DEMO_SESSION_KEY := demo-only-PUBLIC-session-key-0123456789abcdef
 
-test-deps: webapp ## prerequisites of the browser test: chromium (apt-get when root), npm packages, the app bundle
+test-deps: ## prerequisites of the browser test: chromium (apt-get when root), npm packages, the app bundle
 	bash scripts/ensure-chromium.sh
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory webapp; \
+	elif [[ $${CI:-} == true ]]; then echo "test-deps: npm is missing; CI=true needs it for the browser test" >&2; exit 1; \
+	else echo "test-deps: npm is missing; the browser test will skip" >&2; fi
 
 $(WEBAPP)/node_modules/.package-lock.json: $(WEBAPP)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm is needed for $(WEBAPP) (apt-get install -y npm)" >&2; exit 1; }
 	cd $(WEBAPP) && npm ci --no-audit --no-fund
 
 webapp: $(WEBAPP)/node_modules/.package-lock.json ## bundle the demo web app (react-plaid-link, esbuild) into examples/webapp/dist
