@@ -52,7 +52,8 @@ demo: build webapp ## run the app side: web app + Safeclose (configs/demo.yaml) 
 	  WEBAPP_SESSION_KEY=$(DEMO_SESSION_KEY) ./bin/webapp -listen 127.0.0.1:8081 -dist $(WEBAPP)/dist \
 	    -link-script http://127.0.0.1:8099/__emu/link/v2/stable/link-initialize.js & \
 	  WEBAPP_SESSION_KEY=$(DEMO_SESSION_KEY) SAFECLOSE_KEYS="$(DEV_KEYS)" ./$(BIN) serve -config configs/demo.yaml & \
-	  sleep 2; echo; echo "    Open http://127.0.0.1:8080/   (Ctrl-C stops the demo)"; echo; wait
+	  for i in $$(seq 120); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; sleep 1; done; \
+	  echo; echo "    Open http://127.0.0.1:8080/   (Ctrl-C stops the demo)"; echo; wait
 
 short: ## quick tests
 	$(GO) test -short ./...
