@@ -9,6 +9,7 @@ PLUGINS_BIN := plugins/bin
 DEV_KEYS := dev1:8yBPGR+DgGqrPjBHnaw/TmzLUchqDp7dsRSjcA1wbGw=
 
 .PHONY: help build plugins run test short integration bench fuzz check cover vuln testdata clean
+.PHONY: test-deps webapp demo
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,8 +24,36 @@ run: build plugins ## run the proxy on 127.0.0.1:8080 with the dev config and th
 	@echo "!!! make run: using the PUBLIC DEV sealing key (SAFECLOSE_KEYS=$(DEV_KEYS)). Dev only. !!!" >&2
 	SAFECLOSE_KEYS="$${SAFECLOSE_KEYS-$(DEV_KEYS)}" ./$(BIN) serve $(if $(CONFIG),-config $(CONFIG),)
 
-test: ## all tests with the race detector, shuffled
+test: test-deps ## all tests with the race detector, shuffled
 	$(GO) test -race -shuffle=on -timeout 20m ./...
+
+# The app side (examples/webapp): a React + react-plaid-link app behind
+# Safeclose. DEV ONLY: a fixed, public session-signing key for `make demo`.
+WEBAPP := examples/webapp
+DEMO_SESSION_KEY := demo-only-PUBLIC-session-key-0123456789abcdef
+
+test-deps: ## prerequisites of the browser test: chromium (apt-get when root), npm packages, the app bundle
+	bash scripts/ensure-chromium.sh
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory webapp; \
+	elif [[ $${CI:-} == true ]]; then echo "test-deps: npm is missing; CI=true needs it for the browser test" >&2; exit 1; \
+	else echo "test-deps: npm is missing; the browser test will skip" >&2; fi
+
+$(WEBAPP)/node_modules/.package-lock.json: $(WEBAPP)/package-lock.json
+	cd $(WEBAPP) && npm ci --no-audit --no-fund
+
+webapp: $(WEBAPP)/node_modules/.package-lock.json ## bundle the demo web app (react-plaid-link, esbuild) into examples/webapp/dist
+	cd $(WEBAPP) && npm run --silent build
+
+demo: build webapp ## run the app side: web app + Safeclose (configs/demo.yaml) + Plaid emulator; prints the URL to open
+	GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -buildmode=c-shared -o bin/webapp-auth.wasm ./$(WEBAPP)/authplugin
+	$(GO) build -trimpath -o bin/webapp ./$(WEBAPP)
+	@echo "!!! make demo: PUBLIC DEV sealing and session keys. Dev only. !!!" >&2
+	@trap 'kill 0' EXIT; \
+	  WEBAPP_SESSION_KEY=$(DEMO_SESSION_KEY) ./bin/webapp -listen 127.0.0.1:8081 -dist $(WEBAPP)/dist \
+	    -link-script http://127.0.0.1:8099/__emu/link/v2/stable/link-initialize.js & \
+	  WEBAPP_SESSION_KEY=$(DEMO_SESSION_KEY) SAFECLOSE_KEYS="$(DEV_KEYS)" ./$(BIN) serve -config configs/demo.yaml & \
+	  for i in $$(seq 120); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; sleep 1; done; \
+	  echo; echo "    Open http://127.0.0.1:8080/   (Ctrl-C stops the demo)"; echo; wait
 
 short: ## quick tests
 	$(GO) test -short ./...

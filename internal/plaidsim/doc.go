@@ -14,7 +14,10 @@
 // kid). /link/token/get reports the Link sessions completed with a link
 // token (link_sessions[].results.item_add_results[].public_token) for six
 // hours after each session, as Plaid does, so an app can tell which link
-// token (and so which user) a public token came from.
+// token (and so which user) a public token came from. For browsers it serves a drop-in for Plaid's link-initialize.js
+// (LinkScriptPath: window.Plaid.create with open, exit, submit and destroy,
+// Plaid's callbacks, metadata and event names) and the Link UI it opens in
+// an iframe, so react-plaid-link runs unmodified offline (linkui.go).
 //
 // Deviations from real Plaid, on purpose:
 //   - /sandbox/item/fire_webhook also fires the ITEM codes PENDING_EXPIRATION,
@@ -22,9 +25,12 @@
 //     event Safeclose handles can be produced through the public API.
 //   - SYNC_UPDATES_AVAILABLE is fired on request even before the item's
 //     first /transactions/sync (Plaid sends it only after one).
-//   - Link is completed by /__emu/link/complete instead of Plaid's JavaScript.
-//   - Institutions are any "ins_<digits>"; credentials user_good/pass_good
-//     succeed, anything else fails with INVALID_CREDENTIALS.
+//   - Link is the emulator's own JavaScript and UI (or /__emu/link/complete),
+//     not Plaid's; it has no OAuth institutions, MFA or Layer steps.
+//   - Institutions are any "ins_<digits>"; username user_good succeeds
+//     (/__emu/link/complete checks no password); in the Link UI the password
+//     is checked too: pass_good, or error_<CODE> for Plaid's sandbox error
+//     credentials.
 //
 // It is a separate server: it imports nothing of the proxy.
 package plaidsim

@@ -89,6 +89,8 @@ var linkPage = template.Must(template.New("link").Parse(`<!doctype html>
 
 func (s *Server) serveEmu(w http.ResponseWriter, r *http.Request) {
 	switch {
+	case strings.HasPrefix(r.URL.Path, "/__emu/link/v2/") || strings.HasPrefix(r.URL.Path, "/__emu/link/ui"):
+		s.serveLinkUI(w, r) // Link's JavaScript and UI (linkui.go)
 	case r.URL.Path == "/__emu/link" && r.Method == http.MethodGet:
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = linkPage.Execute(w, map[string]string{"Token": r.URL.Query().Get("token")})
