@@ -50,6 +50,7 @@ type envConfig struct {
 	tenantsFn  func(base, plaidURL string) []Tenant
 	webhookOpt WebhookOptions
 	logTo      io.Writer // default: discarded
+	maxBody    int       // Options.MaxBodyBytes; zero means the default
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -130,7 +131,7 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 		logTo = io.Discard
 	}
 	srv, err := New(Options{
-		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second,
+		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second, MaxBodyBytes: c.maxBody,
 		Logger: slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), Webhooks: wo,
 	})
 	if err != nil {

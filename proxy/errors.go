@@ -25,6 +25,8 @@ var (
 	ErrNoUpstream      = errors.New("proxy: no upstream configured")
 	ErrStoreDown       = errors.New("proxy: store unavailable")
 	ErrKeyUnavailable  = errors.New("proxy: webhook verification key unavailable")
+	// ErrTenantUnavailable: the tenant's config could not be built (issue 9.15).
+	ErrTenantUnavailable = errors.New("proxy: tenant unavailable")
 )
 
 // badRequestError is invalid client input; its message is safe to show.
@@ -108,6 +110,8 @@ func classify(err error) (int, errorDetail) {
 		return st, ed("denied", "request denied")
 	case errors.Is(err, ErrAuthUnavailable):
 		return http.StatusServiceUnavailable, ed("auth_unavailable", "authentication is temporarily unavailable")
+	case errors.Is(err, ErrTenantUnavailable):
+		return http.StatusServiceUnavailable, ed("tenant_unavailable", "this service is temporarily unavailable")
 	case errors.Is(err, ErrUnknownHost):
 		return http.StatusNotFound, ed("unknown_host", "no tenant serves this host")
 	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
