@@ -90,7 +90,7 @@ func mergeReload(cur, next []*built, log *slog.Logger) (merged []*built, kept ma
 		k := *ob // shares ob's plugins
 		k.tenant.ReloadRefused = nb.tenant.Unavailable
 		merged[i], kept[ob] = &k, true
-		log.Error("reload: this tenant's new config failed; it keeps serving its previous config",
+		log.Error("reload refused for this tenant: its new config failed; it keeps serving its previous config",
 			"tenant", nb.tenant.Name, "reason", nb.tenant.Unavailable.Reason, "field", nb.tenant.Unavailable.Field, "err", nb.err)
 	}
 	return merged, kept, fresh
