@@ -33,7 +33,8 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 	rc := &readyCache{}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		rep := rc.get(r.Context(), s)
+		// Probes outlive a caller that hangs up: their result is cached for all.
+		rep := rc.get(context.WithoutCancel(r.Context()), s)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		ok := rep.Ready
