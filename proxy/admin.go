@@ -133,7 +133,9 @@ func (s *Server) ready(ctx context.Context, tab *table) readyReport {
 	built := 0
 	for name, tn := range tab.tenants {
 		if tn.Unavailable != nil {
+			mu.Lock()
 			rep.Tenants[name] = tenantReport{Checks: map[string]string{"plugins": tn.Unavailable.String()}}
+			mu.Unlock()
 			continue
 		}
 		built++
