@@ -171,6 +171,9 @@ func Decode(r io.Reader) (*File, error) {
 		}
 		return nil, fmt.Errorf("configs: %w", err)
 	}
+	if err := onlyDocument(dec); err != nil {
+		return nil, err
+	}
 	for i := range f.Tenants {
 		t := &f.Tenants[i]
 		if t.Plaid.Language == "" {
@@ -242,6 +245,7 @@ func (f *File) Validate() error {
 	if f.Emulator.Enabled {
 		checkAddr("emulator.listen", f.Emulator.Listen)
 	}
+	f.validateOperator(add)
 	if len(f.Tenants) == 0 {
 		add("tenants", "at least one tenant is required")
 	}

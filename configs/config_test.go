@@ -119,11 +119,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add(DefaultYAML)
 	f.Add([]byte("tenants: [{name: a, hosts: [x], plaid: {env: emulator}}]"))
 	f.Add([]byte("limits: {read_timeout: 1x}"))
+	f.Add([]byte("limits: {read_timeout: -1s}\nwebhooks: {dedupe_ttl: -1h}"))
+	f.Add([]byte("listen: a:1\n---\nlisten: b:2\n"))
+	f.Add([]byte("data_dir: d\nkeys: file:d/../d/k\nadmin_listen: ':0'\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(strings.NewReader(string(b)))
 		if err != nil {
 			return
 		}
 		_ = c.Validate() // must not panic
+		_ = c.Warnings()
 	})
 }

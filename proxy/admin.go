@@ -3,16 +3,28 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/safeclose/safeclose/store"
 )
 
-// AdminHandler serves /healthz (the process is up), /readyz (the store is
-// open and every tenant's Plaid answers; Plaid probes are cached for 10s) and
-// /metrics (Prometheus). Serve it on a private listener.
+// AdminHandler serves /healthz (the process is up), /readyz and /metrics
+// (Prometheus). Serve it on a private listener.
+//
+// /readyz answers 200 when the process can serve: the store takes a synced
+// write and reads it back, the sealing key seals and opens a probe, and at
+// least one tenant was built. Otherwise 503. Each tenant's own checks
+// (Plaid reachable, plugins loaded, …) are reported in the body and never
+// make the whole process unready: one tenant's Plaid outage must not take
+// every tenant out of a load balancer. /readyz?tenant=NAME answers 503 unless
+// the process and that tenant are both ready (404 for an unknown tenant), for
+// a per-tenant health check. Results are cached for 10s; see RATIONALE.md
+// "Why /readyz is per tenant".
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -21,45 +33,161 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 	rc := &readyCache{}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		checks, ok := rc.get(r.Context(), s)
+		// Probes outlive a caller that hangs up: their result is cached for all.
+		rep := rc.get(context.WithoutCancel(r.Context()), s)
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		ok := rep.Ready
+		if name := r.URL.Query().Get("tenant"); name != "" {
+			tr, found := rep.Tenants[name]
+			if !found {
+				w.WriteHeader(http.StatusNotFound)
+				_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "unknown_tenant", "message": "no such tenant"}})
+				return
+			}
+			ok = ok && tr.Ready
+		}
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"ready": ok, "checks": checks})
+		_ = json.NewEncoder(w).Encode(rep)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return mux
 }
 
-type readyCache struct {
-	mu     sync.Mutex
-	at     time.Time
-	checks map[string]string
-	ok     bool
+// readyCheck is one named per-tenant readiness check. Its error is shown
+// only as a fixed status word (checkStatus), never as text.
+type readyCheck struct {
+	name string
+	run  func(context.Context) error
 }
 
-func (c *readyCache) get(ctx context.Context, s *Server) (map[string]string, bool) {
+// readyChecks lists tn's readiness checks; each becomes tenants.NAME.checks.
+// A per-tenant dependency gets its check here (for example the webhook
+// verifier's key-fetch health: {"webhook_keys", func(context.Context) error
+// { return tn.verifier.KeyFetchHealth() }}).
+func (tn *tenant) readyChecks() []readyCheck {
+	return []readyCheck{
+		{"plaid", tn.plaid.ping},
+	}
+}
+
+// readyReport is the /readyz body.
+type readyReport struct {
+	Ready   bool                    `json:"ready"`
+	Checks  map[string]string       `json:"checks"`
+	Tenants map[string]tenantReport `json:"tenants"`
+}
+
+type tenantReport struct {
+	Ready  bool              `json:"ready"`
+	Checks map[string]string `json:"checks"`
+}
+
+type readyCache struct {
+	mu  sync.Mutex
+	at  time.Time
+	tab *table // the table the report was made for; a reload invalidates it
+	rep readyReport
+}
+
+const readyTTL = 10 * time.Second
+
+func (c *readyCache) get(ctx context.Context, s *Server) readyReport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.at) < 10*time.Second && c.checks != nil {
-		return c.checks, c.ok
+	tab := s.table.Load()
+	if c.tab == tab && time.Since(c.at) < readyTTL {
+		return c.rep
 	}
-	checks, ok := map[string]string{}, true
-	if err := s.db.Ping(); err != nil {
-		checks["store"], ok = "unavailable", false
+	c.rep, c.at, c.tab = s.ready(ctx, tab), time.Now(), tab
+	return c.rep
+}
+
+// ready runs every check once: the shared ones, then each tenant's, tenants
+// in parallel (a probe waits at most 3s) so a slow Plaid delays no other.
+func (s *Server) ready(ctx context.Context, tab *table) readyReport {
+	rep := readyReport{Ready: true, Checks: map[string]string{}, Tenants: map[string]tenantReport{}}
+	if err := s.db.ProbeStore(); err != nil {
+		rep.Ready, rep.Checks["store"] = false, storeStatus(err)
+		s.log.Warn("readiness: store probe failed", "err", err)
 	} else {
-		checks["store"] = "ok"
+		rep.Checks["store"] = "ok"
 	}
-	for name, tn := range s.table.Load().tenants {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if err := tn.plaid.ping(pctx); err != nil {
-			checks["plaid:"+name], ok = "unreachable", false
-		} else {
-			checks["plaid:"+name] = "ok"
+	switch err := s.db.ProbeKey(); {
+	case err == nil:
+		rep.Checks["sealing_key"] = "ok"
+	case errors.Is(err, store.ErrNoKey):
+		rep.Ready, rep.Checks["sealing_key"] = false, "no_key"
+	case errors.Is(err, store.ErrKeyMismatch):
+		rep.Ready, rep.Checks["sealing_key"] = false, "key_mismatch"
+	default:
+		rep.Ready, rep.Checks["sealing_key"] = false, "unusable"
+		s.log.Warn("readiness: sealing key probe failed", "err", err)
+	}
+
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	built := 0
+	for name, tn := range tab.tenants {
+		if tn.Unavailable != nil {
+			mu.Lock()
+			rep.Tenants[name] = tenantReport{Checks: map[string]string{"plugins": tn.Unavailable.String()}}
+			mu.Unlock()
+			continue
 		}
-		cancel()
+		built++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			tr := tenantReport{Ready: true, Checks: map[string]string{"plugins": "ok"}}
+			if tn.ReloadRefused != nil {
+				tr.Checks["config"] = "stale: reload refused: " + tn.ReloadRefused.String()
+			}
+			for _, ch := range tn.checks {
+				pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				err := ch.run(pctx)
+				cancel()
+				if err != nil {
+					tr.Ready = false
+				}
+				tr.Checks[ch.name] = checkStatus(err)
+			}
+			mu.Lock()
+			rep.Tenants[name] = tr
+			mu.Unlock()
+		}()
 	}
-	c.at, c.checks, c.ok = time.Now(), checks, ok
-	return checks, ok
+	wg.Wait()
+	if built == 0 {
+		rep.Ready, rep.Checks["tenants"] = false, "none_available"
+	} else {
+		rep.Checks["tenants"] = "ok"
+	}
+	return rep
+}
+
+func storeStatus(err error) string {
+	if errors.Is(err, store.ErrClosed) {
+		return "closed"
+	}
+	return "unavailable"
+}
+
+// checkStatus turns a check's error into a status word safe to show.
+func checkStatus(err error) string {
+	var pe *PlaidError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &pe) && !errors.Is(err, ErrPlaidDown):
+		return "error: " + pe.Code // Plaid's error code, e.g. INVALID_API_KEYS
+	case errors.Is(err, ErrKeyUnavailable):
+		return "key_unavailable"
+	}
+	return "unreachable"
 }

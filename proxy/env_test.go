@@ -53,6 +53,7 @@ type envConfig struct {
 	memTable   int64     // store.Options.MemTableSize; zero: the store's default
 	// exchangeFault is Options.exchangeFault (Issue 9.7 crash tests).
 	exchangeFault func(stage string) error
+	maxBody       int // Options.MaxBodyBytes; zero means the default
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -133,7 +134,7 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 		logTo = io.Discard
 	}
 	srv, err := New(Options{
-		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second,
+		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second, MaxBodyBytes: c.maxBody,
 		Logger: slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), Webhooks: wo,
 		exchangeFault: c.exchangeFault,
 	})

@@ -28,6 +28,8 @@ var (
 	// ErrLinkSession: the public token did not come from a Link session the
 	// caller started (Issue 9.6).
 	ErrLinkSession = errors.New("proxy: public token is not from the caller's link session")
+	// ErrTenantUnavailable: the tenant's config could not be built (issue 9.15).
+	ErrTenantUnavailable = errors.New("proxy: tenant unavailable")
 )
 
 // badRequestError is invalid client input; its message is safe to show.
@@ -111,6 +113,8 @@ func classify(err error) (int, errorDetail) {
 		return st, ed("denied", "request denied")
 	case errors.Is(err, ErrAuthUnavailable):
 		return http.StatusServiceUnavailable, ed("auth_unavailable", "authentication is temporarily unavailable")
+	case errors.Is(err, ErrTenantUnavailable):
+		return http.StatusServiceUnavailable, ed("tenant_unavailable", "this service is temporarily unavailable")
 	case errors.Is(err, ErrUnknownHost):
 		return http.StatusNotFound, ed("unknown_host", "no tenant serves this host")
 	case errors.Is(err, ErrLinkSession):

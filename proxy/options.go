@@ -66,7 +66,30 @@ type Tenant struct {
 	// own them: the caller closes them after Shutdown or a Reload.
 	EventPlugins []*hostabi.Plugin
 	Forward      []Destination
+
+	// Unavailable, when set, means the tenant could not be built (its
+	// plugin was refused, a secret could not be read…). It still owns its
+	// Hosts, and every request for them fails closed with 503
+	// tenant_unavailable; /readyz reports the reason. Nothing else of the
+	// tenant is used, and Auth may be nil.
+	Unavailable *Unavailability
+	// ReloadRefused, when set, means the last reload could not build this
+	// tenant's new config, so it keeps serving its previous one; /readyz
+	// reports it. The tenant is otherwise healthy.
+	ReloadRefused *Unavailability
 }
+
+// Unavailability says why a tenant's config could not be built. Both fields
+// are safe to show on the admin listener: no secrets, no internal text.
+type Unavailability struct {
+	// Reason is a fixed class: plugin_missing, plugin_sha256_mismatch,
+	// plugin_refused, secret_unavailable or config_invalid.
+	Reason string
+	// Field is the config path at fault, e.g. "tenants[1].auth.plugin".
+	Field string
+}
+
+func (u *Unavailability) String() string { return u.Reason + " (" + u.Field + ")" }
 
 // PlaidOptions is a tenant's Plaid account.
 type PlaidOptions struct {

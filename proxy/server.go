@@ -54,6 +54,7 @@ type tenant struct {
 	upstream *fasthttp.HostClient
 	upScheme string
 	m        *tenantMetrics
+	checks   []readyCheck // see readyChecks in admin.go
 }
 
 // New builds a Server. It does not listen; call Serve.
@@ -162,6 +163,12 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 	}
 	t := &table{byHost: map[string]*tenant{}, tenants: map[string]*tenant{}}
 	for _, tc := range ts {
+		if tc.Unavailable != nil {
+			if err := t.add(&tenant{Tenant: tc, m: s.metrics.tenant(tc.Name)}); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if tc.Auth == nil {
 			return nil, fmt.Errorf("proxy: tenant %q: no authenticator", tc.Name)
 		}
@@ -193,16 +200,28 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 			}
 			tn.upstream, tn.upScheme = hc, scheme
 		}
-		t.tenants[tc.Name] = tn
-		for _, h := range tc.Hosts {
-			h = strings.ToLower(h)
-			if o, dup := t.byHost[h]; dup {
-				return nil, fmt.Errorf("proxy: host %q claimed by %q and %q", h, o.Name, tc.Name)
-			}
-			t.byHost[h] = tn
+		tn.checks = tn.readyChecks()
+		if err := t.add(tn); err != nil {
+			return nil, err
 		}
 	}
 	return t, nil
+}
+
+// add registers tn by name and by each of its hosts.
+func (t *table) add(tn *tenant) error {
+	if _, dup := t.tenants[tn.Name]; dup {
+		return fmt.Errorf("proxy: duplicate tenant %q", tn.Name)
+	}
+	t.tenants[tn.Name] = tn
+	for _, h := range tn.Hosts {
+		h = strings.ToLower(h)
+		if o, dup := t.byHost[h]; dup {
+			return fmt.Errorf("proxy: host %q claimed by %q and %q", h, o.Name, tn.Name)
+		}
+		t.byHost[h] = tn
+	}
+	return nil
 }
 
 // Reload atomically swaps in a new tenant set. In-flight requests finish on
@@ -312,9 +331,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	var route string
 	switch {
+	case tn.Unavailable != nil: // fails closed (issue 9.15)
+		route, err = "unavailable", ErrTenantUnavailable
 	case len(path) > 5 && string(path[:5]) == "/api/" && isOwnRoute(path):
 		route = string(path)
 		err = s.ownRoute(ctx, tn, route)
+	case len(ctx.Request.Body()) > s.opts.MaxBodyBytes:
+		// fasthttp's own limit is the larger of this and the webhook limit.
+		route, err = "proxy", ErrTooLarge
 	default:
 		route = "proxy"
 		err = s.proxyRequest(ctx, tn)
@@ -322,7 +346,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		writeError(ctx, err)
 		status, _ := classify(err)
-		if status >= 500 && !errors.Is(err, ErrAuthUnavailable) { // plugin failures are logged, throttled, by PluginAuth
+		if status >= 500 && !errors.Is(err, ErrAuthUnavailable) && !errors.Is(err, ErrTenantUnavailable) { // plugin failures are logged, throttled, by PluginAuth; broken tenants at build
 			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "err", err)
 		}
 	}

@@ -114,6 +114,9 @@ func (s *Server) process(e store.Entry) error {
 	if tn == nil {
 		return fmt.Errorf("tenant %q is not configured", e.Tenant)
 	}
+	if tn.Unavailable != nil { // retried: its plugins may be back after a reload
+		return fmt.Errorf("tenant %q: %w: %s", e.Tenant, ErrTenantUnavailable, tn.Unavailable)
+	}
 	var ev plaidEvent
 	if err := json.Unmarshal(e.Body, &ev); err != nil {
 		return fmt.Errorf("%w: body is not JSON: %w", errPermanent, err)

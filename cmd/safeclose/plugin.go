@@ -66,7 +66,17 @@ func (pf *pluginFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&pf.bodyLimit, "body-limit", 0, "body bytes the plugin may read (with the body capability)")
 }
 
+// maxMemoryPages is the most a 32-bit Wasm memory can have (4 GiB); wazero
+// panics beyond it, so the flag is checked first (issue 9.17).
+const maxMemoryPages = 65536
+
 func (pf *pluginFlags) options(file string, wasm []byte) (hostabi.PluginOptions, error) {
+	if pf.pages < 1 || pf.pages > maxMemoryPages {
+		return hostabi.PluginOptions{}, fmt.Errorf("-memory-pages %d: must be in 1..%d (64 KiB pages)", pf.pages, maxMemoryPages)
+	}
+	if pf.timeout <= 0 {
+		return hostabi.PluginOptions{}, fmt.Errorf("-timeout %s: must be positive", pf.timeout)
+	}
 	o := hostabi.PluginOptions{
 		Tenant: "cli", Name: file, Wasm: wasm, Timeout: pf.timeout, MemoryLimitPages: uint32(pf.pages),
 		PoolSize: 1, BodyLimit: pf.bodyLimit, Secrets: map[string][]byte{},
@@ -206,6 +216,10 @@ func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	method, target, err := parseRequestLine(*request)
+	if err != nil {
+		return err
+	}
 	e, err := hostabi.NewEngine(ctx, hostabi.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))})
 	if err != nil {
 		return err
@@ -245,11 +259,7 @@ func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return enc.Encode(out)
 	}
-	method, target, _ := strings.Cut(strings.TrimSpace(*request), " ")
-	if target == "" {
-		target = "/"
-	}
-	r := &cliRequest{method: method, uri: strings.TrimSpace(target), source: *source, body: *body}
+	r := &cliRequest{method: method, uri: target, source: *source, body: *body}
 	for _, h := range headers {
 		k, v, ok := strings.Cut(h, ":")
 		if !ok {
@@ -274,6 +284,36 @@ func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		out["decision"], out["status"] = "deny", d.Status
 	}
 	return enc.Encode(out)
+}
+
+// parseRequestLine reads -request, "METHOD /target": a token, one space,
+// and an origin-form target without spaces or control characters. Anything
+// else is an error rather than a silent "GET /" (issue 9.17).
+func parseRequestLine(s string) (method, target string, err error) {
+	bad := func(why string) (string, string, error) {
+		return "", "", fmt.Errorf("-request %q: %s; want \"METHOD /path?query\"", s, why)
+	}
+	method, target, ok := strings.Cut(s, " ")
+	if !ok {
+		return bad("no request target")
+	}
+	if method == "" {
+		return bad("no method")
+	}
+	for _, c := range []byte(method) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return bad("the method is not an HTTP token")
+		}
+	}
+	if !strings.HasPrefix(target, "/") {
+		return bad("the target must start with /")
+	}
+	for _, c := range []byte(target) {
+		if c <= ' ' || c == 0x7f {
+			return bad("the target holds a space or control character")
+		}
+	}
+	return method, target, nil
 }
 
 type cliRequest struct {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,14 @@ func loadConfig(path string) (*configs.File, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config:\n%w", err)
+	}
+	// Validate compares paths lexically; here both are made absolute.
+	if s := string(cfg.Keys); strings.HasPrefix(s, "file:") {
+		d, err1 := filepath.Abs(cfg.DataDir)
+		k, err2 := filepath.Abs(s[5:])
+		if err1 == nil && err2 == nil && configs.PathWithin(d, k) {
+			return nil, fmt.Errorf("invalid config:\nkeys: the keyring file is inside data_dir (%s): keep keys apart from the data they protect", cfg.DataDir)
+		}
 	}
 	return cfg, nil
 }
@@ -90,6 +99,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w)
+	}
 
 	db, err := openStore(cfg, log)
 	if err != nil {
@@ -114,10 +126,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer engine.Close(context.Background())
 
 	b := &builder{engine: engine, log: log, emuAddr: emuAddr}
-	tenants, plugins, err := b.tenants(ctx, cfg)
-	if err != nil {
+	set := b.tenants(ctx, cfg)
+	if err := startSet(set, log); err != nil {
 		return err
 	}
+	tenants := proxyTenants(set)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxy.New(proxy.Options{
@@ -133,19 +146,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Registry:     reg,
 	})
 	if err != nil {
-		closePlugins(plugins)
+		closeSet(set)
 		return err
 	}
 
 	ln, err := publicListener(cfg.Listen)
 	if err != nil {
-		closePlugins(plugins)
+		closeSet(set)
 		return err
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		ln.Close()
-		closePlugins(plugins)
+		closeSet(set)
 		return err
 	}
 	admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -169,16 +182,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for {
 		select {
 		case err := <-errc:
-			closePlugins(plugins)
+			closeSet(set)
 			return err
 		case <-hup:
-			plugins = reload(ctx, *cfgPath, b, srv, plugins, log)
+			set = reload(ctx, *cfgPath, b, srv, set, log)
 			last = fingerprint(*cfgPath)
 		case <-watch:
 			if fp := fingerprint(*cfgPath); fp != last {
 				last = fp
 				log.Info("config or plugin file changed; reloading", "config", *cfgPath)
-				plugins = reload(ctx, *cfgPath, b, srv, plugins, log)
+				set = reload(ctx, *cfgPath, b, srv, set, log)
 			}
 		case <-ctx.Done():
 			log.Info("shutting down")
@@ -186,38 +199,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			err := srv.Shutdown(sctx)
 			_ = admin.Shutdown(sctx)
 			cancel()
-			closePlugins(plugins)
+			closeSet(set)
 			if e := <-errc; e != nil && err == nil {
 				err = e
 			}
 			return err
 		}
 	}
-}
-
-// reload builds a complete new tenant set and swaps it in; on any error the
-// old set keeps serving.
-func reload(ctx context.Context, path string, b *builder, srv *proxy.Server, old []*hostabi.Plugin, log *slog.Logger) []*hostabi.Plugin {
-	cfg, err := loadConfig(path)
-	if err != nil {
-		log.Error("reload refused: config invalid; the old config keeps serving", "err", err)
-		return old
-	}
-	tenants, plugins, err := b.tenants(ctx, cfg)
-	if err != nil {
-		log.Error("reload refused; the old config keeps serving", "err", err)
-		return old
-	}
-	if err := srv.Reload(tenants); err != nil {
-		closePlugins(plugins)
-		log.Error("reload refused; the old config keeps serving", "err", err)
-		return old
-	}
-	go func() { // requests that picked the old table finish first
-		time.Sleep(proxy.ReloadGrace)
-		closePlugins(old)
-	}()
-	return plugins
 }
 
 func closePlugins(ps []*hostabi.Plugin) {

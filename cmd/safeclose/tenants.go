@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/safeclose/safeclose/configs"
@@ -21,7 +24,40 @@ type builder struct {
 	engine  *hostabi.Engine
 	log     *slog.Logger
 	emuAddr string
+	// load loads one plugin; nil means engine.Load. Tests wrap it.
+	load func(context.Context, hostabi.PluginOptions) (*hostabi.Plugin, error)
+	// warmers is how many tenants are built at once; zero means
+	// max(2, GOMAXPROCS). Loading runs each plugin's _initialize, so one
+	// slow plugin must not hold the others back (issue 9.15).
+	warmers int
 }
+
+// built is one tenant built from the config: ready to serve, or unavailable
+// (tenant.Unavailable set, err saying why), in which case it fails closed.
+type built struct {
+	tenant  proxy.Tenant
+	plugins []*hostabi.Plugin // owned by this build; closed when it is retired
+	err     error             // for the log: may name files, never secrets
+}
+
+// tenantError is why one tenant could not be built: a fixed reason class and
+// the field at fault (shown on /readyz), and the cause (logged only).
+type tenantError struct {
+	reason, field string
+	err           error
+}
+
+func (e *tenantError) Error() string { return e.field + ": " + e.reason + ": " + e.err.Error() }
+func (e *tenantError) Unwrap() error { return e.err }
+
+// Reason classes of proxy.Unavailability.
+const (
+	reasonPluginMissing = "plugin_missing"
+	reasonPluginSHA256  = "plugin_sha256_mismatch"
+	reasonPluginRefused = "plugin_refused"
+	reasonSecret        = "secret_unavailable"
+	reasonConfigInvalid = "config_invalid"
+)
 
 func plaidBaseURL(env, emuAddr string) string {
 	switch env {
@@ -35,111 +71,172 @@ func plaidBaseURL(env, emuAddr string) string {
 	return env
 }
 
-// tenants builds every tenant or none: on error the plugins loaded so far are closed.
-func (b *builder) tenants(ctx context.Context, cfg *configs.File) (ts []proxy.Tenant, plugins []*hostabi.Plugin, err error) {
-	defer func() {
-		if err != nil {
-			closePlugins(plugins)
-			plugins = nil
-		}
-	}()
-	for i, tc := range cfg.Tenants {
-		path := fmt.Sprintf("tenants[%d]", i)
-		t := proxy.Tenant{
-			Name: tc.Name, Hosts: tc.Hosts, Upstream: tc.Upstream, UpstreamConns: cfg.Limits.UpstreamConns,
-			Plaid: proxy.PlaidOptions{
-				BaseURL: plaidBaseURL(tc.Plaid.Env, b.emuAddr), ClientName: tc.Plaid.ClientName,
-				Products: tc.Plaid.Products, CountryCodes: tc.Plaid.CountryCodes, Language: tc.Plaid.Language,
-				WebhookURL: tc.Plaid.WebhookURL, RedirectURI: tc.Plaid.RedirectURI,
-			},
-		}
-		if tc.Plaid.Env == "emulator" {
-			t.Plaid.ClientID, t.Plaid.Secret = cfg.Emulator.ClientID, cfg.Emulator.Secret
-		} else {
-			id, err := tc.Plaid.ClientID.Resolve()
-			if err != nil {
-				return nil, plugins, fmt.Errorf("%s.plaid.client_id: %w", path, err)
-			}
-			sec, err := tc.Plaid.Secret.Resolve()
-			if err != nil {
-				return nil, plugins, fmt.Errorf("%s.plaid.secret: %w", path, err)
-			}
-			t.Plaid.ClientID, t.Plaid.Secret = id.Reveal(), sec.Reveal()
-		}
-		if tc.Auth.Plugin != nil {
-			p, err := b.plugin(ctx, tc.Name, *tc.Auth.Plugin, hostabi.KindAuth)
-			if err != nil {
-				return nil, plugins, fmt.Errorf("%s.auth.plugin: %w", path, err)
-			}
-			plugins = append(plugins, p)
-			t.Auth = &proxy.PluginAuth{Plugin: p, Tenant: tc.Name, Logger: b.log}
-		} else {
-			digests := map[string]string{}
-			for _, k := range tc.Auth.APIKeys {
-				digests[k.SHA256] = k.User
-			}
-			a, err := proxy.NewAPIKeys(digests)
-			if err != nil {
-				return nil, plugins, fmt.Errorf("%s.auth.api_keys: %w", path, err)
-			}
-			t.Auth = a
-		}
-		for j, pc := range tc.WebhookPlugins {
-			p, err := b.plugin(ctx, tc.Name, pc, hostabi.KindEvent)
-			if err != nil {
-				return nil, plugins, fmt.Errorf("%s.webhook_plugins[%d]: %w", path, j, err)
-			}
-			plugins = append(plugins, p)
-			t.EventPlugins = append(t.EventPlugins, p)
-		}
-		for j, d := range tc.Forward {
-			sec, err := d.Secret.Resolve()
-			if err != nil {
-				return nil, plugins, fmt.Errorf("%s.forward[%d].secret: %w", path, j, err)
-			}
-			key, err := proxy.ParseSigningSecret(sec.Reveal())
-			if err != nil {
-				return nil, plugins, fmt.Errorf("%s.forward[%d].secret: %w", path, j, err)
-			}
-			t.Forward = append(t.Forward, proxy.Destination{Name: d.Name, URL: d.URL, Secret: key})
-		}
-		ts = append(ts, t)
+// tenants builds every tenant of cfg, several at once. A tenant that cannot
+// be built comes back unavailable; it never stops the others.
+func (b *builder) tenants(ctx context.Context, cfg *configs.File) []*built {
+	n := b.warmers
+	if n <= 0 {
+		n = max(2, runtime.GOMAXPROCS(0))
 	}
-	return ts, plugins, nil
+	out := make([]*built, len(cfg.Tenants))
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for i := range cfg.Tenants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			out[i] = b.tenant(ctx, cfg, i)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// tenant builds cfg.Tenants[i]; on error the plugins it loaded are closed
+// and the tenant comes back unavailable with the reason.
+func (b *builder) tenant(ctx context.Context, cfg *configs.File, i int) *built {
+	bt := &built{}
+	t, err := b.buildTenant(ctx, cfg, i, bt)
+	if err == nil {
+		bt.tenant = t
+		return bt
+	}
+	closePlugins(bt.plugins)
+	tc := cfg.Tenants[i]
+	te := &tenantError{}
+	if !errors.As(err, &te) {
+		te = &tenantError{reason: reasonConfigInvalid, field: fmt.Sprintf("tenants[%d]", i), err: err}
+	}
+	return &built{
+		tenant: proxy.Tenant{Name: tc.Name, Hosts: tc.Hosts, Unavailable: &proxy.Unavailability{Reason: te.reason, Field: te.field}},
+		err:    err,
+	}
+}
+
+func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt *built) (proxy.Tenant, error) {
+	tc := cfg.Tenants[i]
+	path := fmt.Sprintf("tenants[%d]", i)
+	fail := func(reason, field string, err error) (proxy.Tenant, error) {
+		return proxy.Tenant{}, &tenantError{reason: reason, field: path + "." + field, err: err}
+	}
+	t := proxy.Tenant{
+		Name: tc.Name, Hosts: tc.Hosts, Upstream: tc.Upstream, UpstreamConns: cfg.Limits.UpstreamConns,
+		Plaid: proxy.PlaidOptions{
+			BaseURL: plaidBaseURL(tc.Plaid.Env, b.emuAddr), ClientName: tc.Plaid.ClientName,
+			Products: tc.Plaid.Products, CountryCodes: tc.Plaid.CountryCodes, Language: tc.Plaid.Language,
+			WebhookURL: tc.Plaid.WebhookURL, RedirectURI: tc.Plaid.RedirectURI,
+		},
+	}
+	if tc.Plaid.Env == "emulator" {
+		t.Plaid.ClientID, t.Plaid.Secret = cfg.Emulator.ClientID, cfg.Emulator.Secret
+	} else {
+		id, err := tc.Plaid.ClientID.Resolve()
+		if err != nil {
+			return fail(reasonSecret, "plaid.client_id", err)
+		}
+		sec, err := tc.Plaid.Secret.Resolve()
+		if err != nil {
+			return fail(reasonSecret, "plaid.secret", err)
+		}
+		t.Plaid.ClientID, t.Plaid.Secret = id.Reveal(), sec.Reveal()
+	}
+	if tc.Auth.Plugin != nil {
+		p, err := b.plugin(ctx, tc.Name, *tc.Auth.Plugin, hostabi.KindAuth)
+		if err != nil {
+			return fail(pluginReason(err), "auth.plugin", err)
+		}
+		bt.plugins = append(bt.plugins, p)
+		t.Auth = &proxy.PluginAuth{Plugin: p, Tenant: tc.Name, Logger: b.log}
+	} else {
+		digests := map[string]string{}
+		for _, k := range tc.Auth.APIKeys {
+			digests[k.SHA256] = k.User
+		}
+		a, err := proxy.NewAPIKeys(digests)
+		if err != nil {
+			return fail(reasonConfigInvalid, "auth.api_keys", err)
+		}
+		t.Auth = a
+	}
+	for j, pc := range tc.WebhookPlugins {
+		p, err := b.plugin(ctx, tc.Name, pc, hostabi.KindEvent)
+		if err != nil {
+			return fail(pluginReason(err), fmt.Sprintf("webhook_plugins[%d]", j), err)
+		}
+		bt.plugins = append(bt.plugins, p)
+		t.EventPlugins = append(t.EventPlugins, p)
+	}
+	for j, d := range tc.Forward {
+		field := fmt.Sprintf("forward[%d].secret", j)
+		sec, err := d.Secret.Resolve()
+		if err != nil {
+			return fail(reasonSecret, field, err)
+		}
+		key, err := proxy.ParseSigningSecret(sec.Reveal())
+		if err != nil {
+			return fail(reasonConfigInvalid, field, err)
+		}
+		t.Forward = append(t.Forward, proxy.Destination{Name: d.Name, URL: d.URL, Secret: key})
+	}
+	return t, nil
+}
+
+// pluginError carries the reason class of a plugin that could not be loaded.
+type pluginError struct {
+	reason string
+	err    error
+}
+
+func (e *pluginError) Error() string { return e.err.Error() }
+func (e *pluginError) Unwrap() error { return e.err }
+
+func pluginReason(err error) string {
+	if pe := (*pluginError)(nil); errors.As(err, &pe) {
+		return pe.reason
+	}
+	return reasonPluginRefused
 }
 
 func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, kind hostabi.Kind) (*hostabi.Plugin, error) {
 	wasm, err := os.ReadFile(pc.Path)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w (build the example plugins with `make plugins`)", pc.Path, err)
+		return nil, &pluginError{reasonPluginMissing, fmt.Errorf("read %s: %w (build the example plugins with `make plugins`)", pc.Path, err)}
 	}
+	sum := sha256.Sum256(wasm)
 	if pc.SHA256 == "" {
-		sum := sha256.Sum256(wasm)
 		b.log.Warn("plugin is not pinned by sha256; pin it in production", "tenant", tenant, "path", pc.Path, "sha256", hex.EncodeToString(sum[:]))
+	} else if !strings.EqualFold(pc.SHA256, hex.EncodeToString(sum[:])) {
+		return nil, &pluginError{reasonPluginSHA256, fmt.Errorf("%s: sha256 is %x, the config pins %s", pc.Path, sum, pc.SHA256)}
 	}
 	var conf []byte
 	if pc.Config != nil {
 		if conf, err = json.Marshal(pc.Config); err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, &pluginError{reasonConfigInvalid, fmt.Errorf("config: %w", err)}
 		}
 	}
 	secrets := map[string][]byte{}
 	for name, ref := range pc.Secrets {
 		s, err := ref.Resolve()
 		if err != nil {
-			return nil, fmt.Errorf("secrets.%s: %w", name, err)
+			return nil, &pluginError{reasonSecret, fmt.Errorf("secrets.%s: %w", name, err)}
 		}
 		secrets[name] = s.Bytes()
 	}
 	jwt, err := jwtOptions(pc.Config)
 	if err != nil {
-		return nil, fmt.Errorf("config.jwt: %w", err)
+		return nil, &pluginError{reasonConfigInvalid, fmt.Errorf("config.jwt: %w", err)}
 	}
 	name := pc.Name
 	if name == "" {
 		name = pc.Path
 	}
-	return b.engine.Load(ctx, hostabi.PluginOptions{
+	load := b.load
+	if load == nil {
+		load = b.engine.Load
+	}
+	return load(ctx, hostabi.PluginOptions{
 		Tenant: tenant, Name: name, Kind: kind, Wasm: wasm, SHA256: pc.SHA256, Config: conf,
 		Caps: hostabi.Capabilities{
 			Config: pc.HasCap("config"), Log: pc.HasCap("log"), Clock: pc.HasCap("clock"),

@@ -1,0 +1,121 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Issue 9.15: the real binary starts with one tenant whose plugin file is
+// missing: the other tenant serves, the broken one answers 503
+// tenant_unavailable. A reload that breaks the working tenant's plugin keeps
+// its previous plugin serving; a reload that fixes the broken tenant brings
+// it up.
+func TestBrokenTenantDoesNotStopTheBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := buildBinary(t, dir)
+	wasm := filepath.Join(dir, "apikey.wasm")
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../../plugins/examples/apikey")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build plugin: %v\n%s", err, out)
+	}
+	bad := filepath.Join(dir, "broken.wasm")
+	os.WriteFile(bad, []byte("\x00asm\x01\x00\x00\x00 not really"), 0o600)
+	missing := filepath.Join(dir, "missing.wasm")
+	addr, lnFile := activationListener(t)
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	cfgPath := filepath.Join(dir, "iso.yaml")
+	tenant := func(name, plugin, user string) string {
+		return fmt.Sprintf(`  - name: %s
+    hosts: [%s.test]
+    plaid: {env: emulator}
+    auth:
+      plugin:
+        path: %s
+        capabilities: [config, crypto]
+        config: {keys: {"%s": %s}}
+`, name, name, plugin, sum("k-"+user), user)
+	}
+	writeCfg := func(goodPlugin, goodUser, otherPlugin string) {
+		cfg := fmt.Sprintf("listen: %s\nadmin_listen: 127.0.0.1:0\ndata_dir: %s\nkeys: env:SAFECLOSE_KEYS\nemulator: {enabled: true, listen: 127.0.0.1:0}\ntenants:\n",
+			addr, filepath.Join(dir, "data")) + tenant("good", goodPlugin, goodUser) + tenant("other", otherPlugin, "carol")
+		tmp := cfgPath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Rename(tmp, cfgPath)
+	}
+	writeCfg(wasm, "alice", missing)
+	key := make([]byte, 32)
+	rand.Read(key)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	w := &lockedWriter{mu: &mu, w: &logs}
+	proc := exec.Command(bin, "serve", "-config", cfgPath, "-watch", "100ms")
+	proc.Env = append(os.Environ(), "SAFECLOSE_KEYS=k1:"+base64.StdEncoding.EncodeToString(key), "LISTEN_FDS=1")
+	proc.ExtraFiles = []*os.File{lnFile}
+	proc.Stdout, proc.Stderr = w, w
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proc.Process.Signal(syscall.SIGTERM); proc.Wait() }()
+
+	get := func(host, user string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/api/plaid/status", nil)
+		req.Host = host
+		req.Header.Set("Authorization", "Bearer k-"+user)
+		res, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for range 300 {
+			if cond() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, logs.String())
+	}
+	logged := func(s string) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(logs.String(), s) }
+	}
+	waitFor("alice served by the good tenant", func() bool { st, _ := get("good.test", "alice"); return st == 200 })
+	if st, b := get("other.test", "carol"); st != 503 || !strings.Contains(b, "tenant_unavailable") {
+		t.Fatalf("broken tenant = %d %s, want 503 tenant_unavailable", st, b)
+	}
+	waitFor("the broken tenant in the log", logged(`"reason":"plugin_missing"`))
+
+	writeCfg(bad, "bob", missing)
+	waitFor("the good tenant's refused reload", logged("reload refused for this tenant"))
+	if st, b := get("good.test", "alice"); st != 200 {
+		t.Fatalf("after its plugin broke on reload, good = %d %s; want its previous plugin still serving", st, b)
+	}
+
+	writeCfg(wasm, "bob", wasm)
+	waitFor("the fixed tenant serving carol", func() bool { st, _ := get("other.test", "carol"); return st == 200 })
+	waitFor("bob served after the valid change", func() bool { st, _ := get("good.test", "bob"); return st == 200 })
+}

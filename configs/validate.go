@@ -1,0 +1,123 @@
+package configs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// validateOperator holds the checks that keep an operator's mistake from
+// silently switching a protection off (issue 9.17): negative durations and a
+// keyring stored beside the data it protects.
+func (f *File) validateOperator(add func(string, string, ...any)) {
+	durations := []struct {
+		path string
+		d    Duration
+	}{
+		{"limits.read_timeout", f.Limits.ReadTimeout},
+		{"limits.write_timeout", f.Limits.WriteTimeout},
+		{"limits.idle_timeout", f.Limits.IdleTimeout},
+		{"limits.plaid_timeout", f.Limits.PlaidTimeout},
+		{"webhooks.lease", f.Webhooks.Lease},
+		{"webhooks.backoff", f.Webhooks.Backoff},
+		{"webhooks.max_backoff", f.Webhooks.MaxBackoff},
+		{"webhooks.dedupe_ttl", f.Webhooks.DedupeTTL},
+	}
+	for i, t := range f.Tenants {
+		var ps []Plugin
+		var paths []string
+		if t.Auth.Plugin != nil {
+			ps, paths = append(ps, *t.Auth.Plugin), append(paths, fmt.Sprintf("tenants[%d].auth.plugin", i))
+		}
+		for j, pl := range t.WebhookPlugins {
+			ps, paths = append(ps, pl), append(paths, fmt.Sprintf("tenants[%d].webhook_plugins[%d]", i, j))
+		}
+		for k, pl := range ps {
+			// timeout is range-checked by validatePlugin.
+			durations = append(durations, struct {
+				path string
+				d    Duration
+			}{paths[k] + ".cache_ttl", pl.CacheTTL})
+		}
+	}
+	for _, d := range durations {
+		if d.d < 0 {
+			add(d.path, "must not be negative (zero means the default)")
+		}
+	}
+	if s := string(f.Keys); strings.HasPrefix(s, "file:") && f.DataDir != "" && PathWithin(f.DataDir, s[5:]) {
+		add("keys", "the keyring file is inside data_dir (%s): keep keys apart from the data they protect", f.DataDir)
+	}
+}
+
+// onlyDocument refuses a second YAML document after the one decoded: it
+// would be silently ignored (issue 9.17). A trailing "---" alone is fine.
+func onlyDocument(dec *yaml.Decoder) error {
+	for range 64 {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return fmt.Errorf("configs: after the first document: %w", err)
+		case !emptyDocument(&n):
+			return errors.New(`configs: the file holds more than one YAML document (a second "---"); put everything in one document`)
+		}
+	}
+	return errors.New("configs: too many empty YAML documents")
+}
+
+func emptyDocument(n *yaml.Node) bool {
+	if n.Kind == yaml.DocumentNode {
+		return len(n.Content) == 0 || (len(n.Content) == 1 && n.Content[0].Tag == "!!null")
+	}
+	return n.Kind == 0
+}
+
+// PathWithin reports whether path p lies inside directory dir (or is dir),
+// comparing cleaned paths lexically: it reads nothing from disk. Callers that
+// mix relative and absolute paths make both absolute first.
+func PathWithin(dir, p string) bool {
+	dir, p = filepath.Clean(dir), filepath.Clean(p)
+	if filepath.IsAbs(dir) != filepath.IsAbs(p) {
+		return false
+	}
+	rel, err := filepath.Rel(dir, p)
+	if err != nil {
+		return false
+	}
+	return rel == "." || (rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)))
+}
+
+// Warnings lists settings that are valid but risky, each prefixed by its
+// field path, for the caller to log at start. Like Validate it is pure.
+func (f *File) Warnings() []string {
+	var ws []string
+	if !loopback(f.AdminListen) {
+		ws = append(ws, fmt.Sprintf("admin_listen: %s is not a loopback address: /metrics and /readyz are unauthenticated; keep the admin listener private (firewall it or bind 127.0.0.1)", f.AdminListen))
+	}
+	if f.Emulator.Enabled && !loopback(f.Emulator.Listen) {
+		ws = append(ws, fmt.Sprintf("emulator.listen: %s is not a loopback address: the Plaid emulator is for local development", f.Emulator.Listen))
+	}
+	return ws
+}
+
+// loopback reports whether a host:port listens on loopback only. An empty
+// host (":9090") listens on every interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true // Validate reports it
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,181 @@
+package configs
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// minimal is a valid config that the cases below change one field at a time.
+const minimal = `
+data_dir: /var/lib/safeclose
+keys: env:SAFECLOSE_KEYS
+tenants:
+  - name: a
+    hosts: [a.example]
+    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
+    auth: {api_keys: [{sha256: "` + "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" + `", user: u}]}
+`
+
+func decodeMinimal(t *testing.T, extra string) *File {
+	t.Helper()
+	f, err := Decode(strings.NewReader(minimal + extra))
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	return f
+}
+
+func TestMinimalIsValid(t *testing.T) {
+	t.Parallel()
+	if err := decodeMinimal(t, "").Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+}
+
+// Issue 9.17: a negative duration silently disabled the protection it set
+// (a negative read_timeout means no read deadline, a negative dedupe_ttl no
+// dedupe). Every duration field refuses a negative value, by field path.
+func TestValidateRefusesNegativeDurations(t *testing.T) {
+	t.Parallel()
+	plugin := "      plugin: {path: p.wasm, %s: -1s}\n"
+	tests := []struct {
+		name, yaml, wantPath string
+	}{
+		{"read_timeout", "limits: {read_timeout: -1s}\n", "limits.read_timeout"},
+		{"write_timeout", "limits: {write_timeout: -1s}\n", "limits.write_timeout"},
+		{"idle_timeout", "limits: {idle_timeout: -1ms}\n", "limits.idle_timeout"},
+		{"plaid_timeout", "limits: {plaid_timeout: -5s}\n", "limits.plaid_timeout"},
+		{"lease", "webhooks: {lease: -30s}\n", "webhooks.lease"},
+		{"backoff", "webhooks: {backoff: -1s}\n", "webhooks.backoff"},
+		{"max_backoff", "webhooks: {max_backoff: -1m}\n", "webhooks.max_backoff"},
+		{"dedupe_ttl", "webhooks: {dedupe_ttl: -48h}\n", "webhooks.dedupe_ttl"},
+		{"plugin timeout", strings.Replace(plugin, "%s", "timeout", 1), "tenants[1].auth.plugin.timeout"},
+		{"plugin cache_ttl", strings.Replace(plugin, "%s", "cache_ttl", 1), "tenants[1].auth.plugin.cache_ttl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			y := tt.yaml
+			if strings.HasPrefix(y, "      plugin") {
+				y = "  - name: b\n    hosts: [b.example]\n    plaid: {env: sandbox, client_id: env:B, secret: env:B}\n    auth:\n" + y
+			}
+			err := decodeMinimal(t, y).Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.wantPath+": ") {
+				t.Errorf("Validate(%s) = %v, want an error naming %s", tt.name, err, tt.wantPath)
+			}
+		})
+	}
+}
+
+// Issue 9.17: a second YAML document in the file was ignored, so an operator
+// who appended a block after "---" believed it was in force.
+func TestDecodeRefusesASecondDocument(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml string
+		wantErr    bool
+	}{
+		{"second document", minimal + "---\nlisten: 0.0.0.0:80\n", true},
+		{"second empty mapping", minimal + "---\n{}\n", true},
+		{"leading separator only", "---\n" + minimal, false},
+		{"trailing separator only", minimal + "---\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Decode(strings.NewReader(tt.yaml))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Decode = %v, want error: %v", err, tt.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "document") {
+				t.Errorf("Decode = %v, want it to say a second document is not allowed", err)
+			}
+		})
+	}
+}
+
+// Issue 9.17: the sealing keyring stored inside data_dir sits beside the data
+// it protects: a copy of the directory is then a copy of the tokens.
+func TestValidateRefusesKeyFileInDataDir(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, dataDir, keys string
+		wantErr             bool
+	}{
+		{"inside", "/var/lib/safeclose", "file:/var/lib/safeclose/keys", true},
+		{"deeper inside", "/var/lib/safeclose/", "file:/var/lib/safeclose/sub/../k", true},
+		{"relative inside", "./data", "file:data/keys", true},
+		{"the dir itself", "/var/lib/safeclose", "file:/var/lib/safeclose", true},
+		{"sibling prefix", "/var/lib/safeclose", "file:/var/lib/safeclose-keys", false},
+		{"elsewhere", "/var/lib/safeclose", "file:/run/secrets/keys", false},
+		{"env", "/var/lib/safeclose", "env:SAFECLOSE_KEYS", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := decodeMinimal(t, "")
+			f.DataDir, f.Keys = tt.dataDir, SecretRef(tt.keys)
+			err := f.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate(data_dir=%s keys=%s) = %v, want error: %v", tt.dataDir, tt.keys, err, tt.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "keys: ") {
+				t.Errorf("error %v does not name the keys field", err)
+			}
+		})
+	}
+}
+
+func TestPathWithin(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		dir, p string
+		want   bool
+	}{
+		{"/a/b", "/a/b/c", true},
+		{"/a/b", "/a/b", true},
+		{"/a/b", "/a/bc", false},
+		{"/a/b", "/a/b/../c", false},
+		{"/", "/x", true},
+		{"data", "./data/k", true},
+		{"data", "/abs/k", false},
+	}
+	for _, tt := range tests {
+		if got := PathWithin(tt.dir, tt.p); got != tt.want {
+			t.Errorf("PathWithin(%q, %q) = %v, want %v", tt.dir, tt.p, got, tt.want)
+		}
+	}
+}
+
+// Issue 9.17: admin_listen on a public address exposed /metrics and /readyz
+// without a word. Warnings (not errors: it may be behind a firewall) name it.
+func TestWarningsForPublicAdminListener(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		admin string
+		warn  bool
+	}{
+		{"127.0.0.1:9090", false},
+		{"[::1]:9090", false},
+		{"localhost:9090", false},
+		{"127.0.0.2:9090", false},
+		{"0.0.0.0:9090", true},
+		{":9090", true},
+		{"[::]:9090", true},
+		{"10.1.2.3:9090", true},
+		{"admin.example:9090", true},
+	}
+	for _, tt := range tests {
+		f := decodeMinimal(t, "")
+		f.AdminListen = tt.admin
+		if err := f.Validate(); err != nil {
+			t.Fatalf("Validate(admin_listen=%s) = %v", tt.admin, err)
+		}
+		ws := f.Warnings()
+		got := slices.ContainsFunc(ws, func(w string) bool { return strings.HasPrefix(w, "admin_listen: ") })
+		if got != tt.warn {
+			t.Errorf("Warnings(admin_listen=%s) = %q, want an admin_listen warning: %v", tt.admin, ws, tt.warn)
+		}
+	}
+}
