@@ -59,6 +59,9 @@ func (c *readyCache) get(ctx context.Context, s *Server) (map[string]string, boo
 			checks["plaid:"+name] = "ok"
 		}
 		cancel()
+		if err := tn.verifier.KeyFetchHealth(); err != nil { // Issue 9.8: wrong Plaid credentials
+			checks["webhook_keys:"+name], ok = "credentials_refused", false
+		}
 	}
 	c.at, c.checks, c.ok = time.Now(), checks, ok
 	return checks, ok
