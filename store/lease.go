@@ -1,23 +1,32 @@
 package store
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
 
+// leaseWindow is how many entries LeaseNext looks at after the first
+// candidate for other tenants' turns: it bounds the scan when one tenant has a
+// backlog. A tenant further back is still reached, because the worker cap
+// (allow) takes a busy tenant's entries out of the candidates.
+const leaseWindow = 32
+
 // LeaseNext leases one due entry (NextAt <= now, no live lease) to owner for
 // d, so a lease covers exactly the work on one entry; the worker keeps it with
 // Extend while it works. Tenants take turns: among the tenants that have a
 // due entry and that allow accepts (nil accepts every tenant), it picks the
 // first tenant whose name sorts after the tenant named by after (wrapping
-// around), and leases that tenant's oldest due entry. ok is false when
+// around), and leases that tenant's oldest due entry. Only tenants seen within
+// leaseWindow entries after the first candidate take part. ok is false when
 // nothing is due.
 //
 // allow is called with the store's lease lock held and must not call the
-// store. The scan reads the whole queue, like Lease; see RATIONALE.md "Why
-// one lease per entry, and tenants take turns".
+// store. The scan skips entries that are not due, leased or refused, like
+// Lease; see RATIONALE.md "Why one lease per entry, and tenants take turns".
 func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (e Entry, ok bool, err error) {
 	db.leaseMu.Lock()
 	defer db.leaseMu.Unlock()
@@ -28,19 +37,26 @@ func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(
 		opts.Prefix = []byte("q/")
 		iter := txn.NewIterator(opts)
 		defer iter.Close()
-		oldest := map[string]Entry{} // tenant → its oldest due entry (ids are time-ordered)
-		for iter.Rewind(); iter.Valid(); iter.Next() {
-			var c Entry
-			if err := iter.Item().Value(func(v []byte) (err error) { c, err = DecodeEntry(v); return err }); err != nil {
-				return err
+		oldest := map[string][]byte{} // tenant → key of its oldest due entry (ids are time-ordered)
+		window := -1                  // entries left to look at once a candidate is found
+		for iter.Rewind(); iter.Valid() && window != 0; iter.Next() {
+			if window > 0 {
+				window--
 			}
-			if c.NextAt.After(now) || c.LeaseUntil.After(now) {
+			var h leaseHead // the scan reads only what it needs, not the body
+			if err := iter.Item().Value(func(v []byte) error { return json.Unmarshal(v, &h) }); err != nil {
+				return fmt.Errorf("store: decode entry: %w", err)
+			}
+			if h.NextAt.After(now) || h.LeaseUntil.After(now) {
 				continue
 			}
-			if _, seen := oldest[c.Tenant]; seen || (allow != nil && !allow(c.Tenant)) {
+			if _, seen := oldest[h.Tenant]; seen || (allow != nil && !allow(h.Tenant)) {
 				continue
 			}
-			oldest[c.Tenant] = c
+			oldest[h.Tenant] = iter.Item().KeyCopy(nil)
+			if window < 0 {
+				window = leaseWindow
+			}
 		}
 		if len(oldest) == 0 {
 			return nil
@@ -59,7 +75,14 @@ func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(
 				pick = names[i]
 			}
 		}
-		c := oldest[pick]
+		it, err := txn.Get(oldest[pick])
+		if err != nil {
+			return err
+		}
+		var c Entry
+		if err := it.Value(func(v []byte) (err error) { c, err = DecodeEntry(v); return err }); err != nil {
+			return err
+		}
 		c.LeaseOwner = owner
 		c.LeaseUntil = now.Add(d)
 		c.LeaseToken = uint64(now.UnixNano()) + db.ids.seq.Add(1)
@@ -77,6 +100,13 @@ func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(
 		return Entry{}, false, err
 	}
 	return e, ok, nil
+}
+
+// leaseHead is the part of an Entry the lease scan reads.
+type leaseHead struct {
+	Tenant     string    `json:"tenant"`
+	NextAt     time.Time `json:"next_at"`
+	LeaseUntil time.Time `json:"lease_until"`
 }
 
 // Extend renews a held lease to now+d, so an entry whose work outlasts one
