@@ -38,17 +38,20 @@ type Options struct {
 
 // WebhookOptions tune the durable webhook pipeline.
 type WebhookOptions struct {
-	MaxBodyBytes int // zero means 64 KiB
-	Workers      int // zero means 4; negative means no workers (intake only)
+	MaxBodyBytes int           // zero means 64 KiB
+	Workers      int           // zero means 4; negative means no workers (intake only)
+	MaxAttempts  int           // zero means 8, then dead-letter
+	Lease        time.Duration // zero means 30s
+	Backoff      time.Duration // first retry delay, doubled per attempt; zero means 1s
+	MaxBackoff   time.Duration // zero means 5m
+	Poll         time.Duration // idle poll interval; zero means 200ms
+	MaxAge       time.Duration // webhook JWT freshness; zero means 5m
+
 	// TenantWorkers caps how many workers one tenant's entries may hold at
-	// once; zero means half of Workers, at least 1.
+	// once, so a slow tenant cannot delay another; zero means half of
+	// Workers, at least 1. Each entry's lease is renewed every third of
+	// Lease while it is worked on.
 	TenantWorkers int
-	MaxAttempts   int           // zero means 8, then dead-letter
-	Lease         time.Duration // zero means 30s; renewed every third of it while an entry is worked on
-	Backoff       time.Duration // first retry delay, doubled per attempt; zero means 1s
-	MaxBackoff    time.Duration // zero means 5m
-	Poll          time.Duration // idle poll interval; zero means 200ms
-	MaxAge        time.Duration // webhook JWT freshness; zero means 5m
 }
 
 // Tenant is one workspace.
