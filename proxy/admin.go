@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/safeclose/safeclose/proxy/internal/webhook"
 	"github.com/safeclose/safeclose/store"
 )
 
@@ -70,6 +71,9 @@ type readyCheck struct {
 func (tn *tenant) readyChecks() []readyCheck {
 	return []readyCheck{
 		{"plaid", tn.plaid.ping},
+		// Issue 9.8: Plaid refusing the tenant's credentials for the
+		// webhook key fetch makes every genuine webhook a 503.
+		{"webhook_keys", func(context.Context) error { return tn.verifier.KeyFetchHealth() }},
 	}
 }
 
@@ -186,6 +190,8 @@ func checkStatus(err error) string {
 		return "ok"
 	case errors.As(err, &pe) && !errors.Is(err, ErrPlaidDown):
 		return "error: " + pe.Code // Plaid's error code, e.g. INVALID_API_KEYS
+	case errors.Is(err, webhook.ErrKeyAuth):
+		return "credentials_refused"
 	case errors.Is(err, ErrKeyUnavailable):
 		return "key_unavailable"
 	}

@@ -52,6 +52,12 @@ type WebhookOptions struct {
 	MaxBackoff   time.Duration // zero means 5m
 	Poll         time.Duration // idle poll interval; zero means 200ms
 	MaxAge       time.Duration // webhook JWT freshness; zero means 5m
+
+	// TenantWorkers caps how many workers one tenant's entries may hold at
+	// once, so a slow tenant cannot delay another; zero means half of
+	// Workers, at least 1. Each entry's lease is renewed every third of
+	// Lease while it is worked on.
+	TenantWorkers int
 }
 
 // Tenant is one workspace.

@@ -132,6 +132,9 @@ func (c *plaidClient) webhookKey(ctx context.Context, kid string) (webhook.Key, 
 	if err != nil {
 		var pe *PlaidError
 		if e := plaidErr("webhook_verification_key/get", hr, err); errors.As(e, &pe) {
+			if credentialRefused(pe) {
+				return webhook.Key{}, fmt.Errorf("%w: %s", webhook.ErrKeyAuth, pe.Code)
+			}
 			if pe.HTTPStatus >= 400 && pe.HTTPStatus < 500 && pe.HTTPStatus != http.StatusTooManyRequests {
 				return webhook.Key{}, fmt.Errorf("%w: %s", webhook.ErrUnknownKey, pe.Code)
 			}
@@ -148,6 +151,17 @@ func (c *plaidClient) webhookKey(ctx context.Context, kid string) (webhook.Key, 
 		key.ExpiredAt = &e
 	}
 	return key, nil
+}
+
+// credentialRefused reports whether Plaid refused the tenant's own
+// credentials rather than the request: no key can be fetched until the
+// configuration is fixed, so the webhook gets 503 and the tenant is not ready.
+func credentialRefused(pe *PlaidError) bool {
+	switch pe.Code {
+	case "INVALID_API_KEYS", "UNAUTHORIZED_ENVIRONMENT", "UNAUTHORIZED_ROUTE_ACCESS":
+		return true
+	}
+	return pe.HTTPStatus == http.StatusUnauthorized || pe.HTTPStatus == http.StatusForbidden
 }
 
 // ping checks that Plaid answers at all (any Plaid error object counts).

@@ -18,8 +18,9 @@ import (
 var keptHeaders = []string{"Plaid-Verification", "Content-Type", "User-Agent"}
 
 // receiveWebhook verifies a Plaid webhook and stores it durably before the 200.
-// Invalid → 400/401 and nothing stored; key fetch or store trouble → 503 so
-// Plaid retries.
+// Invalid → 400/401 and nothing stored; a key lookup that is throttled or
+// fails (credentials included) or store trouble → 503 so Plaid retries. A
+// duplicate answers the id of the event first stored.
 func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	start := time.Now()
 	if ctx.Request.Header.ContentLength() > s.opts.Webhooks.MaxBodyBytes || len(ctx.PostBody()) > s.opts.Webhooks.MaxBodyBytes {
@@ -75,7 +76,7 @@ func (s *Server) rejectWebhook(tn *tenant, err error) error {
 	if errors.As(err, &ve) {
 		step = ve.Step.String()
 	}
-	if errors.Is(err, webhook.ErrKeyFetch) {
+	if webhook.Unavailable(err) { // throttled, failed or refused credentials: Plaid retries a 503
 		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "key_unavailable").Inc()
 		s.log.Warn("webhook key fetch failed; answering 503 so Plaid retries", "tenant", tn.Name, "err", err)
 		return fmt.Errorf("%w: %w", ErrKeyUnavailable, err)

@@ -114,7 +114,10 @@ func TestForgedWebhooksRejectedNothingStored(t *testing.T) {
 	for _, d := range e.sim.Deliveries() {
 		got = append(got, d.Status)
 	}
-	for _, st := range got[len(got)-len(faults):] {
+	for i, st := range got[len(got)-len(faults):] {
+		if faults[i].f == plaidsim.FaultUnknownKid && st == 503 {
+			continue // Issue 9.8: the unknown-kid lookup may be throttled: 503, never stored
+		}
 		if st != 400 && st != 401 {
 			t.Errorf("forged webhook answered %d, want 400/401 (all: %v)", st, got)
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
@@ -30,23 +31,62 @@ type plaidEvent struct {
 // errPermanent marks failures that retrying cannot fix: dead-letter at once.
 var errPermanent = errors.New("proxy: permanent webhook failure")
 
+// turns is the workers' shared view of who is being worked on: at most
+// limit entries per tenant at once, and leases rotate through tenants, so
+// one tenant's slow plugin or destination cannot hold every worker nor keep
+// another tenant waiting behind its backlog.
+type turns struct {
+	mu    sync.Mutex
+	busy  map[string]int
+	last  string // tenant leased last; the next lease starts after it
+	limit int
+}
+
+// lease takes the next entry in turn. Leases are serialised (the store
+// serialises them anyway), so the per-tenant limit holds exactly.
+func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	e, ok, err := s.db.LeaseNext(owner, s.opts.Webhooks.Lease, tr.last, func(tenant string) bool {
+		return tr.busy[tenant] < tr.limit
+	})
+	if ok {
+		tr.busy[e.Tenant]++
+		tr.last = e.Tenant
+	}
+	return e, ok, err
+}
+
+func (tr *turns) done(tenant string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.busy[tenant]--; tr.busy[tenant] <= 0 {
+		delete(tr.busy, tenant)
+	}
+}
+
 func (s *Server) startWorkers() {
 	n := s.opts.Webhooks.Workers
 	if n < 0 {
 		return
 	}
+	limit := s.opts.Webhooks.TenantWorkers
+	if limit <= 0 {
+		limit = max(1, n/2)
+	}
+	tr := &turns{busy: map[string]int{}, limit: limit}
 	host, _ := os.Hostname()
 	for i := range n {
 		owner := host + "/" + strconv.Itoa(os.Getpid()) + "/" + strconv.Itoa(i)
 		s.workers.Add(1)
 		go func() {
 			defer s.workers.Done()
-			s.workLoop(owner)
+			s.workLoop(tr, owner)
 		}()
 	}
 }
 
-func (s *Server) workLoop(owner string) {
+func (s *Server) workLoop(tr *turns, owner string) {
 	w := s.opts.Webhooks
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -58,24 +98,61 @@ func (s *Server) workLoop(owner string) {
 		case <-s.wake:
 		}
 		for s.base.Err() == nil {
-			es, err := s.db.Lease(owner, w.Lease, 8)
+			e, ok, err := s.lease(tr, owner)
 			if err != nil {
 				if !errors.Is(err, store.ErrClosed) {
 					s.log.Error("webhook lease failed", "err", err)
 				}
 				break
 			}
-			if len(es) == 0 {
+			if !ok {
 				break
 			}
-			for _, e := range es {
-				s.finish(e, s.process(e))
-			}
+			s.work(e)
+			tr.done(e.Tenant)
 		}
 		if n, err := s.db.QueueLen(); err == nil {
 			s.metrics.queueDepth.Set(float64(n))
 		}
 		t.Reset(w.Poll)
+	}
+}
+
+// work processes one leased entry, extending its lease while the work runs,
+// and records the outcome. If the lease is lost (the store refused an
+// extension), the work is cancelled: another worker now owns the entry.
+func (s *Server) work(e store.Entry) {
+	ctx, cancel := context.WithCancel(s.base)
+	beat := make(chan struct{})
+	go func() {
+		defer close(beat)
+		s.heartbeat(ctx, cancel, e)
+	}()
+	perr := s.process(ctx, e)
+	cancel()
+	<-beat
+	s.finish(e, perr)
+}
+
+// heartbeat extends e's lease every third of the lease period until ctx ends.
+func (s *Server) heartbeat(ctx context.Context, cancel context.CancelFunc, e store.Entry) {
+	d := s.opts.Webhooks.Lease
+	t := time.NewTicker(max(d/3, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.db.Extend(e.ID, e.LeaseToken, d); err != nil {
+			if errors.Is(err, store.ErrStaleLease) {
+				s.log.Warn("webhook lease lost; abandoning this attempt", "tenant", e.Tenant, "id", e.ID)
+				cancel()
+				return
+			}
+			s.log.Warn("webhook lease not extended", "tenant", e.Tenant, "id", e.ID, "err", err)
+		}
 	}
 }
 
@@ -85,6 +162,11 @@ func (s *Server) finish(e store.Entry, perr error) {
 	m := s.metrics.webhooksDone
 	var err error
 	switch {
+	case perr != nil && s.base.Err() != nil:
+		// Graceful stop: the work was cut short, not failed. Give the entry
+		// back without counting an attempt.
+		err = s.db.Release(e.ID, e.LeaseToken)
+		s.log.Info("webhook released at shutdown", "tenant", e.Tenant, "id", e.ID)
 	case perr == nil:
 		err = s.db.Complete(e.ID, e.LeaseToken)
 		m.WithLabelValues(e.Tenant, "done").Inc()
@@ -109,7 +191,7 @@ func (s *Server) finish(e store.Entry, perr error) {
 
 // process runs one queue entry: item state, tenant plugins, forwarding.
 // Every effect is idempotent so a retry or a re-lease after a crash is safe.
-func (s *Server) process(e store.Entry) error {
+func (s *Server) process(ctx context.Context, e store.Entry) error {
 	tn := s.table.Load().tenants[e.Tenant]
 	if tn == nil {
 		return fmt.Errorf("tenant %q is not configured", e.Tenant)
@@ -121,7 +203,7 @@ func (s *Server) process(e store.Entry) error {
 	if err := json.Unmarshal(e.Body, &ev); err != nil {
 		return fmt.Errorf("%w: body is not JSON: %w", errPermanent, err)
 	}
-	ctx, cancel := context.WithTimeout(s.base, s.opts.PlaidTimeout+10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.PlaidTimeout+10*time.Second)
 	defer cancel()
 
 	item, err := s.db.Item(tn.Name, ev.ItemID)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -227,4 +228,42 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Issue 9.11: a damaged queue record is moved aside, and the entries after it
+// (any tenant's) are still leased: one flipped byte must not stall the queue.
+func TestDamagedQueueEntryMovedAsideQueueGoesOn(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := open(t, dir, keyring(t, k1))
+	var ids []string
+	for _, e := range []Entry{entry("a", "a1"), entry("b", "b1")} {
+		id, _, err := db.Enqueue(t.Context(), e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	db.Close()
+	rawUpdate(t, dir, func(txn *badger.Txn) error {
+		k := []byte("q/" + ids[0])
+		v := bytes.Clone(rawGet(txn, k))
+		v[len(v)-2] ^= 0x20
+		return txn.Set(k, v)
+	})
+	db = open(t, dir, keyring(t, k1))
+	defer db.Close()
+	e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+	if err != nil || !ok || string(e.Body) != "b1" {
+		t.Fatalf("LeaseNext after a damaged entry = %q, %v, %v; want b1", e.Body, ok, err)
+	}
+	if err := db.view(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte("q/" + ids[0])); !errors.Is(err, badger.ErrKeyNotFound) {
+			t.Errorf("damaged entry still in q/: %v", err)
+		}
+		_, err := txn.Get([]byte("qc/" + ids[0]))
+		return err
+	}); err != nil {
+		t.Errorf("damaged entry not kept in qc/: %v", err)
+	}
 }

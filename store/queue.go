@@ -95,8 +95,8 @@ func dedupeKey(tenant string, sum [32]byte) []byte {
 
 // Enqueue stores a webhook with its dedupe marker in one synced transaction
 // and returns after the commit. Concurrent callers share one commit (group
-// commit). duplicate is true, and nothing is written, when a marker for the
-// same tenant and body hash exists.
+// commit). duplicate is true, nothing is written, and id is the first copy's
+// id, when a marker for the same tenant and body hash exists.
 func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, err error) {
 	db.closeMu.RLock()
 	if db.closed {
@@ -165,7 +165,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 		}
 		for attempt := 0; ; attempt++ {
 			txn := db.bdb.NewTransaction(true)
-			seen := map[string]bool{}
+			seen := map[string]string{} // marker → id of its entry in this batch
 			var err error
 			for i, r := range batch {
 				res[i] = enqueueRes{}
@@ -174,18 +174,22 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 					continue
 				}
 				mk := dedupeKey(r.e.Tenant, r.e.BodySHA256)
-				if seen[string(mk)] {
-					res[i].dup = true
+				if id, ok := seen[string(mk)]; ok {
+					res[i].dup, res[i].id = true, id
 					continue
 				}
-				if _, gerr := txn.Get(mk); gerr == nil {
+				// A duplicate answers the id of the first copy (the marker's value).
+				if it, gerr := txn.Get(mk); gerr == nil {
 					res[i].dup = true
+					if verr := it.Value(func(v []byte) error { res[i].id = string(v); return nil }); verr != nil {
+						err = verr
+						break
+					}
 					continue
 				} else if !errors.Is(gerr, badger.ErrKeyNotFound) {
 					err = gerr
 					break
 				}
-				seen[string(mk)] = true
 				e := r.e
 				e.ID = db.ids.next(now)
 				if e.NextAt.IsZero() {
@@ -203,6 +207,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 					break
 				}
 				res[i].id = e.ID
+				seen[string(mk)] = e.ID
 			}
 			if err == nil {
 				err = txn.Commit()

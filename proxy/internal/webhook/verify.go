@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +29,17 @@ var (
 	ErrKeyExpired     = errors.New("webhook: key has expired_at set")
 	ErrKeyFetch       = errors.New("webhook: key fetch failed")
 	ErrKeyRateLimited = errors.New("webhook: unknown-key fetch rate limited")
+	// ErrKeyAuth is what a Fetcher wraps when Plaid refuses the tenant's
+	// credentials: no key can be fetched until the configuration is fixed.
+	ErrKeyAuth = errors.New("webhook: key fetch refused the tenant's Plaid credentials")
 )
+
+// Unavailable reports whether err means the key could not be looked up now
+// (fetch failed, throttled, credentials refused) rather than that the webhook
+// is bad. Such a webhook must be answered 503 so Plaid retries, never 4xx.
+func Unavailable(err error) bool {
+	return errors.Is(err, ErrKeyFetch) || errors.Is(err, ErrKeyRateLimited) || errors.Is(err, ErrKeyAuth)
+}
 
 // Step names a verification step.
 type Step int
@@ -86,7 +97,8 @@ type Key struct {
 }
 
 // Fetcher gets a key by kid. It returns an error wrapping ErrUnknownKey when
-// Plaid does not know the kid, and any other error for transport trouble.
+// Plaid does not know the kid, ErrKeyAuth when Plaid refuses the credentials,
+// and any other error for transport trouble.
 type Fetcher func(ctx context.Context, kid string) (Key, error)
 
 // Options configure a Verifier.
@@ -95,15 +107,27 @@ type Options struct {
 	Now          func() time.Time // nil means time.Now
 	MaxAge       time.Duration    // zero means 5m (Plaid's rule)
 	FutureSkew   time.Duration    // zero means 1m: iat further in the future is refused
-	CacheSize    int              // zero means 64 keys
+	CacheSize    int              // zero means 64 keys; the negative cache holds at most 4× this
 	MissInterval time.Duration    // zero means 1s: at most one fetch of an uncached kid per interval
 	NegativeTTL  time.Duration    // zero means 1m: an unknown kid is not fetched again for this long
-	RefreshAfter time.Duration    // zero means 1h: a cached key is re-fetched (to learn expired_at) after this
+	RefreshAfter time.Duration    // zero means 2m: a cached key is re-fetched (to learn expired_at) after this
 }
 
+// cached is a known key. Its expiry is checked on every use, so a key whose
+// expired_at passes is refused at once, and one Plaid expires is refused at
+// the latest RefreshAfter later.
 type cached struct {
 	pub       *ecdsa.PublicKey
+	expiredAt *time.Time
 	fetchedAt time.Time
+}
+
+// usable returns c, or ErrKeyExpired once its expired_at has passed.
+func (c *cached) usable(now time.Time) (*cached, error) {
+	if c.expiredAt != nil && !now.Before(*c.expiredAt) {
+		return nil, ErrKeyExpired
+	}
+	return c, nil
 }
 
 type flight struct {
@@ -112,7 +136,10 @@ type flight struct {
 	err  error
 }
 
-// Verifier checks Plaid webhooks. It is safe for concurrent use.
+// Verifier checks Plaid webhooks for one tenant. It is safe for concurrent
+// use. Known keys never wait on the miss limiter; unknown kids share one
+// limiter per Verifier (so per tenant) and a bounded negative cache, so a
+// flood of made-up kids cannot evict known keys nor grow memory.
 type Verifier struct {
 	o        Options
 	mu       sync.Mutex
@@ -121,6 +148,7 @@ type Verifier struct {
 	unknown  map[string]time.Time
 	flights  map[string]*flight
 	lastMiss time.Time
+	health   error // the last credential refusal; nil once Plaid answers again
 }
 
 // NewVerifier builds a Verifier.
@@ -147,7 +175,7 @@ func NewVerifier(o Options) (*Verifier, error) {
 		o.NegativeTTL = time.Minute
 	}
 	if o.RefreshAfter == 0 {
-		o.RefreshAfter = time.Hour
+		o.RefreshAfter = 2 * time.Minute
 	}
 	return &Verifier{o: o, keys: map[string]*cached{}, unknown: map[string]time.Time{}, flights: map[string]*flight{}}, nil
 }
@@ -166,8 +194,8 @@ type header struct {
 }
 
 type payload struct {
-	IAT        *json.Number `json:"iat"`
-	BodySHA256 string       `json:"request_body_sha256"`
+	IAT        json.RawMessage `json:"iat"`
+	BodySHA256 string          `json:"request_body_sha256"`
 }
 
 // parseHeader decodes the JOSE header without verifying and pins ES256.
@@ -217,14 +245,13 @@ func check(tok, kid string, body []byte, pub *ecdsa.PublicKey, now time.Time, ma
 		return Claims{}, fail(StepSignature, errors.New("signature does not verify"))
 	}
 	var p payload
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&p); err != nil || p.IAT == nil {
+	if err := json.Unmarshal(raw, &p); err != nil || len(p.IAT) == 0 || string(p.IAT) == "null" {
 		return Claims{}, fail(StepIssuedAt, errors.New("payload has no iat"))
 	}
-	iat, err := p.IAT.Int64()
+	// iat must be a JSON number: a quoted "123" is refused.
+	iat, err := strconv.ParseInt(string(p.IAT), 10, 64)
 	if err != nil {
-		return Claims{}, fail(StepIssuedAt, errors.New("iat is not an integer"))
+		return Claims{}, fail(StepIssuedAt, errors.New("iat is not an integer JSON number"))
 	}
 	at := time.Unix(iat, 0)
 	if now.Sub(at) > maxAge {
@@ -242,14 +269,16 @@ func check(tok, kid string, body []byte, pub *ecdsa.PublicKey, now time.Time, ma
 	return Claims{Kid: kid, IssuedAt: at, BodySHA256: sum}, nil
 }
 
-// key returns the cached key for kid or fetches it (single-flight, rate-limited).
+// key returns the usable key for kid: from the cache, or fetched
+// (single-flight). Only a kid that is not cached waits on the miss limiter; a
+// known key is refreshed every RefreshAfter and kept through a failed refresh.
 func (v *Verifier) key(ctx context.Context, kid string) (*cached, error) {
 	now := v.o.Now()
 	v.mu.Lock()
 	c := v.keys[kid]
 	if c != nil && now.Sub(c.fetchedAt) < v.o.RefreshAfter {
 		v.mu.Unlock()
-		return c, nil
+		return c.usable(now)
 	}
 	if c == nil {
 		if until, ok := v.unknown[kid]; ok && now.Before(until) {
@@ -282,7 +311,19 @@ func (v *Verifier) key(ctx context.Context, kid string) (*cached, error) {
 			return nil, fmt.Errorf("%w: %w", ErrKeyFetch, ctx.Err())
 		}
 	}
-	return f.c, f.err
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.c.usable(v.o.Now())
+}
+
+// KeyFetchHealth reports why keys cannot be fetched for this tenant: an error
+// wrapping ErrKeyAuth while Plaid refuses the tenant's credentials, nil
+// otherwise (and again once Plaid answers a fetch).
+func (v *Verifier) KeyFetchHealth() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.health
 }
 
 func (v *Verifier) fetch(ctx context.Context, kid string, old *cached) (*cached, error) {
@@ -291,16 +332,17 @@ func (v *Verifier) fetch(ctx context.Context, kid string, old *cached) (*cached,
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	switch {
-	case errors.Is(err, ErrUnknownKey):
-		delete(v.keys, kid)
-		v.unknown[kid] = now.Add(v.o.NegativeTTL)
-		if len(v.unknown) > 4*v.o.CacheSize {
-			for k, until := range v.unknown {
-				if now.After(until) || len(v.unknown) > 4*v.o.CacheSize {
-					delete(v.unknown, k)
-				}
-			}
+	case errors.Is(err, ErrKeyAuth):
+		v.health = err
+		if old != nil {
+			return old, nil // known keys keep working
 		}
+		return nil, fmt.Errorf("%w: %w", ErrKeyFetch, err)
+	case errors.Is(err, ErrUnknownKey):
+		v.health = nil
+		v.forget(kid)
+		v.unknown[kid] = now.Add(v.o.NegativeTTL)
+		v.boundUnknown(now)
 		return nil, err
 	case err != nil:
 		if old != nil {
@@ -308,10 +350,7 @@ func (v *Verifier) fetch(ctx context.Context, kid string, old *cached) (*cached,
 		}
 		return nil, fmt.Errorf("%w: %w", ErrKeyFetch, err)
 	}
-	if k.ExpiredAt != nil {
-		delete(v.keys, kid)
-		return nil, ErrKeyExpired
-	}
+	v.health = nil
 	if k.Kid != "" && k.Kid != kid {
 		return nil, fmt.Errorf("%w: Plaid answered kid %q for %q", ErrUnknownKey, k.Kid, kid)
 	}
@@ -320,6 +359,10 @@ func (v *Verifier) fetch(ctx context.Context, kid string, old *cached) (*cached,
 		return nil, err
 	}
 	c := &cached{pub: pub, fetchedAt: now}
+	if k.ExpiredAt != nil {
+		at := time.Unix(*k.ExpiredAt, 0)
+		c.expiredAt = &at
+	}
 	if _, ok := v.keys[kid]; !ok {
 		v.order = append(v.order, kid)
 		for len(v.order) > v.o.CacheSize {
@@ -329,6 +372,41 @@ func (v *Verifier) fetch(ctx context.Context, kid string, old *cached) (*cached,
 	}
 	v.keys[kid] = c
 	return c, nil
+}
+
+// forget drops kid from the key cache and its eviction order.
+func (v *Verifier) forget(kid string) {
+	if _, ok := v.keys[kid]; !ok {
+		return
+	}
+	delete(v.keys, kid)
+	for i, k := range v.order {
+		if k == kid {
+			v.order = append(v.order[:i], v.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// boundUnknown keeps the negative cache at most 4×CacheSize: lapsed entries
+// go first, then arbitrary ones (a forgotten kid only costs a rate-limited
+// fetch).
+func (v *Verifier) boundUnknown(now time.Time) {
+	limit := 4 * v.o.CacheSize
+	if len(v.unknown) <= limit {
+		return
+	}
+	for k, until := range v.unknown {
+		if !now.Before(until) {
+			delete(v.unknown, k)
+		}
+	}
+	for k := range v.unknown {
+		if len(v.unknown) <= limit {
+			break
+		}
+		delete(v.unknown, k)
+	}
 }
 
 // publicKey validates a JWK as a P-256 ES256 signing key.
@@ -365,7 +443,8 @@ func ParseKeyJSON(b []byte) (Key, error) {
 	return k, nil
 }
 
-// VerifyOffline runs the same steps against one given key, as of at.
+// VerifyOffline runs the same steps against one given key, as of at. A key
+// whose expired_at is at or before at is refused.
 func VerifyOffline(tok string, body []byte, k Key, at time.Time) (Claims, error) {
 	tok = strings.TrimSpace(tok)
 	h, err := parseHeader(tok)
@@ -375,7 +454,7 @@ func VerifyOffline(tok string, body []byte, k Key, at time.Time) (Claims, error)
 	if k.Kid != "" && h.Kid != k.Kid {
 		return Claims{}, fail(StepKey, fmt.Errorf("%w: webhook kid %q, key kid %q", ErrUnknownKey, h.Kid, k.Kid))
 	}
-	if k.ExpiredAt != nil {
+	if k.ExpiredAt != nil && !at.Before(time.Unix(*k.ExpiredAt, 0)) {
 		return Claims{}, fail(StepKey, ErrKeyExpired)
 	}
 	pub, err := publicKey(k)

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// receiver is a forwarding destination that counts deliveries per
+// webhook-id; block, if set, holds each request until it is closed.
+type receiver struct {
+	mu      sync.Mutex
+	started int
+	ids     map[string]int
+	block   chan struct{}
+	delay   time.Duration
+}
+
+func newReceiver(t *testing.T, r *receiver) *httptest.Server {
+	r.ids = map[string]int{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.started++
+		r.mu.Unlock()
+		if r.block != nil {
+			select {
+			case <-r.block:
+			case <-req.Context().Done():
+				return
+			}
+		}
+		if r.delay > 0 {
+			time.Sleep(r.delay)
+		}
+		r.mu.Lock()
+		r.ids[req.Header.Get("webhook-id")]++
+		r.mu.Unlock()
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func (r *receiver) counts() (started, done int, ids map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids = map[string]int{}
+	for k, v := range r.ids {
+		ids[k] = v
+		done += v
+	}
+	return r.started, done, ids
+}
+
+func event(n int) []byte {
+	return fmt.Appendf(nil, `{"webhook_type":"TRANSACTIONS","webhook_code":"SYNC_UPDATES_AVAILABLE","item_id":"no-such-item","n":%d}`, n)
+}
+
+// Issue 9.9: work on an entry that outlasts the lease (a slow destination)
+// never lets another worker lease it: each event reaches the destination once.
+func TestSlowForwardOutlastingLeaseDeliversOnce(t *testing.T) {
+	t.Parallel()
+	rv := &receiver{delay: 350 * time.Millisecond}
+	ts := newReceiver(t, rv)
+	e := startEnv(t, envConfig{
+		forward:    []Destination{{Name: "app", URL: ts.URL, Secret: []byte("0123456789abcdef0123456789abcdef")}},
+		webhookOpt: WebhookOptions{Workers: 3, Lease: 100 * time.Millisecond},
+	})
+	const n = 4
+	for i := range n {
+		if r := e.postSigned("t1.test", event(i)); r.status != 200 {
+			t.Fatalf("webhook %d = %d %s", i, r.status, r.body)
+		}
+	}
+	eventually(t, "queue drained", func() bool { q, _ := e.db.QueueLen(); return q == 0 })
+	_, done, ids := rv.counts()
+	if done != n || len(ids) != n {
+		t.Errorf("destination got %d deliveries of %d ids, want %d of %d: %v", done, len(ids), n, n, ids)
+	}
+}
+
+// Issue 9.9: tenant t1's destination hangs with a backlog; t2's event is
+// still processed while every t1 delivery is blocked.
+func TestSlowTenantDoesNotDelayAnother(t *testing.T) {
+	t.Parallel()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	slow := &receiver{block: make(chan struct{})}
+	slowTS := newReceiver(t, slow)
+	fast := &receiver{}
+	fastTS := newReceiver(t, fast)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(slow.block) }) }
+	t.Cleanup(unblock)
+	e := startEnv(t, envConfig{
+		webhookOpt: WebhookOptions{Workers: 2},
+		tenantsFn: func(base, plaidURL string) []Tenant {
+			ts := defaultTenants(t, strings.TrimPrefix(base, "http://"), plaidURL, "", nil)
+			ts[0].Forward = []Destination{{Name: "slow", URL: slowTS.URL, Secret: secret}}
+			ts[1].Forward = []Destination{{Name: "fast", URL: fastTS.URL, Secret: secret}}
+			return ts
+		}})
+	for i := range 20 {
+		if r := e.postSigned("t1.test", event(i)); r.status != 200 {
+			t.Fatalf("t1 webhook %d = %d %s", i, r.status, r.body)
+		}
+	}
+	eventually(t, "t1 delivery blocked", func() bool { s, _, _ := slow.counts(); return s >= 1 })
+	if r := e.postSigned("t2.test", event(100)); r.status != 200 {
+		t.Fatalf("t2 webhook = %d %s", r.status, r.body)
+	}
+	eventually(t, "t2 delivered while t1 is blocked", func() bool { _, d, _ := fast.counts(); return d == 1 })
+	if _, d, _ := slow.counts(); d != 0 {
+		t.Fatalf("t1 deliveries completed = %d, want 0 (still blocked)", d)
+	}
+	unblock()
+	eventually(t, "t1 backlog delivered", func() bool { _, d, _ := slow.counts(); return d == 20 })
+}
+
+// Issue 9.9: a graceful stop with an entry under work releases it: its
+// attempts are unchanged and it can be leased again at once.
+func TestShutdownReleasesLeasedEntries(t *testing.T) {
+	t.Parallel()
+	rv := &receiver{block: make(chan struct{})}
+	ts := newReceiver(t, rv)
+	defer close(rv.block)
+	e := startEnv(t, envConfig{
+		forward:    []Destination{{Name: "app", URL: ts.URL, Secret: []byte("0123456789abcdef0123456789abcdef")}},
+		webhookOpt: WebhookOptions{Workers: 1, Lease: time.Minute},
+	})
+	if r := e.postSigned("t1.test", event(1)); r.status != 200 {
+		t.Fatalf("webhook = %d %s", r.status, r.body)
+	}
+	eventually(t, "delivery under way", func() bool { s, _, _ := rv.counts(); return s >= 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-e.done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	e.srv = nil // stopped; the cleanup only closes the store
+	t.Cleanup(func() { _ = e.db.Close() })
+	es, err := e.db.Lease("check", time.Minute, 10)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("Lease after shutdown = %d entries, %v; want the released entry", len(es), err)
+	}
+	if es[0].Attempts != 0 || es[0].LastError != "" {
+		t.Errorf("released entry attempts = %d (%q), want 0", es[0].Attempts, es[0].LastError)
+	}
+}
