@@ -36,7 +36,7 @@ func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(
 		iter := txn.NewIterator(opts) // closed after the scan, before any write
 		oldest := map[string][]byte{} // tenant → key of its oldest due entry (ids are time-ordered)
 		var corrupt [][]byte
-		window := -1                  // entries left to look at once a candidate is found
+		window := -1 // entries left to look at once a candidate is found
 		for iter.Rewind(); iter.Valid() && window != 0; iter.Next() {
 			if window > 0 {
 				window--
