@@ -3,7 +3,9 @@ package hostabi_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -258,4 +260,34 @@ func p99(lat []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), lat...)
 	slices.Sort(s)
 	return s[len(s)*99/100]
+}
+
+// Issue 9.13: unbounded recursion in a Go guest grows its goroutine stack,
+// which lives in linear memory, so the memory cap stops it: the call traps
+// and the host survives. (wazero's native call stack grows alongside, up
+// to its fixed ceiling; see ABI.md §5.)
+func TestDeepRecursionStopsAtMemoryCap(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t)
+	p := load(t, e, "deeprec", hostabi.PluginOptions{PoolSize: 1, MemoryLimitPages: 256})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := p.Authenticate(context.Background(), &req{headers: hdr("X-Recurse", "1")})
+	runtime.ReadMemStats(&after)
+	var te *hostabi.TrapError
+	if errors.Is(err, hostabi.ErrTimeout) {
+		// Slow stack copies under -race can reach the 5s deadline first;
+		// that fails closed too.
+		t.Logf("unbounded recursion timed out: %v", err)
+		return
+	}
+	if !errors.As(err, &te) {
+		t.Fatalf("unbounded recursion = %v, want a TrapError", err)
+	}
+	msg, _, _ := strings.Cut(te.Err.Error(), "\n")
+	line, _, _ := strings.Cut(te.Stderr, "\n")
+	t.Logf("trap: %s; stderr: %s; host heap grew %d MiB", msg, line, (after.HeapSys-before.HeapSys)>>20)
+	if d, err := p.Authenticate(context.Background(), &req{headers: hdr("X-User", "u")}); err != nil || !d.Allow {
+		t.Fatalf("call after the trap = %+v, %v", d, err)
+	}
 }
