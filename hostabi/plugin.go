@@ -316,6 +316,9 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 // probe says the call is the box's half-open probe; the caller reports the
 // outcome with p.box.done. On error nothing is held.
 func (p *Plugin) enter() (in *instance, probe bool, err error) {
+	if p.closed.Load() {
+		return nil, false, ErrClosed // not ErrPenalty: a reload, not a fault
+	}
 	probe, ok := p.box.admit()
 	if !ok {
 		return nil, false, ErrPenalty
