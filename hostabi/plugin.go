@@ -301,7 +301,8 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 	if err == nil && !late {
 		return in.stack[0], nil
 	}
-	timedOut := late || in.timedOut.Load()
+	// A trap stays a trap even if it came late; a late answer is a timeout.
+	timedOut := in.timedOut.Load() || err == nil
 	stderr := in.stderr.String()
 	p.discard(in)
 	if timedOut {
