@@ -113,8 +113,8 @@ type Plugin struct {
 	Secrets      map[string]SecretRef `yaml:"secrets"`
 	Capabilities []string             `yaml:"capabilities"` // config, log, clock, kv, crypto, body
 	Timeout      Duration             `yaml:"timeout"`      // default 100ms
-	MemoryPages  uint32               `yaml:"memory_pages"` // 64 KiB pages; default 512
-	PoolSize     int                  `yaml:"pool_size"`    // default GOMAXPROCS
+	MemoryPages  uint32               `yaml:"memory_pages"` // 64 KiB pages; default 512, max 1024
+	PoolSize     int                  `yaml:"pool_size"`    // default min(GOMAXPROCS, 16), max 16
 	BodyLimit    int                  `yaml:"body_limit"`   // bytes of body the plugin may read; default 0
 	CacheTTL     Duration             `yaml:"cache_ttl"`    // reuse allow decisions for identical inputs; default 0 (off)
 }
@@ -370,9 +370,7 @@ func validatePlugin(p string, pl Plugin, add func(string, string, ...any)) {
 	if pl.Timeout.Std() < 0 || pl.Timeout.Std() > 10e9 {
 		add(p+".timeout", "must be in 0..10s")
 	}
-	if pl.MemoryPages > 65536 {
-		add(p+".memory_pages", "at most 65536 (4 GiB)")
-	}
+	validatePluginLimits(p, pl, add)
 	for j, c := range pl.Capabilities {
 		if !knownCaps[c] {
 			add(fmt.Sprintf("%s.capabilities[%d]", p, j), "unknown capability %q", c)

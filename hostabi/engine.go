@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -99,13 +98,26 @@ type PluginOptions struct {
 	Caps    Capabilities
 	Secrets map[string][]byte
 	JWT     JWTOptions
-	// MemoryLimitPages caps each instance's memory in 64 KiB pages. Zero
-	// means 512 (32 MiB).
+	// MemoryLimitPages caps each instance's memory in 64 KiB pages (a Go
+	// guest's heap and goroutine stacks). Zero means DefaultMemoryPages
+	// (512 = 32 MiB); above MaxMemoryPages (1024 = 64 MiB) Load fails with
+	// ErrLimits.
 	MemoryLimitPages uint32
-	// Timeout is the deadline of one call. Zero means 100ms.
+	// Timeout is the deadline of one call. Zero means 100ms. A call that
+	// returns after its deadline fails with ErrTimeout even if the guest
+	// returned a value.
 	Timeout time.Duration
-	// PoolSize is the number of instances kept warm. Zero means GOMAXPROCS.
+	// PoolSize is the number of instances kept warm. Zero means
+	// min(GOMAXPROCS, MaxPoolSize); negative or above MaxPoolSize (16) Load
+	// fails with ErrLimits.
 	PoolSize int
+	// PenaltyAfter is how many consecutive guest failures (trap, timeout,
+	// invalid result) put the plugin in its penalty box: calls then fail
+	// fast with ErrPenalty for PenaltyBackoff, then one probe call runs; its
+	// failure doubles the window up to PenaltyMaxBackoff, its success closes
+	// the box. Zeros mean 5, 1s and 30s.
+	PenaltyAfter                      int
+	PenaltyBackoff, PenaltyMaxBackoff time.Duration
 	// BodyLimit is how many body bytes get_body returns (Caps.Body). Zero
 	// means none.
 	BodyLimit int
@@ -118,7 +130,8 @@ type PluginOptions struct {
 
 // Load compiles, checks and pre-warms a plugin. A module that fails to
 // compile, lacks its export, imports something it may not, or cannot start
-// is refused with an error wrapping ErrRefused.
+// is refused with an error wrapping ErrRefused; limits out of range also
+// wrap ErrLimits.
 func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if o.Tenant == "" || o.Name == "" {
 		return nil, fmt.Errorf("%w: tenant and name are required", ErrRefused)
@@ -127,14 +140,11 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if o.SHA256 != "" && !strings.EqualFold(o.SHA256, hex.EncodeToString(sum[:])) {
 		return nil, fmt.Errorf("%w: %s/%s: sha256 is %x, config pins %s", ErrRefused, o.Tenant, o.Name, sum, o.SHA256)
 	}
-	if o.MemoryLimitPages == 0 {
-		o.MemoryLimitPages = 512
+	if err := o.limits(); err != nil {
+		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 100 * time.Millisecond
-	}
-	if o.PoolSize <= 0 {
-		o.PoolSize = runtime.GOMAXPROCS(0)
 	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(e.cache).
@@ -143,7 +153,8 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		WithCoreFeatures(api.CoreFeaturesV2))
 	p := &Plugin{
 		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
-		sha: hex.EncodeToString(sum[:]),
+		sha: hex.EncodeToString(sum[:]), clock: time.Now,
+		box: newPenaltyBox(o.PenaltyAfter, o.PenaltyBackoff, o.PenaltyMaxBackoff, time.Now),
 	}
 	fail := func(err error) (*Plugin, error) {
 		_ = rt.Close(ctx)

@@ -17,6 +17,12 @@ var (
 	// ErrBadResult means the guest returned a value the ABI does not define,
 	// or allowed without setting a subject.
 	ErrBadResult = errors.New("hostabi: plugin returned an invalid result")
+	// ErrPenalty means the plugin failed too often in a row and is in its
+	// penalty box: the call failed fast without running the guest.
+	ErrPenalty = errors.New("hostabi: plugin is in its penalty box")
+	// ErrLimits means a PluginOptions limit is out of range (see
+	// MaxMemoryPages, MaxPoolSize).
+	ErrLimits = errors.New("hostabi: plugin limit out of range")
 )
 
 // TrapError is a guest that trapped, exited, panicked or made a host

@@ -20,7 +20,7 @@ var (
 	guestDir     string
 	cacheDir     string
 	guestErrs    = map[string]error{}
-	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event"}
+	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event", "deeprec"}
 	exampleNames = []string{"jwtauth", "apikey", "pathrule", "webhookfilter"}
 )
 

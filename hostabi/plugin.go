@@ -34,6 +34,8 @@ type Plugin struct {
 	kv          *kvStore
 	cache       *decisionCache // nil unless PluginOptions.CacheTTL
 	logs        logLimiter
+	clock       func() time.Time // call deadlines; time.Now except in tests
+	box         *penaltyBox
 
 	pool   chan *instance
 	gate   sync.RWMutex // calls hold R; Close takes W after setting closed
@@ -64,6 +66,7 @@ func (p *Plugin) Stats() Stats {
 	return Stats{
 		Calls: p.calls.Load(), CacheHits: p.cacheHits.Load(), Traps: p.traps.Load(), Timeouts: p.timeouts.Load(), Busy: p.busy.Load(),
 		Instances: uint64(n), CompileTime: p.compileTime,
+		Penalized: p.box.rejected.Load(), PenaltyOpens: p.box.opens.Load(), InPenaltyBox: p.box.inBox(),
 	}
 }
 
@@ -282,17 +285,24 @@ func (p *Plugin) watchdog() {
 }
 
 // call runs the instance's export under the deadline. On any failure the
-// instance is discarded and the error says why.
+// instance is discarded and the error says why. A call that returns after
+// its deadline is a timeout even when the guest returned a value: wazero
+// cannot interrupt one long instruction (a large memory.grow), so the
+// watchdog alone does not guarantee a late result is never used.
 func (p *Plugin) call(in *instance) (uint64, error) {
 	p.calls.Add(1)
 	in.stderr.Reset()
-	in.deadline.Store(time.Now().Add(p.opts.Timeout).UnixNano())
+	start := p.clock()
+	in.deadline.Store(start.Add(p.opts.Timeout).UnixNano())
 	err := in.fn.CallWithStack(in.ctx, in.stack[:])
 	in.deadline.Store(0)
-	if err == nil {
+	// Sub uses the monotonic clock: a wall-clock step is not a timeout.
+	late := p.clock().Sub(start) > p.opts.Timeout
+	if err == nil && !late {
 		return in.stack[0], nil
 	}
-	timedOut := in.timedOut.Load()
+	// A trap stays a trap even if it came late; a late answer is a timeout.
+	timedOut := in.timedOut.Load() || err == nil
 	stderr := in.stderr.String()
 	p.discard(in)
 	if timedOut {
@@ -303,18 +313,35 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 	return 0, &TrapError{Tenant: p.opts.Tenant, Plugin: p.opts.Name, Export: p.opts.Kind.export(), Err: err, Stderr: stderr}
 }
 
-func (p *Plugin) enter() (*instance, error) {
+// enter admits a call through the penalty box and borrows an instance.
+// probe says the call is the box's half-open probe; the caller reports the
+// outcome with p.box.done. On error nothing is held.
+func (p *Plugin) enter() (in *instance, probe bool, err error) {
+	if p.closed.Load() {
+		return nil, false, ErrClosed // not ErrPenalty: a reload, not a fault
+	}
+	probe, ok := p.box.admit()
+	if !ok {
+		return nil, false, ErrPenalty
+	}
 	p.gate.RLock()
 	if p.closed.Load() {
 		p.gate.RUnlock()
-		return nil, ErrClosed
+		p.box.abandon(probe)
+		return nil, false, ErrClosed
 	}
-	in, err := p.acquire()
+	in, err = p.acquire()
 	if err != nil {
 		p.gate.RUnlock()
-		return nil, err
+		p.box.abandon(probe)
+		return nil, false, err
 	}
-	return in, nil
+	if !probe && !p.box.stillClosed() {
+		p.release(in)
+		p.gate.RUnlock()
+		return nil, false, ErrPenalty
+	}
+	return in, probe, nil
 }
 
 // Authenticate runs auth_handle for one request. The Request is only read
@@ -329,7 +356,7 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 			return d, nil
 		}
 	}
-	in, err := p.enter()
+	in, probe, err := p.enter()
 	if err != nil {
 		return Decision{}, err
 	}
@@ -339,6 +366,7 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 	in.reads, in.values, in.uncacheable, in.jwtExp = in.reads[:0], in.values[:0], false, time.Time{}
 	v, err := p.call(in)
 	if err != nil {
+		p.box.done(probe, true)
 		return Decision{}, err
 	}
 	allow, status, ok := abi.AuthStatus(int64(v))
@@ -363,6 +391,7 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 		}
 	}
 	p.release(in)
+	p.box.done(probe, err != nil)
 	return d, err
 }
 
@@ -371,7 +400,7 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 	if p.opts.Kind != KindEvent {
 		return EventResult{}, fmt.Errorf("hostabi: %s is not an event plugin", p.opts.Name)
 	}
-	in, err := p.enter()
+	in, probe, err := p.enter()
 	if err != nil {
 		return EventResult{}, err
 	}
@@ -380,6 +409,7 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 	in.payload, in.payloadSet, in.forward = nil, false, nil
 	v, err := p.call(in)
 	if err != nil {
+		p.box.done(probe, true)
 		return EventResult{}, err
 	}
 	res := EventResult{Action: Action(int32(uint32(v))), Forward: in.forward}
@@ -389,8 +419,10 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 	p.release(in)
 	switch res.Action {
 	case ActionKeep, ActionDrop, ActionForward:
+		p.box.done(probe, false)
 		return res, nil
 	}
+	p.box.done(probe, true)
 	return EventResult{}, fmt.Errorf("%w: event_handle returned %d", ErrBadResult, int32(uint32(v)))
 }
 

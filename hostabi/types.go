@@ -99,4 +99,9 @@ type EventResult struct {
 type Stats struct {
 	Calls, CacheHits, Traps, Timeouts, Busy, Instances uint64
 	CompileTime                                        time.Duration
+	// Penalized counts calls failed fast with ErrPenalty (the guest did
+	// not run); PenaltyOpens counts how often the box opened; InPenaltyBox
+	// is whether it is open (or probing) now.
+	Penalized, PenaltyOpens uint64
+	InPenaltyBox            bool
 }

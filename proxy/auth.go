@@ -99,6 +99,9 @@ func (p *PluginAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx
 		switch {
 		case errors.Is(err, hostabi.ErrTimeout):
 			reason = "timeout"
+		case errors.Is(err, hostabi.ErrPenalty):
+			// Failed fast: the plugin failed too often in a row.
+			reason = "penalty"
 		case errors.As(err, &te):
 			reason = "trap"
 		}
