@@ -66,13 +66,11 @@ func (pf *pluginFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&pf.bodyLimit, "body-limit", 0, "body bytes the plugin may read (with the body capability)")
 }
 
-// maxMemoryPages is the most a 32-bit Wasm memory can have (4 GiB); wazero
-// panics beyond it, so the flag is checked first (issue 9.17).
-const maxMemoryPages = 65536
-
 func (pf *pluginFlags) options(file string, wasm []byte) (hostabi.PluginOptions, error) {
-	if pf.pages < 1 || pf.pages > maxMemoryPages {
-		return hostabi.PluginOptions{}, fmt.Errorf("-memory-pages %d: must be in 1..%d (64 KiB pages)", pf.pages, maxMemoryPages)
+	// Checked before the uint32 conversion so a huge value cannot wrap around
+	// into range (issue 9.17); the cap is hostabi's (issue 9.13).
+	if pf.pages < 1 || pf.pages > hostabi.MaxMemoryPages {
+		return hostabi.PluginOptions{}, fmt.Errorf("-memory-pages %d: must be in 1..%d (64 KiB pages)", pf.pages, hostabi.MaxMemoryPages)
 	}
 	if pf.timeout <= 0 {
 		return hostabi.PluginOptions{}, fmt.Errorf("-timeout %s: must be positive", pf.timeout)

@@ -20,7 +20,7 @@ func TestPluginMemoryPagesOutOfRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, sub := range []string{"run", "check"} {
-		for _, pages := range []string{"99999999", "65537", "0"} {
+		for _, pages := range []string{"99999999", "4294967297", "65537", "1025", "0"} {
 			var out bytes.Buffer
 			err := run(context.Background(), []string{"plugin", sub, wasm, "-memory-pages", pages}, &out, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), "-memory-pages") {
