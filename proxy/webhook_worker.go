@@ -43,6 +43,9 @@ type turns struct {
 	busy  map[string]int
 	last  string // tenant leased last; the next lease starts after it
 	limit int
+	// writing bounds the outcomes being recorded in the background (see
+	// record): a worker waits for a slot before it records another.
+	writing chan struct{}
 }
 
 // lease takes the next entry in turn. Leases are serialised (the store
@@ -77,7 +80,7 @@ func (s *Server) startWorkers() {
 	if limit <= 0 {
 		limit = max(1, n/2)
 	}
-	tr := &turns{busy: map[string]int{}, limit: limit}
+	tr := &turns{busy: map[string]int{}, limit: limit, writing: make(chan struct{}, 16*max(1, n))}
 	s.workers.Add(1)
 	go func() { // idle forwarding connections end with the workers
 		defer s.workers.Done()
@@ -117,8 +120,9 @@ func (s *Server) workLoop(tr *turns, owner string) {
 			if !ok {
 				break
 			}
-			s.work(e)
+			perr := s.work(e)
 			tr.done(e.Tenant)
+			s.record(tr, e, perr)
 		}
 		s.queueDepth()
 		t.Reset(w.Poll)
@@ -126,9 +130,9 @@ func (s *Server) workLoop(tr *turns, owner string) {
 }
 
 // work processes one leased entry, extending its lease while the work runs,
-// and records the outcome. If the lease is lost (the store refused an
+// and returns the outcome for record. If the lease is lost (the store refused an
 // extension), the work is cancelled: another worker now owns the entry.
-func (s *Server) work(e store.Entry) {
+func (s *Server) work(e store.Entry) error {
 	ctx, cancel := context.WithCancel(s.base)
 	beat := make(chan struct{})
 	go func() {
@@ -138,7 +142,21 @@ func (s *Server) work(e store.Entry) {
 	perr := s.process(ctx, e)
 	cancel()
 	<-beat
-	s.finish(e, perr)
+	return perr
+}
+
+// record writes the outcome of e in the background, so the worker takes its
+// next entry while the synced write is under way: concurrent outcomes share
+// Badger's commits instead of each worker waiting for its own fsync. The
+// store keeps e unleasable until its outcome is written (issue 12); Shutdown
+// waits for these writes (s.workers).
+func (s *Server) record(tr *turns, e store.Entry, perr error) {
+	tr.writing <- struct{}{}
+	s.workers.Add(1)
+	go func() {
+		defer func() { <-tr.writing; s.workers.Done() }()
+		s.finish(e, perr)
+	}()
 }
 
 // heartbeat extends e's lease every third of the lease period until ctx ends.
