@@ -86,6 +86,7 @@ type leaseHead struct {
 // Damaged records are moved aside (qc/).
 func (db *DB) loadQueue() error {
 	var corrupt [][]byte
+	now := db.now()
 	err := db.bdb.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte("q/")
@@ -97,7 +98,7 @@ func (db *DB) loadQueue() error {
 				corrupt = append(corrupt, iter.Item().KeyCopy(nil))
 				continue
 			}
-			db.qi.add(string(iter.Item().Key()[len("q/"):]), h.Tenant, h.NextAt)
+			db.qi.add(string(iter.Item().Key()[len("q/"):]), h.Tenant, h.NextAt, now)
 		}
 		return nil
 	})

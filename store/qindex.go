@@ -46,8 +46,9 @@ func (qi *qindex) len() int {
 	return len(qi.ents)
 }
 
-// add records a committed entry.
-func (qi *qindex) add(id, tenant string, next time.Time) {
+// add records a committed entry; one due at now goes straight to its
+// tenant's ready heap.
+func (qi *qindex) add(id, tenant string, next, now time.Time) {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
 	if _, ok := qi.ents[id]; ok {
@@ -60,6 +61,11 @@ func (qi *qindex) add(id, tenant string, next time.Time) {
 	}
 	q := &qent{id: id, tenant: tenant, next: next.UnixNano()}
 	qi.ents[id] = q
+	if !next.After(now) {
+		q.ready = true
+		heap.Push(qi.tenants[tenant], q)
+		return
+	}
 	heap.Push(&qi.wait, waitItem{at: q.next, q: q})
 }
 

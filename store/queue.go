@@ -219,7 +219,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 			}
 			if err == nil {
 				for _, e := range added { // visible to leases only once durable
-					db.qi.add(e.ID, e.Tenant, e.NextAt)
+					db.qi.add(e.ID, e.Tenant, e.NextAt, now)
 				}
 			}
 			if errors.Is(err, badger.ErrConflict) && attempt < 5 {
@@ -373,7 +373,7 @@ func (db *DB) Replay(id string) error {
 		return txn.Set([]byte("q/"+id), b)
 	})
 	if err == nil {
-		db.qi.add(id, e.Tenant, e.NextAt)
+		db.qi.add(id, e.Tenant, e.NextAt, e.NextAt)
 	}
 	return err
 }

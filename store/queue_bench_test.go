@@ -52,6 +52,11 @@ func BenchmarkLeaseNext(b *testing.B) {
 		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
 			db := fillQueue(b, n, 3)
 			last := ""
+			if e, ok, err := db.LeaseNext("w", time.Minute, "", nil); err != nil || !ok {
+				b.Fatalf("LeaseNext = %v, %v", ok, err)
+			} else if err := db.Release(e.ID, e.LeaseToken); err != nil {
+				b.Fatal(err)
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				e, ok, err := db.LeaseNext("w", time.Minute, last, nil)
