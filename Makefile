@@ -61,9 +61,11 @@ short: ## quick tests
 integration: build ## tests that run the real binary (SIGKILL crash test)
 	$(GO) test -race -tags integration -timeout 20m ./cmd/...
 
-bench: build plugins ## Go benchmarks (-count=10) and the wrk load harness vs plain fasthttp and nginx
-	$(GO) test -run '^$$' -bench . -benchmem -count=$${COUNT:-10} ./... | tee bench.txt
-	bash internal/bench/load.sh
+bench: build plugins ## Go benchmarks (-count=10), the wrk load harness, then one table of every row beside its same-run baseline
+	$(GO) test -run '^$$' -bench . -skip 'WebhookEndToEnd' -benchmem -count=$${COUNT:-10} ./... | tee bench.txt
+	$(GO) test -run '^$$' -bench 'WebhookEndToEnd' -benchtime=$${E2E_N:-20000}x -count=$${E2E_COUNT:-3} -timeout 60m ./proxy/ | tee -a bench.txt
+	SUMMARY=$(CURDIR)/bench-load.tsv bash internal/bench/load.sh
+	$(GO) run ./internal/bench/table -bench bench.txt -load bench-load.tsv | tee bench-table.md
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	@set -e; for p in $$($(GO) list ./...); do \
@@ -84,4 +86,4 @@ vuln: ## govulncheck (needs network)
 	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.1.4 ./...
 
 clean: ## remove build outputs (not ./data)
-	rm -rf bin $(PLUGINS_BIN) cover.out bench.txt
+	rm -rf bin $(PLUGINS_BIN) cover.out bench.txt bench-load.tsv bench-table.md

@@ -56,7 +56,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "safeclose_exchange_not_persisted_total", Help: "Exchanges whose access token could not be stored, by reason.",
 		}, []string{"tenant", "reason"}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "safeclose_webhook_queue_depth", Help: "Webhook entries waiting or leased (sampled by the workers).",
+			Name: "safeclose_webhook_queue_depth", Help: "Webhook entries waiting or leased (updated on every enqueue and outcome).",
 		}),
 		orphans: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "safeclose_orphan_items", Help: "Possibly billable Plaid items nobody holds (`safeclose items orphans` lists them).",

@@ -27,6 +27,7 @@ type Server struct {
 	log     *slog.Logger
 	db      *store.DB
 	http    *http.Client
+	fwd     forwardClients // webhook_worker.go: one pooled client per destination host
 	now     func() time.Time
 	metrics *metrics
 	fs      *fasthttp.Server

@@ -52,6 +52,7 @@ func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "store_error").Inc()
 		return fmt.Errorf("%w: enqueue webhook: %w", ErrStoreDown, err)
 	}
+	s.queueDepth()
 	result := "accepted"
 	if dup {
 		result = "duplicate"

@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -40,6 +43,9 @@ type turns struct {
 	busy  map[string]int
 	last  string // tenant leased last; the next lease starts after it
 	limit int
+	// writing bounds the outcomes being recorded in the background (see
+	// record): a worker waits for a slot before it records another.
+	writing chan struct{}
 }
 
 // lease takes the next entry in turn. Leases are serialised (the store
@@ -74,7 +80,13 @@ func (s *Server) startWorkers() {
 	if limit <= 0 {
 		limit = max(1, n/2)
 	}
-	tr := &turns{busy: map[string]int{}, limit: limit}
+	tr := &turns{busy: map[string]int{}, limit: limit, writing: make(chan struct{}, 16*max(1, n))}
+	s.workers.Add(1)
+	go func() { // idle forwarding connections end with the workers
+		defer s.workers.Done()
+		<-s.base.Done()
+		s.fwd.closeIdle()
+	}()
 	host, _ := os.Hostname()
 	for i := range n {
 		owner := host + "/" + strconv.Itoa(os.Getpid()) + "/" + strconv.Itoa(i)
@@ -108,20 +120,19 @@ func (s *Server) workLoop(tr *turns, owner string) {
 			if !ok {
 				break
 			}
-			s.work(e)
+			perr := s.work(e)
 			tr.done(e.Tenant)
+			s.record(tr, e, perr)
 		}
-		if n, err := s.db.QueueLen(); err == nil {
-			s.metrics.queueDepth.Set(float64(n))
-		}
+		s.queueDepth()
 		t.Reset(w.Poll)
 	}
 }
 
 // work processes one leased entry, extending its lease while the work runs,
-// and records the outcome. If the lease is lost (the store refused an
+// and returns the outcome for record. If the lease is lost (the store refused an
 // extension), the work is cancelled: another worker now owns the entry.
-func (s *Server) work(e store.Entry) {
+func (s *Server) work(e store.Entry) error {
 	ctx, cancel := context.WithCancel(s.base)
 	beat := make(chan struct{})
 	go func() {
@@ -131,7 +142,21 @@ func (s *Server) work(e store.Entry) {
 	perr := s.process(ctx, e)
 	cancel()
 	<-beat
-	s.finish(e, perr)
+	return perr
+}
+
+// record writes the outcome of e in the background, so the worker takes its
+// next entry while the synced write is under way: concurrent outcomes share
+// Badger's commits instead of each worker waiting for its own fsync. The
+// store keeps e unleasable until its outcome is written (issue 12); Shutdown
+// waits for these writes (s.workers).
+func (s *Server) record(tr *turns, e store.Entry, perr error) {
+	tr.writing <- struct{}{}
+	s.workers.Add(1)
+	go func() {
+		defer func() { <-tr.writing; s.workers.Done() }()
+		s.finish(e, perr)
+	}()
 }
 
 // heartbeat extends e's lease every third of the lease period until ctx ends.
@@ -186,6 +211,15 @@ func (s *Server) finish(e store.Entry, perr error) {
 	if err != nil {
 		// The lease will expire and the entry will be seen again.
 		s.log.Warn("webhook outcome not recorded", "id", e.ID, "err", err)
+	}
+	s.queueDepth()
+}
+
+// queueDepth sets the queue depth gauge; QueueLen is O(1), so it is kept live
+// on every enqueue and outcome (issue 12), not only when a worker idles.
+func (s *Server) queueDepth() {
+	if n, err := s.db.QueueLen(); err == nil {
+		s.metrics.queueDepth.Set(float64(n))
 	}
 }
 
@@ -328,13 +362,65 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 	if item.User != "" {
 		req.Header.Set(HeaderUser, item.User)
 	}
-	resp, err := s.http.Do(req)
+	resp, err := s.fwd.client(s, req.URL).Do(req)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	// Read (a bounded part of) the answer so the connection goes back to the
+	// pool; an answer left unread closes it.
+	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)); err != nil {
+		s.log.Debug("webhook destination answer not read", "destination", d.Name, "err", err) // the status decides
+	}
+	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("destination answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// forwardClients holds one keep-alive HTTP client per destination (scheme and
+// host), so forwarding reuses connections instead of dialling per event
+// (issue 12: 403 new connections for 20k forwards with the shared default
+// transport, which keeps two idle connections a host and dropped those whose
+// answer was not read). The zero value is ready to use.
+type forwardClients struct {
+	mu sync.Mutex
+	m  map[string]*http.Client
+}
+
+// client returns the pooled client for u's host, or Options.HTTPClient when
+// one is configured (its owner then decides pooling).
+func (f *forwardClients) client(s *Server, u *url.URL) *http.Client {
+	if s.opts.HTTPClient != nil {
+		return s.opts.HTTPClient
+	}
+	key := u.Scheme + "://" + u.Host
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.m[key]; c != nil {
+		return c
+	}
+	if f.m == nil {
+		f.m = map[string]*http.Client{}
+	}
+	idle := max(2, s.opts.Webhooks.Workers) // every worker may be forwarding to this host
+	c := &http.Client{Timeout: s.opts.PlaidTimeout, Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: idle,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}
+	f.m[key] = c
+	return c
+}
+
+// closeIdle closes every pooled client's idle connections.
+func (f *forwardClients) closeIdle() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.m {
+		c.CloseIdleConnections()
+	}
 }

@@ -10,6 +10,9 @@
 //   - Enqueue writes the queue entry and its dedupe marker in one transaction,
 //     and concurrent Enqueue calls share one synced commit (group commit).
 //   - One process per data directory (Badger's directory lock).
+//   - Webhook leases live in memory (qindex.go), rebuilt as "nobody holds a
+//     lease" at Open: only outcomes (Complete, Retry, DeadLetter, Replay) are
+//     written. Leasing and QueueLen cost the same at any queue length.
 //
 // Badger is imported here and nowhere else. store imports nothing from the
 // module but its own internal/seal.
@@ -30,7 +33,7 @@
 //	x/<item_id>                      global owner index <tenant>\x00<user>
 //	kc/<key id>                      canary sealed under that key
 //	ku/<key id>                      marker: some record is sealed with that key
-//	q/<entry id>                     queued webhook (raw body, headers, attempts, lease)
+//	q/<entry id>                     queued webhook (raw body, headers, attempts, next attempt)
 //	d/<entry id>                     dead-lettered webhook
 //	w/<entry id>                     done mark (TTL)
 //	m/<tenant>\x00<sha256>           dedupe marker (TTL)

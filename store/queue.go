@@ -159,6 +159,7 @@ func (db *DB) drain() {
 func (db *DB) commitBatch(batch []*enqueueReq) {
 	res := make([]enqueueRes, len(batch))
 	now := db.now()
+	var added []Entry // entries written by the attempt that commits
 	err := func() error {
 		if err := db.checkSpace(); err != nil {
 			return err
@@ -166,6 +167,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 		for attempt := 0; ; attempt++ {
 			txn := db.bdb.NewTransaction(true)
 			seen := map[string]string{} // marker → id of its entry in this batch
+			added = added[:0]
 			var err error
 			for i, r := range batch {
 				res[i] = enqueueRes{}
@@ -207,12 +209,18 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 					break
 				}
 				res[i].id = e.ID
+				added = append(added, e)
 				seen[string(mk)] = e.ID
 			}
 			if err == nil {
 				err = txn.Commit()
 			} else {
 				txn.Discard()
+			}
+			if err == nil {
+				for _, e := range added { // visible to leases only once durable
+					db.qi.add(e.ID, e.Tenant, e.NextAt, now)
+				}
 			}
 			if errors.Is(err, badger.ErrConflict) && attempt < 5 {
 				continue
@@ -229,71 +237,61 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 }
 
 // Lease hands out up to max due entries (NextAt <= now, no live lease) to
-// owner for d. An entry whose lease expires becomes visible again.
+// owner for d, tenants in turn (LeaseNext). An entry whose lease expires
+// becomes visible again.
 func (db *DB) Lease(owner string, d time.Duration, max int) ([]Entry, error) {
 	db.leaseMu.Lock()
 	defer db.leaseMu.Unlock()
-	now := db.now()
 	var out []Entry
-	err := db.update(func(txn *badger.Txn) error {
-		out = out[:0]
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte("q/")
-		iter := txn.NewIterator(opts)
-		defer iter.Close()
-		var sets []Entry
-		for iter.Rewind(); iter.Valid() && len(sets) < max; iter.Next() {
-			var e Entry
-			if err := iter.Item().Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
-				return err
-			}
-			if e.NextAt.After(now) || e.LeaseUntil.After(now) {
-				continue
-			}
-			e.LeaseOwner = owner
-			e.LeaseUntil = now.Add(d)
-			e.LeaseToken = uint64(now.UnixNano()) + db.ids.seq.Add(1)
-			sets = append(sets, e)
+	last := ""
+	for len(out) < max {
+		e, ok, err := db.leaseNext(owner, d, last, nil)
+		if err != nil {
+			return out, err
 		}
-		for _, e := range sets {
-			b, err := EncodeEntry(e)
+		if !ok {
+			break
+		}
+		out = append(out, e)
+		last = e.Tenant
+	}
+	return out, nil
+}
+
+// finish writes the outcome of a held lease: fn runs in one transaction on
+// the entry as stored. While it runs the entry cannot be leased again. gone
+// says the entry leaves the queue; otherwise it is due at next.
+func (db *DB) finish(id string, lease uint64, read, gone bool, next func(*Entry) time.Time, fn func(txn *badger.Txn, e *Entry) error) error {
+	q := db.qi.begin(id, lease)
+	if q == nil {
+		return fmt.Errorf("%w: %s", ErrStaleLease, id)
+	}
+	var e Entry
+	err := db.update(func(txn *badger.Txn) error {
+		e = Entry{ID: id}
+		if read {
+			it, err := txn.Get([]byte("q/" + id))
 			if err != nil {
 				return err
 			}
-			if err := txn.Set([]byte("q/"+e.ID), b); err != nil {
+			if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
 				return err
 			}
 		}
-		out = sets
-		return nil
-	})
-	return out, err
-}
-
-// withLease runs fn on a leased entry, checking the lease is still held.
-func (db *DB) withLease(id string, lease uint64, fn func(txn *badger.Txn, e *Entry) error) error {
-	return db.update(func(txn *badger.Txn) error {
-		it, err := txn.Get([]byte("q/" + id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("%w: %s", ErrStaleLease, id)
-		}
-		if err != nil {
-			return err
-		}
-		var e Entry
-		if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
-			return err
-		}
-		if e.LeaseToken != lease {
-			return fmt.Errorf("%w: %s", ErrStaleLease, id)
-		}
+		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
 		return fn(txn, &e)
 	})
+	var at time.Time
+	if err == nil && next != nil {
+		at = next(&e)
+	}
+	db.qi.end(q, err == nil, gone, at)
+	return err
 }
 
 // Complete removes a processed entry from the queue and leaves a done mark.
 func (db *DB) Complete(id string, lease uint64) error {
-	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
+	return db.finish(id, lease, false, true, nil, func(txn *badger.Txn, e *Entry) error {
 		if err := txn.Delete([]byte("q/" + id)); err != nil {
 			return err
 		}
@@ -303,10 +301,9 @@ func (db *DB) Complete(id string, lease uint64) error {
 
 // Retry releases the lease, counts the attempt, and makes the entry due at next.
 func (db *DB) Retry(id string, lease uint64, next time.Time, reason string) error {
-	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
+	return db.finish(id, lease, true, false, func(*Entry) time.Time { return next }, func(txn *badger.Txn, e *Entry) error {
 		e.Attempts++
 		e.NextAt, e.LastError = next, reason
-		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
 		b, err := EncodeEntry(*e)
 		if err != nil {
 			return err
@@ -317,10 +314,9 @@ func (db *DB) Retry(id string, lease uint64, next time.Time, reason string) erro
 
 // DeadLetter moves a leased entry to the dead-letter set.
 func (db *DB) DeadLetter(id string, lease uint64, reason string) error {
-	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
+	return db.finish(id, lease, true, true, nil, func(txn *badger.Txn, e *Entry) error {
 		e.Attempts++
 		e.LastError = reason
-		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
 		b, err := EncodeEntry(*e)
 		if err != nil {
 			return err
@@ -354,7 +350,8 @@ func (db *DB) DeadLetters(limit int) ([]Entry, error) {
 
 // Replay moves a dead letter back to the queue with its attempts reset.
 func (db *DB) Replay(id string) error {
-	return db.update(func(txn *badger.Txn) error {
+	var e Entry
+	err := db.update(func(txn *badger.Txn) error {
 		it, err := txn.Get([]byte("d/" + id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%w: dead letter %s", ErrNotFound, id)
@@ -362,7 +359,6 @@ func (db *DB) Replay(id string) error {
 		if err != nil {
 			return err
 		}
-		var e Entry
 		if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
 			return err
 		}
@@ -376,21 +372,19 @@ func (db *DB) Replay(id string) error {
 		}
 		return txn.Set([]byte("q/"+id), b)
 	})
+	if err == nil {
+		db.qi.add(id, e.Tenant, e.NextAt, e.NextAt)
+	}
+	return err
 }
 
-// QueueLen counts entries waiting or leased.
+// QueueLen counts entries waiting or leased. It is O(1): the count is kept
+// by the in-memory queue index (qindex.go).
 func (db *DB) QueueLen() (int, error) {
-	n := 0
-	err := db.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = []byte("q/")
-		iter := txn.NewIterator(opts)
-		defer iter.Close()
-		for iter.Rewind(); iter.Valid(); iter.Next() {
-			n++
-		}
-		return nil
-	})
-	return n, err
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed {
+		return 0, ErrClosed
+	}
+	return db.qi.len(), nil
 }

@@ -94,6 +94,7 @@ type DB struct {
 	closeMu  sync.RWMutex
 	closed   bool
 	leaseMu  sync.Mutex
+	qi       *qindex // the queue's in-memory index and leases (qindex.go)
 	ids      idGen
 	dir      string
 	reserve  int64       // MinFreeBytes; 0 means no check
@@ -159,11 +160,15 @@ func Open(o Options) (*DB, error) {
 	db := &DB{
 		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
 		reqs: make(chan *enqueueReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
-		dir: o.Dir, reserve: o.MinFreeBytes,
+		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
 	}
 	if err := db.checkKeys(); err != nil {
 		bdb.Close()
 		return nil, err
+	}
+	if err := db.loadQueue(); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("store: open %s: queue index: %w", o.Dir, err)
 	}
 	go db.committer()
 	return db, nil

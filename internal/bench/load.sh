@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
-# Load harness: Safeclose with a Wasm auth plugin (the jwtauth example,
-# HS256 checked in the host) against the proxies users would pick instead,
-# all measured in the same run, interleaved (A B C … A B C …), with the same
-# wrk flags as ../shared/perf-anchors:
+# Load harness: Safeclose against the proxies users would pick instead, all
+# measured in the same run, interleaved (A B C … A B C …), with the same wrk
+# flags as ../shared/perf-anchors. One Safeclose process serves three tenants,
+# chosen by Host:
 #
 #   upstream           the app (fasthttp, 200 + small body)
 #   rp-fasthttp        plain fasthttp reverse proxy, no auth: the floor
+#   nginx-plain        nginx proxying, no auth
 #   nginx-auth_request nginx + auth_request to a Go JWT service
-#   safeclose          Safeclose, jwtauth.wasm plugin, identity headers, reverse proxy
+#   safeclose-nocache  jwtauth.wasm plugin (HS256 checked in the host), decision cache off
+#   safeclose          the same with cache_ttl=$CACHE_TTL (default 30s)
+#   safeclose-apikeys  built-in api_keys, no plugin
 #
 # Baseline binaries and nginx.conf come from the perf-anchors folder
 # (ANCHORS=…, default ../shared/perf-anchors next to the repo). Needs wrk and
 # nginx-light (installed from Debian when missing and running as root).
 #
 # Knobs: DURATION=10s ROUNDS=3 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
-#        CACHE_TTL=30s (the plugin's decision cache; 0s turns it off)
+#        CACHE_TTL=30s (the cached tenant's decision cache)
+#        SUMMARY=path (also write "target<TAB>median req/s<TAB>p99" lines there,
+#        for internal/bench/table)
+# Without the anchors folder (CI, a fresh clone) it says so and exits 0.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ANCHORS="${ANCHORS:-$ROOT/../shared/perf-anchors}"
 BASE="${BASE:-/tmp/safeclose-bench}"
 DURATION="${DURATION:-10s}"; ROUNDS="${ROUNDS:-3}"; CONNS="${CONNS:-32}"; THREADS="${THREADS:-1}"; WARMUP="${WARMUP:-2s}"; CACHE_TTL="${CACHE_TTL:-30s}"
-TARGETS=(rp-fasthttp nginx-auth_request safeclose)
-declare -A PORT=([upstream]=18081 [rp-fasthttp]=18082 [nginx-auth_request]=18084 [authsvc]=18085 [safeclose]=18090)
+TARGETS=(rp-fasthttp nginx-plain nginx-auth_request safeclose-nocache safeclose safeclose-apikeys)
+declare -A PORT=([upstream]=18081 [rp-fasthttp]=18082 [nginx-auth_request]=18084 [authsvc]=18085 [nginx-plain]=18087
+  [safeclose]=18090 [safeclose-nocache]=18090 [safeclose-apikeys]=18090)
+declare -A HOSTHDR=([safeclose]=cached.bench [safeclose-nocache]=nocache.bench [safeclose-apikeys]=apikeys.bench)
 RUN="$BASE/run-$(date +%Y%m%d-%H%M%S)"; BIN="$BASE/bin"
 mkdir -p "$RUN"/{wrk,logs,nginx/logs,nginx/tmp} "$BIN"
 PIDS=()
@@ -30,7 +38,7 @@ die() { log "ERROR: $*"; exit 1; }
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; sleep 0.5; for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-[[ -d $ANCHORS ]] || die "perf-anchors not found at $ANCHORS (set ANCHORS=)"
+if [[ ! -d $ANCHORS ]]; then log "perf-anchors not found at $ANCHORS (set ANCHORS=): load rows skipped"; exit 0; fi
 need=(); command -v wrk >/dev/null || need+=(wrk); command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 if ((${#need[@]})); then
   [[ $(id -u) == 0 ]] || die "missing ${need[*]}: apt-get install -y ${need[*]}"
@@ -45,6 +53,8 @@ log "building baselines from $ANCHORS and Safeclose from $ROOT"
 WASM="$ROOT/plugins/bin/jwtauth.wasm"
 SUM=$(sha256sum "$WASM" | cut -d' ' -f1)
 SECRET="perf-anchors-demo-hs256-secret!!"  # the anchors' demo HS256 key (authz.DefaultSecret)
+TOKEN=$("$BIN/tool" token -ttl 1h)
+TOKEN_SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)  # the api_keys tenant accepts the same bearer
 
 cat >"$RUN/safeclose.yaml" <<YAML
 listen: 127.0.0.1:${PORT[safeclose]}
@@ -55,7 +65,7 @@ log_level: warn
 emulator: {enabled: true, listen: 127.0.0.1:18092}
 tenants:
   - name: bench
-    hosts: [127.0.0.1]
+    hosts: [cached.bench, 127.0.0.1]
     upstream: http://127.0.0.1:${PORT[upstream]}
     plaid: {env: emulator, client_name: Bench, products: [transactions], country_codes: [US], language: en}
     auth:
@@ -67,6 +77,25 @@ tenants:
         cache_ttl: $CACHE_TTL       # a session's repeated token skips the guest (never past the token's exp)
         config: {jwt: {issuer: perf-anchors, audience: edge-proxy}}
         secrets: {main: env:BENCH_JWT_SECRET}
+  - name: nocache
+    hosts: [nocache.bench]
+    upstream: http://127.0.0.1:${PORT[upstream]}
+    plaid: {env: emulator, client_name: Bench, products: [transactions], country_codes: [US], language: en}
+    auth:
+      plugin:
+        name: jwtauth
+        path: $WASM
+        sha256: $SUM
+        capabilities: [config, crypto, log]
+        cache_ttl: 0s
+        config: {jwt: {issuer: perf-anchors, audience: edge-proxy}}
+        secrets: {main: env:BENCH_JWT_SECRET}
+  - name: apikeys
+    hosts: [apikeys.bench]
+    upstream: http://127.0.0.1:${PORT[upstream]}
+    plaid: {env: emulator, client_name: Bench, products: [transactions], country_codes: [US], language: en}
+    auth:
+      api_keys: [{sha256: $TOKEN_SHA, user: bench}]
 YAML
 
 start() { local name=$1; shift; "$@" >"$RUN/logs/$name.log" 2>&1 & PIDS+=($!); }
@@ -76,22 +105,21 @@ start authsvc "$BIN/authsvc" -addr "127.0.0.1:${PORT[authsvc]}"
 start nginx "$NGINX" -p "$RUN/nginx/" -c "$ANCHORS/nginx.conf" -e "$RUN/nginx/logs/error.log"
 SAFECLOSE_KEYS="bench:$(head -c32 /dev/urandom | base64)" BENCH_JWT_SECRET="$SECRET" \
   start safeclose "$BIN/safeclose" serve -config "$RUN/safeclose.yaml"
-"$BIN/tool" waitport -addr "127.0.0.1:${PORT[upstream]},127.0.0.1:${PORT[rp-fasthttp]},127.0.0.1:${PORT[nginx-auth_request]},127.0.0.1:${PORT[safeclose]}" -timeout 60s \
+"$BIN/tool" waitport -addr "127.0.0.1:${PORT[upstream]},127.0.0.1:${PORT[rp-fasthttp]},127.0.0.1:${PORT[nginx-auth_request]},127.0.0.1:${PORT[nginx-plain]},127.0.0.1:${PORT[safeclose]}" -timeout 60s \
   || { tail -n 20 "$RUN"/logs/*.log >&2; die "servers did not come up"; }
 
-TOKEN=$("$BIN/tool" token -ttl 1h)
 for t in "${TARGETS[@]}"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}/")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${HOSTHDR[$t]:-127.0.0.1}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}/")
   [[ $code == 200 ]] || die "$t answered $code with a valid token"
 done
-for t in nginx-auth_request safeclose; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer bad" "http://127.0.0.1:${PORT[$t]}/")
+for t in nginx-auth_request safeclose-nocache safeclose safeclose-apikeys; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${HOSTHDR[$t]:-127.0.0.1}" -H "Authorization: Bearer bad" "http://127.0.0.1:${PORT[$t]}/")
   [[ $code == 401 ]] || die "$t answered $code to a bad token"
 done
 log "sanity checks passed (200 with the token, 401 with a bad one)"
 
 wrk_run() { # target duration out
-  wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+  wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Host: ${HOSTHDR[$1]:-127.0.0.1}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
 }
 for t in "${TARGETS[@]}"; do wrk_run "$t" "$WARMUP" "$RUN/logs/warmup-$t.txt"; done
 for r in $(seq "$ROUNDS"); do
@@ -107,7 +135,7 @@ non2xx() { awk '/Non-2xx/ {print $4}' "$1"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A MED
 {
-  echo "Safeclose load harness $(date -u +%FT%TZ) · plugin cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
+  echo "Safeclose load harness $(date -u +%FT%TZ) · cached tenant cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
   printf '%-20s %12s %24s %10s %8s\n' target "req/s(med)" "req/s per round" "p99" non2xx
   for t in "${TARGETS[@]}"; do
     all=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | tr '\n' ' ')
@@ -115,9 +143,16 @@ declare -A MED
     bad=$(for r in $(seq "$ROUNDS"); do non2xx "$RUN/wrk/$t.$r.txt"; done | awk '{s+=$1} END {print s+0}')
     printf '%-20s %12.0f %24s %10s %8s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad"
   done
-  awk -v s="${MED[safeclose]}" -v f="${MED[rp-fasthttp]}" -v n="${MED[nginx-auth_request]}" 'BEGIN {
-    printf "safeclose / rp-fasthttp        = %.3f  (target >= 0.85)\n", s/f
-    printf "safeclose / nginx-auth_request = %.3f  (target >= 2.5)\n", s/n
-    printf "nginx-auth_request / rp-fasthttp = %.3f\n", n/f }'
+  awk -v c="${MED[safeclose]}" -v u="${MED[safeclose-nocache]}" -v k="${MED[safeclose-apikeys]}" -v f="${MED[rp-fasthttp]}" \
+      -v n="${MED[nginx-auth_request]}" -v p="${MED[nginx-plain]}" 'BEGIN {
+    printf "safeclose-nocache / rp-fasthttp        = %.3f  (target >= 0.85)\n", u/f
+    printf "safeclose-nocache / nginx-auth_request = %.3f  (target >= 2.5)\n", u/n
+    printf "safeclose (cached) / rp-fasthttp       = %.3f  (target >= 0.95)\n", c/f
+    printf "safeclose-apikeys / nginx-plain        = %.3f  (target >= 0.80)\n", k/p
+    printf "safeclose-apikeys / rp-fasthttp        = %.3f\n", k/f
+    printf "nginx-auth_request / rp-fasthttp       = %.3f\n", n/f }'
   echo "raw wrk output: $RUN/wrk"
 } | tee "$RUN/results.txt"
+if [[ -n ${SUMMARY:-} ]]; then
+  for t in "${TARGETS[@]}"; do printf '%s\t%s\t%s\n' "$t" "${MED[$t]}" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")"; done >"$SUMMARY"
+fi

@@ -1,0 +1,237 @@
+// Command table prints the issue 12 performance table from one run: the Go
+// benchmark output (go test -bench, any -count) and, when given, the load
+// harness summary (internal/bench/load.sh SUMMARY=…). Every row stands beside
+// its baseline measured in the same run; values are medians over -count.
+//
+//	go run ./internal/bench/table -bench bench.txt [-load load.tsv] [-old old-bench.txt]
+//
+// -old adds a column with the same benchmarks run on the code before the
+// change (same machine, same run), when the caller has such a file.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// results maps a benchmark name (without the -GOMAXPROCS suffix) and a unit
+// to every value seen.
+type results map[string]map[string][]float64
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
+
+func parseBench(r io.Reader) (results, string) {
+	res := results{}
+	cpu := ""
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if c, ok := strings.CutPrefix(line, "cpu: "); ok {
+			cpu = strings.TrimSpace(c)
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		f := strings.Fields(m[2])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			if res[m[1]] == nil {
+				res[m[1]] = map[string][]float64{}
+			}
+			res[m[1]][f[i+1]] = append(res[m[1]][f[i+1]], v)
+		}
+	}
+	return res, cpu
+}
+
+// get returns the median of name's unit, or NaN-free ok=false.
+func (r results) get(name, unit string) (float64, bool) {
+	vs := slices.Clone(r[name][unit])
+	if len(vs) == 0 {
+		return 0, false
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2], true
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2, true
+}
+
+// find returns the first benchmark whose name matches re.
+func (r results) find(re string) string {
+	x := regexp.MustCompile(re)
+	var names []string
+	for n := range r {
+		if x.MatchString(n) {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
+}
+
+func parseLoad(path string) map[string]float64 {
+	out := map[string]float64{}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) < 2 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			out[f[0]] = v
+		}
+	}
+	return out
+}
+
+func main() {
+	benchPath := flag.String("bench", "bench.txt", "go test -bench output")
+	loadPath := flag.String("load", "", "load.sh SUMMARY file (optional)")
+	oldPath := flag.String("old", "", "the same benchmarks on the code before the change (optional)")
+	guest := flag.String("guest", `^BenchmarkTrivial|^BenchmarkGuestCall|^BenchmarkCall.*Trivial`, "regexp naming the pooled trivial-guest call benchmark")
+	flag.Parse()
+	f, err := os.Open(*benchPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "table:", err)
+		os.Exit(1)
+	}
+	r, cpu := parseBench(f)
+	f.Close()
+	old := results{}
+	if *oldPath != "" {
+		if f, err := os.Open(*oldPath); err == nil {
+			old, _ = parseBench(f)
+			f.Close()
+		}
+	}
+	load := map[string]float64{}
+	if *loadPath != "" {
+		load = parseLoad(*loadPath)
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("Safeclose performance, %s, %s, %d cores (GOMAXPROCS %d), host %s. Medians of -count runs; ratios are within this run.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpu, runtime.NumCPU(), runtime.GOMAXPROCS(0), host)
+	fmt.Println("| path | measured | same-run baseline | ratio | goal |" + oldHead(*oldPath))
+	fmt.Println("|---|---|---|---|---|" + oldSep(*oldPath))
+	t := &table{r: r, old: old, withOld: *oldPath != ""}
+
+	lrow := func(path, num, den, goal string) {
+		n, ok1 := load[num]
+		d, ok2 := load[den]
+		if !ok1 || !ok2 || d == 0 {
+			t.row(path, "not in this run (load.sh needs ../shared/perf-anchors, wrk, nginx)", "", "", goal, "")
+			return
+		}
+		t.row(path, fmt.Sprintf("%.0f req/s", n), fmt.Sprintf("%s %.0f req/s", den, d), fmt.Sprintf("%.2f×", n/d), goal, "")
+	}
+	lrow("Wasm JWT plugin (jwtauth), decision cache off ÷ plain fasthttp RP", "safeclose-nocache", "rp-fasthttp", "≥ 0.85×")
+	lrow("same ÷ nginx + auth_request", "safeclose-nocache", "nginx-auth_request", "≥ 2.5×")
+	lrow("jwtauth with cache_ttl: 30s ÷ plain fasthttp RP", "safeclose", "rp-fasthttp", "keep ≥ 0.95×")
+	lrow("built-in api_keys, no plugin ÷ nginx plain", "safeclose-apikeys", "nginx-plain", "≥ 0.80×")
+	lrow("built-in api_keys, no plugin ÷ plain fasthttp RP", "safeclose-apikeys", "rp-fasthttp", "—")
+
+	if g := r.find(*guest); g != "" {
+		ns, _ := r.get(g, "ns/op")
+		al, _ := r.get(g, "allocs/op")
+		t.row("pooled trivial-guest call, deadline enforced ("+g+")", fmt.Sprintf("%.2f µs, %.0f allocs", ns/1000, al), "", "", "≤ 1.0 µs, 0 allocs", t.oldVal(g, "ns/op", 1000, "µs"))
+	} else {
+		t.row("pooled trivial-guest call, deadline enforced", "not in this run (hostabi benchmark)", "", "", "≤ 1.0 µs, 0 allocs", "")
+	}
+
+	const in = "BenchmarkWebhookIntake"
+	if w, ok := r.get(in, "webhooks/s"); ok {
+		p99, _ := r.get(in, "p99-ms")
+		cpuw, _ := r.get(in, "cpu-µs/webhook")
+		base, bok := r.get("BenchmarkEnqueue", "writes/s")
+		bs, ratio := "", ""
+		if bok {
+			bs, ratio = fmt.Sprintf("store Enqueue alone %.0f writes/s", base), fmt.Sprintf("%.2f×", w/base)
+		}
+		t.row("verified + synced webhooks, 32 senders (BenchmarkWebhookIntake)", fmt.Sprintf("%.0f/s, p99 %.1f ms, %.0f CPU-µs each", w, p99, cpuw), bs, ratio, "≥ 10k/s, p99 ≤ 20 ms", t.oldVal(in, "webhooks/s", 1, "/s")+t.oldVal(in, "cpu-µs/webhook", 1, " CPU-µs"))
+	}
+	const e2e = "BenchmarkWebhookEndToEnd"
+	if w, ok := r.get(e2e, "webhooks/s"); ok {
+		p99, _ := r.get(e2e, "p99-ms")
+		cpuw, _ := r.get(e2e, "cpu-µs/webhook")
+		t.row("the same end to end over HTTP, 4 workers (BenchmarkWebhookEndToEnd)", fmt.Sprintf("%.0f/s, p99 %.1f ms, %.0f CPU-µs each (forwarding included)", w, p99, cpuw), "", "", "≥ 10k/s, p99 ≤ 20 ms", t.oldVal(e2e, "webhooks/s", 1, "/s"))
+		fw, _ := r.get(e2e, "forwards/s")
+		first, _ := r.get(e2e, "fwd-first10%/s")
+		last, _ := r.get(e2e, "fwd-last10%/s")
+		drain, _ := r.get(e2e, "drain-s")
+		conns, _ := r.get(e2e, "conns")
+		t.row("forwarding while the backlog drains", fmt.Sprintf("%.0f/s; first tenth %.0f/s, last tenth %.0f/s; drained in %.1f s; %.0f connections", fw, first, last, drain, conns),
+			fmt.Sprintf("intake %.0f/s", w), fmt.Sprintf("%.2f× intake; last/first %.2f", fw/w, last/first), "≥ intake rate, flat", t.oldVal(e2e, "forwards/s", 1, "/s"))
+	}
+	if v, ok := r.get("BenchmarkVerify", "ns/op"); ok {
+		al, _ := r.get("BenchmarkVerify", "allocs/op")
+		bv, _ := r.get("BenchmarkP256VerifyBaseline", "ns/op")
+		t.row("BenchmarkVerify (one webhook)", fmt.Sprintf("%.0f µs, %.0f allocs", v/1000, al), fmt.Sprintf("P-256 verify alone %.0f µs", bv/1000), fmt.Sprintf("%.2f×", v/bv), "≤ 80 µs (P-256 alone ≈ 65 µs)", t.oldVal("BenchmarkVerify", "ns/op", 1000, " µs")+t.oldVal("BenchmarkVerify", "allocs/op", 1, " allocs"))
+	}
+	small, ok1 := r.get("BenchmarkLeaseNext/queued=10", "ns/op")
+	if ok1 {
+		for _, n := range []string{"100000", "1000000"} {
+			big, ok := r.get("BenchmarkLeaseNext/queued="+n, "ns/op")
+			if !ok {
+				continue
+			}
+			t.row("lease one entry with "+n+" queued (BenchmarkLeaseNext)", fmt.Sprintf("%.1f µs", big/1000), fmt.Sprintf("10 queued: %.1f µs", small/1000), fmt.Sprintf("%.2f×", big/small), "same as with 10", t.oldVal("BenchmarkLeaseNext/queued="+n, "ns/op", 1000, " µs"))
+		}
+	}
+}
+
+type table struct {
+	r, old  results
+	withOld bool
+}
+
+func (t *table) row(path, got, base, ratio, goal, old string) {
+	line := fmt.Sprintf("| %s | %s | %s | %s | %s |", path, got, base, ratio, goal)
+	if t.withOld {
+		line += " " + old + " |"
+	}
+	fmt.Println(line)
+}
+
+// oldVal formats the old code's median of name/unit, divided by div.
+func (t *table) oldVal(name, unit string, div float64, suffix string) string {
+	v, ok := t.old.get(name, unit)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%.0f%s ", v/div, suffix)
+}
+
+func oldHead(p string) string {
+	if p == "" {
+		return ""
+	}
+	return " before (same run) |"
+}
+
+func oldSep(p string) string {
+	if p == "" {
+		return ""
+	}
+	return "---|"
+}

@@ -1,0 +1,246 @@
+package store
+
+import (
+	"container/heap"
+	"slices"
+	"sync"
+	"time"
+)
+
+// qindex is the in-memory view of the webhook queue (the q/ records): which
+// entries exist, which are due, and which are leased. It makes leasing cost
+// the same with ten queued entries or a million (issue 12): the next due
+// entry of a tenant is the top of a heap, not the end of a scan.
+//
+// Leases live here only; the durable record changes on completion, retry,
+// dead-letter and replay. A lease is soft state: Badger admits one process
+// per data directory, so a lease can only be held by this process, and after
+// a crash every entry is leasable again, which is what an expired lease would
+// have given. See RATIONALE.md "Why leases live in memory".
+type qindex struct {
+	mu      sync.Mutex
+	ents    map[string]*qent
+	tenants map[string]*readyHeap
+	names   []string // sorted keys of tenants
+	wait    waitHeap // not due yet, or leased: looked at again at their time
+}
+
+// qent is one queued entry's index record.
+type qent struct {
+	id, tenant string
+	next       int64  // NextAt, unix nanos
+	until      int64  // lease end, unix nanos, while leased
+	token      uint64 // the last lease's token; 0 once released
+	leased     bool
+	ready      bool // in its tenant's ready heap
+	finishing  bool // an outcome is being written (Complete, Retry, DeadLetter)
+}
+
+func newQindex() *qindex {
+	return &qindex{ents: map[string]*qent{}, tenants: map[string]*readyHeap{}}
+}
+
+func (qi *qindex) len() int {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	return len(qi.ents)
+}
+
+// add records a committed entry; one due at now goes straight to its
+// tenant's ready heap.
+func (qi *qindex) add(id, tenant string, next, now time.Time) {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	if _, ok := qi.ents[id]; ok {
+		return
+	}
+	if _, ok := qi.tenants[tenant]; !ok {
+		qi.tenants[tenant] = &readyHeap{}
+		i, _ := slices.BinarySearch(qi.names, tenant)
+		qi.names = slices.Insert(qi.names, i, tenant)
+	}
+	q := &qent{id: id, tenant: tenant, next: next.UnixNano()}
+	qi.ents[id] = q
+	if !next.After(now) {
+		q.ready = true
+		heap.Push(qi.tenants[tenant], q)
+		return
+	}
+	heap.Push(&qi.wait, waitItem{at: q.next, q: q})
+}
+
+// remove forgets an entry (completed, dead-lettered or moved aside).
+func (qi *qindex) remove(id string) {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	delete(qi.ents, id)
+}
+
+// promote moves entries whose time has come into their tenant's ready heap.
+func (qi *qindex) promote(now int64) {
+	for len(qi.wait) > 0 && qi.wait[0].at <= now {
+		q := heap.Pop(&qi.wait).(waitItem).q
+		if qi.ents[q.id] != q || q.ready || q.finishing {
+			continue
+		}
+		if q.leased {
+			if q.until > now {
+				continue // extended: a later item stands for it
+			}
+			q.leased = false // expired; the token stays valid until re-leased
+		}
+		if q.next > now {
+			continue // retried later: a later item stands for it
+		}
+		q.ready = true
+		heap.Push(qi.tenants[q.tenant], q)
+	}
+}
+
+// top returns tenant's oldest ready entry, dropping stale heap items.
+func (qi *qindex) top(h *readyHeap, now int64) *qent {
+	for h.Len() > 0 {
+		q := (*h)[0]
+		if qi.ents[q.id] == q && !q.finishing && !q.leased && q.next <= now {
+			return q
+		}
+		heap.Pop(h)
+		q.ready = false
+	}
+	return nil
+}
+
+// pick leases the next entry in tenant turns (see LeaseNext) until `until`.
+func (qi *qindex) pick(now, until int64, token uint64, after string, allow func(string) bool) *qent {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	qi.promote(now)
+	start, _ := slices.BinarySearch(qi.names, after)
+	if start < len(qi.names) && qi.names[start] == after {
+		start++
+	}
+	for k := range len(qi.names) {
+		name := qi.names[(start+k)%len(qi.names)]
+		h := qi.tenants[name]
+		q := qi.top(h, now)
+		if q == nil || (allow != nil && !allow(name)) {
+			continue
+		}
+		heap.Pop(h)
+		q.ready, q.leased, q.until, q.token = false, true, until, token
+		heap.Push(&qi.wait, waitItem{at: until, q: q})
+		return q
+	}
+	return nil
+}
+
+// held returns id's entry if lease is its current token.
+func (qi *qindex) held(id string, lease uint64) *qent {
+	q := qi.ents[id]
+	if q == nil || lease == 0 || q.token != lease || q.finishing {
+		return nil
+	}
+	return q
+}
+
+// extend renews a held lease until `until`.
+func (qi *qindex) extend(id string, lease uint64, until int64) bool {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	q := qi.held(id, lease)
+	if q == nil {
+		return false
+	}
+	q.leased, q.until = true, until
+	heap.Push(&qi.wait, waitItem{at: until, q: q})
+	return true
+}
+
+// release gives a held lease back: the entry is due again at once.
+func (qi *qindex) release(id string, lease uint64) bool {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	q := qi.held(id, lease)
+	if q == nil {
+		return false
+	}
+	q.leased, q.token = false, 0
+	heap.Push(&qi.wait, waitItem{at: 0, q: q})
+	return true
+}
+
+// begin marks a held entry as finishing, so nobody leases it while its
+// outcome is written; end must follow.
+func (qi *qindex) begin(id string, lease uint64) *qent {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	q := qi.held(id, lease)
+	if q != nil {
+		q.finishing = true
+	}
+	return q
+}
+
+// end records the outcome begun by begin: gone (completed, dead-lettered),
+// due again at next (retried), or, when the write failed (ok false), as it
+// was.
+func (qi *qindex) end(q *qent, ok, gone bool, next time.Time) {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	q.finishing = false
+	switch {
+	case ok && gone:
+		if qi.ents[q.id] == q {
+			delete(qi.ents, q.id)
+		}
+		return
+	case ok:
+		q.next, q.leased, q.token = next.UnixNano(), false, 0
+		heap.Push(&qi.wait, waitItem{at: q.next, q: q})
+	default:
+		heap.Push(&qi.wait, waitItem{at: 0, q: q}) // looked at again now: leasable once its lease ends
+		if q.leased {
+			heap.Push(&qi.wait, waitItem{at: q.until, q: q})
+		}
+	}
+}
+
+// readyHeap is one tenant's due entries, oldest id (so oldest received) first.
+type readyHeap []*qent
+
+func (h readyHeap) Len() int           { return len(h) }
+func (h readyHeap) Less(i, j int) bool { return h[i].id < h[j].id }
+func (h readyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *readyHeap) Push(x any)        { *h = append(*h, x.(*qent)) }
+func (h *readyHeap) Pop() any {
+	old := *h
+	q := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return q
+}
+
+type waitItem struct {
+	at int64
+	q  *qent
+}
+
+// waitHeap orders entries by the time they must be looked at again.
+type waitHeap []waitItem
+
+func (h waitHeap) Len() int { return len(h) }
+func (h waitHeap) Less(i, j int) bool {
+	if h[i].at != h[j].at {
+		return h[i].at < h[j].at
+	}
+	return h[i].q.id < h[j].q.id
+}
+func (h waitHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *waitHeap) Push(x any)   { *h = append(*h, x.(waitItem)) }
+func (h *waitHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = waitItem{}
+	*h = old[:len(old)-1]
+	return w
+}
