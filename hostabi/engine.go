@@ -28,6 +28,9 @@ type Options struct {
 	// Now is the clock given to plugins (now) and used for JWT checks. Zero
 	// means time.Now.
 	Now func() time.Time
+	// Enforcement is how a call's deadline stops a running guest. Zero
+	// means EnforceFuel.
+	Enforcement Enforcement
 }
 
 // Engine loads plugins. It is safe for concurrent use.
@@ -38,11 +41,16 @@ type Engine struct {
 
 	mu  sync.Mutex
 	kvs map[string]*kvStore // tenant → store
+
+	enforce    Enforcement
+	fuelOnce   sync.Once
+	fuelPerSec float64 // fuel units per second, calibrated at first use
+	fuelErr    error
 }
 
 // NewEngine returns an Engine; Close releases its compilation cache.
 func NewEngine(ctx context.Context, o Options) (*Engine, error) {
-	e := &Engine{log: o.Logger, now: o.Now, kvs: map[string]*kvStore{}}
+	e := &Engine{log: o.Logger, now: o.Now, kvs: map[string]*kvStore{}, enforce: o.Enforcement}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -136,10 +144,9 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if o.PoolSize <= 0 {
 		o.PoolSize = runtime.GOMAXPROCS(0)
 	}
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().
+	rt := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig().
 		WithCompilationCache(e.cache).
 		WithMemoryLimitPages(o.MemoryLimitPages).
-		WithCloseOnContextDone(true).
 		WithCoreFeatures(api.CoreFeaturesV2))
 	p := &Plugin{
 		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
@@ -150,7 +157,11 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
 	t0 := time.Now()
-	cm, err := rt.CompileModule(ctx, o.Wasm)
+	bin, err := e.prepare(ctx, rt, p, o.Wasm)
+	if err != nil {
+		return fail(err)
+	}
+	cm, err := rt.CompileModule(ctx, bin)
 	if err != nil {
 		return fail(fmt.Errorf("compile: %w", err))
 	}

@@ -34,6 +34,7 @@ type Plugin struct {
 	kv          *kvStore
 	cache       *decisionCache // nil unless PluginOptions.CacheTTL
 	logs        logLimiter
+	fuelPlan
 
 	pool   chan *instance
 	gate   sync.RWMutex // calls hold R; Close takes W after setting closed
@@ -117,6 +118,7 @@ type instance struct {
 	timedOut atomic.Bool
 	stack    [1]uint64
 	stderr   capWriter
+	fuelInst // under EnforceFuel, cancel also raises the fuel limit
 
 	// The current call.
 	req         Request
@@ -151,15 +153,14 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	cfg := wazero.NewModuleConfig().WithName("").
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).
 		WithStdout(io.Discard).WithStderr(&in.stderr)
-	if p.initialize {
+	if p.initialize && !p.fuelOn { // under fuel, fuelStart runs it
 		cfg = cfg.WithStartFunctions(abi.ExportInitialize)
 	} else {
 		cfg = cfg.WithStartFunctions()
 	}
 	// The start function runs under a deadline too: a guest that loops in
 	// init must not hang a reload.
-	initTimeout := max(10*p.opts.Timeout, 5*time.Second)
-	ictx, icancel := context.WithTimeout(in.ctx, initTimeout)
+	ictx, icancel := context.WithTimeout(in.ctx, initTimeout(p.opts.Timeout))
 	defer icancel()
 	mod, err := p.rt.InstantiateModule(ictx, p.compiled, cfg)
 	if err != nil {
@@ -170,6 +171,14 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	in.mod, in.mem = mod, mod.Memory()
+	if err := p.fuelStart(in); err != nil {
+		in.cancel()
+		_ = mod.Close(ctx)
+		if se := in.stderr.String(); se != "" {
+			return nil, fmt.Errorf("instantiate: %w (stderr: %s)", err, se)
+		}
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
 	in.fn = mod.ExportedFunction(p.opts.Kind.export())
 	if in.fn == nil || in.mem == nil {
 		in.cancel()
@@ -287,12 +296,13 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 	p.calls.Add(1)
 	in.stderr.Reset()
 	in.deadline.Store(time.Now().Add(p.opts.Timeout).UnixNano())
+	p.refuel(in)
 	err := in.fn.CallWithStack(in.ctx, in.stack[:])
 	in.deadline.Store(0)
 	if err == nil {
 		return in.stack[0], nil
 	}
-	timedOut := in.timedOut.Load()
+	timedOut := in.timedOut.Load() || in.outOfFuel()
 	stderr := in.stderr.String()
 	p.discard(in)
 	if timedOut {

@@ -1,0 +1,5 @@
+package hostabi
+
+// EnforceNoneForBench runs guests without any deadline enforcement: the
+// floor the enforced modes are measured against. Benchmarks only.
+const EnforceNoneForBench = enforceNone
