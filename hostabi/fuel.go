@@ -149,8 +149,10 @@ func (e *Engine) runtimeConfig() wazero.RuntimeConfig {
 }
 
 // calibrate measures fuel units per second on a tight counting loop: the
-// cheapest code there is per unit, so real guests burn fuel more slowly. The
-// best of five short runs, so a descheduled run does not shrink budgets.
+// cheapest code there is per unit, so real guests burn fuel more slowly. It
+// counts the thread's CPU time where the platform has a clock for it (Linux),
+// else wall time, and keeps the best of five short runs, so a loaded machine
+// does not shrink budgets.
 func calibrate() (float64, error) {
 	ctx := context.Background()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler())
@@ -168,14 +170,20 @@ func calibrate() (float64, error) {
 	if g == nil || spin == nil {
 		return 0, errors.New("hostabi: calibrate: module lacks spin or fuel")
 	}
+	clock, done := threadClock()
+	if clock == nil {
+		t0 := time.Now()
+		clock, done = func() time.Duration { return time.Since(t0) }, func() {}
+	}
+	defer done()
 	best := 0.0
 	for range 5 {
 		g.Set(math.MaxInt64 / 2)
-		t0 := time.Now()
+		t0 := clock()
 		if _, err := spin.Call(ctx, 200_000); err != nil {
 			return 0, fmt.Errorf("hostabi: calibrate: %w", err)
 		}
-		el := time.Since(t0)
+		el := clock() - t0
 		spent := float64(math.MaxInt64/2 - int64(g.Get()))
 		if el > 0 {
 			best = max(best, spent/el.Seconds())

@@ -64,8 +64,9 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 
 // BenchmarkEnforcement is the pooled call under each way of enforcing the
 // deadline, in the same run: fuel (the default), wazero's
-// CloseOnContextDone, and none (the floor). TestEnforcementModes checks the
-// enforced modes stop a looping guest.
+// CloseOnContextDone, and none (the floor). cpu-ns/op is the process's CPU
+// time per call, which stays meaningful on a loaded machine.
+// TestEnforcementModes checks the enforced modes stop a looping guest.
 func BenchmarkEnforcement(b *testing.B) {
 	key := []byte("tenant-jwt-secret-0123456789abcd")
 	tok := signHS256(key, map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
@@ -89,6 +90,7 @@ func BenchmarkEnforcement(b *testing.B) {
 				p := load(b, newEngineWith(b, m.enf), g.guest, g.opts)
 				b.ReportAllocs()
 				b.ResetTimer()
+				cpu0 := processCPU()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						if d, err := p.Authenticate(context.Background(), g.r); err != nil || !d.Allow {
@@ -96,6 +98,9 @@ func BenchmarkEnforcement(b *testing.B) {
 						}
 					}
 				})
+				if cpu := processCPU() - cpu0; cpu > 0 {
+					b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+				}
 			})
 		}
 	}
