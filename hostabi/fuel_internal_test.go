@@ -6,8 +6,8 @@ import (
 )
 
 // Issue 12.1: calibration measures a plausible rate (between 10 million and
-// 100 billion units a second: a unit is about one Wasm instruction) and the
-// per-call budget it gives is positive.
+// 100 billion units a second: a unit is one fuel check, a few machine
+// instructions) and the per-call budget it gives is positive.
 func TestCalibrate(t *testing.T) {
 	rate, err := calibrate()
 	if err != nil {

@@ -38,7 +38,7 @@ func check(dst []byte, fuel, limit uint32, cost int64) []byte {
 
 // instrumentBody appends the rewritten body (locals and code, without its
 // size) to dst.
-func instrumentBody(dst, body []byte, fuel, limit uint32) ([]byte, error) {
+func instrumentBody(dst, body []byte, fuel, limit uint32, count bool) ([]byte, error) {
 	r := &reader{b: body}
 	for n := r.vec(); n > 0 && r.err == nil; n-- {
 		r.u32()
@@ -75,7 +75,7 @@ func instrumentBody(dst, body []byte, fuel, limit uint32) ([]byte, error) {
 				if r.left() != 0 {
 					return nil, errors.New("code: bytes after the final end")
 				}
-				return emit(dst, body, sites, calls, fuel, limit), nil
+				return emit(dst, body, sites, calls, fuel, limit, count), nil
 			}
 			attr = frames[len(frames)-1]
 			frames = frames[:len(frames)-1]
@@ -89,7 +89,7 @@ func instrumentBody(dst, body []byte, fuel, limit uint32) ([]byte, error) {
 	return nil, fmt.Errorf("code: %w", r.err)
 }
 
-func emit(dst, body []byte, sites []site, calls bool, fuel, limit uint32) []byte {
+func emit(dst, body []byte, sites []site, calls bool, fuel, limit uint32, count bool) []byte {
 	if !calls && len(sites) == 1 {
 		return append(dst, body...) // a leaf without loops: bounded
 	}
@@ -99,7 +99,11 @@ func emit(dst, body []byte, sites []site, calls bool, fuel, limit uint32) []byte
 			continue // no recursion through here: loops pay for themselves
 		}
 		dst = append(dst, body[prev:s.off]...)
-		dst = check(dst, fuel, limit, s.cost)
+		cost := int64(1)
+		if count {
+			cost = s.cost
+		}
+		dst = check(dst, fuel, limit, cost)
 		prev = s.off
 	}
 	return append(dst, body[prev:]...)

@@ -11,11 +11,13 @@
 //   - The rewrite adds two globals after every existing one (imported or
 //     defined) and two exports; it adds no function, type, local or
 //     import, so every existing index in the module is unchanged.
-//   - Each charge is the static number of instructions it pays for: a loop
-//     header pays for the loop's body outside nested loops, a function entry
-//     for the function's instructions outside any loop. Functions that call
-//     nothing and have no loop run a bounded number of instructions and are
-//     not charged.
+//   - Each check costs 1 (fuel counts loop iterations and calls) or, with
+//     Options.CountInstructions, the static number of instructions it pays
+//     for: a loop header pays for the loop's body outside nested loops, a
+//     function entry for the function's instructions outside any loop.
+//     Function entries are checked only in functions that call another:
+//     one that calls nothing runs its loops' checks, or a bounded number of
+//     instructions.
 //   - Instrument never panics on any input; a module it cannot decode (or a
 //     feature it does not know) is an error, never a silently wrong rewrite.
 //

@@ -21,6 +21,13 @@ type Options struct {
 	// (a Go reactor's _initialize) may spend before the host first refills
 	// it. The limit starts at 0.
 	Initial int64
+	// CountInstructions makes each check cost the static number of
+	// instructions it pays for (see the package documentation). Zero means
+	// every check costs 1, so fuel counts loop iterations and calls: a
+	// unit whose time has a floor (one check) that a calibration loop can
+	// measure, where instruction counts overcharge code like Go's, whose
+	// functions sit inside one big loop most of which a call skips.
+	CountInstructions bool
 }
 
 // Section ids.
@@ -135,7 +142,7 @@ func Instrument(wasm []byte, o Options) ([]byte, error) {
 				return appendULEB(b, uint64(limit))
 			})
 		case secCode:
-			p, err = instrumentCode(p, fuel, limit)
+			p, err = instrumentCode(p, fuel, limit, o.CountInstructions)
 		}
 		if err != nil {
 			return nil, err
@@ -238,7 +245,7 @@ func checkExportNames(p []byte, names ...string) error {
 	return nil
 }
 
-func instrumentCode(p []byte, fuel, limit uint32) ([]byte, error) {
+func instrumentCode(p []byte, fuel, limit uint32, count bool) ([]byte, error) {
 	r := &reader{b: p}
 	n := r.vec()
 	out := appendULEB(make([]byte, 0, len(p)+len(p)/8), uint64(n))
@@ -249,7 +256,7 @@ func instrumentCode(p []byte, fuel, limit uint32) ([]byte, error) {
 			break
 		}
 		var err error
-		body, err = instrumentBody(body[:0], b, fuel, limit)
+		body, err = instrumentBody(body[:0], b, fuel, limit, count)
 		if err != nil {
 			return nil, fmt.Errorf("fuel: function %d: %w", i, err)
 		}

@@ -114,7 +114,7 @@ func instantiate(t *testing.T, wasm []byte) (api.Module, api.MutableGlobal, api.
 }
 
 func TestInstrumentKeepsBehaviour(t *testing.T) {
-	out, err := Instrument(testModule(), Options{Initial: 1 << 40})
+	out, err := Instrument(testModule(), Options{Initial: 1 << 40, CountInstructions: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +151,34 @@ func TestInstrumentKeepsBehaviour(t *testing.T) {
 	}
 	if spent := 1<<40 - int64(f.Get()); spent < 1000*13 || spent > 1001*13+10 {
 		t.Errorf("count(1000) spent %d fuel, want about %d", spent, 1001*13)
+	}
+}
+
+// By default each check costs 1: count(1000) passes 1001 loop headers (it
+// calls nothing, so its entry is not checked) and fib(n) one entry per call.
+func TestInstrumentCountsChecks(t *testing.T) {
+	out, err := Instrument(testModule(), Options{Initial: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, f, _ := instantiate(t, out)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		fn          string
+		arg, result uint64
+		spent       int64
+	}{
+		{"count", 1000, 1000, 1001},
+		{"fib", 10, 55, 177}, // calls(n) = 2·fib(n+1) − 1
+	} {
+		f.Set(1 << 40)
+		res, err := m.ExportedFunction(tt.fn).Call(ctx, tt.arg)
+		if err != nil || res[0] != tt.result {
+			t.Fatalf("%s(%d) = %v, %v; want %d", tt.fn, tt.arg, res, err, tt.result)
+		}
+		if spent := 1<<40 - int64(f.Get()); spent != tt.spent {
+			t.Errorf("%s(%d) spent %d fuel, want %d", tt.fn, tt.arg, spent, tt.spent)
+		}
 	}
 }
 
