@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -47,9 +48,19 @@ type fuelPlan struct {
 	fuelBudget, initBudget int64
 }
 
-// fuelInst is an instance's two globals (nil unless EnforceFuel).
+// fuelInst is an instance's two globals (nil unless EnforceFuel). Only the
+// calling goroutine touches fuel; the limit is written once, by whoever
+// raises it first (the watchdog, the init timer, discard or Close).
 type fuelInst struct {
 	fuel, limit api.MutableGlobal
+	raised      atomic.Bool
+}
+
+// raiseLimit makes the instance's next fuel check trap.
+func (in *instance) raiseLimit() {
+	if in.raised.CompareAndSwap(false, true) {
+		in.limit.Set(math.MaxInt64)
+	}
 }
 
 // fuelRate returns fuel units per second on the fastest guest code,
@@ -108,9 +119,9 @@ func (p *Plugin) fuelStart(in *instance) error {
 	if in.fuel == nil || in.limit == nil {
 		return errors.New("instrumented module lacks its fuel globals")
 	}
-	cancel, limit := in.cancel, in.limit
+	cancel := in.cancel
 	in.cancel = func() {
-		limit.Set(math.MaxInt64) // the next fuel check traps
+		in.raiseLimit()
 		cancel()
 	}
 	if !p.initialize {
@@ -118,7 +129,7 @@ func (p *Plugin) fuelStart(in *instance) error {
 	}
 	d := initTimeout(p.opts.Timeout)
 	in.fuel.Set(uint64(p.initBudget))
-	t := time.AfterFunc(d, func() { limit.Set(math.MaxInt64) })
+	t := time.AfterFunc(d, in.raiseLimit)
 	_, err := in.mod.ExportedFunction(abi.ExportInitialize).Call(in.ctx)
 	fired := !t.Stop()
 	switch {

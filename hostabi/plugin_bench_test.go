@@ -80,7 +80,7 @@ func BenchmarkEnforcement(b *testing.B) {
 		opts  hostabi.PluginOptions
 		r     hostabi.Request
 	}{
-		{"trivial", "allow", hostabi.PluginOptions{}, &byteReq{name: []byte("X-User"), value: []byte("alice")}},
+		{"trivial", "allow", hostabi.PluginOptions{}, &fixedReq{name: []byte("X-User"), value: []byte("alice")}},
 		{"jwt", "jwtauth", hostabi.PluginOptions{Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true},
 			Secrets: map[string][]byte{"main": key}}, &req{headers: hdr("Host", "t1.test", "Authorization", "Bearer "+tok)}},
 	}
