@@ -11,6 +11,10 @@
 //   - Any trap, timeout, out-of-range guest pointer or host error discards
 //     the instance and returns an error; the caller fails closed. The pool
 //     refills in the background.
+//   - A running call is stopped by fuel checks the host compiles into the
+//     guest at load (internal/fuel; RATIONALE.md "Why fuel instead of
+//     CloseOnContextDone"): the watchdog raises the limit of a call past its
+//     deadline, and each call's fuel budget is a backstop.
 //   - Guests get real clocks and crypto randomness, no files, no
 //     environment, no arguments and no network.
 //   - Host functions check capabilities at load: a module importing a host

@@ -27,6 +27,9 @@ type Options struct {
 	// Now is the clock given to plugins (now) and used for JWT checks. Zero
 	// means time.Now.
 	Now func() time.Time
+	// Enforcement is how a call's deadline stops a running guest. Zero
+	// means EnforceFuel.
+	Enforcement Enforcement
 }
 
 // Engine loads plugins. It is safe for concurrent use.
@@ -37,11 +40,16 @@ type Engine struct {
 
 	mu  sync.Mutex
 	kvs map[string]*kvStore // tenant → store
+
+	enforce    Enforcement
+	fuelOnce   sync.Once
+	fuelPerSec float64 // fuel units per second, calibrated at first use
+	fuelErr    error
 }
 
 // NewEngine returns an Engine; Close releases its compilation cache.
 func NewEngine(ctx context.Context, o Options) (*Engine, error) {
-	e := &Engine{log: o.Logger, now: o.Now, kvs: map[string]*kvStore{}}
+	e := &Engine{log: o.Logger, now: o.Now, kvs: map[string]*kvStore{}, enforce: o.Enforcement}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -146,10 +154,9 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 100 * time.Millisecond
 	}
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().
+	rt := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig().
 		WithCompilationCache(e.cache).
 		WithMemoryLimitPages(o.MemoryLimitPages).
-		WithCloseOnContextDone(true).
 		WithCoreFeatures(api.CoreFeaturesV2))
 	p := &Plugin{
 		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
@@ -161,7 +168,11 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
 	t0 := time.Now()
-	cm, err := rt.CompileModule(ctx, o.Wasm)
+	bin, err := e.prepare(ctx, rt, p, o.Wasm)
+	if err != nil {
+		return fail(err)
+	}
+	cm, err := rt.CompileModule(ctx, bin)
 	if err != nil {
 		return fail(fmt.Errorf("compile: %w", err))
 	}

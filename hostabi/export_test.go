@@ -10,3 +10,7 @@ func SetCallClock(p *Plugin, now func() time.Time) { p.clock = now }
 // SetPenaltyClock replaces the penalty box's clock, so a test can end a
 // backoff window without sleeping. Call it before the plugin's first call.
 func SetPenaltyClock(p *Plugin, now func() time.Time) { p.box.now = now }
+
+// EnforceNoneForBench runs guests without any deadline enforcement: the
+// floor the enforced modes are measured against. Benchmarks only.
+const EnforceNoneForBench = enforceNone

@@ -36,6 +36,7 @@ type Plugin struct {
 	logs        logLimiter
 	clock       func() time.Time // call deadlines; time.Now except in tests
 	box         *penaltyBox
+	fuelPlan
 
 	pool   chan *instance
 	gate   sync.RWMutex // calls hold R; Close takes W after setting closed
@@ -120,6 +121,7 @@ type instance struct {
 	timedOut atomic.Bool
 	stack    [1]uint64
 	stderr   capWriter
+	fuelInst // under EnforceFuel, cancel also raises the fuel limit
 
 	// The current call.
 	req         Request
@@ -154,15 +156,14 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	cfg := wazero.NewModuleConfig().WithName("").
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).
 		WithStdout(io.Discard).WithStderr(&in.stderr)
-	if p.initialize {
+	if p.initialize && !p.fuelOn { // under fuel, fuelStart runs it
 		cfg = cfg.WithStartFunctions(abi.ExportInitialize)
 	} else {
 		cfg = cfg.WithStartFunctions()
 	}
 	// The start function runs under a deadline too: a guest that loops in
 	// init must not hang a reload.
-	initTimeout := max(10*p.opts.Timeout, 5*time.Second)
-	ictx, icancel := context.WithTimeout(in.ctx, initTimeout)
+	ictx, icancel := context.WithTimeout(in.ctx, initTimeout(p.opts.Timeout))
 	defer icancel()
 	mod, err := p.rt.InstantiateModule(ictx, p.compiled, cfg)
 	if err != nil {
@@ -173,6 +174,14 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	in.mod, in.mem = mod, mod.Memory()
+	if err := p.fuelStart(in); err != nil {
+		in.cancel()
+		_ = mod.Close(ctx)
+		if se := in.stderr.String(); se != "" {
+			return nil, fmt.Errorf("instantiate: %w (stderr: %s)", err, se)
+		}
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
 	in.fn = mod.ExportedFunction(p.opts.Kind.export())
 	if in.fn == nil || in.mem == nil {
 		in.cancel()
@@ -294,6 +303,7 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 	in.stderr.Reset()
 	start := p.clock()
 	in.deadline.Store(start.Add(p.opts.Timeout).UnixNano())
+	p.refuel(in)
 	err := in.fn.CallWithStack(in.ctx, in.stack[:])
 	in.deadline.Store(0)
 	// Sub uses the monotonic clock: a wall-clock step is not a timeout.
@@ -302,7 +312,7 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 		return in.stack[0], nil
 	}
 	// A trap stays a trap even if it came late; a late answer is a timeout.
-	timedOut := in.timedOut.Load() || err == nil
+	timedOut := in.timedOut.Load() || in.outOfFuel() || err == nil
 	stderr := in.stderr.String()
 	p.discard(in)
 	if timedOut {

@@ -61,3 +61,47 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkEnforcement is the pooled call under each way of enforcing the
+// deadline, in the same run: fuel (the default), wazero's
+// CloseOnContextDone, and none (the floor). cpu-ns/op is the process's CPU
+// time per call, which stays meaningful on a loaded machine.
+// TestEnforcementModes checks the enforced modes stop a looping guest.
+func BenchmarkEnforcement(b *testing.B) {
+	key := []byte("tenant-jwt-secret-0123456789abcd")
+	tok := signHS256(key, map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	modes := []struct {
+		name string
+		enf  hostabi.Enforcement
+	}{{"fuel", hostabi.EnforceFuel}, {"context", hostabi.EnforceContext}, {"none", hostabi.EnforceNoneForBench}}
+	guests := []struct {
+		name  string
+		guest string
+		opts  hostabi.PluginOptions
+		r     hostabi.Request
+	}{
+		{"trivial", "allow", hostabi.PluginOptions{}, &fixedReq{name: []byte("X-User"), value: []byte("alice")}},
+		{"jwt", "jwtauth", hostabi.PluginOptions{Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true},
+			Secrets: map[string][]byte{"main": key}}, &req{headers: hdr("Host", "t1.test", "Authorization", "Bearer "+tok)}},
+	}
+	for _, g := range guests {
+		for _, m := range modes {
+			b.Run(g.name+"/"+m.name, func(b *testing.B) {
+				p := load(b, newEngineWith(b, m.enf), g.guest, g.opts)
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu0 := processCPU()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if d, err := p.Authenticate(context.Background(), g.r); err != nil || !d.Allow {
+							b.Fatal(d, err)
+						}
+					}
+				})
+				if cpu := processCPU() - cpu0; cpu > 0 {
+					b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+				}
+			})
+		}
+	}
+}
