@@ -283,7 +283,22 @@ func (t *table) tenantFor(host []byte) *tenant {
 		}
 		low[i] = c
 	}
-	return t.byHost[string(low)]
+	if tn, ok := t.byHost[string(low)]; ok {
+		return tn
+	}
+	return t.wildcardFor(low)
+}
+
+// wildcardFor finds the tenant of a "*." host one label above the
+// lower-cased host ("a.apps.example" → "*.apps.example"), without allocating.
+func (t *table) wildcardFor(low []byte) *tenant {
+	i := bytes.IndexByte(low, '.')
+	if i <= 0 || len(low)-i+1 > 256 {
+		return nil
+	}
+	var buf [256]byte
+	w := append(append(buf[:0], '*'), low[i:]...)
+	return t.byHost[string(w)]
 }
 
 const (
@@ -317,6 +332,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		err = s.ownRoute(ctx, tn, route)
 	default:
 		route = "proxy"
+		if tn.upstream != nil {
+			// fasthttp marks requests read over TLS as https; the upstream
+			// client refuses a scheme that is not its own.
+			ctx.Request.URI().SetScheme(tn.upScheme)
+		}
 		err = s.proxyRequest(ctx, tn)
 	}
 	if err != nil {
