@@ -309,9 +309,12 @@ const (
 )
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	var ridBuf [maxRequestIDLen]byte
+	rid := s.requestID(&ctx.Request.Header, ridBuf[:0])
 	tn := s.table.Load().tenantFor(ctx.Host())
 	if tn == nil {
 		writeError(ctx, ErrUnknownHost)
+		s.finishRequest(ctx, nil, "", nil, rid, false)
 		return
 	}
 	// One normalised path and clean headers for routing, the auth plugin
@@ -322,7 +325,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if err != nil {
 		writeError(ctx, err)
-		tn.m.observe("proxy", ctx.Response.StatusCode())
+		s.finishRequest(ctx, tn, "proxy", nil, rid, false)
 		return
 	}
 	var route string
@@ -343,10 +346,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, err)
 		status, _ := classify(err)
 		if status >= 500 && !errors.Is(err, ErrAuthUnavailable) { // plugin failures are logged, throttled, by PluginAuth
-			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "err", err)
+			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "request_id", string(rid), "err", err)
 		}
 	}
-	tn.m.observe(route, ctx.Response.StatusCode())
+	s.finishRequest(ctx, tn, route, path, rid, true)
 }
 
 func isOwnRoute(p []byte) bool {
@@ -371,6 +374,9 @@ func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) er
 	id, err := tn.Auth.Authenticate(s.base, ctx)
 	if err != nil {
 		return err
+	}
+	if s.opts.AccessLog != nil {
+		ctx.Request.Header.Set(HeaderUser, id.Subject) // for the access log only; never forwarded
 	}
 	if len(ctx.PostBody()) > s.opts.MaxBodyBytes {
 		return ErrTooLarge
