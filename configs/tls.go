@@ -51,9 +51,9 @@ func (f *File) validateTLS(add func(string, string, ...any)) {
 			add("tls.min_version", `must be "1.2" or "1.3" (TLS 1.0 and 1.1 are not offered)`)
 		}
 		if t.RedirectListen != "" {
-			if _, _, err := net.SplitHostPort(t.RedirectListen); err != nil {
+			if _, port, err := net.SplitHostPort(t.RedirectListen); err != nil {
 				add("tls.redirect_listen", "must be host:port (%v)", err)
-			} else if t.RedirectListen == f.Listen {
+			} else if t.RedirectListen == f.Listen && port != "0" {
 				add("tls.redirect_listen", "must differ from listen")
 			}
 		}
