@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -408,5 +409,67 @@ func TestRedirectHandler(t *testing.T) {
 	e.srv.RedirectHandler("443").ServeHTTP(rec, r)
 	if rec.Code != 308 || rec.Header().Get("Location") != "https://t1.test/p" {
 		t.Errorf("RedirectHandler(443) = %d %q", rec.Code, rec.Header().Get("Location"))
+	}
+}
+
+// Issue 13.1: reloads under load fail no request.
+func TestTLSReloadUnderLoad(t *testing.T) {
+	t.Parallel()
+	e := startTLSEnv(t, 0)
+	t1 := e.opts.Tenants[0]
+	exp := time.Now().Add(day)
+	aCert, aKey := e.ca.leaf("load-a", exp, "t1.test")
+	bCert, bKey := e.ca.leaf("load-b", exp, "t1.test")
+	stop := make(chan struct{})
+	errs := make(chan error, 64)
+	done := make(chan struct{})
+	const workers = 4
+	for w := 0; w < workers; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			c := tlsClient(e, "t1.test")
+			c.Transport.(*http.Transport).DisableKeepAlives = w%2 == 0 // half new handshakes, half kept alive
+			for i := 0; i < 200; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequestWithContext(t.Context(), "GET", "https://t1.test/app", nil)
+				req.Header.Set("Authorization", "Bearer alice-key")
+				res, err := c.Do(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != 200 {
+						err = errors.New(res.Status)
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		c, k := aCert, aKey
+		if i%2 == 1 {
+			c, k = bCert, bKey
+		}
+		copyFile(t, c, t1.CertFile)
+		copyFile(t, k, t1.KeyFile)
+		if err := e.certs.Reload(e.opts); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	for w := 0; w < workers; w++ {
+		<-done
+	}
+	close(errs)
+	for err := range errs {
+		t.Errorf("request during reloads failed: %v", err)
 	}
 }
