@@ -30,6 +30,10 @@ type File struct {
 	LogLevel    string    `yaml:"log_level"`    // debug, info, warn, error; default info
 	PluginCache string    `yaml:"plugin_cache"` // compiled Wasm cache dir; default <data_dir>/wasm-cache
 
+	TLS            *TLS `yaml:"tls"`              // TLS on the public listener; nil: plain HTTP
+	AccessLog      bool `yaml:"access_log"`       // one log line per request; default true
+	TrustRequestID bool `yaml:"trust_request_id"` // keep a well-formed incoming X-Request-Id; default false
+
 	Limits   Limits   `yaml:"limits"`
 	Webhooks Webhooks `yaml:"webhooks"`
 	Emulator Emulator `yaml:"emulator"`
@@ -71,6 +75,7 @@ type Tenant struct {
 	Name           string        `yaml:"name"`
 	Hosts          []string      `yaml:"hosts"`
 	Upstream       string        `yaml:"upstream"` // http://host:port of the tenant's app; empty = no reverse proxy
+	TLS            *TenantTLS    `yaml:"tls"`      // certificate for the tenant's hosts (SNI); nil: the default one
 	Plaid          Plaid         `yaml:"plaid"`
 	Auth           Auth          `yaml:"auth"`
 	WebhookPlugins []Plugin      `yaml:"webhook_plugins"`
@@ -134,6 +139,7 @@ func Default() File {
 		AdminListen: "127.0.0.1:9090",
 		DataDir:     "./data",
 		LogLevel:    "info",
+		AccessLog:   true,
 		Limits: Limits{
 			MaxBodyBytes: 64 << 10, ReadTimeout: Duration(10e9), WriteTimeout: Duration(30e9),
 			IdleTimeout: Duration(60e9), UpstreamConns: 512, PlaidTimeout: Duration(15e9),
@@ -246,6 +252,7 @@ func (f *File) Validate() error {
 		checkAddr("emulator.listen", f.Emulator.Listen)
 	}
 	f.validateOperator(add)
+	f.validateTLS(add)
 	if len(f.Tenants) == 0 {
 		add("tenants", "at least one tenant is required")
 	}
@@ -263,7 +270,7 @@ func (f *File) Validate() error {
 		}
 		for j, h := range t.Hosts {
 			h = strings.ToLower(h)
-			if h == "" || strings.ContainsAny(h, "/ ") {
+			if h == "" || strings.ContainsAny(h, "/ ") || badWildcard(h) {
 				add(fmt.Sprintf("%s.hosts[%d]", p, j), "bad host %q", h)
 			} else if o, dup := hosts[h]; dup {
 				add(fmt.Sprintf("%s.hosts[%d]", p, j), "host %q already belongs to tenant %q", h, o)

@@ -46,6 +46,8 @@ type envConfig struct {
 	dir        string // reuse a data dir
 	sim        *plaidsim.Server
 	upstream   string
+	wrapLn     func(net.Listener) net.Listener // e.g. Certs.Listener (issue 13)
+	optsFn     func(*Options)                  // last word on the Options (issue 13)
 	forward    []Destination
 	tenantsFn  func(base, plaidURL string) []Tenant
 	webhookOpt WebhookOptions
@@ -133,17 +135,25 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 	if logTo == nil {
 		logTo = io.Discard
 	}
-	srv, err := New(Options{
+	opts := Options{
 		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second, MaxBodyBytes: c.maxBody,
 		Logger: slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), Webhooks: wo,
 		exchangeFault: c.exchangeFault,
-	})
+	}
+	if c.optsFn != nil {
+		c.optsFn(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.srv = srv
 	e.done = make(chan error, 1)
-	go func() { e.done <- srv.Serve(ln) }()
+	var sln net.Listener = ln
+	if c.wrapLn != nil {
+		sln = c.wrapLn(ln)
+	}
+	go func() { e.done <- srv.Serve(sln) }()
 	t.Cleanup(e.stop)
 	return e
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,6 +21,7 @@ type metrics struct {
 	queueDepth    prometheus.Gauge
 	orphans       prometheus.Gauge
 	intakeSeconds prometheus.Histogram
+	duration      *prometheus.HistogramVec
 
 	mu      sync.Mutex
 	tenants map[string]*tenantMetrics
@@ -30,6 +32,10 @@ type tenantMetrics struct {
 	m    *metrics
 	// proxy2xx etc. are pre-resolved children for the proxied hot path.
 	proxy [6]prometheus.Counter
+	// proxyDur and routeDur are the latency histogram's children for the
+	// proxied route and the own routes; routeDur is read-only once built.
+	proxyDur prometheus.Observer
+	routeDur map[string]prometheus.Observer
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -65,11 +71,15 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "safeclose_webhook_intake_seconds", Help: "Time from webhook arrival to its durable 200.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "safeclose_request_duration_seconds", Help: "Time from request read to answer, by tenant and route (proxy or an own route).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"tenant", "route"}),
 		tenants: map[string]*tenantMetrics{},
 		reg:     reg,
 	}
 	reg.MustRegister(m.requests, m.authFailures, m.webhooksIn, m.webhooksDone, m.forwards,
-		m.persistFailed, m.queueDepth, m.intakeSeconds, m.orphans)
+		m.persistFailed, m.queueDepth, m.intakeSeconds, m.orphans, m.duration)
 	return m
 }
 
@@ -83,18 +93,30 @@ func (m *metrics) tenant(name string) *tenantMetrics {
 	for i := range t.proxy {
 		t.proxy[i] = m.requests.WithLabelValues(name, "proxy", strconv.Itoa(i)+"xx")
 	}
+	t.proxyDur = m.duration.WithLabelValues(name, "proxy")
+	t.routeDur = map[string]prometheus.Observer{}
+	for _, r := range []string{pathLinkToken, pathExchange, pathStatus, pathWebhook} {
+		t.routeDur[r] = m.duration.WithLabelValues(name, r)
+	}
 	m.tenants[name] = t
 	return t
 }
 
-func (t *tenantMetrics) observe(route string, status int) {
+// observe counts a request by status class and records its latency.
+func (t *tenantMetrics) observe(route string, status int, d time.Duration) {
 	c := status / 100
 	if c < 0 || c > 5 {
 		c = 0
 	}
 	if route == "proxy" {
 		t.proxy[c].Inc()
+		t.proxyDur.Observe(d.Seconds())
 		return
 	}
 	t.m.requests.WithLabelValues(t.name, route, strconv.Itoa(c)+"xx").Inc()
+	if o, ok := t.routeDur[route]; ok {
+		o.Observe(d.Seconds())
+	} else {
+		t.m.duration.WithLabelValues(t.name, route).Observe(d.Seconds())
+	}
 }

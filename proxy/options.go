@@ -27,6 +27,13 @@ type Options struct {
 
 	Webhooks WebhookOptions
 
+	// AccessLog receives one line per request (see accesslog.go); nil means
+	// no access log.
+	AccessLog *slog.Logger
+	// TrustRequestID keeps a well-formed incoming X-Request-Id; false means
+	// every request gets a new one (Safeclose is the edge).
+	TrustRequestID bool
+
 	// HTTPClient is used by plaid-go and for forwarding events; nil means a
 	// client with PlaidTimeout.
 	HTTPClient *http.Client

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -84,9 +86,13 @@ func proxyTargets(tb testing.TB) []benchTarget {
 		return append(ts, pluginTenant("wasm", allow, upURL, plaidURL), pluginTenant("jwt", jwtp, upURL, plaidURL),
 			pluginTenant("jwtc", jwtc, upURL, plaidURL))
 	}})
+	logged := startEnv(tb, envConfig{upstream: upURL, optsFn: func(o *Options) { // Issue 13.2: access log on
+		o.AccessLog = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}})
 	return []benchTarget{
 		{"rp-fasthttp", plainProxy(tb, up), "any", nil},
 		{"safeclose-apikey", e.addr, "t1.test", [][2]string{{"Authorization", "Bearer alice-key"}}},
+		{"safeclose-apikey-accesslog", logged.addr, "t1.test", [][2]string{{"Authorization", "Bearer alice-key"}}},
 		{"safeclose-wasm-header", e.addr, "wasm.test", [][2]string{{"X-User", "alice"}}},
 		{"safeclose-wasm-jwt", e.addr, "jwt.test", [][2]string{{"Authorization", "Bearer " + tok}}},
 		{"safeclose-wasm-jwt-cached", e.addr, "jwtc.test", [][2]string{{"Authorization", "Bearer " + tok}}},

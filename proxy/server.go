@@ -303,7 +303,22 @@ func (t *table) tenantFor(host []byte) *tenant {
 		}
 		low[i] = c
 	}
-	return t.byHost[string(low)]
+	if tn, ok := t.byHost[string(low)]; ok {
+		return tn
+	}
+	return t.wildcardFor(low)
+}
+
+// wildcardFor finds the tenant of a "*." host one label above the
+// lower-cased host ("a.apps.example" → "*.apps.example"), without allocating.
+func (t *table) wildcardFor(low []byte) *tenant {
+	i := bytes.IndexByte(low, '.')
+	if i <= 0 || len(low)-i+1 > 256 {
+		return nil
+	}
+	var buf [256]byte
+	w := append(append(buf[:0], '*'), low[i:]...)
+	return t.byHost[string(w)]
 }
 
 const (
@@ -314,9 +329,12 @@ const (
 )
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	var ridBuf [maxRequestIDLen]byte
+	rid := s.requestID(&ctx.Request.Header, ridBuf[:0])
 	tn := s.table.Load().tenantFor(ctx.Host())
 	if tn == nil {
 		writeError(ctx, ErrUnknownHost)
+		s.finishRequest(ctx, nil, "", nil, rid, false)
 		return
 	}
 	// One normalised path and clean headers for routing, the auth plugin
@@ -327,7 +345,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if err != nil {
 		writeError(ctx, err)
-		tn.m.observe("proxy", ctx.Response.StatusCode())
+		s.finishRequest(ctx, tn, "proxy", nil, rid, false)
 		return
 	}
 	var route string
@@ -342,16 +360,21 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		route, err = "proxy", ErrTooLarge
 	default:
 		route = "proxy"
+		if tn.upstream != nil {
+			// fasthttp marks requests read over TLS as https; the upstream
+			// client refuses a scheme that is not its own.
+			ctx.Request.URI().SetScheme(tn.upScheme)
+		}
 		err = s.proxyRequest(ctx, tn)
 	}
 	if err != nil {
 		writeError(ctx, err)
 		status, _ := classify(err)
 		if status >= 500 && !errors.Is(err, ErrAuthUnavailable) && !errors.Is(err, ErrTenantUnavailable) { // plugin failures are logged, throttled, by PluginAuth; broken tenants at build
-			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "err", err)
+			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "request_id", string(rid), "err", err)
 		}
 	}
-	tn.m.observe(route, ctx.Response.StatusCode())
+	s.finishRequest(ctx, tn, route, path, rid, true)
 }
 
 func isOwnRoute(p []byte) bool {
@@ -376,6 +399,9 @@ func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) er
 	id, err := tn.Auth.Authenticate(s.base, ctx)
 	if err != nil {
 		return err
+	}
+	if s.opts.AccessLog != nil {
+		ctx.Request.Header.Set(HeaderUser, id.Subject) // for the access log only; never forwarded
 	}
 	if len(ctx.PostBody()) > s.opts.MaxBodyBytes {
 		return ErrTooLarge

@@ -102,6 +102,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
+	certs, err := openCerts(cfg, log) // a bad certificate is refused before anything starts
+	if err != nil {
+		return err
+	}
 
 	db, err := openStore(cfg, log)
 	if err != nil {
@@ -144,6 +148,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		PlaidTimeout: cfg.Limits.PlaidTimeout.Std(),
 		Webhooks:     webhookOptions(cfg),
 		Registry:     reg,
+
+		AccessLog:      accessLogger(cfg, log),
+		TrustRequestID: cfg.TrustRequestID,
 	})
 	if err != nil {
 		closeSet(set)
@@ -161,13 +168,30 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		closeSet(set)
 		return err
 	}
+	scheme := "http"
+	if certs != nil {
+		scheme = "https"
+		redir, redirLn, err := startRedirect(cfg, srv, ln.Addr())
+		if err != nil {
+			ln.Close()
+			adminLn.Close()
+			closeSet(set)
+			return err
+		}
+		if redir != nil {
+			defer redir.Close()
+			log.Info("redirecting plain HTTP to https", "addr", redirLn.Addr().String())
+			fmt.Fprintf(stdout, "safeclose redirecting http://%s to https\n", redirLn.Addr())
+		}
+		ln = certs.Listener(ln)
+	}
 	admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = admin.Serve(adminLn) }()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("safeclose listening", "addr", ln.Addr().String(), "admin", adminLn.Addr().String(), "tenants", len(tenants), "emulator", emuAddr)
-	fmt.Fprintf(stdout, "safeclose listening on http://%s (admin http://%s)\n", ln.Addr(), adminLn.Addr())
+	fmt.Fprintf(stdout, "safeclose listening on %s://%s (admin http://%s)\n", scheme, ln.Addr(), adminLn.Addr())
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -179,6 +203,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		watch = t.C
 	}
 	last := fingerprint(*cfgPath)
+	lastTLS := tlsFingerprint(*cfgPath)
 	for {
 		select {
 		case err := <-errc:
@@ -187,11 +212,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case <-hup:
 			set = reload(ctx, *cfgPath, b, srv, set, log)
 			last = fingerprint(*cfgPath)
+			reloadCerts(*cfgPath, certs, log)
+			lastTLS = tlsFingerprint(*cfgPath)
 		case <-watch:
 			if fp := fingerprint(*cfgPath); fp != last {
 				last = fp
 				log.Info("config or plugin file changed; reloading", "config", *cfgPath)
 				set = reload(ctx, *cfgPath, b, srv, set, log)
+			}
+			if tp := tlsFingerprint(*cfgPath); tp != lastTLS {
+				lastTLS = tp
+				log.Info("tls settings or certificate files changed; reloading certificates")
+				reloadCerts(*cfgPath, certs, log)
 			}
 		case <-ctx.Done():
 			log.Info("shutting down")

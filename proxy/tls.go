@@ -1,0 +1,179 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// TLSOptions describe the public listener's certificates. See RATIONALE.md
+// "Why TLS ends in Safeclose, over HTTP/1.1 only".
+type TLSOptions struct {
+	CertFile, KeyFile string // the default certificate (PEM), served when no tenant's host matches; required
+	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13; zero means TLS 1.2.
+	MinVersion uint16
+	Tenants    []TenantCert
+	Logger     *slog.Logger // warnings (a certificate that does not cover a host); nil means discard
+	Now        func() time.Time
+}
+
+// TenantCert is a tenant's own certificate, chosen by SNI among Hosts
+// (exact names and "*.example.com" wildcards, case-insensitive).
+type TenantCert struct {
+	Tenant            string
+	Hosts             []string
+	CertFile, KeyFile string
+}
+
+// Certs is the public listener's certificate set. Reload swaps the whole
+// set atomically: handshakes that already started keep the set they read,
+// open connections are not touched. Safe for concurrent use.
+type Certs struct {
+	cur atomic.Pointer[certSet]
+}
+
+type certSet struct {
+	cfg      *tls.Config
+	def      *tls.Certificate
+	exact    map[string]*tls.Certificate
+	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
+}
+
+// LoadCerts reads and checks every certificate. A file that cannot be read,
+// a chain that does not parse, a key that does not match its certificate
+// or an expired leaf is an error naming the file and the reason.
+func LoadCerts(o TLSOptions) (*Certs, error) {
+	set, err := buildCertSet(o)
+	if err != nil {
+		return nil, err
+	}
+	c := &Certs{}
+	c.cur.Store(set)
+	return c, nil
+}
+
+// Reload loads o and swaps it in; on error the current set keeps serving.
+func (c *Certs) Reload(o TLSOptions) error {
+	set, err := buildCertSet(o)
+	if err != nil {
+		return err
+	}
+	c.cur.Store(set)
+	return nil
+}
+
+// Listener wraps ln so that it terminates TLS with the current set.
+func (c *Certs) Listener(ln net.Listener) net.Listener {
+	return tls.NewListener(ln, c.Config())
+}
+
+// Config is the tls.Config of the public listener: each handshake uses the
+// set current when the ClientHello arrives.
+func (c *Certs) Config() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return c.cur.Load().cfg, nil
+		},
+	}
+}
+
+func buildCertSet(o TLSOptions) (*certSet, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	if o.CertFile == "" || o.KeyFile == "" {
+		return nil, errors.New("proxy: tls: the default certificate needs cert_file and key_file")
+	}
+	def, err := loadPair(o.CertFile, o.KeyFile, now())
+	if err != nil {
+		return nil, fmt.Errorf("proxy: tls: default certificate: %w", err)
+	}
+	s := &certSet{def: def, exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	for _, tc := range o.Tenants {
+		crt, err := loadPair(tc.CertFile, tc.KeyFile, now())
+		if err != nil {
+			return nil, fmt.Errorf("proxy: tls: tenant %q: %w", tc.Tenant, err)
+		}
+		for _, h := range tc.Hosts {
+			h = strings.ToLower(h)
+			if rest, ok := strings.CutPrefix(h, "*."); ok {
+				s.wildcard[rest] = crt
+			} else {
+				s.exact[h] = crt
+			}
+			if err := crt.Leaf.VerifyHostname(strings.Replace(h, "*", "x", 1)); err != nil {
+				log.Warn("tls: certificate does not cover a tenant host; clients will refuse it",
+					"tenant", tc.Tenant, "host", h, "cert_file", tc.CertFile)
+			}
+		}
+	}
+	minV := o.MinVersion
+	if minV < tls.VersionTLS12 {
+		minV = tls.VersionTLS12
+	}
+	// Go's defaults for cipher suites and curves are the modern ones; they
+	// are deliberately not pinned here.
+	s.cfg = &tls.Config{
+		MinVersion:     minV,
+		NextProtos:     []string{"http/1.1"},
+		GetCertificate: s.certificate,
+	}
+	return s, nil
+}
+
+// loadPair reads a PEM chain and key; errors name the file and the reason.
+func loadPair(certFile, keyFile string, now time.Time) (*tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	crt, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s with %s: %w", certFile, keyFile, err)
+	}
+	if crt.Leaf == nil {
+		if crt.Leaf, err = x509.ParseCertificate(crt.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("%s: %w", certFile, err)
+		}
+	}
+	if now.After(crt.Leaf.NotAfter) {
+		return nil, fmt.Errorf("%s: certificate expired at %s", certFile, crt.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return &crt, nil
+}
+
+// certificate picks by SNI: an exact tenant host, then a "*." tenant host
+// one label up, then the default (also for clients that send no SNI).
+func (s *certSet) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	name := strings.TrimSuffix(strings.ToLower(hello.ServerName), ".")
+	if name == "" {
+		return s.def, nil
+	}
+	if c, ok := s.exact[name]; ok {
+		return c, nil
+	}
+	if _, rest, ok := strings.Cut(name, "."); ok {
+		if c, ok := s.wildcard[rest]; ok {
+			return c, nil
+		}
+	}
+	return s.def, nil
+}
