@@ -46,8 +46,8 @@ func readmeDrift(md string, known func(string) bool, sets map[string]*flag.FlagS
 		if len(w) == 0 || strings.HasPrefix(w[0], "-") {
 			return "serve", w, true
 		}
-		if w[0] == "help" {
-			return "", nil, false
+		if w[0] == "help" || strings.ToUpper(w[0]) == w[0] {
+			return "", nil, false // help, or a placeholder such as CMD
 		}
 		if _, ok := sets[w[0]]; ok {
 			return w[0], w[1:], true
@@ -68,6 +68,7 @@ func readmeDrift(md string, known func(string) bool, sets map[string]*flag.FlagS
 	}
 	check := func(leaf string, words []string) {
 		for _, w := range words {
+			w = strings.TrimRight(strings.TrimLeft(w, "[("), "]),;:.")
 			name, _, _ := strings.Cut(strings.TrimLeft(w, "-"), "=")
 			if !strings.HasPrefix(w, "-") || strings.HasPrefix(w, "---") || name == "" || !unicode.IsLetter(rune(name[0])) {
 				continue // not a flag: a value, a rule, a negative number
@@ -77,12 +78,27 @@ func readmeDrift(md string, known func(string) bool, sets map[string]*flag.FlagS
 			}
 		}
 	}
-	inFence, cont := false, ""
-	leaf := "" // the subcommand named earlier in this paragraph
+	// prose checks the inline code of one paragraph, list item or table row.
+	prose := func(block string) {
+		leaf := "" // the subcommand named earlier in the block
+		for _, span := range codeSpan.FindAllStringSubmatch(block, -1) {
+			s := strings.Join(strings.Fields(span[1]), " ")
+			if m := cmdMention.FindStringSubmatch(s); m != nil {
+				l, words, ok := resolve(m[1])
+				if leaf = l; ok {
+					check(l, words)
+				}
+			} else if leaf != "" && strings.HasPrefix(s, "-") {
+				check(leaf, strings.Fields(s)[:1])
+			}
+		}
+	}
+	inFence, cont, block := false, "", ""
 	for _, line := range strings.Split(md, "\n") {
 		trim := strings.TrimSpace(line)
 		if strings.HasPrefix(trim, "```") {
-			inFence, leaf = !inFence, ""
+			prose(block)
+			inFence, block = !inFence, ""
 			continue
 		}
 		if inFence {
@@ -102,20 +118,12 @@ func readmeDrift(md string, known func(string) bool, sets map[string]*flag.FlagS
 			continue
 		}
 		if trim == "" || strings.HasPrefix(trim, "- ") || strings.HasPrefix(trim, "|") || strings.HasPrefix(trim, "#") {
-			leaf = "" // a new paragraph, list item, table row or heading
+			prose(block) // a new paragraph, list item, table row or heading
+			block = ""
 		}
-		for _, span := range codeSpan.FindAllStringSubmatch(line, -1) {
-			s := span[1]
-			if m := cmdMention.FindStringSubmatch(s); m != nil {
-				l, words, ok := resolve(m[1])
-				if leaf = l; ok {
-					check(l, words)
-				}
-			} else if leaf != "" && strings.HasPrefix(s, "-") {
-				check(leaf, strings.Fields(s)[:1])
-			}
-		}
+		block += line + "\n"
 	}
+	prose(block)
 	return bad
 }
 
@@ -176,6 +184,9 @@ func TestREADMEDriftDetected(t *testing.T) {
 		{"flag in prose", "Run `safeclose serve -config FILE`; without `-config` it uses, with `-reload`,\nthe dev config.", []string{"serve` has no flag -reload"}},
 		{"unknown subcommand", "```\nsafeclose items purge -config x\n```", []string{"items purge"}},
 		{"other programs", "```sh\ncurl -s -X POST x -H 'A: b' -d '{}'\n./bin/webapp -listen :1 -dist d -link-script u\n```\nThe flag `-link-script URL` of the app.", nil},
+		{"span across lines", "Run `safeclose keys\nrotate -confg F`.", []string{"keys rotate` has no flag -confg"}},
+		{"optional flag", "`safeclose items orphans [-confg FILE]`", []string{"items orphans` has no flag -confg"}},
+		{"placeholder", "`safeclose CMD -h` prints help.", nil},
 		{"new paragraph resets", "`safeclose serve -config F`.\n\nThe app's `-listen` flag.", nil},
 		{"all good", "```sh\nsafeclose webhook verify --body b --header h --jwk k --at 1\nsafeclose keys gen\n```\n`go run ./cmd/safeclose sandbox` (flags `-addr`, `-seed N`)", nil},
 	}
