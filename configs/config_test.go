@@ -1,10 +1,14 @@
 package configs
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestDefaultConfigIsValid(t *testing.T) {
@@ -127,7 +131,29 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = c.Validate() // must not panic
+		verr := c.Validate() // must not panic
 		_ = c.Warnings()
+		// Issue 10.9: a decoded config re-encodes and decodes to an equal
+		// value, and validates the same.
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatalf("yaml.Marshal(Decode(%q)) = %v", b, err)
+		}
+		c2, err := Decode(bytes.NewReader(out))
+		if err != nil {
+			t.Fatalf("Decode(yaml.Marshal(Decode(%q))) = %v; re-encoded:\n%s", b, err, out)
+		}
+		// Equal as encoded: yaml cannot tell a nil slice from an empty one,
+		// and the config does not either; any other difference shows.
+		out2, err := yaml.Marshal(c2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, out2) {
+			t.Fatalf("re-decoded config differs; input %q\nfirst:\n%s\nsecond:\n%s", b, out, out2)
+		}
+		if v2 := c2.Validate(); fmt.Sprint(verr) != fmt.Sprint(v2) {
+			t.Fatalf("Validate = %v, after a round trip %v; input %q", verr, v2, b)
+		}
 	})
 }
