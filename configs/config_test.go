@@ -126,6 +126,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("limits: {read_timeout: -1s}\nwebhooks: {dedupe_ttl: -1h}"))
 	f.Add([]byte("listen: a:1\n---\nlisten: b:2\n"))
 	f.Add([]byte("data_dir: d\nkeys: file:d/../d/k\nadmin_listen: ':0'\n"))
+	f.Add([]byte("tenants: [{name: a, hosts: [x], plaid: {env: emulator}, auth: {plugin: {name: p, path: p.wasm, timeout: 1.5s, cache_ttl: 90m, secrets: {k: env:K},\n  config: {n: 18446744073709551616, f: .nan, d: 2001-12-14, b: !!binary aGk=, l: [1, {x: ~}], e: ''}}}}]"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(strings.NewReader(string(b)))
 		if err != nil {
