@@ -1,10 +1,14 @@
 package configs
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestDefaultConfigIsValid(t *testing.T) {
@@ -122,12 +126,35 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("limits: {read_timeout: -1s}\nwebhooks: {dedupe_ttl: -1h}"))
 	f.Add([]byte("listen: a:1\n---\nlisten: b:2\n"))
 	f.Add([]byte("data_dir: d\nkeys: file:d/../d/k\nadmin_listen: ':0'\n"))
+	f.Add([]byte("tenants: [{name: a, hosts: [x], plaid: {env: emulator}, auth: {plugin: {name: p, path: p.wasm, timeout: 1.5s, cache_ttl: 90m, secrets: {k: env:K},\n  config: {n: 18446744073709551616, f: .nan, d: 2001-12-14, b: !!binary aGk=, l: [1, {x: ~}], e: ''}}}}]"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(strings.NewReader(string(b)))
 		if err != nil {
 			return
 		}
-		_ = c.Validate() // must not panic
+		verr := c.Validate() // must not panic
 		_ = c.Warnings()
+		// Issue 10.9: a decoded config re-encodes and decodes to an equal
+		// value, and validates the same.
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatalf("yaml.Marshal(Decode(%q)) = %v", b, err)
+		}
+		c2, err := Decode(bytes.NewReader(out))
+		if err != nil {
+			t.Fatalf("Decode(yaml.Marshal(Decode(%q))) = %v; re-encoded:\n%s", b, err, out)
+		}
+		// Equal as encoded: yaml cannot tell a nil slice from an empty one,
+		// and the config does not either; any other difference shows.
+		out2, err := yaml.Marshal(c2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out, out2) {
+			t.Fatalf("re-decoded config differs; input %q\nfirst:\n%s\nsecond:\n%s", b, out, out2)
+		}
+		if v2 := c2.Validate(); fmt.Sprint(verr) != fmt.Sprint(v2) {
+			t.Fatalf("Validate = %v, after a round trip %v; input %q", verr, v2, b)
+		}
 	})
 }

@@ -76,13 +76,14 @@ func (v *jwtVerifier) parseJWKS(b []byte) error {
 			if k.Crv != "P-256" {
 				return fmt.Errorf("keys[%d]: curve %q unsupported (P-256 only)", i, k.Crv)
 			}
-			x, err1 := b64int(k.X)
-			y, err2 := b64int(k.Y)
+			x, err1 := b64coord(k.X)
+			y, err2 := b64coord(k.Y)
 			if err := errors.Join(err1, err2); err != nil {
 				return fmt.Errorf("keys[%d]: %w", i, err)
 			}
-			pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
-			if !pub.Curve.IsOnCurve(x, y) { //nolint:staticcheck // validating a parsed JWK
+			// ParseUncompressedPublicKey checks that the point is on the curve.
+			pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+			if err != nil {
 				return fmt.Errorf("keys[%d]: point not on P-256", i)
 			}
 			v.keys[k.Kid] = pub
@@ -101,6 +102,16 @@ func (v *jwtVerifier) parseJWKS(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// b64coord decodes a P-256 JWK coordinate into its 32-byte big-endian form
+// (left-padded if the encoder dropped leading zeros).
+func b64coord(s string) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) == 0 || len(b) > 32 {
+		return nil, errors.New("bad P-256 coordinate")
+	}
+	return append(make([]byte, 32-len(b), 32), b...), nil
 }
 
 func b64int(s string) (*big.Int, error) {

@@ -45,11 +45,41 @@ func es256(t testing.TB, k *ecdsa.PrivateKey, kid string, claims map[string]any)
 }
 
 func jwks(k *ecdsa.PrivateKey, kid string) []byte {
-	var x, y [32]byte
-	k.X.FillBytes(x[:])
-	k.Y.FillBytes(y[:])
+	pub, err := k.PublicKey.Bytes() // 0x04 ‖ X ‖ Y
+	if err != nil {
+		panic(err)
+	}
 	return []byte(fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","kid":%q,"x":%q,"y":%q}]}`,
-		kid, b64.EncodeToString(x[:]), b64.EncodeToString(y[:])))
+		kid, b64.EncodeToString(pub[1:33]), b64.EncodeToString(pub[33:])))
+}
+
+// Issue 10.6: with the deprecated big.Int coordinates gone, a JWK whose
+// point is not on P-256 is still refused, and a short (leading zeros
+// dropped) coordinate is still read.
+func TestJWKSPointChecks(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	good := jwks(k, "k")
+	if _, err := newJWTVerifier(JWTOptions{JWKS: good}, nil, time.Now); err != nil {
+		t.Fatalf("newJWTVerifier(good key) = %v", err)
+	}
+	pub, _ := k.PublicKey.Bytes()
+	y := append([]byte(nil), pub[33:]...)
+	y[31] ^= 1 // off the curve
+	bad := fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":%q,"y":%q}]}`,
+		b64.EncodeToString(pub[1:33]), b64.EncodeToString(y))
+	if _, err := newJWTVerifier(JWTOptions{JWKS: []byte(bad)}, nil, time.Now); err == nil || !strings.Contains(err.Error(), "not on P-256") {
+		t.Errorf("newJWTVerifier(off-curve key) = %v, want not on P-256", err)
+	}
+	long := fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":%q,"y":%q}]}`,
+		b64.EncodeToString(append([]byte{1}, pub[1:33]...)), b64.EncodeToString(pub[33:]))
+	if _, err := newJWTVerifier(JWTOptions{JWKS: []byte(long)}, nil, time.Now); err == nil {
+		t.Error("newJWTVerifier(33-byte coordinate) = nil, want an error")
+	}
+	if _, err := b64coord(b64.EncodeToString([]byte{7})); err != nil {
+		t.Errorf("b64coord(short) = %v", err)
+	} else if c, _ := b64coord(b64.EncodeToString([]byte{7})); len(c) != 32 || c[31] != 7 || c[0] != 0 {
+		t.Errorf("b64coord(short) = %x, want 31 zero bytes then 07", c)
+	}
 }
 
 func TestJWTVerify(t *testing.T) {

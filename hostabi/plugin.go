@@ -448,8 +448,8 @@ func (p *Plugin) Close(ctx context.Context) error {
 		// Once the writer holds the gate no call is in flight; later calls
 		// see closed and leave, so the gate is released at once.
 		p.gate.Lock()
-		p.gate.Unlock()
 		close(done)
+		p.gate.Unlock()
 	}()
 	select {
 	case <-done:

@@ -44,7 +44,7 @@ func (db *DB) Rotate() (int, error) {
 			for _, k := range batch {
 				var changed bool
 				if k[0] == 'x' {
-					changed, err = db.rotateOwner(txn, k)
+					_, err = db.rotateOwner(txn, k)
 				} else {
 					changed, err = db.rotateItem(txn, k)
 					if changed {

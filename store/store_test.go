@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -194,31 +195,38 @@ func entry(tenant, body string) Entry {
 	return Entry{Tenant: tenant, Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body)), ReceivedAt: time.Now()}
 }
 
+// Issue 10.5: the TTL runs on synctest's clock, not a 1.1 s sleep.
 func TestEnqueueDedupeWithTTL(t *testing.T) {
 	t.Parallel()
-	db, err := Open(Options{InMemory: true, DedupeTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ctx := t.Context()
-	id, dup, err := db.Enqueue(ctx, entry("t", "body-1"))
-	if err != nil || dup || id == "" {
-		t.Fatalf("Enqueue = %q %v %v", id, dup, err)
-	}
-	if _, dup, _ := db.Enqueue(ctx, entry("t", "body-1")); !dup {
-		t.Errorf("same body not detected as duplicate")
-	}
-	if _, dup, _ := db.Enqueue(ctx, entry("t2", "body-1")); dup {
-		t.Errorf("dedupe crossed tenants")
-	}
-	time.Sleep(1100 * time.Millisecond) // Badger TTLs have second granularity
-	if _, dup, _ := db.Enqueue(ctx, entry("t", "body-1")); dup {
-		t.Errorf("dedupe marker outlived its TTL")
-	}
-	if n, _ := db.QueueLen(); n != 3 {
-		t.Errorf("QueueLen = %d, want 3", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		db, err := Open(Options{InMemory: true, DedupeTTL: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		ctx := t.Context()
+		id, dup, err := db.Enqueue(ctx, entry("t", "body-1"))
+		if err != nil || dup || id == "" {
+			t.Fatalf("Enqueue = %q %v %v", id, dup, err)
+		}
+		if _, dup, _ := db.Enqueue(ctx, entry("t", "body-1")); !dup {
+			t.Errorf("same body not detected as duplicate")
+		}
+		if _, dup, _ := db.Enqueue(ctx, entry("t2", "body-1")); dup {
+			t.Errorf("dedupe crossed tenants")
+		}
+		time.Sleep(999 * time.Millisecond) // Badger TTLs have second granularity
+		if _, dup, _ := db.Enqueue(ctx, entry("t", "body-1")); !dup {
+			t.Errorf("dedupe marker expired before its TTL")
+		}
+		time.Sleep(1100 * time.Millisecond)
+		if _, dup, _ := db.Enqueue(ctx, entry("t", "body-1")); dup {
+			t.Errorf("dedupe marker outlived its TTL")
+		}
+		if n, _ := db.QueueLen(); n != 3 {
+			t.Errorf("QueueLen = %d, want 3", n)
+		}
+	})
 }
 
 func TestLeaseRetryDeadLetterReplay(t *testing.T) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,28 +13,21 @@ import (
 // (a lost exchange answer, a crash inside an exchange, a webhook for an
 // unknown item). See RATIONALE.md "What an exchange cannot make safe".
 func runItems(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "orphans" {
-		return errors.New("usage: safeclose items orphans [-config FILE] [-forget TENANT ITEM_OR_INTENT_ID]")
-	}
-	fs := flag.NewFlagSet("items orphans", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "config file (default: embedded dev config)")
-	forget := fs.Bool("forget", false, "remove the orphan TENANT ID (after dealing with it at Plaid)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*cfgPath)
+	_, args, err := leafArgs("items", args, stdout, "orphans")
 	if err != nil {
 		return err
 	}
-	db, err := openStore(cfg, newLogger(stderr, "error"))
+	var cfgPath string
+	var forget bool
+	fs := orphansFlagSet(&cfgPath, &forget)
+	_, db, err := parseAndOpen(fs, &cfgPath, args, stdout, stderr)
 	if err != nil {
-		return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", cfg.DataDir, err)
+		return err
 	}
 	defer db.Close()
-	if *forget {
+	if forget {
 		if fs.NArg() != 2 {
-			return errors.New("items orphans -forget: give TENANT and the item_id or intent_id")
+			return usageErrorf("items orphans", "items orphans -forget: give TENANT and the item_id or intent_id")
 		}
 		if err := db.ForgetOrphan(fs.Arg(0), fs.Arg(1)); err != nil {
 			return err
@@ -55,4 +47,10 @@ func runItems(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stderr, "%d orphan item(s)\n", len(os))
 	return nil
+}
+
+func orphansFlagSet(cfgPath *string, forget *bool) *flag.FlagSet {
+	fs := configFlagSet("items orphans", cfgPath)
+	fs.BoolVar(forget, "forget", false, "remove the orphan TENANT ID (after dealing with it at Plaid)")
+	return fs
 }

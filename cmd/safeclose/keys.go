@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,11 +11,15 @@ import (
 
 // runKeys implements `safeclose keys gen|rotate`.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("usage: safeclose keys gen | keys rotate [-config FILE]")
+	leaf, args, err := leafArgs("keys", args, stdout, "gen", "rotate")
+	if err != nil {
+		return err
 	}
-	switch args[0] {
+	switch leaf {
 	case "gen":
+		if err := parseFlags(flag.NewFlagSet("keys gen", flag.ContinueOnError), args, stdout); err != nil {
+			return err
+		}
 		id, b64, err := store.GenerateKey()
 		if err != nil {
 			return err
@@ -25,20 +28,10 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "%s:%s\n", id, b64)
 		return nil
 	case "rotate":
-		fs := flag.NewFlagSet("keys rotate", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		cfgPath := fs.String("config", "", "config file (default: embedded dev config)")
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		cfg, err := loadConfig(*cfgPath)
+		var cfgPath string
+		_, db, err := parseAndOpen(configFlagSet("keys rotate", &cfgPath), &cfgPath, args, stdout, stderr)
 		if err != nil {
 			return err
-		}
-		log := newLogger(stderr, cfg.LogLevel)
-		db, err := openStore(cfg, log)
-		if err != nil {
-			return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", cfg.DataDir, err)
 		}
 		defer db.Close()
 		if err := db.KeyStatus(); err != nil {
@@ -51,5 +44,5 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "re-sealed and re-authenticated %d items under the primary key; the other keys can now be retired from the keyring\n", n)
 		return nil
 	}
-	return fmt.Errorf("unknown keys subcommand %q", args[0])
+	return nil
 }

@@ -9,6 +9,7 @@
 //	safeclose webhook verify   check a Plaid webhook signature offline
 //	safeclose webhooks list|replay  inspect and replay dead-lettered webhooks
 //	safeclose items orphans    list Plaid items that may exist with no user holding them
+//	safeclose help [CMD]       usage and examples (also: safeclose CMD -h)
 package main
 
 import (
@@ -19,21 +20,41 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "safeclose:", err)
+	code := mainCode(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// mainCode runs a subcommand and returns the exit status: 0 on success and
+// for help, 2 for a mistake in the command line (with usage on stderr), 1
+// for any other error. It is separate from main so tests can call it.
+func mainCode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout, stderr)
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintln(stderr, "safeclose:", err)
+		if ue.cmd == "" {
+			printOverview(stderr)
+		} else {
+			printHelp(stderr, ue.cmd)
 		}
-		os.Exit(1)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "safeclose:", err)
+		return 1
 	}
 }
 
-// run dispatches to a subcommand. It is separate from main so tests can call it.
+// run dispatches to a subcommand.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
@@ -54,10 +75,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runWebhooks(ctx, args, stdout, stderr)
 	case "items":
 		return runItems(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: safeclose [serve|sandbox|plugin|keys|webhook|webhooks|items] [flags]")
-		return nil
+	case "help":
+		return runHelp(args, stdout)
 	default:
-		return fmt.Errorf("unknown subcommand %q (try: safeclose help)", cmd)
+		return usageErrorf("", "unknown subcommand %q (try: safeclose help)", cmd)
 	}
+}
+
+// leafArgs checks the sub-subcommand of cmd (one of leaves) and handles -h
+// in its place. It returns the leaf and the arguments after it.
+func leafArgs(cmd string, args []string, stdout io.Writer, leaves ...string) (string, []string, error) {
+	if len(args) == 0 {
+		return "", nil, usageErrorf(cmd, "%s: give one of: %s", cmd, strings.Join(leaves, ", "))
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		printHelp(stdout, cmd)
+		return "", nil, flag.ErrHelp
+	}
+	for _, l := range leaves {
+		if args[0] == l {
+			return l, args[1:], nil
+		}
+	}
+	return "", nil, usageErrorf(cmd, "unknown %s subcommand %q (want one of: %s)", cmd, args[0], strings.Join(leaves, ", "))
 }

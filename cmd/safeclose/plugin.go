@@ -20,16 +20,14 @@ import (
 // runPlugin: `plugin check FILE.wasm` and `plugin run FILE.wasm`, so a
 // plugin author can test without a running proxy.
 func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("usage: safeclose plugin check|run FILE.wasm [flags]")
+	leaf, args, err := leafArgs("plugin", args, stdout, "check", "run")
+	if err != nil {
+		return err
 	}
-	switch args[0] {
-	case "check":
-		return pluginCheck(ctx, args[1:], stdout, stderr)
-	case "run":
-		return pluginRun(ctx, args[1:], stdout, stderr)
+	if leaf == "check" {
+		return pluginCheck(ctx, args, stdout, stderr)
 	}
-	return fmt.Errorf("unknown plugin subcommand %q (check or run)", args[0])
+	return pluginRun(ctx, args, stdout, stderr)
 }
 
 // splitFileArg lets the file come before or after the flags.
@@ -135,15 +133,15 @@ func (pf *pluginFlags) options(file string, wasm []byte) (hostabi.PluginOptions,
 
 // parse reads the flags, the module file (named before or after the flags)
 // and turns them into load options.
-func (pf *pluginFlags) parse(fs *flag.FlagSet, file string, args []string, usage string) (string, []byte, hostabi.PluginOptions, error) {
-	if err := fs.Parse(args); err != nil {
+func (pf *pluginFlags) parse(fs *flag.FlagSet, file string, args []string, stdout io.Writer) (string, []byte, hostabi.PluginOptions, error) {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return "", nil, hostabi.PluginOptions{}, err
 	}
 	if file == "" && fs.NArg() > 0 {
 		file = fs.Arg(0)
 	}
 	if file == "" {
-		return "", nil, hostabi.PluginOptions{}, errors.New(usage)
+		return "", nil, hostabi.PluginOptions{}, usageErrorf(fs.Name(), "%s: give the module file (FILE.wasm)", fs.Name())
 	}
 	wasm, err := os.ReadFile(file)
 	if err != nil {
@@ -155,11 +153,8 @@ func (pf *pluginFlags) parse(fs *flag.FlagSet, file string, args []string, usage
 
 func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	file, args := splitFileArg(args)
-	fs := flag.NewFlagSet("plugin check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var pf pluginFlags
-	pf.register(fs)
-	file, wasm, o, err := pf.parse(fs, file, args, "usage: safeclose plugin check FILE.wasm [-kind auth|event] [-cap ...]")
+	file, wasm, o, err := pf.parse(pluginCheckFlagSet(&pf), file, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -189,6 +184,30 @@ func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
+func pluginCheckFlagSet(pf *pluginFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet("plugin check", flag.ContinueOnError)
+	pf.register(fs)
+	return fs
+}
+
+type pluginRunOpts struct {
+	request, source, body, event, user, state string
+	headers                                   multiFlag
+}
+
+func pluginRunFlagSet(pf *pluginFlags, ro *pluginRunOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("plugin run", flag.ContinueOnError)
+	pf.register(fs)
+	fs.StringVar(&ro.request, "request", "GET /", `the request line: "METHOD /path?query"`)
+	fs.Var(&ro.headers, "H", `a request header "Name: value" (repeatable)`)
+	fs.StringVar(&ro.source, "source", "127.0.0.1:40000", "client address ip:port")
+	fs.StringVar(&ro.body, "body", "", "request body")
+	fs.StringVar(&ro.event, "event", "", "event plugins: a webhook JSON file")
+	fs.StringVar(&ro.user, "user", "alice", "event plugins: the item's user")
+	fs.StringVar(&ro.state, "item-state", "ok", "event plugins: the item's state")
+	return fs
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "(no host functions imported)"
@@ -198,19 +217,10 @@ func orNone(s string) string {
 
 func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	file, args := splitFileArg(args)
-	fs := flag.NewFlagSet("plugin run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var pf pluginFlags
-	pf.register(fs)
-	request := fs.String("request", "GET /", `the request line: "METHOD /path?query"`)
-	var headers multiFlag
-	fs.Var(&headers, "H", `a request header "Name: value" (repeatable)`)
-	source := fs.String("source", "127.0.0.1:40000", "client address ip:port")
-	body := fs.String("body", "", "request body")
-	event := fs.String("event", "", "event plugins: a webhook JSON file")
-	user := fs.String("user", "alice", "event plugins: the item's user")
-	state := fs.String("item-state", "ok", "event plugins: the item's state")
-	file, _, o, err := pf.parse(fs, file, args, "usage: safeclose plugin run FILE.wasm --request 'GET /path' -H 'Authorization: Bearer …'")
+	var ro pluginRunOpts
+	_, _, o, err := pf.parse(pluginRunFlagSet(&pf, &ro), file, args, stdout)
+	request, headers, source, body, event, user, state := &ro.request, ro.headers, &ro.source, &ro.body, &ro.event, &ro.user, &ro.state
 	if err != nil {
 		return err
 	}

@@ -16,32 +16,25 @@ import (
 // runSandbox runs the local Plaid sandbox emulator on its own, for offline
 // development against any Plaid client.
 func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:8099", "listen address")
-	clientID := fs.String("client-id", "safeclose-dev", "client_id the emulator accepts")
-	secret := fs.String("secret", "safeclose-dev-secret", "secret the emulator accepts (an emulator credential, not a real one)")
-	state := fs.String("state", "", "JSON state file to load and keep (empty: memory only)")
-	seed := fs.Int64("seed", 0, "non-zero: deterministic ids and keys")
-	scale := fs.Float64("time-scale", 1, "multiply webhook retry delays (0.001 for fast tests)")
-	if err := fs.Parse(args); err != nil {
+	var o sandboxOpts
+	if err := parseFlags(sandboxFlagSet(&o), args, stdout); err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	sim, err := plaidsim.New(plaidsim.Options{
-		ClientID: *clientID, Secret: *secret, StatePath: *state, Seed: *seed, TimeScale: *scale,
+		ClientID: o.clientID, Secret: o.secret, StatePath: o.state, Seed: o.seed, TimeScale: o.scale,
 		Logger: log.With("component", "plaidsim"),
 	})
 	if err != nil {
 		return err
 	}
 	defer sim.Close()
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{Handler: sim, ReadHeaderTimeout: 5 * time.Second}
-	fmt.Fprintf(stdout, "Plaid sandbox emulator listening on http://%s (client_id %s)\n", ln.Addr(), *clientID)
+	fmt.Fprintf(stdout, "Plaid sandbox emulator listening on http://%s (client_id %s)\n", ln.Addr(), o.clientID)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -52,4 +45,21 @@ func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case err := <-errc:
 		return err
 	}
+}
+
+type sandboxOpts struct {
+	addr, clientID, secret, state string
+	seed                          int64
+	scale                         float64
+}
+
+func sandboxFlagSet(o *sandboxOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8099", "listen address")
+	fs.StringVar(&o.clientID, "client-id", "safeclose-dev", "client_id the emulator accepts")
+	fs.StringVar(&o.secret, "secret", "safeclose-dev-secret", "secret the emulator accepts (an emulator credential, not a real one)")
+	fs.StringVar(&o.state, "state", "", "JSON state file to load and keep (empty: memory only)")
+	fs.Int64Var(&o.seed, "seed", 0, "non-zero: deterministic ids and keys")
+	fs.Float64Var(&o.scale, "time-scale", 1, "multiply webhook retry delays (0.001 for fast tests)")
+	return fs
 }

@@ -86,14 +86,24 @@ func openStore(cfg *configs.File, log *slog.Logger) (*store.DB, error) {
 	})
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+type serveOpts struct {
+	config string
+	watch  time.Duration
+}
+
+func serveFlagSet(o *serveOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "config file (default: the embedded dev config, configs/safeclose.yaml)")
-	watchEvery := fs.Duration("watch", 2*time.Second, "reload when the config file or a plugin file changes, checked this often (0: only on SIGHUP)")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&o.config, "config", "", "config file (default: the embedded dev config, configs/safeclose.yaml)")
+	fs.DurationVar(&o.watch, "watch", 2*time.Second, "reload when the config file or a plugin file changes, checked this often (0: only on SIGHUP)")
+	return fs
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o serveOpts
+	if err := parseFlags(serveFlagSet(&o), args, stdout); err != nil {
 		return err
 	}
+	cfgPath, watchEvery := &o.config, &o.watch
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,26 +15,22 @@ import (
 // runWebhook implements `safeclose webhook verify`: Plaid's verification
 // steps, offline, reporting which step failed.
 func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "verify" {
-		return errors.New("usage: safeclose webhook verify --body FILE --header JWT|@FILE --jwk FILE [--at UNIXTIME]")
-	}
-	fs := flag.NewFlagSet("webhook verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	bodyPath := fs.String("body", "", "file with the raw webhook body, byte for byte")
-	header := fs.String("header", "", "the Plaid-Verification header value, or @FILE")
-	jwkPath := fs.String("jwk", "", "file with the JWK (bare, or Plaid's /webhook_verification_key/get answer)")
-	at := fs.Int64("at", 0, "verify as of this Unix time (default: now)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	if *bodyPath == "" || *header == "" || *jwkPath == "" {
-		return errors.New("webhook verify: --body, --header and --jwk are required")
-	}
-	body, err := os.ReadFile(*bodyPath)
+	_, args, err := leafArgs("webhook", args, stdout, "verify")
 	if err != nil {
 		return err
 	}
-	hdr := *header
+	var o verifyOpts
+	if err := parseFlags(verifyFlagSet(&o), args, stdout); err != nil {
+		return err
+	}
+	if o.bodyPath == "" || o.header == "" || o.jwkPath == "" {
+		return usageErrorf("webhook verify", "webhook verify: -body, -header and -jwk are required")
+	}
+	body, err := os.ReadFile(o.bodyPath)
+	if err != nil {
+		return err
+	}
+	hdr := o.header
 	if strings.HasPrefix(hdr, "@") {
 		b, err := os.ReadFile(hdr[1:])
 		if err != nil {
@@ -43,13 +38,13 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		hdr = strings.TrimSpace(string(b))
 	}
-	jwk, err := os.ReadFile(*jwkPath)
+	jwk, err := os.ReadFile(o.jwkPath)
 	if err != nil {
 		return err
 	}
 	when := time.Now()
-	if *at != 0 {
-		when = time.Unix(*at, 0)
+	if o.at != 0 {
+		when = time.Unix(o.at, 0)
 	}
 	step, verr := proxy.VerifyWebhookOffline(hdr, body, jwk, when)
 	steps := []string{"header", "alg", "key", "signature", "iat", "body_sha256"}
@@ -70,4 +65,18 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintln(stdout, "webhook verifies")
 	return nil
+}
+
+type verifyOpts struct {
+	bodyPath, header, jwkPath string
+	at                        int64
+}
+
+func verifyFlagSet(o *verifyOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("webhook verify", flag.ContinueOnError)
+	fs.StringVar(&o.bodyPath, "body", "", "file with the raw webhook body, byte for byte")
+	fs.StringVar(&o.header, "header", "", "the Plaid-Verification header value, or @FILE")
+	fs.StringVar(&o.jwkPath, "jwk", "", "file with the JWK (bare, or Plaid's /webhook_verification_key/get answer)")
+	fs.Int64Var(&o.at, "at", 0, "verify as of this Unix time (default: now)")
+	return fs
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,29 +10,24 @@ import (
 
 // runWebhooks implements `safeclose webhooks list|replay ID`: dead letters.
 func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("usage: safeclose webhooks list [-config FILE] [-n N] | webhooks replay [-config FILE] ID...")
-	}
-	sub := args[0]
-	fs := flag.NewFlagSet("webhooks "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "config file (default: embedded dev config)")
-	n := fs.Int("n", 100, "list at most N dead letters")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*cfgPath)
+	sub, args, err := leafArgs("webhooks", args, stdout, "list", "replay")
 	if err != nil {
 		return err
 	}
-	db, err := openStore(cfg, newLogger(stderr, "error"))
+	var cfgPath string
+	var n int
+	fs := configFlagSet("webhooks replay", &cfgPath)
+	if sub == "list" {
+		fs = webhooksListFlagSet(&cfgPath, &n)
+	}
+	_, db, err := parseAndOpen(fs, &cfgPath, args, stdout, stderr)
 	if err != nil {
-		return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", cfg.DataDir, err)
+		return err
 	}
 	defer db.Close()
 	switch sub {
 	case "list":
-		es, err := db.DeadLetters(*n)
+		es, err := db.DeadLetters(n)
 		if err != nil {
 			return err
 		}
@@ -56,7 +50,7 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return nil
 	case "replay":
 		if fs.NArg() == 0 {
-			return errors.New("webhooks replay: give one or more ids (from `safeclose webhooks list`)")
+			return usageErrorf("webhooks replay", "webhooks replay: give one or more ids (from `safeclose webhooks list`)")
 		}
 		for _, id := range fs.Args() {
 			if err := db.Replay(id); err != nil {
@@ -66,5 +60,11 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return nil
 	}
-	return fmt.Errorf("unknown webhooks subcommand %q", sub)
+	return nil
+}
+
+func webhooksListFlagSet(cfgPath *string, n *int) *flag.FlagSet {
+	fs := configFlagSet("webhooks list", cfgPath)
+	fs.IntVar(n, "n", 100, "list at most N dead letters")
+	return fs
 }

@@ -45,15 +45,19 @@ type Delivery struct {
 }
 
 func jwk(k *sigKey) map[string]any {
-	pub := k.priv.PublicKey
+	pub, err := k.priv.PublicKey.Bytes() // 0x04 ‖ X ‖ Y
+	if err != nil || len(pub) != 65 {
+		// Cannot happen for a generated P-256 key; the zero point verifies nothing.
+		pub = make([]byte, 65)
+	}
 	var exp any
 	if k.ExpiredAt != nil {
 		exp = *k.ExpiredAt
 	}
 	return map[string]any{
 		"alg": "ES256", "crv": "P-256", "kid": k.Kid, "kty": "EC", "use": "sig",
-		"x":          base64.RawURLEncoding.EncodeToString(pub.X.FillBytes(make([]byte, 32))),
-		"y":          base64.RawURLEncoding.EncodeToString(pub.Y.FillBytes(make([]byte, 32))),
+		"x":          base64.RawURLEncoding.EncodeToString(pub[1:33]),
+		"y":          base64.RawURLEncoding.EncodeToString(pub[33:65]),
 		"created_at": k.CreatedAt, "expired_at": exp,
 	}
 }

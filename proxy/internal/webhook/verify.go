@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
@@ -12,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"strconv"
 	"strings"
 	"sync"
@@ -448,10 +446,12 @@ func publicKey(k Key) (*ecdsa.PublicKey, error) {
 	if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
 		return nil, fmt.Errorf("webhook: key %q has bad coordinates", k.Kid)
 	}
-	if _, err := ecdh.P256().NewPublicKey(append(append([]byte{4}, x...), y...)); err != nil {
+	// ParseUncompressedPublicKey checks that the point is on the curve.
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+	if err != nil {
 		return nil, fmt.Errorf("webhook: key %q is not on P-256", k.Kid)
 	}
-	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}, nil
+	return pub, nil
 }
 
 // ParseKeyJSON accepts a bare JWK or Plaid's {"key":{…}} answer.

@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -96,8 +98,11 @@ func newSigner(t testing.TB, kid string) *signer {
 }
 
 func (s *signer) jwk() Key {
-	b := s.key.PublicKey.X.FillBytes(make([]byte, 32))
-	c := s.key.PublicKey.Y.FillBytes(make([]byte, 32))
+	pub, err := s.key.PublicKey.Bytes() // 0x04 ‖ X ‖ Y; issue 10.6: no deprecated X/Y
+	if err != nil {
+		panic(err)
+	}
+	b, c := pub[1:33], pub[33:]
 	return Key{Kid: s.kid, Alg: "ES256", Crv: "P-256", Kty: "EC", Use: "sig",
 		X: base64.RawURLEncoding.EncodeToString(b), Y: base64.RawURLEncoding.EncodeToString(c), CreatedAt: 1}
 }
@@ -179,49 +184,69 @@ func TestVerifyRejections(t *testing.T) {
 	}
 }
 
+// Issue 10.5: the fetch is single-flight — checked while every caller is
+// blocked (synctest.Wait), so a late caller cannot hit the cache and hide a
+// second fetch — and uncached kids are limited to one fetch per
+// MissInterval on a clock that moves.
 func TestKeyFetchIsSingleFlightAndRateLimited(t *testing.T) {
 	t.Parallel()
-	s := newSigner(t, "k-new")
-	now := time.Unix(1_800_000_000, 0)
-	var fetches atomic.Int32
-	gate := make(chan struct{})
-	ver, _ := NewVerifier(Options{Now: func() time.Time { return now },
-		Fetch: func(_ context.Context, kid string) (Key, error) {
-			fetches.Add(1)
-			<-gate
-			if kid == "k-new" {
-				return s.jwk(), nil
-			}
-			return Key{}, ErrUnknownKey
-		}})
-	body := []byte(`{}`)
-	tok := s.sign(t, s.hdr(), now.Unix(), body)
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := ver.Verify(context.Background(), tok, body); err != nil {
-				t.Errorf("Verify: %v", err)
-			}
-		}()
-	}
-	time.Sleep(50 * time.Millisecond)
-	close(gate)
-	wg.Wait()
-	if n := fetches.Load(); n != 1 {
-		t.Errorf("20 concurrent webhooks with a new kid caused %d fetches, want 1", n)
-	}
-	// A flood of forged kids within one MissInterval causes at most one fetch.
-	for i := range 100 {
-		forged := s.sign(t, fmt.Sprintf(`{"alg":"ES256","kid":"forged-%d","typ":"JWT"}`, i), now.Unix(), body)
-		if _, err := ver.Verify(context.Background(), forged, body); stepOf(err) != StepKey {
-			t.Fatalf("forged kid: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		s := newSigner(t, "k-new")
+		var fetches atomic.Int32
+		gate := make(chan struct{})
+		ver, _ := NewVerifier(Options{Now: time.Now, MissInterval: time.Second, // the bubble's fake clock
+			Fetch: func(_ context.Context, kid string) (Key, error) {
+				fetches.Add(1)
+				<-gate
+				if kid == "k-new" {
+					return s.jwk(), nil
+				}
+				return Key{}, ErrUnknownKey
+			}})
+		body := []byte(`{}`)
+		tok := s.sign(t, s.hdr(), time.Now().Unix(), body)
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				if _, err := ver.Verify(context.Background(), tok, body); err != nil {
+					t.Errorf("Verify: %v", err)
+				}
+			})
 		}
-	}
-	if n := fetches.Load(); n > 2 {
-		t.Errorf("forged kids caused %d fetches, want ≤ 2", n)
-	}
+		synctest.Wait() // all 20 are blocked: in the fetch, or waiting for it
+		if n := fetches.Load(); n != 1 {
+			t.Errorf("20 concurrent webhooks with a new kid are in %d fetches, want 1", n)
+		}
+		close(gate)
+		wg.Wait()
+		if n := fetches.Load(); n != 1 {
+			t.Errorf("20 concurrent webhooks with a new kid caused %d fetches, want 1", n)
+		}
+		forged := func(i int) error {
+			tok := s.sign(t, fmt.Sprintf(`{"alg":"ES256","kid":"forged-%d","typ":"JWT"}`, i), time.Now().Unix(), body)
+			_, err := ver.Verify(context.Background(), tok, body)
+			return err
+		}
+		// Within the MissInterval of the first fetch, forged kids fetch nothing.
+		for i := range 100 {
+			if err := forged(i); stepOf(err) != StepKey {
+				t.Fatalf("forged kid: %v", err)
+			}
+		}
+		if n := fetches.Load(); n != 1 {
+			t.Errorf("forged kids within one MissInterval caused %d more fetches, want 0", n-1)
+		}
+		// One interval later, exactly one more.
+		time.Sleep(time.Second)
+		for i := range 100 {
+			if err := forged(100 + i); stepOf(err) != StepKey {
+				t.Fatalf("forged kid: %v", err)
+			}
+		}
+		if n := fetches.Load(); n != 2 {
+			t.Errorf("forged kids one MissInterval later caused %d more fetches, want 1", n-1)
+		}
+	})
 }
 
 func TestKeyFetchTransportErrorIsErrKeyFetch(t *testing.T) {
@@ -270,5 +295,21 @@ func BenchmarkVerify(b *testing.B) {
 		if _, err := ver.Verify(context.Background(), tok, body); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Issue 10.6: publicKey (now ecdsa.ParseUncompressedPublicKey) refuses a
+// point that is not on P-256.
+func TestPublicKeyRefusesOffCurvePoint(t *testing.T) {
+	t.Parallel()
+	k := newSigner(t, "k").jwk()
+	if _, err := publicKey(k); err != nil {
+		t.Fatalf("publicKey(good) = %v", err)
+	}
+	y, _ := base64.RawURLEncoding.DecodeString(k.Y)
+	y[31] ^= 1
+	k.Y = base64.RawURLEncoding.EncodeToString(y)
+	if _, err := publicKey(k); err == nil || !strings.Contains(err.Error(), "not on P-256") {
+		t.Errorf("publicKey(off-curve) = %v, want not on P-256", err)
 	}
 }
