@@ -10,11 +10,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -231,8 +233,17 @@ func unavailable(err error) error {
 		default:
 			return fmt.Errorf("pg: %s (SQLSTATE %s)", pe.Message, pe.Code)
 		}
+		return fmt.Errorf("%w: postgresql: %w", store.ErrUnavailable, err)
 	}
-	return fmt.Errorf("%w: postgresql: %w", store.ErrUnavailable, err)
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	if errors.As(err, &ce) || errors.As(err, &ne) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(err.Error(), "conn closed") {
+		return fmt.Errorf("%w: postgresql: %w", store.ErrUnavailable, err)
+	}
+	return fmt.Errorf("pg: %w", err)
 }
 
 // nextID returns a sortable id like Badger's: 16 hex digits of unix nanos,
@@ -267,9 +278,9 @@ func (db *DB) checkKeys(ctx context.Context) error {
 		return fmt.Errorf("pg: keys: %w", mapErr(err))
 	}
 	type row struct {
-		id     string
-		canary []byte
-		used   bool
+		ID     string
+		Canary []byte
+		Used   bool
 	}
 	rs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 	if err != nil {
@@ -281,12 +292,12 @@ func (db *DB) checkKeys(ctx context.Context) error {
 	}
 	for _, r := range rs {
 		switch {
-		case known[r.id] && r.canary != nil && !db.kr.CheckCanary(r.id, r.canary):
-			db.keyErr = fmt.Errorf("%w: key %q is not the key that sealed this data", store.ErrKeyMismatch, r.id)
-			db.log.Error("sealing key mismatch: tokens cannot be stored or read with this key", "key_id", r.id)
-		case !known[r.id] && r.used && db.keyErr == nil:
-			db.keyErr = fmt.Errorf("%w: stored tokens are sealed with key %q, which is not in the keyring", store.ErrKeyMismatch, r.id)
-			db.log.Error("keyring lacks a key that sealed stored tokens", "key_id", r.id)
+		case known[r.ID] && r.Canary != nil && !db.kr.CheckCanary(r.ID, r.Canary):
+			db.keyErr = fmt.Errorf("%w: key %q is not the key that sealed this data", store.ErrKeyMismatch, r.ID)
+			db.log.Error("sealing key mismatch: tokens cannot be stored or read with this key", "key_id", r.ID)
+		case !known[r.ID] && r.Used && db.keyErr == nil:
+			db.keyErr = fmt.Errorf("%w: stored tokens are sealed with key %q, which is not in the keyring", store.ErrKeyMismatch, r.ID)
+			db.log.Error("keyring lacks a key that sealed stored tokens", "key_id", r.ID)
 		}
 	}
 	return nil
