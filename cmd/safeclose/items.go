@@ -30,7 +30,7 @@ func runItems(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	db, err := openStore(cfg, newLogger(stderr, "error"))
 	if err != nil {
-		return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", cfg.DataDir, err)
+		return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", storeName(cfg), err)
 	}
 	defer db.Close()
 	if *forget {

@@ -38,7 +38,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		log := newLogger(stderr, cfg.LogLevel)
 		db, err := openStore(cfg, log)
 		if err != nil {
-			return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", cfg.DataDir, err)
+			return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", storeName(cfg), err)
 		}
 		defer db.Close()
 		if err := db.KeyStatus(); err != nil {

@@ -28,7 +28,7 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	db, err := openStore(cfg, newLogger(stderr, "error"))
 	if err != nil {
-		return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", cfg.DataDir, err)
+		return fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", storeName(cfg), err)
 	}
 	defer db.Close()
 	switch sub {
