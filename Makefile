@@ -25,7 +25,7 @@ run: build plugins ## run the proxy on 127.0.0.1:8080 with the dev config and th
 	SAFECLOSE_KEYS="$${SAFECLOSE_KEYS-$(DEV_KEYS)}" ./$(BIN) serve $(if $(CONFIG),-config $(CONFIG),)
 
 test: test-deps ## all tests with the race detector, shuffled
-	$(GO) test -race -shuffle=on -timeout 20m ./...
+	bash scripts/with-postgres.sh $(GO) test -race -shuffle=on -timeout 20m ./...
 
 # The app side (examples/webapp): a React + react-plaid-link app behind
 # Safeclose. DEV ONLY: a fixed, public session-signing key for `make demo`.
