@@ -2,58 +2,20 @@ package pg_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"crypto/sha256"
 	"errors"
-	"net/url"
-	"os"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/safeclose/safeclose/store"
 	"github.com/safeclose/safeclose/store/pg"
+	"github.com/safeclose/safeclose/store/pg/pgtest"
 	"github.com/safeclose/safeclose/store/storetest"
 )
 
-// testDSN returns a DSN to a fresh database of its own on the test server
-// (SAFECLOSE_TEST_PG_DSN), dropped after the test. Without a server the test
-// skips, or fails with CI=true.
-func testDSN(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("SAFECLOSE_TEST_PG_DSN")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("SAFECLOSE_TEST_PG_DSN is not set and CI=true: run the tests under scripts/with-postgres.sh")
-		}
-		t.Skip("SAFECLOSE_TEST_PG_DSN not set (scripts/with-postgres.sh sets it)")
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "sctest_" + hex.EncodeToString(b[:])
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+func testDSN(t *testing.T) string { return pgtest.Database(t) }
 
 func opener(t *testing.T) storetest.Opener {
 	dsn := testDSN(t)
@@ -108,5 +70,62 @@ func TestMigrations(t *testing.T) {
 	}
 	if _, err := pg.Open(ctx, pg.Options{DSN: dsn}); !errors.Is(err, pg.ErrSchemaTooNew) {
 		t.Fatalf("Open(newer schema) = %v, want ErrSchemaTooNew", err)
+	}
+}
+
+// Issue 11.4: with PostgreSQL down, operations answer store.ErrUnavailable
+// (the proxy's 503) within the operation timeout, and the store recovers by
+// itself when the server is back.
+func TestPostgresDown(t *testing.T) {
+	c := pgtest.NewCluster(t)
+	kr, err := store.ParseKeyring("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pg.Open(context.Background(), pg.Options{DSN: c.DSN, Keyring: kr, OpTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it := store.Item{Tenant: "t1", User: "alice", ItemID: "i1", State: store.StateOK, CreatedAt: time.Now()}
+	if err := db.SaveItem(it, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(body string) error {
+		_, _, err := db.Enqueue(context.Background(), store.Entry{Tenant: "t1", Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body))})
+		return err
+	}
+	if err := enqueue("before"); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	checks := map[string]error{
+		"Enqueue":    enqueue("during"),
+		"SaveItem":   db.SaveItem(store.Item{Tenant: "t1", User: "alice", ItemID: "i2", CreatedAt: time.Now()}, "tok"),
+		"Item":       func() error { _, err := db.Item("t1", "i1"); return err }(),
+		"ProbeStore": db.ProbeStore(),
+		"LeaseNext":  func() error { _, _, err := db.LeaseNext("w", time.Minute, "", nil); return err }(),
+	}
+	for name, err := range checks {
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s with PostgreSQL down = %v, want store.ErrUnavailable", name, err)
+		}
+	}
+	c.Start()
+	var last error
+	for range 50 { // bounded: the pool reconnects on the next operation
+		if last = enqueue("after"); last == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last != nil {
+		t.Fatalf("Enqueue after PostgreSQL returned = %v, want recovery", last)
+	}
+	if tok, err := db.AccessToken("t1", "alice", "i1"); err != nil || tok != "tok" {
+		t.Fatalf("AccessToken after recovery = %q, %v", tok, err)
+	}
+	if n, err := db.QueueLen(); err != nil || n != 2 {
+		t.Fatalf("QueueLen after recovery = %d, %v, want 2", n, err)
 	}
 }
