@@ -54,8 +54,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runWebhooks(ctx, args, stdout, stderr)
 	case "items":
 		return runItems(ctx, args, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: safeclose [serve|sandbox|plugin|keys|webhook|webhooks|items] [flags]")
+		fmt.Fprintln(stdout, "usage: safeclose [serve|sandbox|plugin|keys|webhook|webhooks|items|migrate] [flags]")
 		return nil
 	default:
 		return fmt.Errorf("unknown subcommand %q (try: safeclose help)", cmd)
