@@ -25,7 +25,7 @@ run: build plugins ## run the proxy on 127.0.0.1:8080 with the dev config and th
 	SAFECLOSE_KEYS="$${SAFECLOSE_KEYS-$(DEV_KEYS)}" ./$(BIN) serve $(if $(CONFIG),-config $(CONFIG),)
 
 test: test-deps ## all tests with the race detector, shuffled; then the allocation tests without it
-	$(GO) test -race -shuffle=on -timeout 45m ./...
+	bash scripts/with-postgres.sh $(GO) test -race -shuffle=on -timeout 45m ./...
 	$(MAKE) --no-print-directory allocs
 
 allocs: ## allocation tests (//go:build !race), which the -race run skips
@@ -63,7 +63,7 @@ short: ## quick tests
 	$(GO) test -short ./...
 
 integration: build ## tests that run the real binary (SIGKILL crash test)
-	$(GO) test -race -tags integration -timeout 20m ./cmd/...
+	bash scripts/with-postgres.sh $(GO) test -race -tags integration -timeout 20m ./cmd/...
 
 bench: build plugins ## Go benchmarks (-count=10), the wrk load harness, then one table of every row beside its same-run baseline
 	$(GO) test -run '^$$' -bench . -skip 'WebhookEndToEnd' -benchmem -count=$${COUNT:-10} ./... | tee bench.txt

@@ -29,6 +29,7 @@ type File struct {
 	Keys        SecretRef `yaml:"keys"`         // token-sealing keyring: "id:base64,id:base64", first is primary
 	LogLevel    string    `yaml:"log_level"`    // debug, info, warn, error; default info
 	PluginCache string    `yaml:"plugin_cache"` // compiled Wasm cache dir; default <data_dir>/wasm-cache
+	Store       Store     `yaml:"store"`        // backend: badger (default) or postgres; see store.go
 
 	TLS            *TLS `yaml:"tls"`              // TLS on the public listener; nil: plain HTTP
 	AccessLog      bool `yaml:"access_log"`       // one log line per request; default true
@@ -138,6 +139,7 @@ func Default() File {
 		Listen:      "127.0.0.1:8080",
 		AdminListen: "127.0.0.1:9090",
 		DataDir:     "./data",
+		Store:       Store{Backend: BackendBadger},
 		LogLevel:    "info",
 		AccessLog:   true,
 		Limits: Limits{
@@ -228,6 +230,7 @@ func (f *File) Validate() error {
 	if err := f.Keys.check(); err != nil {
 		add("keys", "%v", err)
 	}
+	f.Store.validate(add)
 	switch f.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

@@ -56,6 +56,9 @@ type envConfig struct {
 	// exchangeFault is Options.exchangeFault (Issue 9.7 crash tests).
 	exchangeFault func(stage string) error
 	maxBody       int // Options.MaxBodyBytes; zero means the default
+	// store, when set, opens the backend instead of Badger in dir (issue 11:
+	// PostgreSQL); the test closes it. e.db is then nil.
+	store func(t testing.TB, kr *store.Keyring) Store
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -104,11 +107,16 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 			t.Fatal(err)
 		}
 	}
-	db, err := store.Open(store.Options{Dir: e.dir, Keyring: kr, MemTableSize: c.memTable})
-	if err != nil {
-		t.Fatal(err)
+	var db Store
+	if c.store != nil {
+		db = c.store(t, kr)
+	} else {
+		bdb, err := store.Open(store.Options{Dir: e.dir, Keyring: kr, MemTableSize: c.memTable})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.db, db = bdb, bdb
 	}
-	e.db = db
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -171,8 +179,10 @@ func (e *testEnv) stop() {
 	if err := <-e.done; err != nil {
 		e.t.Errorf("Serve: %v", err)
 	}
-	if err := e.db.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
-		e.t.Errorf("store Close: %v", err)
+	if e.db != nil {
+		if err := e.db.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
+			e.t.Errorf("store Close: %v", err)
+		}
 	}
 	e.srv = nil
 }

@@ -10,13 +10,12 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/safeclose/safeclose/hostabi"
-	"github.com/safeclose/safeclose/store"
 )
 
 // Options configure a Server. Zero values are documented per field.
 type Options struct {
 	Tenants []Tenant     // at least one
-	Store   *store.DB    // required; owned by the caller (Close it after Shutdown)
+	Store   Store        // required (*store.DB or *pg.DB); owned by the caller (Close it after Shutdown)
 	Logger  *slog.Logger // nil means discard
 
 	MaxBodyBytes int           // zero means 64 KiB

@@ -17,7 +17,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/safeclose/safeclose/proxy/internal/webhook"
-	"github.com/safeclose/safeclose/store"
 )
 
 // Server is the public fasthttp listener plus the webhook workers.
@@ -25,7 +24,7 @@ import (
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	db      *store.DB
+	db      Store
 	http    *http.Client
 	fwd     forwardClients // webhook_worker.go: one pooled client per destination host
 	now     func() time.Time

@@ -17,6 +17,12 @@
 // Badger is imported here and nowhere else. store imports nothing from the
 // module but its own internal/seal.
 //
+// Other backends: store/pg (PostgreSQL, several replicas) keeps the same
+// records, using the codec this package exports (export.go: sealed items,
+// authenticated owner records, framing) and the same sentinel errors;
+// store/storetest is the conformance suite both pass; transfer.go moves
+// records between backends as stored bytes (safeclose migrate).
+//
 //   - Item records and the owner index are authenticated (HMAC-SHA256,
 //     record.go) and verified on every read; queue records carry a length
 //     and a CRC-32C. A record that fails its check is ErrCorrupt, never served.

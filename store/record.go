@@ -74,19 +74,25 @@ func (db *DB) openRecord(bkey, rec []byte) ([]byte, string, error) {
 	if db.kr == nil {
 		return nil, "", ErrNoKey
 	}
+	p, id, err := db.kr.openRecord(bkey, rec)
+	if errors.Is(err, ErrCorrupt) && db.keyErr != nil {
+		return nil, "", db.keyErr // wrong key bytes under the right id
+	}
+	return p, id, err
+}
+
+// openRecord checks an authenticated record stored under bkey.
+func (kr *Keyring) openRecord(bkey, rec []byte) ([]byte, string, error) {
 	id, ok := recordKeyID(rec)
 	if !ok {
 		return nil, "", ErrCorrupt
 	}
-	key := db.kr.macs[id]
+	key := kr.macs[id]
 	if key == nil {
 		return nil, "", fmt.Errorf("%w: record authenticated with key %q, which is not in the keyring", ErrKeyMismatch, id)
 	}
 	head, payload, tag := rec[:2+len(id)], rec[2+len(id):len(rec)-macSize], rec[len(rec)-macSize:]
 	if !hmac.Equal(tag, recordMAC(key, bkey, head, payload)) {
-		if db.keyErr != nil {
-			return nil, "", db.keyErr // wrong key bytes under the right id
-		}
 		return nil, "", ErrCorrupt
 	}
 	return payload, id, nil

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/safeclose/safeclose/configs"
-	"github.com/safeclose/safeclose/store"
 )
 
 // command is one subcommand: its one-line summary (for `safeclose help`)
@@ -61,6 +60,11 @@ examples:
 examples:
   safeclose items orphans -config prod.yaml
   safeclose items orphans -config prod.yaml -forget acme item-123`},
+		{"migrate", "copy a Badger data_dir into PostgreSQL (store.dsn), or back with -reverse; records stay sealed", `usage: safeclose migrate -config FILE [-reverse]
+
+examples:
+  safeclose migrate -config prod.yaml            # data_dir → store.dsn
+  safeclose migrate -config prod.yaml -reverse   # store.dsn → data_dir`},
 		{"help", "print this help, or a subcommand's usage", `usage: safeclose help [SUBCOMMAND]
 
 examples:
@@ -87,6 +91,7 @@ func flagSets() map[string]*flag.FlagSet {
 		"webhooks list":   webhooksListFlagSet(&s, new(int)),
 		"webhooks replay": configFlagSet("webhooks replay", &s),
 		"items orphans":   orphansFlagSet(&s, new(bool)),
+		"migrate":         migrateFlagSet(new(migrateOpts)),
 	}
 }
 
@@ -130,7 +135,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 // parseAndOpen is the shared start of the subcommands that open the store
 // offline: parse the flags once (fs must define -config into cfgPath), load
 // and validate the config, open the store. The caller closes the store.
-func parseAndOpen(fs *flag.FlagSet, cfgPath *string, args []string, stdout, stderr io.Writer) (*configs.File, *store.DB, error) {
+func parseAndOpen(fs *flag.FlagSet, cfgPath *string, args []string, stdout, stderr io.Writer) (*configs.File, backend, error) {
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return nil, nil, err
 	}
@@ -140,7 +145,7 @@ func parseAndOpen(fs *flag.FlagSet, cfgPath *string, args []string, stdout, stde
 	}
 	db, err := openStore(cfg, newLogger(stderr, "error"))
 	if err != nil {
-		return nil, nil, fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", cfg.DataDir, err)
+		return nil, nil, fmt.Errorf("open store %s (stop the proxy first: one process per data dir): %w", storeName(cfg), err)
 	}
 	return cfg, db, nil
 }

@@ -77,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runItems(ctx, args, stdout, stderr)
 	case "help":
 		return runHelp(args, stdout)
+	case "migrate":
+		return runMigrate(ctx, args, stdout, stderr)
 	default:
 		return usageErrorf("", "unknown subcommand %q (try: safeclose help)", cmd)
 	}

@@ -24,7 +24,19 @@ var (
 	metricName = regexp.MustCompile(`\bsafeclose_[a-z0-9_]+`)
 	cmdMention = regexp.MustCompile(`(?:^|[\s/])safeclose\s+(.*)$`)
 	codeSpan   = regexp.MustCompile("`([^`]+)`")
+	flagBefore = regexp.MustCompile(`(?:^|\s)-[^\s]+\s+$`)
 )
+
+// mention finds `safeclose ARGS` in s as a command, not as the value of
+// another program's flag (`initdb -U safeclose --auth=trust`).
+func mention(s string) ([]string, bool) {
+	for _, ix := range cmdMention.FindAllStringSubmatchIndex(s, -1) {
+		if !flagBefore.MatchString(s[:ix[0]+1]) {
+			return []string{s[ix[0]:ix[1]], s[ix[2]:ix[3]]}, true
+		}
+	}
+	return nil, false
+}
 
 // readmeDrift lists what md shows that the program does not have: metric
 // names for which known is false, and flags of `safeclose CMD [LEAF] -flag`
@@ -83,7 +95,7 @@ func readmeDrift(md string, known func(string) bool, sets map[string]*flag.FlagS
 		leaf := "" // the subcommand named earlier in the block
 		for _, span := range codeSpan.FindAllStringSubmatch(block, -1) {
 			s := strings.Join(strings.Fields(span[1]), " ")
-			if m := cmdMention.FindStringSubmatch(s); m != nil {
+			if m, ok := mention(s); ok {
 				l, words, ok := resolve(m[1])
 				if leaf = l; ok {
 					check(l, words)
@@ -110,7 +122,7 @@ func readmeDrift(md string, known func(string) bool, sets map[string]*flag.FlagS
 			if i := strings.Index(line, " #"); i >= 0 {
 				line = line[:i] // a shell comment
 			}
-			if m := cmdMention.FindStringSubmatch(line); m != nil {
+			if m, ok := mention(line); ok {
 				if l, words, ok := resolve(m[1]); ok {
 					check(l, words)
 				}
@@ -187,6 +199,7 @@ func TestREADMEDriftDetected(t *testing.T) {
 		{"span across lines", "Run `safeclose keys\nrotate -confg F`.", []string{"keys rotate` has no flag -confg"}},
 		{"optional flag", "`safeclose items orphans [-confg FILE]`", []string{"items orphans` has no flag -confg"}},
 		{"placeholder", "`safeclose CMD -h` prints help.", nil},
+		{"another program's flag value", "```sh\ninitdb -D /tmp/x -U safeclose --auth=trust\n```", nil},
 		{"new paragraph resets", "`safeclose serve -config F`.\n\nThe app's `-listen` flag.", nil},
 		{"all good", "```sh\nsafeclose webhook verify --body b --header h --jwk k --at 1\nsafeclose keys gen\n```\n`go run ./cmd/safeclose sandbox` (flags `-addr`, `-seed N`)", nil},
 	}

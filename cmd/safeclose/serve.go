@@ -77,15 +77,6 @@ func openKeyring(cfg *configs.File, log *slog.Logger) *store.Keyring {
 	return kr
 }
 
-func openStore(cfg *configs.File, log *slog.Logger) (*store.DB, error) {
-	return store.Open(store.Options{
-		Dir:       cfg.DataDir,
-		Keyring:   openKeyring(cfg, log),
-		Logger:    log.With("component", "store"),
-		DedupeTTL: cfg.Webhooks.DedupeTTL.Std(),
-	})
-}
-
 type serveOpts struct {
 	config string
 	watch  time.Duration
@@ -119,9 +110,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	db, err := openStore(cfg, log)
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", cfg.DataDir, err)
+		return fmt.Errorf("open store %s: %w", storeName(cfg), err)
 	}
 	defer db.Close()
+	go sweep(ctx, db, log)
 
 	var emuAddr string
 	if cfg.Emulator.Enabled {

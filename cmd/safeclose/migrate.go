@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/safeclose/safeclose/store"
+	"github.com/safeclose/safeclose/store/pg"
+)
+
+type migrateOpts struct {
+	config  string
+	reverse bool
+}
+
+func migrateFlagSet(o *migrateOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.StringVar(&o.config, "config", "", "config file: data_dir is the Badger side, store.dsn the PostgreSQL side")
+	fs.BoolVar(&o.reverse, "reverse", false, "copy PostgreSQL into data_dir instead")
+	return fs
+}
+
+// runMigrate copies every record of the Badger store in data_dir into the
+// PostgreSQL store at store.dsn (or back with -reverse). Records move as
+// stored bytes: tokens stay sealed and no key is needed. A record already
+// at the destination is left alone, so a migration can be run again. Stop
+// every replica first: the queue must not move under it.
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o migrateOpts
+	if err := parseFlags(migrateFlagSet(&o), args, stdout); err != nil {
+		return err
+	}
+	cfgPath, reverse := &o.config, &o.reverse
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if cfg.Store.DSN == "" {
+		return errors.New("migrate: the config needs store: {backend: postgres, dsn: …} and the data_dir to copy from or into")
+	}
+	dsn, err := cfg.Store.DSN.Resolve()
+	if err != nil {
+		return fmt.Errorf("store.dsn: %w", err)
+	}
+	bdb, err := store.Open(store.Options{Dir: cfg.DataDir, Logger: newLogger(stderr, "error")})
+	if err != nil {
+		return fmt.Errorf("open %s (stop the proxy first): %w", cfg.DataDir, err)
+	}
+	defer bdb.Close()
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	pdb, err := pg.Open(octx, pg.Options{DSN: dsn.Reveal(), MaxConns: int32(max(cfg.Store.MaxConns, 2)), Logger: newLogger(stderr, "error")})
+	if err != nil {
+		return fmt.Errorf("open postgres: %w", err)
+	}
+	defer pdb.Close()
+	type exporter interface {
+		Export(func(store.Record) error) error
+	}
+	type importer interface {
+		Import(store.Record) (bool, error)
+	}
+	var from exporter = bdb
+	var to importer = pdb
+	what := cfg.DataDir + " → postgres"
+	if *reverse {
+		from, to, what = pdb, bdb, "postgres → "+cfg.DataDir
+	}
+	var read, wrote int
+	progress := func() {
+		fmt.Fprintf(stdout, "\rmigrate %s: %d records read, %d written, %d already there", what, read, wrote, read-wrote)
+	}
+	err = from.Export(func(r store.Record) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ok, err := to.Import(r)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", r.Kind, r.Key, err)
+		}
+		read++
+		if ok {
+			wrote++
+		}
+		if read%500 == 0 {
+			progress()
+		}
+		return nil
+	})
+	progress()
+	fmt.Fprintln(stdout)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/internal/plaidsim"
+	"github.com/safeclose/safeclose/store"
+	"github.com/safeclose/safeclose/store/pg"
+	"github.com/safeclose/safeclose/store/pg/pgtest"
+)
+
+func pgStore(dsn string) func(t testing.TB, kr *store.Keyring) Store {
+	return func(t testing.TB, kr *store.Keyring) Store {
+		db, err := pg.Open(context.Background(), pg.Options{DSN: dsn, Keyring: kr, MaxConns: 8, OpTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+}
+
+// Issue 11.1: the proxy works unchanged on PostgreSQL: exchange, status,
+// a verified webhook that moves the item's state, and its duplicate.
+func TestPostgresExchangeAndWebhooks(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{store: pgStore(pgtest.Database(t))})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	if itemID == "" {
+		t.Fatalf("exchange on PostgreSQL = %d %s", r.status, r.body)
+	}
+	if s := e.itemState("t1.test", "alice-key", itemID); s != "ok" {
+		t.Fatalf("state after exchange = %q, want ok", s)
+	}
+	body := map[string]any{"webhook_type": "ITEM", "webhook_code": "PENDING_EXPIRATION", "item_id": itemID,
+		"environment": "sandbox", "consent_expiration_time": "2030-01-15T13:25:17Z"}
+	if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultDuplicate); err != nil {
+		t.Fatalf("SendWebhook: %v", err)
+	}
+	eventually(t, "pending_expiration", func() bool { return e.itemState("t1.test", "alice-key", itemID) == "pending_expiration" })
+}
+
+// Issue 11.4: PostgreSQL stopped mid-run: webhooks answer 503 (so Plaid
+// retries), reads that need the store 503, /readyz is not ready; all of it
+// recovers by itself once the server is started again.
+func TestPostgresDownAnswers503ThenRecovers(t *testing.T) {
+	c := pgtest.NewCluster(t)
+	e := startEnv(t, envConfig{store: pgStore(c.DSN), webhookOpt: WebhookOptions{Workers: -1}})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	if itemID == "" {
+		t.Fatalf("exchange = %d %s", r.status, r.body)
+	}
+	send := func(code string) int {
+		body := map[string]any{"webhook_type": "ITEM", "webhook_code": code, "item_id": itemID, "environment": "sandbox"}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_ = e.sim.SendWebhook(ctx, itemID, body, plaidsim.FaultNone)
+		ds := e.sim.Deliveries()
+		if len(ds) == 0 {
+			return 0
+		}
+		return ds[len(ds)-1].Status
+	}
+
+	c.Stop()
+	if st := send("LOGIN_REPAIRED"); st != http.StatusServiceUnavailable {
+		t.Errorf("webhook with PostgreSQL down = %d, want 503", st)
+	}
+	if r := e.do("GET", "t1.test", pathStatus, "alice-key", nil); r.status != http.StatusServiceUnavailable || r.errCode(t) != "store_unavailable" {
+		t.Errorf("status with PostgreSQL down = %d %s, want 503 store_unavailable", r.status, r.body)
+	}
+	if st, rz, body := getReadyz(t, e, ""); st != http.StatusServiceUnavailable || rz.Ready {
+		t.Errorf("/readyz with PostgreSQL down = %d %s, want 503 not ready", st, body)
+	}
+
+	c.Start()
+	ok := false
+	for range 30 { // bounded: the pool reconnects on the next request
+		if send("NEW_ACCOUNTS_AVAILABLE") == http.StatusOK {
+			ok = true
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !ok {
+		t.Fatal("webhooks did not recover after PostgreSQL came back")
+	}
+	if r := e.do("GET", "t1.test", pathStatus, "alice-key", nil); r.status != http.StatusOK {
+		t.Errorf("status after recovery = %d %s", r.status, r.body)
+	}
+	if st, _, body := getReadyz(t, e, ""); st != http.StatusOK {
+		t.Errorf("/readyz after recovery = %d %s", st, body)
+	}
+}

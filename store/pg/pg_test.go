@@ -1,0 +1,131 @@
+package pg_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeclose/safeclose/store"
+	"github.com/safeclose/safeclose/store/pg"
+	"github.com/safeclose/safeclose/store/pg/pgtest"
+	"github.com/safeclose/safeclose/store/storetest"
+)
+
+func testDSN(t *testing.T) string { return pgtest.Database(t) }
+
+func opener(t *testing.T) storetest.Opener {
+	dsn := testDSN(t)
+	return func(t *testing.T, cfg storetest.Config) storetest.Store {
+		db, err := pg.Open(context.Background(), pg.Options{DSN: dsn, MaxConns: 8, Keyring: cfg.Keyring, Now: cfg.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+}
+
+// Issue 11.1: PostgreSQL passes the same conformance suite as Badger.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, opener)
+}
+
+// Issue 11.3: migrations run once, concurrently started replicas agree, and
+// a database with a newer schema is refused.
+func TestMigrations(t *testing.T) {
+	dsn := testDSN(t)
+	ctx := context.Background()
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			db, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 2})
+			if err == nil {
+				db.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var n, v int
+	if err := c.QueryRow(ctx, "SELECT count(*), max(version) FROM sc_schema_version").Scan(&n, &v); err != nil {
+		t.Fatal(err)
+	}
+	if n != pg.SchemaVersion() || v != pg.SchemaVersion() {
+		t.Fatalf("sc_schema_version: %d rows, version %d; want %d", n, v, pg.SchemaVersion())
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO sc_schema_version (version) VALUES ($1)", pg.SchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.Open(ctx, pg.Options{DSN: dsn}); !errors.Is(err, pg.ErrSchemaTooNew) {
+		t.Fatalf("Open(newer schema) = %v, want ErrSchemaTooNew", err)
+	}
+}
+
+// Issue 11.4: with PostgreSQL down, operations answer store.ErrUnavailable
+// (the proxy's 503) within the operation timeout, and the store recovers by
+// itself when the server is back.
+func TestPostgresDown(t *testing.T) {
+	c := pgtest.NewCluster(t)
+	kr, err := store.ParseKeyring("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pg.Open(context.Background(), pg.Options{DSN: c.DSN, Keyring: kr, OpTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it := store.Item{Tenant: "t1", User: "alice", ItemID: "i1", State: store.StateOK, CreatedAt: time.Now()}
+	if err := db.SaveItem(it, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	enqueue := func(body string) error {
+		_, _, err := db.Enqueue(context.Background(), store.Entry{Tenant: "t1", Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body))})
+		return err
+	}
+	if err := enqueue("before"); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	checks := map[string]error{
+		"Enqueue":    enqueue("during"),
+		"SaveItem":   db.SaveItem(store.Item{Tenant: "t1", User: "alice", ItemID: "i2", CreatedAt: time.Now()}, "tok"),
+		"Item":       func() error { _, err := db.Item("t1", "i1"); return err }(),
+		"ProbeStore": db.ProbeStore(),
+		"LeaseNext":  func() error { _, _, err := db.LeaseNext("w", time.Minute, "", nil); return err }(),
+	}
+	for name, err := range checks {
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s with PostgreSQL down = %v, want store.ErrUnavailable", name, err)
+		}
+	}
+	c.Start()
+	var last error
+	for range 50 { // bounded: the pool reconnects on the next operation
+		if last = enqueue("after"); last == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last != nil {
+		t.Fatalf("Enqueue after PostgreSQL returned = %v, want recovery", last)
+	}
+	if tok, err := db.AccessToken("t1", "alice", "i1"); err != nil || tok != "tok" {
+		t.Fatalf("AccessToken after recovery = %q, %v", tok, err)
+	}
+	if n, err := db.QueueLen(); err != nil || n != 2 {
+		t.Fatalf("QueueLen after recovery = %d, %v, want 2", n, err)
+	}
+}

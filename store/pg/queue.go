@@ -1,0 +1,256 @@
+package pg
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeclose/safeclose/store"
+)
+
+// The queue: sc_queue holds each entry's framed record (the fields that
+// never change) and the fields that do in columns; a dead letter is an
+// entry with dead set. Every lease operation is one statement guarded by
+// the lease token, so a lease that expired and went to another replica is
+// store.ErrStaleLease for the first holder.
+
+// Enqueue stores a webhook and its dedupe marker in one transaction. A
+// marker for the same tenant and body hash that has not expired makes it a
+// duplicate: nothing is written and id is the first copy's id. The marker's
+// primary key decides between replicas that receive the same body at once.
+func (db *DB) Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error) {
+	now := db.now()
+	e.ID = db.nextID(now)
+	if e.NextAt.IsZero() {
+		e.NextAt = now
+	}
+	rec, err := store.EncodeEntry(e)
+	if err != nil {
+		return "", false, fmt.Errorf("store: enqueue: %w", err)
+	}
+	err = db.op(func(octx context.Context) error {
+		if d, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			octx, cancel = context.WithDeadline(octx, d)
+			defer cancel()
+		}
+		return pgx.BeginFunc(octx, db.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(octx, "DELETE FROM sc_dedupe WHERE tenant = $1 AND body_sha256 = $2 AND expires_at <= $3", e.Tenant, e.BodySHA256[:], now); err != nil {
+				return err
+			}
+			var first string
+			err := tx.QueryRow(octx, `INSERT INTO sc_dedupe (tenant, body_sha256, entry_id, expires_at) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (tenant, body_sha256) DO NOTHING RETURNING entry_id`, e.Tenant, e.BodySHA256[:], e.ID, now.Add(db.ttl)).Scan(&first)
+			if errors.Is(err, pgx.ErrNoRows) {
+				duplicate = true
+				return tx.QueryRow(octx, "SELECT entry_id FROM sc_dedupe WHERE tenant = $1 AND body_sha256 = $2", e.Tenant, e.BodySHA256[:]).Scan(&id)
+			}
+			if err != nil {
+				return err
+			}
+			id = e.ID
+			_, err = tx.Exec(octx, "INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error) VALUES ($1, $2, $3, $4, $5, $6)",
+				e.ID, e.Tenant, rec, e.Attempts, e.NextAt, e.LastError)
+			return err
+		})
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", false, ctx.Err()
+		}
+		return "", false, fmt.Errorf("store: enqueue: %w", err)
+	}
+	return id, duplicate, nil
+}
+
+const entryCols = "rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
+
+// scanEntry reads entryCols into an Entry.
+func scanEntry(row pgx.Row) (store.Entry, error) {
+	var rec []byte
+	var attempts int
+	var next time.Time
+	var lastErr, owner string
+	var token int64
+	var until *time.Time
+	if err := row.Scan(&rec, &attempts, &next, &lastErr, &token, &owner, &until); err != nil {
+		return store.Entry{}, err
+	}
+	e, err := store.DecodeEntry(rec)
+	if err != nil {
+		return store.Entry{}, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
+	}
+	e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, next, lastErr, uint64(token), owner
+	e.LeaseUntil = time.Time{}
+	if until != nil {
+		e.LeaseUntil = *until
+	}
+	return e, nil
+}
+
+func newLeaseToken() int64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return int64(binary.BigEndian.Uint64(b[:])>>1) | 1 // positive, never 0
+}
+
+const due = "NOT dead AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
+
+// LeaseNext leases one due entry to owner for d, with tenants taking turns
+// as in the Badger store: among the tenants with a due entry that allow
+// accepts, the first whose name sorts after after (wrapping around) gets
+// its oldest due entry. Rows another replica is leasing right now are
+// skipped (FOR UPDATE SKIP LOCKED), so two leasers never get one entry.
+func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (e store.Entry, ok bool, err error) {
+	now := db.now()
+	err = db.op(func(ctx context.Context) error {
+		rows, err := db.pool.Query(ctx, "SELECT DISTINCT tenant FROM sc_queue WHERE "+due, now)
+		if err != nil {
+			return err
+		}
+		tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		names := tenants[:0]
+		for _, t := range tenants {
+			if allow == nil || allow(t) {
+				names = append(names, t)
+			}
+		}
+		slices.Sort(names)
+		start := 0
+		if i, _ := slices.BinarySearch(names, after); i < len(names) {
+			if names[i] == after {
+				i++
+			}
+			start = i % max(len(names), 1)
+		}
+		for k := range names {
+			t := names[(start+k)%len(names)]
+			e, err = scanEntry(db.pool.QueryRow(ctx, `UPDATE sc_queue SET lease_token = $3, lease_owner = $4, lease_until = $5
+				WHERE id = (SELECT id FROM sc_queue WHERE tenant = $2 AND `+due+` ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+				RETURNING `+entryCols, now, t, newLeaseToken(), owner, now.Add(d)))
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			ok = true
+			return nil
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Entry{}, false, err
+	}
+	return e, ok, nil
+}
+
+// leased runs one statement on a leased entry; no row means the lease is no
+// longer held.
+func (db *DB) leased(id string, sql string, args ...any) error {
+	return db.op(func(ctx context.Context) error {
+		tag, err := db.pool.Exec(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: %s", store.ErrStaleLease, id)
+		}
+		return nil
+	})
+}
+
+const held = "id = $1 AND lease_token = $2 AND lease_token <> 0 AND NOT dead"
+
+// Extend renews a held lease to now+d.
+func (db *DB) Extend(id string, lease uint64, d time.Duration) error {
+	return db.leased(id, "UPDATE sc_queue SET lease_until = $3 WHERE "+held, id, int64(lease), db.now().Add(d))
+}
+
+// Release gives a leased entry back without counting an attempt.
+func (db *DB) Release(id string, lease uint64) error {
+	return db.leased(id, "UPDATE sc_queue SET lease_token = 0, lease_owner = '', lease_until = NULL WHERE "+held, id, int64(lease))
+}
+
+// Complete removes a processed entry from the queue.
+func (db *DB) Complete(id string, lease uint64) error {
+	return db.leased(id, "DELETE FROM sc_queue WHERE "+held, id, int64(lease))
+}
+
+// Retry releases the lease, counts the attempt, and makes the entry due at next.
+func (db *DB) Retry(id string, lease uint64, next time.Time, reason string) error {
+	return db.leased(id, `UPDATE sc_queue SET attempts = attempts + 1, next_at = $3, last_error = $4,
+		lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, id, int64(lease), next, reason)
+}
+
+// DeadLetter moves a leased entry to the dead letters.
+func (db *DB) DeadLetter(id string, lease uint64, reason string) error {
+	return db.leased(id, `UPDATE sc_queue SET dead = true, attempts = attempts + 1, last_error = $3,
+		lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, id, int64(lease), reason)
+}
+
+// DeadLetters lists up to limit dead letters, oldest first.
+func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
+	var out []store.Entry
+	err := db.op(func(ctx context.Context) error {
+		rows, err := db.pool.Query(ctx, "SELECT "+entryCols+" FROM sc_queue WHERE dead ORDER BY id LIMIT $1", limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			e, err := scanEntry(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// Replay moves a dead letter back to the queue with its attempts reset.
+func (db *DB) Replay(id string) error {
+	return db.op(func(ctx context.Context) error {
+		tag, err := db.pool.Exec(ctx, "UPDATE sc_queue SET dead = false, attempts = 0, next_at = $2 WHERE id = $1 AND dead", id, db.now())
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: dead letter %s", store.ErrNotFound, id)
+		}
+		return nil
+	})
+}
+
+// QueueLen counts entries waiting or leased.
+func (db *DB) QueueLen() (int, error) {
+	var n int
+	err := db.op(func(ctx context.Context) error {
+		return db.pool.QueryRow(ctx, "SELECT count(*) FROM sc_queue WHERE NOT dead").Scan(&n)
+	})
+	return n, err
+}
+
+// Sweep deletes expired dedupe markers and Link sessions; serve runs it
+// now and then. Expired rows are already ignored, so it only saves space.
+func (db *DB) Sweep() error {
+	now := db.now()
+	return db.op(func(ctx context.Context) error {
+		if _, err := db.pool.Exec(ctx, "DELETE FROM sc_dedupe WHERE expires_at <= $1", now); err != nil {
+			return err
+		}
+		_, err := db.pool.Exec(ctx, "DELETE FROM sc_link_sessions WHERE expires_at <= $1", now)
+		return err
+	})
+}

@@ -1,0 +1,169 @@
+package pg
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeclose/safeclose/store"
+)
+
+// Import writes r unless a record with its kind and key exists (so a
+// migration can run again); it reports whether it wrote. Records keep their
+// bytes: tokens stay sealed, MACs stay valid.
+func (db *DB) Import(r store.Record) (bool, error) {
+	var sql string
+	var args []any
+	switch r.Kind {
+	case store.RecCanary:
+		sql, args = "INSERT INTO sc_keys (id, canary) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET canary = EXCLUDED.canary WHERE sc_keys.canary IS NULL", []any{r.Key, r.Value}
+	case store.RecKeyUsed:
+		sql, args = "INSERT INTO sc_keys (id, used) VALUES ($1, true) ON CONFLICT (id) DO UPDATE SET used = true WHERE NOT sc_keys.used", []any{r.Key}
+	case store.RecItem:
+		var it store.Item
+		if err := json.Unmarshal(store.AuthenticatedPayload(r.Value), &it); err != nil {
+			return false, fmt.Errorf("%w: item %q", store.ErrCorrupt, r.Key)
+		}
+		sql, args = "INSERT INTO sc_items (tenant, item_id, user_id, created_at, rec) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+			[]any{it.Tenant, it.ItemID, it.User, it.CreatedAt, r.Value}
+	case store.RecOwner:
+		sql, args = "INSERT INTO sc_owners (item_id, rec) VALUES ($1, $2) ON CONFLICT DO NOTHING", []any{r.Key, r.Value}
+	case store.RecLink:
+		var ls store.LinkSession
+		if err := decode(r.Value, &ls); err != nil {
+			return false, err
+		}
+		exp := r.ExpiresAt
+		if exp.IsZero() {
+			exp = ls.Expiration.Add(store.LinkSessionTail)
+		}
+		sql, args = "INSERT INTO sc_link_sessions (hash, tenant, user_id, created_at, expires_at, rec) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+			[]any{r.Key, ls.Tenant, ls.User, ls.CreatedAt, exp, r.Value}
+	case store.RecIntent:
+		sql, args = "INSERT INTO sc_intents (id, rec) VALUES ($1, $2) ON CONFLICT DO NOTHING", []any{r.Key, r.Value}
+	case store.RecOrphan:
+		var o store.Orphan
+		if err := decode(r.Value, &o); err != nil {
+			return false, err
+		}
+		_, key, _ := strings.Cut(r.Key, "\x00")
+		sql, args = "INSERT INTO sc_orphans (tenant, key, first_seen, rec) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+			[]any{o.Tenant, key, o.FirstSeen, r.Value}
+	case store.RecQueue, store.RecDead:
+		e, err := store.DecodeEntry(r.Value)
+		if err != nil {
+			return false, err
+		}
+		var until *time.Time
+		if !e.LeaseUntil.IsZero() {
+			until = &e.LeaseUntil
+		}
+		sql = `INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until, dead)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`
+		args = []any{e.ID, e.Tenant, r.Value, e.Attempts, e.NextAt, e.LastError, int64(e.LeaseToken & (1<<63 - 1)), e.LeaseOwner, until, r.Kind == store.RecDead}
+	default:
+		return false, nil
+	}
+	var n int64
+	err := db.op(func(ctx context.Context) error {
+		tag, err := db.pool.Exec(ctx, sql, args...)
+		n = tag.RowsAffected()
+		return err
+	})
+	return n == 1, err
+}
+
+// Export calls fn with every record that defines the store's state, in the
+// form store.(*DB).Import takes.
+func (db *DB) Export(fn func(store.Record) error) error {
+	type q struct {
+		sql  string
+		conv func(row pgx.Rows) (store.Record, error)
+	}
+	bytesRow := func(kind string) func(pgx.Rows) (store.Record, error) {
+		return func(row pgx.Rows) (store.Record, error) {
+			r := store.Record{Kind: kind}
+			err := row.Scan(&r.Key, &r.Value)
+			return r, err
+		}
+	}
+	pairRow := func(kind string) func(pgx.Rows) (store.Record, error) {
+		return func(row pgx.Rows) (store.Record, error) {
+			r := store.Record{Kind: kind}
+			var a, b string
+			err := row.Scan(&a, &b, &r.Value)
+			r.Key = a + "\x00" + b
+			return r, err
+		}
+	}
+	qs := []q{
+		{"SELECT id, canary FROM sc_keys WHERE canary IS NOT NULL", bytesRow(store.RecCanary)},
+		{"SELECT id, ''::bytea FROM sc_keys WHERE used", bytesRow(store.RecKeyUsed)},
+		{"SELECT tenant, item_id, rec FROM sc_items", pairRow(store.RecItem)},
+		{"SELECT item_id, rec FROM sc_owners", bytesRow(store.RecOwner)},
+		{"SELECT hash, rec, expires_at FROM sc_link_sessions", func(row pgx.Rows) (store.Record, error) {
+			r := store.Record{Kind: store.RecLink}
+			err := row.Scan(&r.Key, &r.Value, &r.ExpiresAt)
+			return r, err
+		}},
+		{"SELECT id, rec FROM sc_intents", bytesRow(store.RecIntent)},
+		{"SELECT tenant, key, rec FROM sc_orphans", pairRow(store.RecOrphan)},
+		{"SELECT dead, " + entryCols + " FROM sc_queue", func(row pgx.Rows) (store.Record, error) {
+			var dead bool
+			var rec []byte
+			var attempts int
+			var next time.Time
+			var lastErr, owner string
+			var token int64
+			var until *time.Time
+			if err := row.Scan(&dead, &rec, &attempts, &next, &lastErr, &token, &owner, &until); err != nil {
+				return store.Record{}, err
+			}
+			e, err := store.DecodeEntry(rec)
+			if err != nil {
+				return store.Record{}, err
+			}
+			e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, next, lastErr, uint64(token), owner
+			if until != nil {
+				e.LeaseUntil = *until
+			}
+			b, err := store.EncodeEntry(e)
+			kind := store.RecQueue
+			if dead {
+				kind = store.RecDead
+			}
+			return store.Record{Kind: kind, Key: e.ID, Value: b}, err
+		}},
+	}
+	for _, x := range qs {
+		var recs []store.Record
+		err := db.op(func(ctx context.Context) error {
+			rows, err := db.pool.Query(ctx, x.sql)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				r, err := x.conv(rows)
+				if err != nil {
+					return err
+				}
+				recs = append(recs, r)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,220 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/store"
+)
+
+func testQueueDedupe(t *testing.T, open Opener) {
+	c := newClock()
+	s := openWith(t, open, nil, c) // the queue works without a keyring
+	ctx := context.Background()
+	id1, dup, err := s.Enqueue(ctx, entry("t1", "body-1"))
+	must(t, err)
+	if dup || id1 == "" {
+		t.Fatalf("Enqueue(first) = %q, dup %v", id1, dup)
+	}
+	id2, dup, err := s.Enqueue(ctx, entry("t1", "body-1"))
+	must(t, err)
+	if !dup || id2 != id1 {
+		t.Fatalf("Enqueue(same body) = %q, dup %v; want the first id %q, dup", id2, dup, id1)
+	}
+	id3, dup, err := s.Enqueue(ctx, entry("t2", "body-1"))
+	must(t, err)
+	if dup || id3 == id1 {
+		t.Fatalf("Enqueue(same body, other tenant) = %q, dup %v; want a new entry", id3, dup)
+	}
+	// Concurrent copies of one body: exactly one is accepted.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	accepted := 0
+	for range 8 {
+		wg.Go(func() {
+			_, dup, err := s.Enqueue(ctx, entry("t3", "body-race"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if !dup {
+				mu.Lock()
+				accepted++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if accepted != 1 {
+		t.Fatalf("8 concurrent copies: %d accepted, want 1", accepted)
+	}
+	if n, err := s.QueueLen(); err != nil || n != 3 {
+		t.Fatalf("QueueLen = %d, %v, want 3", n, err)
+	}
+}
+
+func testQueueLease(t *testing.T, open Opener) {
+	c := newClock()
+	s := openWith(t, open, nil, c)
+	id, _, err := s.Enqueue(context.Background(), entry("t1", "b1"))
+	must(t, err)
+	e, ok, err := s.LeaseNext("w1", time.Minute, "", nil)
+	must(t, err)
+	if !ok || e.ID != id || string(e.Body) != "b1" || e.LeaseToken == 0 || len(e.Headers) != 1 {
+		t.Fatalf("LeaseNext = %+v, %v", e, ok)
+	}
+	if _, ok, _ := s.LeaseNext("w2", time.Minute, "", nil); ok {
+		t.Fatal("a leased entry was leased again")
+	}
+	must(t, s.Extend(id, e.LeaseToken, time.Minute))
+	wantErr(t, "Extend(wrong token)", s.Extend(id, e.LeaseToken+1, time.Minute), store.ErrStaleLease)
+	must(t, s.Release(id, e.LeaseToken))
+	wantErr(t, "Complete(released)", s.Complete(id, e.LeaseToken), store.ErrStaleLease)
+	e2, ok, err := s.LeaseNext("w2", time.Minute, "", nil)
+	must(t, err)
+	if !ok || e2.ID != id || e2.Attempts != 0 || e2.LeaseToken == e.LeaseToken {
+		t.Fatalf("LeaseNext after Release = %+v, %v", e2, ok)
+	}
+	must(t, s.Complete(id, e2.LeaseToken))
+	wantErr(t, "Complete(twice)", s.Complete(id, e2.LeaseToken), store.ErrStaleLease)
+	if n, _ := s.QueueLen(); n != 0 {
+		t.Fatalf("QueueLen after Complete = %d", n)
+	}
+	if _, ok, _ := s.LeaseNext("w1", time.Minute, "", nil); ok {
+		t.Fatal("a completed entry was leased")
+	}
+}
+
+func testQueueRetryDead(t *testing.T, open Opener) {
+	c := newClock()
+	s := openWith(t, open, nil, c)
+	id, _, err := s.Enqueue(context.Background(), entry("t1", "b1"))
+	must(t, err)
+	e, _, err := s.LeaseNext("w1", time.Minute, "", nil)
+	must(t, err)
+	must(t, s.Retry(id, e.LeaseToken, c.Now().Add(10*time.Second), "upstream 502"))
+	if _, ok, _ := s.LeaseNext("w1", time.Minute, "", nil); ok {
+		t.Fatal("an entry was leased before its retry time")
+	}
+	c.Add(11 * time.Second)
+	e, ok, err := s.LeaseNext("w1", time.Minute, "", nil)
+	must(t, err)
+	if !ok || e.Attempts != 1 || e.LastError != "upstream 502" {
+		t.Fatalf("LeaseNext after retry = %+v, %v", e, ok)
+	}
+	must(t, s.DeadLetter(id, e.LeaseToken, "gave up"))
+	if n, _ := s.QueueLen(); n != 0 {
+		t.Fatalf("QueueLen after DeadLetter = %d", n)
+	}
+	if _, ok, _ := s.LeaseNext("w1", time.Minute, "", nil); ok {
+		t.Fatal("a dead letter was leased")
+	}
+	dl, err := s.DeadLetters(10)
+	must(t, err)
+	if len(dl) != 1 || dl[0].ID != id || dl[0].Attempts != 2 || dl[0].LastError != "gave up" || string(dl[0].Body) != "b1" {
+		t.Fatalf("DeadLetters = %+v", dl)
+	}
+	wantErr(t, "Replay(unknown)", s.Replay("nope"), store.ErrNotFound)
+	must(t, s.Replay(id))
+	if dl, _ := s.DeadLetters(10); len(dl) != 0 {
+		t.Fatalf("DeadLetters after Replay = %+v", dl)
+	}
+	e, ok, err = s.LeaseNext("w1", time.Minute, "", nil)
+	must(t, err)
+	if !ok || e.ID != id || e.Attempts != 0 {
+		t.Fatalf("LeaseNext after Replay = %+v, %v", e, ok)
+	}
+}
+
+// A replica that dies holding a lease: its entry comes back when the lease
+// ends, and the dead holder's token is stale.
+func testQueueLeaseExpiry(t *testing.T, open Opener) {
+	c := newClock()
+	s := openWith(t, open, nil, c)
+	id, _, err := s.Enqueue(context.Background(), entry("t1", "b1"))
+	must(t, err)
+	e, _, err := s.LeaseNext("dead-replica", 30*time.Second, "", nil)
+	must(t, err)
+	c.Add(29 * time.Second)
+	if _, ok, _ := s.LeaseNext("w2", 30*time.Second, "", nil); ok {
+		t.Fatal("leased before the first lease ended")
+	}
+	c.Add(2 * time.Second)
+	e2, ok, err := s.LeaseNext("w2", 30*time.Second, "", nil)
+	must(t, err)
+	if !ok || e2.ID != id || e2.LeaseOwner != "w2" {
+		t.Fatalf("LeaseNext after expiry = %+v, %v", e2, ok)
+	}
+	wantErr(t, "Extend(expired holder)", s.Extend(id, e.LeaseToken, time.Minute), store.ErrStaleLease)
+	wantErr(t, "Complete(expired holder)", s.Complete(id, e.LeaseToken), store.ErrStaleLease)
+	must(t, s.Complete(id, e2.LeaseToken))
+}
+
+func testQueueTurns(t *testing.T, open Opener) {
+	c := newClock()
+	s := openWith(t, open, nil, c)
+	ctx := context.Background()
+	for i := range 3 {
+		for _, tn := range []string{"a", "b", "c"} {
+			_, _, err := s.Enqueue(ctx, entry(tn, fmt.Sprintf("%s-%d", tn, i)))
+			must(t, err)
+		}
+		c.Add(time.Millisecond)
+	}
+	var got []string
+	last := ""
+	for range 4 {
+		e, ok, err := s.LeaseNext("w", time.Minute, last, func(tn string) bool { return tn != "c" })
+		must(t, err)
+		if !ok {
+			t.Fatal("nothing leased")
+		}
+		got = append(got, string(e.Body))
+		last = e.Tenant
+	}
+	if fmt.Sprint(got) != "[a-0 b-0 a-1 b-1]" {
+		t.Fatalf("leases = %v, want tenants in turn, oldest first, c refused", got)
+	}
+}
+
+// Concurrent leasers (in one process or several replicas) never hold the same entry.
+func testQueueConcurrent(t *testing.T, open Opener) {
+	c := newClock()
+	s := openWith(t, open, nil, c)
+	const n = 40
+	for i := range n {
+		_, _, err := s.Enqueue(context.Background(), entry(fmt.Sprintf("t%d", i%3), fmt.Sprint(i)))
+		must(t, err)
+	}
+	var mu sync.Mutex
+	seen := map[string]string{}
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			owner := fmt.Sprint("w", w)
+			for range n {
+				e, ok, err := s.LeaseNext(owner, time.Hour, "", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					return
+				}
+				mu.Lock()
+				if prev, dup := seen[e.ID]; dup {
+					t.Errorf("entry %s leased by %s and %s", e.ID, prev, owner)
+				}
+				seen[e.ID] = owner
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("%d entries leased, want %d", len(seen), n)
+	}
+}

@@ -1,0 +1,163 @@
+// Package storetest is the conformance suite every store backend passes
+// (the Badger store in package store, PostgreSQL in store/pg), modelled on
+// perkeep's storagetest: Run exercises the contract the proxy relies on, so
+// the rest of the code does not need to know which backend it has.
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/store"
+)
+
+// Store is the contract under test: what the proxy and cmd call.
+type Store interface {
+	SaveItem(it store.Item, accessToken string) error
+	Item(tenant, itemID string) (store.Item, error)
+	Items(tenant, user string) ([]store.Item, error)
+	ItemOwner(itemID string) (tenant, user string, err error)
+	AccessToken(tenant, user, itemID string) (string, error)
+	UpdateItem(tenant, itemID string, fn func(*store.Item) error) (store.Item, error)
+	DeleteItem(tenant, itemID string) error
+	Rotate() (int, error)
+	KeyStatus() error
+
+	SaveLinkSession(ls store.LinkSession) error
+	LinkSessionByToken(linkToken string) (store.LinkSession, error)
+	LinkSessions(tenant, user string, max int) ([]store.LinkSession, error)
+
+	BeginExchange(in store.Intent) (store.Intent, error)
+	ResolveExchange(id string) error
+	PendingExchanges() ([]store.Intent, error)
+	OrphanIntent(in store.Intent, itemID, detail string) error
+	RecordOrphan(o store.Orphan) (bool, error)
+	Orphans() ([]store.Orphan, error)
+	ForgetOrphan(tenant, itemOrIntent string) error
+
+	Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error)
+	LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (store.Entry, bool, error)
+	Extend(id string, lease uint64, d time.Duration) error
+	Release(id string, lease uint64) error
+	Complete(id string, lease uint64) error
+	Retry(id string, lease uint64, next time.Time, reason string) error
+	DeadLetter(id string, lease uint64, reason string) error
+	DeadLetters(limit int) ([]store.Entry, error)
+	Replay(id string) error
+	QueueLen() (int, error)
+
+	ProbeStore() error
+	ProbeKey() error
+	Close() error
+}
+
+// Config is what a test asks of a backend when it opens it.
+type Config struct {
+	Keyring *store.Keyring   // nil: no key
+	Now     func() time.Time // never nil
+}
+
+// Opener opens one backend's data, fresh for the test that asked; calling
+// it again (after Close) opens the same data.
+type Opener func(t *testing.T, cfg Config) Store
+
+// NewOpener returns an Opener on new, empty data for test t.
+type NewOpener func(t *testing.T) Opener
+
+// Clock is a settable test clock.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Add moves the clock.
+func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func newClock() *Clock { return &Clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func keyring(t *testing.T, primary string, ids ...string) *store.Keyring {
+	t.Helper()
+	keys := map[string][]byte{}
+	for _, id := range append([]string{primary}, ids...) {
+		b := sha256.Sum256([]byte("storetest key " + id))
+		keys[id] = b[:]
+	}
+	kr, err := store.NewKeyring(primary, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// Run runs the whole suite; each test gets its own data from newOpener.
+func Run(t *testing.T, newOpener NewOpener) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, open Opener)
+	}{
+		{"Items", testItems},
+		{"Rotate", testRotate},
+		{"KeyMismatch", testKeyMismatch},
+		{"LinkSessions", testLinkSessions},
+		{"IntentsOrphans", testIntentsOrphans},
+		{"QueueDedupe", testQueueDedupe},
+		{"QueueLease", testQueueLease},
+		{"QueueRetryDeadLetterReplay", testQueueRetryDead},
+		{"QueueLeaseExpiry", testQueueLeaseExpiry},
+		{"QueueTenantTurns", testQueueTurns},
+		{"QueueConcurrentLeasers", testQueueConcurrent},
+		{"Probes", testProbes},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, newOpener(t))
+		})
+	}
+}
+
+func openWith(t *testing.T, open Opener, kr *store.Keyring, c *Clock) Store {
+	t.Helper()
+	s := open(t, Config{Keyring: kr, Now: c.Now})
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func item(tenant, user, id string, at time.Time) store.Item {
+	return store.Item{Tenant: tenant, User: user, ItemID: id, State: store.StateOK, CreatedAt: at, UpdatedAt: at}
+}
+
+func entry(tenant, body string) store.Entry {
+	return store.Entry{Tenant: tenant, Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body)),
+		Headers: []store.Header{{Name: "Plaid-Verification", Value: "jwt"}}}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s = %v, want %v", what, err, want)
+	}
+}
+
+func fmtItems(its []store.Item) string {
+	s := ""
+	for _, it := range its {
+		s += fmt.Sprintf("%s/%s/%s ", it.Tenant, it.User, it.ItemID)
+	}
+	return s
+}
