@@ -53,6 +53,8 @@ type envConfig struct {
 	memTable   int64     // store.Options.MemTableSize; zero: the store's default
 	// exchangeFault is Options.exchangeFault (Issue 9.7 crash tests).
 	exchangeFault func(stage string) error
+	// options, when set, adjusts the server Options (issue 13 limits).
+	options func(*Options)
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -132,11 +134,15 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 	if logTo == nil {
 		logTo = io.Discard
 	}
-	srv, err := New(Options{
+	opts := Options{
 		Tenants: tenants, Store: db, IdleTimeout: time.Second, PlaidTimeout: 5 * time.Second,
 		Logger: slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})), Webhooks: wo,
 		exchangeFault: c.exchangeFault,
-	})
+	}
+	if c.options != nil {
+		c.options(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,10 +124,16 @@ type tunnel struct {
 	client, up net.Conn
 	once       sync.Once
 	last       atomic.Int64 // unix nanos of the last byte either way
+	closed     atomic.Bool
 }
 
 func (t *tunnel) close() {
 	t.once.Do(func() {
+		t.closed.Store(true)
+		// fasthttp's hijacked conn ignores Close (the server closes it
+		// when the hijack handler returns); a past deadline unblocks the
+		// pipe reading it, so the handler returns.
+		_ = t.client.SetDeadline(time.Unix(1, 0))
 		t.client.Close()
 		t.up.Close()
 	})
@@ -285,7 +291,7 @@ func (t *tunnel) pipe(dst, src net.Conn, idle time.Duration) {
 		}
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, t.last.Load())) < idle {
+			if errors.As(err, &ne) && ne.Timeout() && !t.closed.Load() && time.Since(time.Unix(0, t.last.Load())) < idle {
 				continue // the other direction is busy
 			}
 			return // EOF or a real error: run ends the tunnel
