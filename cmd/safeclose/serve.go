@@ -131,6 +131,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		PlaidTimeout: cfg.Limits.PlaidTimeout.Std(),
 		Webhooks:     webhookOptions(cfg),
 		Registry:     reg,
+		// Issue 13: what passes through the reverse proxy.
+		MaxResponseBytes:     cfg.Limits.MaxResponseBytes,
+		MaxWebSockets:        cfg.Limits.MaxWebSockets,
+		WebSocketIdleTimeout: cfg.Limits.WebSocketIdleTimeout.Std(),
 	})
 	if err != nil {
 		closePlugins(plugins)

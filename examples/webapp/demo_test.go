@@ -22,7 +22,7 @@ func TestDemoConfig(t *testing.T) {
 		t.Fatalf("tenants = %d, want 1", len(f.Tenants))
 	}
 	tn := f.Tenants[0]
-	if tn.Upstream != "http://127.0.0.1:8081" {
+	if len(tn.Upstream) != 1 || tn.Upstream[0] != "http://127.0.0.1:8081" {
 		t.Errorf("upstream = %q, want the web app's default -listen", tn.Upstream)
 	}
 	p := tn.Auth.Plugin
