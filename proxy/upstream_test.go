@@ -178,3 +178,40 @@ func TestUpstreamTLSVerification(t *testing.T) {
 		})
 	}
 }
+
+// Issue 13.3: the forwarding client reuses connections, streamed bodies
+// included (a body read to its end hands the connection back).
+func TestUpstreamConnectionReuse(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chunked" {
+			w.Write([]byte("part one "))
+			w.(http.Flusher).Flush()
+		}
+		w.Write([]byte("done"))
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	e := startEnv(t, envConfig{upstream: up.URL})
+	for i := range 20 {
+		path := "/plain"
+		if i%2 == 0 {
+			path = "/chunked"
+		}
+		if r := e.do("GET", "t1.test", path, "alice-key", nil); r.status != 200 {
+			t.Fatalf("GET %s = %d %s", path, r.status, r.body)
+		}
+	}
+	if r := e.do("HEAD", "t1.test", "/plain", "alice-key", nil); r.status != 200 || r.hdr.Get("Content-Length") != "4" {
+		t.Errorf("HEAD = %d, Content-Length %q, want 200 and 4", r.status, r.hdr.Get("Content-Length"))
+	}
+	if n := conns.Load(); n > 2 {
+		t.Errorf("21 sequential requests opened %d upstream connections, want reuse", n)
+	}
+}
