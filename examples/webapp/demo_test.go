@@ -23,7 +23,7 @@ func TestDemoConfig(t *testing.T) {
 	}
 	tn := f.Tenants[0]
 	if len(tn.Upstream) != 1 || tn.Upstream[0] != "http://127.0.0.1:8081" {
-		t.Errorf("upstream = %q, want the web app's default -listen", tn.Upstream)
+		t.Errorf("upstream = %v, want the web app's default -listen", tn.Upstream)
 	}
 	p := tn.Auth.Plugin
 	if p == nil || p.Path != "bin/webapp-auth.wasm" {
