@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -77,6 +78,23 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 		if b := up.Body(); len(b) > 0 {
 			resp.SetBody(b)
 		}
+		fasthttp.ReleaseResponse(up)
+		return nil
+	}
+	if cl >= 0 && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
+		// A sized, ordinary response is read whole here (it is at most
+		// max bytes), which frees the upstream connection at once.
+		b, err := io.ReadAll(io.LimitReader(bs, int64(cl)))
+		up.CloseBodyStream() //nolint:errcheck // a short body fails below
+		if err == nil && len(b) != cl {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			resp.Reset()
+			fasthttp.ReleaseResponse(up)
+			return upstreamError(err)
+		}
+		resp.SetBody(b)
 		fasthttp.ReleaseResponse(up)
 		return nil
 	}
