@@ -49,6 +49,11 @@ type Limits struct {
 	IdleTimeout   Duration `yaml:"idle_timeout"`   // default 60s
 	UpstreamConns int      `yaml:"upstream_conns"` // per tenant upstream; default 512
 	PlaidTimeout  Duration `yaml:"plaid_timeout"`  // per Plaid call; default 15s
+
+	// What passes through the reverse proxy (issue 13).
+	MaxResponseBytes     int64    `yaml:"max_response_bytes"`     // per proxied response, streamed ones counted as they pass; default 64 MiB
+	MaxWebSockets        int      `yaml:"max_websockets"`         // open WebSocket tunnels per tenant; default 1000
+	WebSocketIdleTimeout Duration `yaml:"websocket_idle_timeout"` // a tunnel silent both ways is closed; default 60s
 }
 
 // Webhooks tunes the durable webhook pipeline.
@@ -73,14 +78,49 @@ type Emulator struct {
 
 // Tenant is one workspace, matched by Host.
 type Tenant struct {
-	Name           string        `yaml:"name"`
-	Hosts          []string      `yaml:"hosts"`
-	Upstream       string        `yaml:"upstream"` // http://host:port of the tenant's app; empty = no reverse proxy
-	TLS            *TenantTLS    `yaml:"tls"`      // certificate for the tenant's hosts (SNI); nil: the default one
-	Plaid          Plaid         `yaml:"plaid"`
-	Auth           Auth          `yaml:"auth"`
-	WebhookPlugins []Plugin      `yaml:"webhook_plugins"`
-	Forward        []Destination `yaml:"forward"`
+	Name     string    `yaml:"name"`
+	Hosts    []string  `yaml:"hosts"`
+	Upstream Upstreams `yaml:"upstream"` // http(s)://host:port of the tenant's app, or a list; empty = no reverse proxy
+	// Upstream pool settings (issue 13).
+	UpstreamCAFile string           `yaml:"upstream_ca_file"` // PEM CAs for https upstreams; empty = system roots
+	Timeouts       UpstreamTimeouts `yaml:"timeouts"`
+	TLS            *TenantTLS       `yaml:"tls"` // certificate for the tenant's hosts (SNI); nil: the default one
+	Plaid          Plaid            `yaml:"plaid"`
+	Auth           Auth             `yaml:"auth"`
+	WebhookPlugins []Plugin         `yaml:"webhook_plugins"`
+	Forward        []Destination    `yaml:"forward"`
+}
+
+// Upstreams is one upstream URL (a YAML string) or several (a sequence),
+// balanced round-robin.
+type Upstreams []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (u *Upstreams) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*u = nil
+		if s != "" {
+			*u = Upstreams{s}
+		}
+		return nil
+	}
+	var l []string
+	if err := n.Decode(&l); err != nil {
+		return err
+	}
+	*u = l
+	return nil
+}
+
+// UpstreamTimeouts bound a tenant's upstream calls; zero means the default.
+type UpstreamTimeouts struct {
+	Connect        Duration `yaml:"connect"`         // default 3s
+	ResponseHeader Duration `yaml:"response_header"` // wait for headers, and longest silence within a body; default 30s
+	Idle           Duration `yaml:"idle"`            // unused pooled connections closed after; default 30s
 }
 
 // Plaid is a tenant's Plaid account.
@@ -145,6 +185,7 @@ func Default() File {
 		Limits: Limits{
 			MaxBodyBytes: 64 << 10, ReadTimeout: Duration(10e9), WriteTimeout: Duration(30e9),
 			IdleTimeout: Duration(60e9), UpstreamConns: 512, PlaidTimeout: Duration(15e9),
+			MaxResponseBytes: 64 << 20, MaxWebSockets: 1000, WebSocketIdleTimeout: Duration(60e9),
 		},
 		Webhooks: Webhooks{
 			MaxBodyBytes: 64 << 10, Workers: 4, MaxAttempts: 8, Lease: Duration(30e9),
@@ -239,6 +280,15 @@ func (f *File) Validate() error {
 	if f.Limits.MaxBodyBytes <= 0 || f.Limits.MaxBodyBytes > 16<<20 {
 		add("limits.max_body_bytes", "must be in 1..16777216")
 	}
+	if f.Limits.MaxResponseBytes <= 0 {
+		add("limits.max_response_bytes", "must be at least 1")
+	}
+	if f.Limits.MaxWebSockets < 0 {
+		add("limits.max_websockets", "must not be negative (0 means the default, 1000)")
+	}
+	if d := f.Limits.WebSocketIdleTimeout.Std(); d < 0 || d > 24*3600e9 {
+		add("limits.websocket_idle_timeout", "must be in 0..24h")
+	}
 	if f.Webhooks.MaxBodyBytes <= 0 || f.Webhooks.MaxBodyBytes > 1<<20 {
 		add("webhooks.max_body_bytes", "must be in 1..1048576")
 	}
@@ -280,11 +330,7 @@ func (f *File) Validate() error {
 			}
 			hosts[h] = t.Name
 		}
-		if t.Upstream != "" {
-			if u, err := url.Parse(t.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				add(p+".upstream", "must be an http(s) URL")
-			}
-		}
+		validateUpstream(p, t, add)
 		f.validatePlaid(p+".plaid", t.Plaid, add)
 		if t.Auth.Plugin == nil && len(t.Auth.APIKeys) == 0 {
 			add(p+".auth", "needs a plugin or api_keys (requests are never let through unauthenticated)")
@@ -404,4 +450,33 @@ func (p Plugin) HasCap(c string) bool {
 		}
 	}
 	return false
+}
+
+// validateUpstream checks a tenant's upstream URLs and timeouts (issue 13).
+func validateUpstream(p string, t Tenant, add func(string, string, ...any)) {
+	single := len(t.Upstream) == 1
+	seen := map[string]bool{}
+	for j, raw := range t.Upstream {
+		up := fmt.Sprintf("%s.upstream[%d]", p, j)
+		if single {
+			up = p + ".upstream"
+		}
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(up, "must be an http(s) URL")
+		} else if seen[raw] {
+			add(up, "duplicate upstream %q", raw)
+		}
+		seen[raw] = true
+	}
+	if t.UpstreamCAFile != "" && len(t.Upstream) == 0 {
+		add(p+".upstream_ca_file", "set without an upstream")
+	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+	}{{"connect", t.Timeouts.Connect}, {"response_header", t.Timeouts.ResponseHeader}, {"idle", t.Timeouts.Idle}} {
+		if d.v.Std() < 0 || d.v.Std() > 3600e9 {
+			add(p+".timeouts."+d.name, "must be in 0..1h (0 means the default)")
+		}
+	}
 }

@@ -158,3 +158,63 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Issue 13.3: upstream is one URL (a string, as before) or a list; the
+// pool's timeouts and the pass-through limits are validated by field path.
+func TestUpstreamListAndTimeouts(t *testing.T) {
+	t.Parallel()
+	const head = `
+tenants:
+  - name: a
+    hosts: [a.example]
+    plaid: {env: sandbox, client_id: env:X, secret: env:Y}
+    auth: {api_keys: [{sha256: 0000000000000000000000000000000000000000000000000000000000000000, user: u}]}
+`
+	tests := []struct {
+		name    string
+		extra   string
+		want    []string // upstream after decoding
+		wantErr []string
+	}{
+		{"string", "    upstream: http://10.0.0.1:8080\n", []string{"http://10.0.0.1:8080"}, nil},
+		{"list", "    upstream: [http://10.0.0.1:8080, https://app.example]\n    upstream_ca_file: /etc/ca.pem\n    timeouts: {connect: 1s, response_header: 5s, idle: 90s}\n",
+			[]string{"http://10.0.0.1:8080", "https://app.example"}, nil},
+		{"bad list", "    upstream: [http://ok.example, ftp://x, http://ok.example]\n    timeouts: {connect: -1s}\n", nil,
+			[]string{"tenants[0].upstream[1]: must be an http(s) URL", "tenants[0].upstream[2]: duplicate", "tenants[0].timeouts.connect"}},
+		{"bad string", "    upstream: nope\n", nil, []string{"tenants[0].upstream: must be an http(s) URL"}},
+		{"limits", "limits: {max_response_bytes: 0, max_websockets: -1}\n", nil,
+			[]string{"limits.max_response_bytes", "limits.max_websockets"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			y := head + tt.extra
+			if strings.HasPrefix(tt.extra, "limits") {
+				y = tt.extra + head
+			}
+			f, err := Decode(strings.NewReader(y))
+			if err != nil {
+				t.Fatalf("Decode = %v", err)
+			}
+			err = f.Validate()
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				if got := f.Tenants[0].Upstream; strings.Join(got, " ") != strings.Join(tt.want, " ") {
+					t.Errorf("upstream = %v, want %v", got, tt.want)
+				}
+				return
+			}
+			for _, w := range tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate() = %v, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+	d := Default()
+	if d.Limits.MaxResponseBytes != 64<<20 || d.Limits.MaxWebSockets != 1000 || d.Limits.WebSocketIdleTimeout.Std() != 60e9 {
+		t.Errorf("Default limits = %+v", d.Limits)
+	}
+}

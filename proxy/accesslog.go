@@ -135,7 +135,17 @@ func (s *Server) logAccess(l *slog.Logger, ctx *fasthttp.RequestCtx, tn *tenant,
 }
 
 // upstreamTarget names the upstream a proxied request went to.
-func upstreamTarget(tn *tenant) string { return tn.Upstream }
+func upstreamTarget(tn *tenant) string {
+	switch {
+	case tn.Upstream != "":
+		return tn.Upstream
+	case len(tn.Upstreams) == 1:
+		return tn.Upstreams[0]
+	case len(tn.Upstreams) > 1:
+		return "pool" // TODO: log the pool member that answered
+	}
+	return ""
+}
 
 // methodString avoids an allocation for the common methods.
 func methodString(m []byte) string {

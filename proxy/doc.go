@@ -11,6 +11,9 @@
 //   - Identity headers (X-Safeclose-*) reaching an upstream were set by
 //     Safeclose: client copies are stripped.
 //   - A webhook is answered 200 only after it is durably stored.
+//   - A WebSocket upgrade reaches an upstream only after authentication;
+//     a proxied response never exceeds Options.MaxResponseBytes (streamed
+//     ones are cut at it).
 //
 // proxy imports hostabi and store; nothing imports proxy. It must not know
 // Badger keys or wazero details. jwx lives in proxy/internal/webhook only.

@@ -59,6 +59,8 @@ type envConfig struct {
 	// store, when set, opens the backend instead of Badger in dir (issue 11:
 	// PostgreSQL); the test closes it. e.db is then nil.
 	store func(t testing.TB, kr *store.Keyring) Store
+	// options, when set, adjusts the server Options (issue 13 limits).
+	options func(*Options)
 }
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
@@ -150,6 +152,9 @@ func startEnv(t testing.TB, c envConfig) *testEnv {
 	}
 	if c.optsFn != nil {
 		c.optsFn(&opts)
+	}
+	if c.options != nil {
+		c.options(&opts)
 	}
 	srv, err := New(opts)
 	if err != nil {

@@ -23,8 +23,12 @@ var (
 	ErrPlaidDown       = errors.New("proxy: plaid unavailable")
 	ErrUpstream        = errors.New("proxy: upstream unavailable")
 	ErrNoUpstream      = errors.New("proxy: no upstream configured")
-	ErrStoreDown       = errors.New("proxy: store unavailable")
-	ErrKeyUnavailable  = errors.New("proxy: webhook verification key unavailable")
+	// Issue 13: what passes through the reverse proxy.
+	ErrUpstreamTimeout  = errors.New("proxy: upstream response timed out")
+	ErrUpstreamTooLarge = errors.New("proxy: upstream response too large")
+	ErrWebSocketsFull   = errors.New("proxy: websocket limit reached")
+	ErrStoreDown        = errors.New("proxy: store unavailable")
+	ErrKeyUnavailable   = errors.New("proxy: webhook verification key unavailable")
 	// ErrLinkSession: the public token did not come from a Link session the
 	// caller started (Issue 9.6).
 	ErrLinkSession = errors.New("proxy: public token is not from the caller's link session")
@@ -133,6 +137,12 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusBadGateway, ed("plaid_unavailable", "Plaid could not be reached; try again")
 	case errors.Is(err, ErrNoUpstream):
 		return http.StatusNotFound, ed("not_found", "no such route")
+	case errors.Is(err, ErrUpstreamTimeout):
+		return http.StatusGatewayTimeout, ed("upstream_timeout", "the upstream application did not answer in time")
+	case errors.Is(err, ErrUpstreamTooLarge):
+		return http.StatusBadGateway, ed("upstream_response_too_large", "the upstream application's response exceeds the size limit")
+	case errors.Is(err, ErrWebSocketsFull):
+		return http.StatusServiceUnavailable, ed("websockets_full", "too many open WebSocket connections; try again later")
 	case errors.Is(err, ErrUpstream):
 		return http.StatusBadGateway, ed("upstream_unavailable", "the upstream application could not be reached")
 	case errors.Is(err, ErrKeyUnavailable):

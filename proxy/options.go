@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"net/http"
 	"time"
@@ -32,6 +33,11 @@ type Options struct {
 	// TrustRequestID keeps a well-formed incoming X-Request-Id; false means
 	// every request gets a new one (Safeclose is the edge).
 	TrustRequestID bool
+	// What passes through the reverse proxy (issue 13); see RATIONALE.md
+	// "Why stream responses?".
+	MaxResponseBytes     int64         // per proxied response, counted as it streams; zero means 64 MiB
+	MaxWebSockets        int           // open WebSocket tunnels per tenant; zero means 1000
+	WebSocketIdleTimeout time.Duration // a tunnel with no traffic either way is closed; zero means 60s
 
 	// HTTPClient is used by plaid-go and for forwarding events; nil means a
 	// client with PlaidTimeout.
@@ -71,9 +77,17 @@ type Tenant struct {
 	Name          string
 	Hosts         []string // matched case-insensitively, port ignored
 	Upstream      string   // http(s)://host:port; empty means no reverse proxy
-	UpstreamConns int      // zero means 512
-	Plaid         PlaidOptions
-	Auth          Authenticator // required
+	UpstreamConns int      // per target; zero means 512
+	// Upstreams are more targets, balanced round-robin with Upstream (when
+	// set) as the first. A target that fails to connect is ejected for a
+	// backoff (1s, doubled per failure, at most 30s).
+	Upstreams []string
+	// UpstreamCAs verifies https upstreams; nil means the system roots.
+	UpstreamCAs *x509.CertPool
+	// UpstreamTimeouts bound each call to an upstream.
+	UpstreamTimeouts UpstreamTimeouts
+	Plaid            PlaidOptions
+	Auth             Authenticator // required
 	// EventPlugins post-process verified webhooks in order. The server does not
 	// own them: the caller closes them after Shutdown or a Reload.
 	EventPlugins []*hostabi.Plugin
@@ -102,6 +116,18 @@ type Unavailability struct {
 }
 
 func (u *Unavailability) String() string { return u.Reason + " (" + u.Field + ")" }
+
+// UpstreamTimeouts bound a tenant's upstream calls. The zero values keep
+// the behaviour of the single hard-coded upstream before issue 13.
+type UpstreamTimeouts struct {
+	Connect time.Duration // TCP (and TLS) connect; zero means 3s
+	// ResponseHeader is the longest wait for the response headers, and the
+	// longest silence between two reads of a response body (an SSE stream
+	// must send something, a comment line will do, at least this often).
+	// Zero means 30s.
+	ResponseHeader time.Duration
+	Idle           time.Duration // an unused pooled connection is closed after; zero means 30s
+}
 
 // PlaidOptions is a tenant's Plaid account.
 type PlaidOptions struct {

@@ -1,8 +1,10 @@
 package proxy
 
 import (
-	"fmt"
-	"net/url"
+	"bytes"
+	"errors"
+	"io"
+	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -15,41 +17,10 @@ const (
 	HeaderClaimPrefix = "X-Safeclose-Claim-"
 )
 
-func newUpstream(t Tenant) (*fasthttp.HostClient, string, error) {
-	u, err := url.Parse(t.Upstream)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, "", fmt.Errorf("proxy: upstream %q is not an http(s) URL", t.Upstream)
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		if u.Scheme == "https" {
-			addr += ":443"
-		} else {
-			addr += ":80"
-		}
-	}
-	conns := t.UpstreamConns
-	if conns == 0 {
-		conns = 512
-	}
-	return &fasthttp.HostClient{
-		Addr:                          addr,
-		Name:                          "safeclose",
-		IsTLS:                         u.Scheme == "https",
-		MaxConns:                      conns,
-		ReadTimeout:                   30 * time.Second,
-		WriteTimeout:                  30 * time.Second,
-		MaxIdleConnDuration:           30 * time.Second,
-		MaxConnWaitTimeout:            5 * time.Second,
-		NoDefaultUserAgentHeader:      true,
-		DisableHeaderNamesNormalizing: false,
-		DisablePathNormalizing:        true,
-		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
-	}, u.Scheme, nil
-}
-
 // proxyRequest authenticates the request with the tenant's authenticator and
-// forwards it to the tenant's upstream with identity headers set.
+// forwards it to the tenant's upstream with identity headers set. The
+// response body streams to the client as the upstream writes it, counted
+// against MaxResponseBytes; see RATIONALE.md "Why stream responses?".
 func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	if tn.upstream == nil {
 		return ErrNoUpstream
@@ -62,6 +33,7 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	h := &req.Header
 	// sanitizeRequest (in handle) already removed client identity and
 	// forwarding headers, name variants included.
+	ws := isWebSocketUpgrade(h)
 	closeConn := h.ConnectionClose()
 	stripHopByHop(h)
 	h.Set(HeaderUser, id.Subject)
@@ -70,14 +42,118 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 		h.Set(HeaderClaimPrefix+c.Name, c.Value)
 	}
 	setForwarding(ctx, h)
-	resp := &ctx.Response
-	if err := tn.upstream.Do(req, resp); err != nil {
-		resp.Reset()
-		return fmt.Errorf("%w: %w", ErrUpstream, err)
+	if ws {
+		return s.proxyWebSocket(ctx, tn)
 	}
-	stripHopByHopResp(&resp.Header)
+	up := fasthttp.AcquireResponse()
+	if _, err := tn.upstream.do(req, up); err != nil {
+		fasthttp.ReleaseResponse(up)
+		return err
+	}
+	if err := s.relayResponse(ctx, up); err != nil {
+		return err
+	}
 	if closeConn {
 		ctx.SetConnectionClose() // the client asked to close; honour it after the answer
 	}
 	return nil
+}
+
+// relayResponse moves the upstream's response into ctx: headers now, the
+// body as a stream that the server writes (and flushes chunk by chunk)
+// after the handler returns. It takes ownership of up.
+func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) error {
+	max := s.opts.MaxResponseBytes
+	cl := up.Header.ContentLength()
+	if int64(cl) > max {
+		up.CloseBodyStream() //nolint:errcheck // the connection is discarded either way
+		fasthttp.ReleaseResponse(up)
+		return ErrUpstreamTooLarge
+	}
+	resp := &ctx.Response
+	up.Header.CopyTo(&resp.Header)
+	stripHopByHopResp(&resp.Header)
+	bs := up.BodyStream()
+	if bs == nil { // no body (HEAD, 204, 304) or already buffered
+		if b := up.Body(); len(b) > 0 {
+			resp.SetBody(b)
+		}
+		fasthttp.ReleaseResponse(up)
+		return nil
+	}
+	if cl >= 0 && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
+		// A sized, ordinary response is read whole here (it is at most
+		// max bytes), which frees the upstream connection at once.
+		b, err := io.ReadAll(io.LimitReader(bs, int64(cl)))
+		up.CloseBodyStream() //nolint:errcheck // a short body fails below
+		if err == nil && len(b) != cl {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			resp.Reset()
+			fasthttp.ReleaseResponse(up)
+			return upstreamError(err)
+		}
+		resp.SetBody(b)
+		fasthttp.ReleaseResponse(up)
+		return nil
+	}
+	if cl < 0 {
+		cl = -1 // chunked to the client, flushed per chunk
+	}
+	resp.SetBodyStream(&upstreamBody{
+		up: up, r: bs, left: max, conn: ctx.Conn(), writeTimeout: s.opts.WriteTimeout, srv: s,
+	}, cl)
+	return nil
+}
+
+// errResponseCut ends a streamed response that grew past MaxResponseBytes.
+var errResponseCut = errors.New("proxy: streamed upstream response exceeded max_response_bytes; cut")
+
+// upstreamBody is a streamed upstream response body on its way to the
+// client. It counts bytes against the cap and keeps the client
+// connection's write deadline moving while data flows (the server's
+// WriteTimeout would otherwise bound a whole event stream).
+type upstreamBody struct {
+	up           *fasthttp.Response
+	r            io.Reader
+	left         int64
+	conn         net.Conn
+	writeTimeout time.Duration
+	srv          *Server
+	closed       bool
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		// A cut stream: the client sees the body end without the final
+		// chunk and the connection close (RATIONALE.md).
+		b.srv.log.Warn("upstream response cut at max_response_bytes", "max_response_bytes", b.srv.opts.MaxResponseBytes)
+		return 0, errResponseCut
+	}
+	if b.writeTimeout > 0 && b.conn != nil {
+		_ = b.conn.SetWriteDeadline(time.Now().Add(b.writeTimeout))
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // at most one byte past the cap
+	}
+	n, err := b.r.Read(p)
+	if int64(n) > b.left {
+		n, b.left = int(b.left), -1
+		return n, nil // what fits goes out; the next Read cuts
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+// Close returns the upstream connection (or closes it, when the body was
+// not read to its end).
+func (b *upstreamBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	err := b.up.CloseBodyStream()
+	fasthttp.ReleaseResponse(b.up)
+	return err
 }

@@ -29,8 +29,9 @@ var (
 		"x-original-url", "x-original-uri", "x-original-host", "x-rewrite-url",
 	}
 	// hopByHop are the connection-specific headers (RFC 9110 §7.6.1) a proxy
-	// must not forward, either way. Upgrade is dropped too: Safeclose does
-	// not pass protocol upgrades through.
+	// must not forward, either way. Upgrade is dropped too; a genuine
+	// WebSocket upgrade is re-sent as exactly "Connection: Upgrade" and
+	// "Upgrade: websocket" by proxyWebSocket (websocket.go).
 	hopByHop = []string{
 		"connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade",
 		"proxy-authenticate", "proxy-authorization",

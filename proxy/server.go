@@ -51,8 +51,8 @@ type tenant struct {
 	Tenant
 	plaid    *plaidClient
 	verifier *webhook.Verifier
-	upstream *fasthttp.HostClient
-	upScheme string
+	upstream *pool    // nil: no reverse proxy
+	ws       *tunnels // open WebSocket tunnels; carried over by Reload
 	m        *tenantMetrics
 	checks   []readyCheck // see readyChecks in admin.go
 }
@@ -83,6 +83,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	applyPassThroughDefaults(&opts)
 	w := &opts.Webhooks
 	if w.MaxBodyBytes == 0 {
 		w.MaxBodyBytes = 64 << 10
@@ -179,7 +180,7 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 			name, failures := tc.Name, s.metrics.authFailures
 			pa.OnFailure = func(reason string) { failures.WithLabelValues(name, reason).Inc() }
 		}
-		tn := &tenant{Tenant: tc, plaid: newPlaidClient(tc.Plaid, s.http), m: s.metrics.tenant(tc.Name)}
+		tn := &tenant{Tenant: tc, plaid: newPlaidClient(tc.Plaid, s.http), m: s.metrics.tenant(tc.Name), ws: &tunnels{}}
 		v, err := webhook.NewVerifier(webhook.Options{
 			Fetch: func(ctx context.Context, kid string) (webhook.Key, error) {
 				ctx, cancel := context.WithTimeout(ctx, s.opts.PlaidTimeout)
@@ -193,13 +194,11 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 			return nil, fmt.Errorf("proxy: tenant %q: %w", tc.Name, err)
 		}
 		tn.verifier = v
-		if tc.Upstream != "" {
-			hc, scheme, err := newUpstream(tc)
-			if err != nil {
-				return nil, fmt.Errorf("proxy: tenant %q: %w", tc.Name, err)
-			}
-			tn.upstream, tn.upScheme = hc, scheme
+		up, err := newPool(tc, s.now)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: tenant %q: %w", tc.Name, err)
 		}
+		tn.upstream = up
 		tn.checks = tn.readyChecks()
 		if err := t.add(tn); err != nil {
 			return nil, err
@@ -240,13 +239,10 @@ func (s *Server) Reload(ts []Tenant) error {
 	if err != nil {
 		return err
 	}
+	adoptTunnels(t, s.table.Load())
 	old := s.table.Swap(t)
 	if old != nil {
-		for _, tn := range old.tenants {
-			if tn.upstream != nil {
-				tn.upstream.CloseIdleConnections()
-			}
-		}
+		closeRemoved(old, t)
 	}
 	s.log.Info("config reloaded", "tenants", len(ts))
 	return nil
@@ -270,6 +266,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // again after its lease.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.fs.ShutdownWithContext(ctx)
+	closeTunnels(s.table.Load()) // hijacked connections are not the server's any more
 	s.cancel()
 	done := make(chan struct{})
 	go func() { s.workers.Wait(); close(done) }()
@@ -359,11 +356,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		route, err = "proxy", ErrTooLarge
 	default:
 		route = "proxy"
-		if tn.upstream != nil {
-			// fasthttp marks requests read over TLS as https; the upstream
-			// client refuses a scheme that is not its own.
-			ctx.Request.URI().SetScheme(tn.upScheme)
-		}
 		err = s.proxyRequest(ctx, tn)
 	}
 	if err != nil {

@@ -153,6 +153,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 		AccessLog:      accessLogger(cfg, log),
 		TrustRequestID: cfg.TrustRequestID,
+		// Issue 13: what passes through the reverse proxy.
+		MaxResponseBytes:     cfg.Limits.MaxResponseBytes,
+		MaxWebSockets:        cfg.Limits.MaxWebSockets,
+		WebSocketIdleTimeout: cfg.Limits.WebSocketIdleTimeout.Std(),
 	})
 	if err != nil {
 		closeSet(set)

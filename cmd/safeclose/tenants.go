@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -122,12 +123,22 @@ func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt 
 		return proxy.Tenant{}, &tenantError{reason: reason, field: path + "." + field, err: err}
 	}
 	t := proxy.Tenant{
-		Name: tc.Name, Hosts: tc.Hosts, Upstream: tc.Upstream, UpstreamConns: cfg.Limits.UpstreamConns,
+		Name: tc.Name, Hosts: tc.Hosts, Upstreams: tc.Upstream, UpstreamConns: cfg.Limits.UpstreamConns,
+		UpstreamTimeouts: proxy.UpstreamTimeouts{
+			Connect: tc.Timeouts.Connect.Std(), ResponseHeader: tc.Timeouts.ResponseHeader.Std(), Idle: tc.Timeouts.Idle.Std(),
+		},
 		Plaid: proxy.PlaidOptions{
 			BaseURL: plaidBaseURL(tc.Plaid.Env, b.emuAddr), ClientName: tc.Plaid.ClientName,
 			Products: tc.Plaid.Products, CountryCodes: tc.Plaid.CountryCodes, Language: tc.Plaid.Language,
 			WebhookURL: tc.Plaid.WebhookURL, RedirectURI: tc.Plaid.RedirectURI,
 		},
+	}
+	if tc.UpstreamCAFile != "" {
+		cas, err := loadCAs(tc.UpstreamCAFile)
+		if err != nil {
+			return fail(reasonConfigInvalid, "upstream_ca_file", err)
+		}
+		t.UpstreamCAs = cas
 	}
 	if tc.Plaid.Env == "emulator" {
 		t.Plaid.ClientID, t.Plaid.Secret = cfg.Emulator.ClientID, cfg.Emulator.Secret
@@ -197,6 +208,20 @@ func pluginReason(err error) string {
 		return pe.reason
 	}
 	return reasonPluginRefused
+}
+
+// loadCAs reads a PEM bundle of CA certificates for verifying https
+// upstreams.
+func loadCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", path)
+	}
+	return p, nil
 }
 
 func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, kind hostabi.Kind) (*hostabi.Plugin, error) {

@@ -22,8 +22,8 @@ func TestDemoConfig(t *testing.T) {
 		t.Fatalf("tenants = %d, want 1", len(f.Tenants))
 	}
 	tn := f.Tenants[0]
-	if tn.Upstream != "http://127.0.0.1:8081" {
-		t.Errorf("upstream = %q, want the web app's default -listen", tn.Upstream)
+	if len(tn.Upstream) != 1 || tn.Upstream[0] != "http://127.0.0.1:8081" {
+		t.Errorf("upstream = %v, want the web app's default -listen", tn.Upstream)
 	}
 	p := tn.Auth.Plugin
 	if p == nil || p.Path != "bin/webapp-auth.wasm" {

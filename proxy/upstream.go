@@ -1,0 +1,292 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Passive health: a target that fails to connect is skipped for
+// ejectBase, doubled per consecutive failure, at most ejectMax.
+const (
+	ejectBase = time.Second
+	ejectMax  = 30 * time.Second
+)
+
+// pool is a tenant's upstream targets, balanced round-robin over the
+// healthy ones. Each target keeps its own connection pool (a
+// fasthttp.HostClient), so connections are reused. It is safe for
+// concurrent use.
+type pool struct {
+	targets  []*target
+	next     atomic.Uint32
+	timeouts UpstreamTimeouts
+	now      func() time.Time
+}
+
+// target is one upstream address.
+type target struct {
+	name   string // scheme://host:port, for logs
+	addr   string // host:port
+	host   string // for TLS verification
+	scheme string
+	hc     *fasthttp.HostClient
+	tls    *tls.Config // nil for http
+	dialer net.Dialer
+
+	mu       sync.Mutex
+	failures int
+	until    time.Time // ejected until
+}
+
+// dialError marks a failure to connect: the request never left Safeclose,
+// so it can go to another target.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "dial: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+func newPool(t Tenant, now func() time.Time) (*pool, error) {
+	var urls []string
+	if t.Upstream != "" {
+		urls = append(urls, t.Upstream)
+	}
+	urls = append(urls, t.Upstreams...)
+	if len(urls) == 0 {
+		return nil, nil
+	}
+	to := t.UpstreamTimeouts
+	if to.Connect <= 0 {
+		to.Connect = 3 * time.Second
+	}
+	if to.ResponseHeader <= 0 {
+		to.ResponseHeader = 30 * time.Second
+	}
+	if to.Idle <= 0 {
+		to.Idle = 30 * time.Second
+	}
+	conns := t.UpstreamConns
+	if conns == 0 {
+		conns = 512
+	}
+	p := &pool{timeouts: to, now: now}
+	for _, raw := range urls {
+		tg, err := newTarget(raw, conns, to, t.UpstreamCAs)
+		if err != nil {
+			return nil, err
+		}
+		p.targets = append(p.targets, tg)
+	}
+	return p, nil
+}
+
+func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (*target, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("proxy: upstream %q is not an http(s) URL", raw)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		if u.Scheme == "https" {
+			addr += ":443"
+		} else {
+			addr += ":80"
+		}
+	}
+	tg := &target{name: u.Scheme + "://" + addr, addr: addr, host: u.Hostname(), scheme: u.Scheme}
+	tg.dialer.Timeout = to.Connect
+	if u.Scheme == "https" {
+		tg.tls = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		tg.tls.RootCAs = cas // nil: the system roots
+	}
+	tg.hc = &fasthttp.HostClient{
+		Addr:      addr,
+		Name:      "safeclose",
+		IsTLS:     u.Scheme == "https",
+		TLSConfig: tg.tls,
+		MaxConns:  conns,
+		// No ReadTimeout: it would bound a whole streamed body. Every read
+		// is bounded by deadlineConn instead (ResponseHeader of silence).
+		WriteTimeout:                  30 * time.Second,
+		MaxIdleConnDuration:           to.Idle,
+		MaxConnWaitTimeout:            5 * time.Second,
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: false,
+		DisablePathNormalizing:        true,
+		StreamResponseBody:            true,
+		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		Dial: func(string) (net.Conn, error) {
+			c, err := tg.dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return &deadlineConn{Conn: c, idle: to.ResponseHeader}, nil
+		},
+	}
+	return tg, nil
+}
+
+// deadlineConn bounds every read by idle: a response's headers, and the
+// silence between two pieces of its body, may take at most that long.
+type deadlineConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *deadlineConn) Read(b []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+// SetReadDeadline is ignored: Read sets its own.
+func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
+
+// pick returns the next healthy target not in tried, round-robin. When
+// every untried target is ejected, it returns the one whose backoff ends
+// first (a request is never refused for health alone).
+func (p *pool) pick(tried []*target) *target {
+	now := p.now()
+	n := len(p.targets)
+	start := int(p.next.Add(1) - 1)
+	var best *target
+	var bestUntil time.Time
+	for i := 0; i < n; i++ {
+		t := p.targets[(start+i)%n]
+		if in(tried, t) {
+			continue
+		}
+		t.mu.Lock()
+		until := t.until
+		t.mu.Unlock()
+		if !now.Before(until) {
+			return t
+		}
+		if best == nil || until.Before(bestUntil) {
+			best, bestUntil = t, until
+		}
+	}
+	return best
+}
+
+func in(ts []*target, t *target) bool {
+	for _, x := range ts {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// failed ejects t for an exponential backoff.
+func (p *pool) failed(t *target) {
+	t.mu.Lock()
+	t.failures++
+	d := ejectBase << min(t.failures-1, 10)
+	t.until = p.now().Add(min(d, ejectMax))
+	t.mu.Unlock()
+}
+
+func (p *pool) ok(t *target) {
+	t.mu.Lock()
+	if t.failures != 0 {
+		t.failures, t.until = 0, time.Time{}
+	}
+	t.mu.Unlock()
+}
+
+// idempotent reports whether req may be sent again after a connection
+// failure: GET, HEAD, OPTIONS, PUT or DELETE without a body.
+func idempotent(req *fasthttp.Request) bool {
+	switch string(req.Header.Method()) {
+	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE":
+		return len(req.Body()) == 0 && req.Header.ContentLength() <= 0
+	}
+	return false
+}
+
+// do sends req to a target and reads the response headers into resp; the
+// body is left streaming (resp.BodyStream, nil when there is none). A
+// connection failure ejects the target; an idempotent request then goes to
+// the next one. It returns the target that answered.
+func (p *pool) do(req *fasthttp.Request, resp *fasthttp.Response) (*target, error) {
+	retry := idempotent(req)
+	var tried []*target
+	var err error
+	for range p.targets {
+		t := p.pick(tried)
+		if t == nil {
+			break
+		}
+		tried = append(tried, t)
+		req.URI().SetScheme(t.scheme)
+		err = t.hc.Do(req, resp)
+		if err == nil {
+			p.ok(t)
+			return t, nil
+		}
+		var de *dialError
+		dial := errors.As(err, &de)
+		if dial {
+			p.failed(t)
+		}
+		if !retry || !(dial || connLost(err)) {
+			break
+		}
+	}
+	return nil, upstreamError(err)
+}
+
+// connLost reports a pooled connection the upstream had closed before
+// answering: nothing was processed, an idempotent request may be retried.
+func connLost(err error) bool {
+	return errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+// upstreamError classifies a failed upstream call: a timeout waiting for
+// the answer is 504, anything else (including a connect timeout) 502.
+func upstreamError(err error) error {
+	var de *dialError
+	var ne interface{ Timeout() bool }
+	if !errors.As(err, &de) && (errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout()) {
+		return fmt.Errorf("%w: %w", ErrUpstreamTimeout, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUpstream, err)
+}
+
+// closeIdle closes every target's idle connections.
+func (p *pool) closeIdle() {
+	for _, t := range p.targets {
+		t.hc.CloseIdleConnections()
+	}
+}
+
+// dialRaw connects to t (TLS included) for a WebSocket tunnel.
+func (t *target) dialRaw(timeout time.Duration) (net.Conn, error) {
+	c, err := t.dialer.Dial("tcp", t.addr)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	if t.tls == nil {
+		return c, nil
+	}
+	tc := tls.Client(c, t.tls)
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return tc, nil
+}
