@@ -153,8 +153,8 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		WithCoreFeatures(api.CoreFeaturesV2))
 	p := &Plugin{
 		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
-		sha: hex.EncodeToString(sum[:]), clock: time.Now,
-		box: newPenaltyBox(o.PenaltyAfter, o.PenaltyBackoff, o.PenaltyMaxBackoff, time.Now),
+		clock: time.Now,
+		box:   newPenaltyBox(o.PenaltyAfter, o.PenaltyBackoff, o.PenaltyMaxBackoff, time.Now),
 	}
 	fail := func(err error) (*Plugin, error) {
 		_ = rt.Close(ctx)

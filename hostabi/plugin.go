@@ -28,7 +28,6 @@ type Plugin struct {
 	compiled    wazero.CompiledModule
 	initialize  bool
 	log         *slog.Logger
-	sha         string
 	compileTime time.Duration
 	jwt         *jwtVerifier
 	kv          *kvStore
@@ -48,15 +47,6 @@ type Plugin struct {
 
 	calls, traps, timeouts, busy, cacheHits atomic.Uint64
 }
-
-// SHA256 is the module's hex digest.
-func (p *Plugin) SHA256() string { return p.sha }
-
-// Name is the plugin's name in its tenant's config.
-func (p *Plugin) Name() string { return p.opts.Name }
-
-// Tenant is the plugin's tenant.
-func (p *Plugin) Tenant() string { return p.opts.Tenant }
 
 // Stats returns the plugin's counters.
 func (p *Plugin) Stats() Stats {

@@ -13,5 +13,9 @@
 //   - A webhook is answered 200 only after it is durably stored.
 //
 // proxy imports hostabi and store; nothing imports proxy. It must not know
-// Badger keys or wazero details. jwx lives in proxy/internal/webhook only.
+// Badger keys or wazero details. jwx lives in internal/webhook only.
+//
+// proxy is importable only because the product's layout keeps it at the
+// top level; it is not a stable API (RATIONALE.md, "Why the runtime packages
+// are not under internal/").
 package proxy

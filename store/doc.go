@@ -12,7 +12,8 @@
 //   - One process per data directory (Badger's directory lock).
 //
 // Badger is imported here and nowhere else. store imports nothing from the
-// module but its own internal/seal.
+// module but its own internal/seal. It is not a stable API (RATIONALE.md,
+// "Why the runtime packages are not under internal/").
 //
 //   - Item records and the owner index are authenticated (HMAC-SHA256,
 //     record.go) and verified on every read; queue records carry a length

@@ -153,7 +153,7 @@ func TestRotateReauthenticates(t *testing.T) {
 // Issue 9.11: a flipped byte anywhere in a queue record is refused, never misparsed.
 func TestQueueRecordFlipRefused(t *testing.T) {
 	t.Parallel()
-	b, err := EncodeEntry(Entry{ID: "0001", Tenant: "t", Body: []byte(`{"webhook_code":"X"}`), Attempts: 1})
+	b, err := encodeEntry(Entry{ID: "0001", Tenant: "t", Body: []byte(`{"webhook_code":"X"}`), Attempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,13 +161,13 @@ func TestQueueRecordFlipRefused(t *testing.T) {
 		for _, x := range []byte{0x01, 0x20} {
 			c := bytes.Clone(b)
 			c[i] ^= x
-			if e, err := DecodeEntry(c); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("DecodeEntry(byte %d ^ %#x) = %+v, %v; want ErrCorrupt", i, x, e, err)
+			if e, err := decodeEntry(c); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("decodeEntry(byte %d ^ %#x) = %+v, %v; want ErrCorrupt", i, x, e, err)
 			}
 		}
 	}
-	if _, err := DecodeEntry(b[:len(b)-1]); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("DecodeEntry(truncated) = %v; want ErrCorrupt", err)
+	if _, err := decodeEntry(b[:len(b)-1]); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("decodeEntry(truncated) = %v; want ErrCorrupt", err)
 	}
 }
 

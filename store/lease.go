@@ -85,13 +85,13 @@ func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(
 			return err
 		}
 		var c Entry
-		if err := it.Value(func(v []byte) (err error) { c, err = DecodeEntry(v); return err }); err != nil {
+		if err := it.Value(func(v []byte) (err error) { c, err = decodeEntry(v); return err }); err != nil {
 			return err
 		}
 		c.LeaseOwner = owner
 		c.LeaseUntil = now.Add(d)
 		c.LeaseToken = uint64(now.UnixNano()) + db.ids.seq.Add(1)
-		b, err := EncodeEntry(c)
+		b, err := encodeEntry(c)
 		if err != nil {
 			return err
 		}
@@ -120,7 +120,7 @@ type leaseHead struct {
 func (db *DB) Extend(id string, lease uint64, d time.Duration) error {
 	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
 		e.LeaseUntil = db.now().Add(d)
-		b, err := EncodeEntry(*e)
+		b, err := encodeEntry(*e)
 		if err != nil {
 			return err
 		}
@@ -133,7 +133,7 @@ func (db *DB) Extend(id string, lease uint64, d time.Duration) error {
 func (db *DB) Release(id string, lease uint64) error {
 	return db.withLease(id, lease, func(txn *badger.Txn, e *Entry) error {
 		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
-		b, err := EncodeEntry(*e)
+		b, err := encodeEntry(*e)
 		if err != nil {
 			return err
 		}

@@ -32,9 +32,9 @@ type Entry struct {
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
 }
 
-// EncodeEntry and DecodeEntry are the queue record codec: JSON framed with
+// encodeEntry and decodeEntry are the queue record codec: JSON framed with
 // its length and CRC-32C (record.go).
-func EncodeEntry(e Entry) ([]byte, error) {
+func encodeEntry(e Entry) ([]byte, error) {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return nil, err
@@ -42,9 +42,9 @@ func EncodeEntry(e Entry) ([]byte, error) {
 	return frame(b), nil
 }
 
-// DecodeEntry decodes a queue record; a record that fails its length or CRC
+// decodeEntry decodes a queue record; a record that fails its length or CRC
 // check is ErrCorrupt, and records without id or tenant are refused.
-func DecodeEntry(b []byte) (Entry, error) {
+func decodeEntry(b []byte) (Entry, error) {
 	var e Entry
 	b, err := unframe(b)
 	if err != nil {
@@ -195,7 +195,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 				if e.NextAt.IsZero() {
 					e.NextAt = now
 				}
-				b, merr := EncodeEntry(e)
+				b, merr := encodeEntry(e)
 				if merr != nil {
 					res[i].err = merr
 					continue
@@ -244,7 +244,7 @@ func (db *DB) Lease(owner string, d time.Duration, max int) ([]Entry, error) {
 		var sets []Entry
 		for iter.Rewind(); iter.Valid() && len(sets) < max; iter.Next() {
 			var e Entry
-			if err := iter.Item().Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+			if err := iter.Item().Value(func(v []byte) (err error) { e, err = decodeEntry(v); return err }); err != nil {
 				return err
 			}
 			if e.NextAt.After(now) || e.LeaseUntil.After(now) {
@@ -256,7 +256,7 @@ func (db *DB) Lease(owner string, d time.Duration, max int) ([]Entry, error) {
 			sets = append(sets, e)
 		}
 		for _, e := range sets {
-			b, err := EncodeEntry(e)
+			b, err := encodeEntry(e)
 			if err != nil {
 				return err
 			}
@@ -281,7 +281,7 @@ func (db *DB) withLease(id string, lease uint64, fn func(txn *badger.Txn, e *Ent
 			return err
 		}
 		var e Entry
-		if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+		if err := it.Value(func(v []byte) (err error) { e, err = decodeEntry(v); return err }); err != nil {
 			return err
 		}
 		if e.LeaseToken != lease {
@@ -307,7 +307,7 @@ func (db *DB) Retry(id string, lease uint64, next time.Time, reason string) erro
 		e.Attempts++
 		e.NextAt, e.LastError = next, reason
 		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
-		b, err := EncodeEntry(*e)
+		b, err := encodeEntry(*e)
 		if err != nil {
 			return err
 		}
@@ -321,7 +321,7 @@ func (db *DB) DeadLetter(id string, lease uint64, reason string) error {
 		e.Attempts++
 		e.LastError = reason
 		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
-		b, err := EncodeEntry(*e)
+		b, err := encodeEntry(*e)
 		if err != nil {
 			return err
 		}
@@ -342,7 +342,7 @@ func (db *DB) DeadLetters(limit int) ([]Entry, error) {
 		defer iter.Close()
 		for iter.Rewind(); iter.Valid() && len(out) < limit; iter.Next() {
 			var e Entry
-			if err := iter.Item().Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+			if err := iter.Item().Value(func(v []byte) (err error) { e, err = decodeEntry(v); return err }); err != nil {
 				return err
 			}
 			out = append(out, e)
@@ -363,11 +363,11 @@ func (db *DB) Replay(id string) error {
 			return err
 		}
 		var e Entry
-		if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+		if err := it.Value(func(v []byte) (err error) { e, err = decodeEntry(v); return err }); err != nil {
 			return err
 		}
 		e.Attempts, e.NextAt = 0, db.now()
-		b, err := EncodeEntry(e)
+		b, err := encodeEntry(e)
 		if err != nil {
 			return err
 		}

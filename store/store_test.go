@@ -358,19 +358,19 @@ func TestQueueHammer(t *testing.T) {
 }
 
 func FuzzDecodeEntry(f *testing.F) {
-	b, _ := EncodeEntry(Entry{ID: "1", Tenant: "t", Body: []byte("{}")})
+	b, _ := encodeEntry(Entry{ID: "1", Tenant: "t", Body: []byte("{}")})
 	f.Add(b)
 	f.Add([]byte(`{"id":"x","tenant":"t","body":"!!"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := DecodeEntry(b)
+		e, err := decodeEntry(b)
 		if err != nil {
 			return
 		}
-		b2, err := EncodeEntry(e)
+		b2, err := encodeEntry(e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e2, err := DecodeEntry(b2)
+		e2, err := decodeEntry(b2)
 		if err != nil || e2.ID != e.ID || !bytes.Equal(e2.Body, e.Body) {
 			t.Fatalf("round trip changed the entry: %v", err)
 		}

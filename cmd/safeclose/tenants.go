@@ -16,6 +16,7 @@ import (
 
 	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/stdwebhooks"
 	"github.com/safeclose/safeclose/proxy"
 )
 
@@ -174,7 +175,7 @@ func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt 
 		if err != nil {
 			return fail(reasonSecret, field, err)
 		}
-		key, err := proxy.ParseSigningSecret(sec.Reveal())
+		key, err := stdwebhooks.ParseSecret(sec.Reveal())
 		if err != nil {
 			return fail(reasonConfigInvalid, field, err)
 		}
