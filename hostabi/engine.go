@@ -295,24 +295,6 @@ func (mi ModuleInfo) check(kind Kind, caps Capabilities) error {
 	return errors.Join(errs...)
 }
 
-func (c Capabilities) has(name string) bool {
-	switch name {
-	case "config":
-		return c.Config
-	case "log":
-		return c.Log
-	case "clock":
-		return c.Clock
-	case "kv":
-		return c.KV
-	case "crypto":
-		return c.Crypto
-	case "body":
-		return c.Body
-	}
-	return false
-}
-
 func sameTypes(a, b []api.ValueType) bool {
 	if len(a) != len(b) {
 		return false

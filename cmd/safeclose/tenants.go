@@ -229,6 +229,10 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 	if err != nil {
 		return nil, &pluginError{reasonConfigInvalid, fmt.Errorf("config.jwt: %w", err)}
 	}
+	caps, err := hostabi.ParseCapabilities(pc.Capabilities)
+	if err != nil {
+		return nil, &pluginError{reasonConfigInvalid, fmt.Errorf("capabilities: %w", err)}
+	}
 	name := pc.Name
 	if name == "" {
 		name = pc.Path
@@ -239,10 +243,7 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 	}
 	return load(ctx, hostabi.PluginOptions{
 		Tenant: tenant, Name: name, Kind: kind, Wasm: wasm, SHA256: pc.SHA256, Config: conf,
-		Caps: hostabi.Capabilities{
-			Config: pc.HasCap("config"), Log: pc.HasCap("log"), Clock: pc.HasCap("clock"),
-			KV: pc.HasCap("kv"), Crypto: pc.HasCap("crypto"), Body: pc.HasCap("body"),
-		},
+		Caps:             caps,
 		Secrets:          secrets,
 		JWT:              jwt,
 		MemoryLimitPages: pc.MemoryPages,
