@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
 // Options configure an Engine.
@@ -153,8 +154,8 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		WithCoreFeatures(api.CoreFeaturesV2))
 	p := &Plugin{
 		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
-		clock: time.Now,
-		box:   newPenaltyBox(o.PenaltyAfter, o.PenaltyBackoff, o.PenaltyMaxBackoff, time.Now),
+		clock: time.Now, logs: loglimit.Limiter{Rate: 20, Burst: 50},
+		box: newPenaltyBox(o.PenaltyAfter, o.PenaltyBackoff, o.PenaltyMaxBackoff, time.Now),
 	}
 	fail := func(err error) (*Plugin, error) {
 		_ = rt.Close(ctx)

@@ -302,7 +302,7 @@ func hLog(ctx context.Context, _ api.Module, s []uint64) {
 	if len(msg) > abi.MaxLogLine {
 		msg = msg[:abi.MaxLogLine]
 	}
-	if dropped, ok := in.p.logs.allow(in.p.e.now()); ok {
+	if dropped, ok := in.p.logs.Allow(in.p.e.now()); ok {
 		lvl := slogLevel(int32(u32(s[0])))
 		if dropped > 0 {
 			in.p.log.Log(ctx, lvl, string(msg), "source", "plugin", "dropped_before", dropped)

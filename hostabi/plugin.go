@@ -16,6 +16,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
 // Plugin is a loaded, pre-warmed plugin. Its methods are safe for
@@ -31,8 +32,8 @@ type Plugin struct {
 	compileTime time.Duration
 	jwt         *jwtVerifier
 	kv          *kvStore
-	cache       *decisionCache // nil unless PluginOptions.CacheTTL
-	logs        logLimiter
+	cache       *decisionCache   // nil unless PluginOptions.CacheTTL
+	logs        loglimit.Limiter // plugin log lines: 20 a second, bursts of 50
 	clock       func() time.Time // call deadlines; time.Now except in tests
 	box         *penaltyBox
 
