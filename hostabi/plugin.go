@@ -130,17 +130,13 @@ type instance struct {
 	uncacheable bool
 	jwtExp      time.Time
 
-	// Header visiting without a closure per call.
-	visit  func(name, value []byte)
-	vMode  int
-	vName  []byte
-	vOut   []byte // the answer being built, written to the guest if it fits
-	vCount uint32
+	// Header reads; the answer is written to the guest if it fits.
+	hv headerVisitor[[]byte]
 }
 
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{p: p, subject: make([]byte, 0, 64)}
-	in.visit = in.visitHeader
+	in.hv.init(0)
 	in.ctx, in.cancel = context.WithCancel(context.WithValue(context.Background(), instKey{}, in))
 	cfg := wazero.NewModuleConfig().WithName("").
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).
