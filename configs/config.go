@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -249,7 +249,12 @@ var (
 	hexRE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
-var knownCaps = map[string]bool{"config": true, "log": true, "clock": true, "kv": true, "crypto": true, "body": true}
+// CapabilityNames returns the capability names Validate accepts. They are
+// hostabi.CapabilityNames(), which configs may not import; a test in
+// cmd/safeclose asserts the two lists are equal.
+func CapabilityNames() []string {
+	return []string{"config", "log", "clock", "kv", "crypto", "body"}
+}
 
 // Validate reports every problem at once, each prefixed by its field path.
 // It is pure: no I/O, no environment reads.
@@ -362,7 +367,7 @@ func (f *File) Validate() error {
 				add(dp+".name", "duplicate destination %q", d.Name)
 			}
 			dests[d.Name] = true
-			if u, err := url.Parse(d.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			if !isHTTPURL(d.URL) {
 				add(dp+".url", "must be an http(s) URL")
 			}
 			if d.Secret == "" {
@@ -391,7 +396,7 @@ func (f *File) validatePlaid(p string, pl Plaid, add func(string, string, ...any
 	case "":
 		add(p+".env", `required: "sandbox", "production", "emulator" or a base URL`)
 	default:
-		if u, err := url.Parse(pl.Env); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !isHTTPURL(pl.Env) {
 			add(p+".env", `must be "sandbox", "production", "emulator" or an http(s) base URL`)
 		}
 		if pl.ClientID == "" || pl.Secret == "" {
@@ -407,7 +412,7 @@ func (f *File) validatePlaid(p string, pl Plaid, add func(string, string, ...any
 		}
 	}
 	if pl.WebhookURL != "" {
-		if u, err := url.Parse(pl.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !isHTTPURL(pl.WebhookURL) {
 			add(p+".webhook_url", "must be an http(s) URL")
 		}
 	}
@@ -428,7 +433,7 @@ func validatePlugin(p string, pl Plugin, add func(string, string, ...any)) {
 	}
 	validatePluginLimits(p, pl, add)
 	for j, c := range pl.Capabilities {
-		if !knownCaps[c] {
+		if !slices.Contains(CapabilityNames(), c) {
 			add(fmt.Sprintf("%s.capabilities[%d]", p, j), "unknown capability %q", c)
 		}
 	}
@@ -442,16 +447,6 @@ func validatePlugin(p string, pl Plugin, add func(string, string, ...any)) {
 	}
 }
 
-// HasCap reports whether the plugin was granted capability c.
-func (p Plugin) HasCap(c string) bool {
-	for _, x := range p.Capabilities {
-		if x == c {
-			return true
-		}
-	}
-	return false
-}
-
 // validateUpstream checks a tenant's upstream URLs and timeouts (issue 13).
 func validateUpstream(p string, t Tenant, add func(string, string, ...any)) {
 	single := len(t.Upstream) == 1
@@ -461,7 +456,7 @@ func validateUpstream(p string, t Tenant, add func(string, string, ...any)) {
 		if single {
 			up = p + ".upstream"
 		}
-		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if !isHTTPURL(raw) {
 			add(up, "must be an http(s) URL")
 		} else if seen[raw] {
 			add(up, "duplicate upstream %q", raw)

@@ -8,5 +8,6 @@
 // reference (env:NAME or file:PATH) and resolved by Resolve into Secret values
 // that print as REDACTED.
 //
-// This package imports nothing from the module.
+// This package imports nothing from the module. It is not a stable API
+// (RATIONALE.md, "Why the runtime packages are not under internal/").
 package configs

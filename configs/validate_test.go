@@ -179,3 +179,26 @@ func TestWarningsForPublicAdminListener(t *testing.T) {
 		}
 	}
 }
+
+// Issue 10.3: one http(s) URL check behind every URL field.
+func TestIsHTTPURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"http://a", true},
+		{"https://a.example:8443/p?q", true},
+		{"ftp://a", false},
+		{"https://", false},
+		{"/relative", false},
+		{"a.example", false},
+		{"http://[::1", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := isHTTPURL(tt.in); got != tt.want {
+			t.Errorf("isHTTPURL(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package hostabi
 
 import (
-	"bytes"
 	"sync"
 	"time"
 )
@@ -163,19 +162,15 @@ func appendFramed(b, v []byte) []byte {
 	return append(b, v...)
 }
 
-// scanner computes read values; its visit func is bound once so visiting
-// headers allocates nothing.
+// scanner computes read values with the same header visitor the host
+// functions use, so a cached answer is what the host function would return.
 type scanner struct {
-	buf   []byte
-	mode  byte
-	arg   string
-	count int
-	visit func(name, value []byte)
+	hv headerVisitor[string]
 }
 
 func newScanner() *scanner {
-	s := &scanner{buf: make([]byte, 0, 256)}
-	s.visit = s.visitHeader
+	s := &scanner{}
+	s.hv.init(256)
 	return s
 }
 
@@ -197,76 +192,9 @@ func (s *scanner) appendValue(b []byte, r Request, rd read, bodyLimit int) []byt
 		}
 		return appendFramed(b, body)
 	case opHeaderValues, opHeaderNames, opCookie:
-		s.buf = s.buf[:0]
-		s.mode, s.arg, s.count = rd.op, rd.arg, 0
-		r.VisitHeaders(s.visit)
-		b = appendFramed(b, s.buf)
-		return append(b, byte(s.count))
+		s.hv.run(r, rd.op, rd.arg)
+		b = appendFramed(b, s.hv.out)
+		return append(b, byte(s.hv.count))
 	}
 	return b
-}
-
-func (s *scanner) visitHeader(name, value []byte) {
-	switch s.mode {
-	case opHeaderNames:
-		if s.count > 0 {
-			s.buf = append(s.buf, 0)
-		}
-		s.buf = append(s.buf, name...)
-		s.count++
-	case opHeaderValues:
-		if equalFold(name, s.arg) {
-			if s.count > 0 {
-				s.buf = append(s.buf, 0)
-			}
-			s.buf = append(s.buf, value...)
-			s.count++
-		}
-	case opCookie:
-		if s.count > 0 || !equalFold(name, "Cookie") {
-			return
-		}
-		if v, ok := cookieValue(value, s.arg); ok {
-			s.buf = append(s.buf, v...)
-			s.count = 1
-		}
-	}
-}
-
-// equalFold is ASCII case-insensitive equality without allocating. Header
-// names are ASCII tokens; the host functions and the cache use this same
-// rule so that both agree on which header a name means.
-func equalFold[T string | []byte](b []byte, s T) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// cookieValue finds name in one Cookie header value.
-func cookieValue(header []byte, name string) ([]byte, bool) {
-	for len(header) > 0 {
-		var pair []byte
-		pair, header, _ = bytes.Cut(header, []byte(";"))
-		k, v, ok := bytes.Cut(bytes.TrimSpace(pair), []byte("="))
-		if ok && string(k) == name {
-			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
-			return v, true
-		}
-	}
-	return nil, false
 }

@@ -20,6 +20,7 @@
 //   - Host functions check capabilities at load: a module importing a host
 //     function its plugin was not granted is refused.
 //
-// The package imports the standard library and wazero only; it knows
-// nothing of HTTP servers (a Request is an interface the proxy implements).
+// The package imports the standard library, wazero and the stdlib-only
+// internal/loglimit; it knows nothing of HTTP servers (a Request is an
+// interface the proxy implements).
 package hostabi

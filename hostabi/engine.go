@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
 // Options configure an Engine.
@@ -160,7 +161,7 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		WithCoreFeatures(api.CoreFeaturesV2))
 	p := &Plugin{
 		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
-		sha: hex.EncodeToString(sum[:]), clock: time.Now,
+		clock: time.Now, logs: loglimit.Limiter{Rate: 20, Burst: 50},
 		box: newPenaltyBox(o.PenaltyAfter, o.PenaltyBackoff, o.PenaltyMaxBackoff, time.Now),
 	}
 	fail := func(err error) (*Plugin, error) {
@@ -304,24 +305,6 @@ func (mi ModuleInfo) check(kind Kind, caps Capabilities) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (c Capabilities) has(name string) bool {
-	switch name {
-	case "config":
-		return c.Config
-	case "log":
-		return c.Log
-	case "clock":
-		return c.Clock
-	case "kv":
-		return c.KV
-	case "crypto":
-		return c.Crypto
-	case "body":
-		return c.Body
-	}
-	return false
 }
 
 func sameTypes(a, b []api.ValueType) bool {

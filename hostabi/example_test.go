@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
@@ -20,7 +19,7 @@ func ExampleEngine_Load() {
 		panic(err)
 	}
 	defer e.Close(ctx)
-	wasm, err := os.ReadFile(filepath.Join(guestDir, "allow.wasm"))
+	wasm, err := os.ReadFile(guestPaths["allow"])
 	if err != nil {
 		panic(err)
 	}

@@ -4,58 +4,54 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/testguest"
 )
 
 // Test guests are built from source in testdata/guests (and the example
-// plugins from ../plugins/examples) once per test binary, so the tests
-// always run the code in the tree.
+// plugins from ../plugins/examples) by internal/testguest, which caches each
+// build by its sources' hash for every package's tests and later runs, so
+// the tests always run the code in the tree. Compiled modules go to the
+// shared wazero compilation cache for the same reason.
 var (
-	guestDir     string
-	cacheDir     string
+	guestPaths   = map[string]string{}
 	guestErrs    = map[string]error{}
+	cacheDir     string
 	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event", "deeprec"}
 	exampleNames = []string{"jwtauth", "apikey", "pathrule", "webhookfilter"}
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hostabi-guests-")
+	dir, err := testguest.Dir()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	guestDir = dir
-	cacheDir = filepath.Join(dir, "cache")
+	cacheDir = filepath.Join(dir, "wazero")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	build := func(name, src string) {
+	build := func(name, pkg string) {
 		defer wg.Done()
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(dir, name+".wasm"), src)
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			mu.Lock()
-			guestErrs[name] = fmt.Errorf("build %s: %v\n%s", name, err, out)
-			mu.Unlock()
-		}
+		path, err := testguest.Build(pkg)
+		mu.Lock()
+		guestPaths[name], guestErrs[name] = path, err
+		mu.Unlock()
 	}
 	for _, n := range guestNames {
 		wg.Add(1)
-		go build(n, "./testdata/guests/"+n)
+		go build(n, "hostabi/testdata/guests/"+n)
 	}
 	for _, n := range exampleNames {
 		wg.Add(1)
-		go build(n, "../plugins/examples/"+n)
+		go build(n, "plugins/examples/"+n)
 	}
 	wg.Wait()
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 func wasm(t testing.TB, name string) []byte {
@@ -63,7 +59,7 @@ func wasm(t testing.TB, name string) []byte {
 	if err := guestErrs[name]; err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(guestDir, name+".wasm"))
+	b, err := os.ReadFile(guestPaths[name])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,53 +141,16 @@ func hGetBody(ctx context.Context, _ api.Module, s []uint64) {
 	in.record(opBody, nil, b, 0)
 }
 
-const (
-	visitValues = iota
-	visitNames
-	visitCookie
-)
-
-// visitHeader is bound once per instance (in.visit) so visiting headers
-// allocates nothing per call.
-func (in *instance) visitHeader(name, value []byte) {
-	switch in.vMode {
-	case visitNames:
-		in.emit(name)
-	case visitValues:
-		if equalFold(name, in.vName) {
-			in.emit(value)
-		}
-	case visitCookie:
-		if in.vCount > 0 || !equalFold(name, "Cookie") {
-			return
-		}
-		if v, ok := cookieValue(value, string(in.vName)); ok {
-			in.vOut = append(in.vOut[:0], v...)
-			in.vCount = 1
-		}
-	}
-}
-
-// emit appends one NUL-separated item to the host-side output.
-func (in *instance) emit(v []byte) {
-	if in.vCount > 0 {
-		in.vOut = append(in.vOut, 0)
-	}
-	in.vOut = append(in.vOut, v...)
-	in.vCount++
-}
-
 // visitAll builds a list (or cookie) answer host-side, then writes it into
 // the guest's buffer only if it fits whole: the (buf, limit) -> len rule.
-func (in *instance) visitAll(mode int, name []byte, buf, limit uint32) uint64 {
-	in.vMode, in.vName, in.vOut, in.vCount = mode, name, in.vOut[:0], 0
-	in.request().VisitHeaders(in.visit)
-	in.vName = nil
-	n := uint32(len(in.vOut))
-	if n > 0 && n <= limit && !in.mem.Write(buf, in.vOut) {
+func (in *instance) visitAll(mode byte, name []byte, buf, limit uint32) uint64 {
+	in.hv.run(in.request(), mode, name)
+	in.hv.name = nil
+	n := uint32(len(in.hv.out))
+	if n > 0 && n <= limit && !in.mem.Write(buf, in.hv.out) {
 		fault("buffer out of range")
 	}
-	return abi.CountLen(in.vCount, n)
+	return abi.CountLen(in.hv.count, n)
 }
 
 func hGetHeaderNames(ctx context.Context, _ api.Module, s []uint64) {
@@ -196,8 +159,8 @@ func hGetHeaderNames(ctx context.Context, _ api.Module, s []uint64) {
 		s[0] = 0
 		return
 	}
-	s[0] = in.visitAll(visitNames, nil, u32(s[1]), u32(s[2]))
-	in.record(opHeaderNames, nil, in.vOut, in.vCount)
+	s[0] = in.visitAll(opHeaderNames, nil, u32(s[1]), u32(s[2]))
+	in.record(opHeaderNames, nil, in.hv.out, in.hv.count)
 }
 
 func hGetHeaderValues(ctx context.Context, _ api.Module, s []uint64) {
@@ -207,15 +170,15 @@ func hGetHeaderValues(ctx context.Context, _ api.Module, s []uint64) {
 		return
 	}
 	name := in.read(u32(s[1]), u32(s[2]))
-	s[0] = in.visitAll(visitValues, name, u32(s[3]), u32(s[4]))
-	in.record(opHeaderValues, name, in.vOut, in.vCount)
+	s[0] = in.visitAll(opHeaderValues, name, u32(s[3]), u32(s[4]))
+	in.record(opHeaderValues, name, in.hv.out, in.hv.count)
 }
 
 func hGetCookie(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	name := in.read(u32(s[0]), u32(s[1]))
-	s[0] = in.visitAll(visitCookie, name, u32(s[2]), u32(s[3]))
-	in.record(opCookie, name, in.vOut, in.vCount)
+	s[0] = in.visitAll(opCookie, name, u32(s[2]), u32(s[3]))
+	in.record(opCookie, name, in.hv.out, in.hv.count)
 }
 
 // printable reports whether b is safe in an HTTP header value: visible
@@ -302,7 +265,7 @@ func hLog(ctx context.Context, _ api.Module, s []uint64) {
 	if len(msg) > abi.MaxLogLine {
 		msg = msg[:abi.MaxLogLine]
 	}
-	if dropped, ok := in.p.logs.allow(in.p.e.now()); ok {
+	if dropped, ok := in.p.logs.Allow(in.p.e.now()); ok {
 		lvl := slogLevel(int32(u32(s[0])))
 		if dropped > 0 {
 			in.p.log.Log(ctx, lvl, string(msg), "source", "plugin", "dropped_before", dropped)

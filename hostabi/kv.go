@@ -70,32 +70,3 @@ func (s *kvStore) delete(key []byte) {
 	delete(s.m, string(key))
 	s.mu.Unlock()
 }
-
-// logLimiter is a token bucket for plugin log lines: 20 per second, bursts
-// of 50. A plugin cannot flood the proxy's log.
-type logLimiter struct {
-	mu      sync.Mutex
-	tokens  float64
-	last    time.Time
-	dropped uint64
-}
-
-func (l *logLimiter) allow(now time.Time) (dropped uint64, ok bool) {
-	const rate, burst = 20.0, 50.0
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last.IsZero() {
-		l.tokens = burst
-	} else {
-		l.tokens = min(burst, l.tokens+now.Sub(l.last).Seconds()*rate)
-	}
-	l.last = now
-	if l.tokens < 1 {
-		l.dropped++
-		return 0, false
-	}
-	l.tokens--
-	d := l.dropped
-	l.dropped = 0
-	return d, true
-}

@@ -16,6 +16,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
 // Plugin is a loaded, pre-warmed plugin. Its methods are safe for
@@ -28,12 +29,11 @@ type Plugin struct {
 	compiled    wazero.CompiledModule
 	initialize  bool
 	log         *slog.Logger
-	sha         string
 	compileTime time.Duration
 	jwt         *jwtVerifier
 	kv          *kvStore
-	cache       *decisionCache // nil unless PluginOptions.CacheTTL
-	logs        logLimiter
+	cache       *decisionCache   // nil unless PluginOptions.CacheTTL
+	logs        loglimit.Limiter // plugin log lines: 20 a second, bursts of 50
 	clock       func() time.Time // call deadlines; time.Now except in tests
 	box         *penaltyBox
 	fuelPlan
@@ -49,15 +49,6 @@ type Plugin struct {
 
 	calls, traps, timeouts, busy, cacheHits atomic.Uint64
 }
-
-// SHA256 is the module's hex digest.
-func (p *Plugin) SHA256() string { return p.sha }
-
-// Name is the plugin's name in its tenant's config.
-func (p *Plugin) Name() string { return p.opts.Name }
-
-// Tenant is the plugin's tenant.
-func (p *Plugin) Tenant() string { return p.opts.Tenant }
 
 // Stats returns the plugin's counters.
 func (p *Plugin) Stats() Stats {
@@ -141,17 +132,13 @@ type instance struct {
 	uncacheable bool
 	jwtExp      time.Time
 
-	// Header visiting without a closure per call.
-	visit  func(name, value []byte)
-	vMode  int
-	vName  []byte
-	vOut   []byte // the answer being built, written to the guest if it fits
-	vCount uint32
+	// Header reads; the answer is written to the guest if it fits.
+	hv headerVisitor[[]byte]
 }
 
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	in := &instance{p: p, subject: make([]byte, 0, 64)}
-	in.visit = in.visitHeader
+	in.hv.init(0)
 	in.ctx, in.cancel = context.WithCancel(context.WithValue(context.Background(), instKey{}, in))
 	cfg := wazero.NewModuleConfig().WithName("").
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).

@@ -1,6 +1,9 @@
 package hostabi
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
@@ -38,6 +41,80 @@ type Capabilities struct {
 	KV     bool // kv_get, kv_set, kv_delete
 	Crypto bool // jwt_verify, jwt_claim, hmac_sha256_verify, sha256
 	Body   bool // get_body (auth plugins), up to PluginOptions.BodyLimit bytes
+}
+
+// capabilityFields is the one table of capability names: config files, the
+// plugin CLI's -cap flag and the host module's import check all use it.
+var capabilityFields = [...]struct {
+	name string
+	get  func(*Capabilities) *bool
+}{
+	{"config", func(c *Capabilities) *bool { return &c.Config }},
+	{"log", func(c *Capabilities) *bool { return &c.Log }},
+	{"clock", func(c *Capabilities) *bool { return &c.Clock }},
+	{"kv", func(c *Capabilities) *bool { return &c.KV }},
+	{"crypto", func(c *Capabilities) *bool { return &c.Crypto }},
+	{"body", func(c *Capabilities) *bool { return &c.Body }},
+}
+
+// CapabilityNames returns every capability name, in a fixed order.
+func CapabilityNames() []string {
+	names := make([]string, len(capabilityFields))
+	for i, f := range capabilityFields {
+		names[i] = f.name
+	}
+	return names
+}
+
+// ErrUnknownCapability is returned by ParseCapabilities for a name that is
+// not in CapabilityNames.
+var ErrUnknownCapability = errors.New("hostabi: unknown capability")
+
+// ParseCapabilities grants each named capability. Empty names are ignored;
+// an unknown name is an error wrapping ErrUnknownCapability.
+func ParseCapabilities(names []string) (Capabilities, error) {
+	var c Capabilities
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		p := c.field(n)
+		if p == nil {
+			return Capabilities{}, fmt.Errorf("%w %q", ErrUnknownCapability, n)
+		}
+		*p = true
+	}
+	return c, nil
+}
+
+// String lists the granted capabilities, comma-separated, in the order of
+// CapabilityNames; ParseCapabilities(strings.Split(c.String(), ",")) is c.
+func (c Capabilities) String() string {
+	var b strings.Builder
+	for _, f := range capabilityFields {
+		if *f.get(&c) {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(f.name)
+		}
+	}
+	return b.String()
+}
+
+func (c *Capabilities) field(name string) *bool {
+	for _, f := range capabilityFields {
+		if f.name == name {
+			return f.get(c)
+		}
+	}
+	return nil
+}
+
+func (c Capabilities) has(name string) bool {
+	p := c.field(name)
+	return p != nil && *p
 }
 
 // Request is the read-only view of an HTTP request an auth plugin sees. The

@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/safeclose/safeclose/proxy/internal/webhook"
+	"github.com/safeclose/safeclose/internal/webhook"
 	"github.com/safeclose/safeclose/store"
 )
 

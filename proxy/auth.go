@@ -11,12 +11,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
 // APIKeys is the built-in authenticator: "Authorization: Bearer <key>" → user.
@@ -66,23 +66,7 @@ type PluginAuth struct {
 	// OnFailure, when set, is told the failure reason (metrics).
 	OnFailure func(reason string)
 
-	logs logThrottle
-}
-
-// logThrottle lets one line a second through, so a broken plugin under load
-// cannot flood the log; the next line says how many were suppressed. The
-// metrics count every failure.
-type logThrottle struct {
-	last, suppressed atomic.Int64
-}
-
-func (l *logThrottle) allow(now time.Time) (suppressed int64, ok bool) {
-	sec := now.Unix()
-	if prev := l.last.Load(); prev != sec && l.last.CompareAndSwap(prev, sec) {
-		return l.suppressed.Swap(0), true
-	}
-	l.suppressed.Add(1)
-	return 0, false
+	logs loglimit.Limiter // one failure line a second; the next says how many were suppressed
 }
 
 // Authenticate implements Authenticator.
@@ -131,7 +115,7 @@ func (p *PluginAuth) fail(reason string, err error) error {
 		p.OnFailure(reason)
 	}
 	if p.Logger != nil {
-		if n, ok := p.logs.allow(time.Now()); ok {
+		if n, ok := p.logs.Allow(time.Now()); ok {
 			p.Logger.Warn("auth plugin failed; failing closed", "tenant", p.Tenant, "reason", reason, "err", err, "suppressed_before", n)
 		}
 	}

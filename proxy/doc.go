@@ -16,5 +16,9 @@
 //     ones are cut at it).
 //
 // proxy imports hostabi and store; nothing imports proxy. It must not know
-// Badger keys or wazero details. jwx lives in proxy/internal/webhook only.
+// Badger keys or wazero details. jwx lives in internal/webhook only.
+//
+// proxy is importable only because the product's layout keeps it at the
+// top level; it is not a stable API (RATIONALE.md, "Why the runtime packages
+// are not under internal/").
 package proxy

@@ -12,7 +12,7 @@ import (
 
 	plaid "github.com/plaid/plaid-go/v29/plaid"
 
-	"github.com/safeclose/safeclose/proxy/internal/webhook"
+	"github.com/safeclose/safeclose/internal/webhook"
 )
 
 // plaidClient wraps plaid-go for one tenant.

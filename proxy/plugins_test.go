@@ -11,9 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,63 +21,22 @@ import (
 
 	"github.com/safeclose/safeclose/hostabi"
 	"github.com/safeclose/safeclose/internal/plaidsim"
+	"github.com/safeclose/safeclose/internal/testguest"
 )
 
-// Guests are built once per test binary from hostabi/testdata/guests, so
+// Guests are built from hostabi/testdata/guests and plugins/examples by
+// internal/testguest (cached by source hash across packages and runs), so
 // these tests run the Wasm code that is in the tree.
-var (
-	guestOnce sync.Once
-	guestDir  string
-	guestErr  error
-)
-
 func guestWasm(t *testing.T, name string) []byte { return guestWasmTB(t, name) }
 
-// guestWasmTB builds (once) and returns a test guest or example plugin.
+// guestWasmTB returns a test guest or example plugin.
 func guestWasmTB(t testing.TB, name string) []byte {
 	t.Helper()
-	guestOnce.Do(func() {
-		guestDir, guestErr = os.MkdirTemp("", "proxy-guests-")
-		if guestErr != nil {
-			return
-		}
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for _, g := range []string{"allow", "loop", "panic", "oom", "oob", "event", "jwtauth", "apikey"} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				src := "../hostabi/testdata/guests/" + g
-				if g == "jwtauth" || g == "apikey" {
-					src = "../plugins/examples/" + g
-				}
-				cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(guestDir, g+".wasm"), src)
-				cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-				if out, err := cmd.CombinedOutput(); err != nil {
-					mu.Lock()
-					guestErr = fmt.Errorf("build %s: %v\n%s", g, err, out)
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-	})
-	if guestErr != nil {
-		t.Fatal(guestErr)
+	switch name {
+	case "jwtauth", "apikey", "pathrule", "webhookfilter":
+		return testguest.Wasm(t, "plugins/examples/"+name)
 	}
-	b, err := os.ReadFile(filepath.Join(guestDir, name+".wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if guestDir != "" {
-		os.RemoveAll(guestDir)
-	}
-	os.Exit(code)
+	return testguest.Wasm(t, "hostabi/testdata/guests/"+name)
 }
 
 func loadPlugin(t *testing.T, e *hostabi.Engine, tenant, guest string, kind hostabi.Kind, timeout time.Duration) *hostabi.Plugin {
@@ -98,7 +54,7 @@ func loadPlugin(t *testing.T, e *hostabi.Engine, tenant, guest string, kind host
 
 func pluginEngine(t *testing.T) *hostabi.Engine {
 	t.Helper()
-	e, err := hostabi.NewEngine(context.Background(), hostabi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e, err := hostabi.NewEngine(context.Background(), hostabi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CacheDir: testguest.CompilationCacheDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

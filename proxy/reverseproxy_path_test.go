@@ -2,30 +2,18 @@ package proxy
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/testguest"
 )
 
-// buildExample builds one example plugin from plugins/examples, so the test
-// runs the plugin that ships.
+// buildExample returns one example plugin from plugins/examples, built from
+// the tree, so the test runs the plugin that ships.
 func buildExample(t *testing.T, name string) []byte {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), name+".wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "../plugins/examples/"+name)
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", name, err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testguest.Wasm(t, "plugins/examples/"+name)
 }
 
 // Issue 9.4: the shipped pathrule plugin and the upstream see the same

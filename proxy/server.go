@@ -16,7 +16,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/safeclose/safeclose/proxy/internal/webhook"
+	"github.com/safeclose/safeclose/internal/webhook"
 )
 
 // Server is the public fasthttp listener plus the webhook workers.

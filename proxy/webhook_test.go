@@ -13,7 +13,7 @@ import (
 	plaid "github.com/plaid/plaid-go/v29/plaid"
 
 	"github.com/safeclose/safeclose/internal/plaidsim"
-	"github.com/safeclose/safeclose/proxy/internal/stdwebhooks"
+	"github.com/safeclose/safeclose/internal/stdwebhooks"
 )
 
 // itemState reads an item's state through the public status route.

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
-	"github.com/safeclose/safeclose/proxy/internal/stdwebhooks"
+	"github.com/safeclose/safeclose/internal/stdwebhooks"
 	"github.com/safeclose/safeclose/store"
 )
 

@@ -15,7 +15,8 @@
 //     written. Leasing and QueueLen cost the same at any queue length.
 //
 // Badger is imported here and nowhere else. store imports nothing from the
-// module but its own internal/seal.
+// module but its own internal/seal. It is not a stable API (RATIONALE.md,
+// "Why the runtime packages are not under internal/").
 //
 // Other backends: store/pg (PostgreSQL, several replicas) keeps the same
 // records, using the codec this package exports (export.go: sealed items,

@@ -8,13 +8,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/safeclose/safeclose/internal/testguest"
 	"github.com/safeclose/safeclose/store"
 )
 
@@ -170,12 +170,7 @@ func TestPluginCommands(t *testing.T) {
 		t.Skip("builds a Wasm plugin")
 	}
 	dir := t.TempDir()
-	wasm := filepath.Join(dir, "pathrule.wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../../plugins/examples/pathrule")
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	wasm := testguest.Path(t, "plugins/examples/pathrule")
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"plugin", "check", wasm, "-cap", "config"}, &out, io.Discard); err != nil {
 		t.Fatalf("check: %v\n%s", err, out.String())

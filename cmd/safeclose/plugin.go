@@ -84,25 +84,11 @@ func (pf *pluginFlags) options(file string, wasm []byte) (hostabi.PluginOptions,
 	default:
 		return o, fmt.Errorf("-kind %q: want auth or event", pf.kind)
 	}
-	for _, c := range strings.Split(pf.caps, ",") {
-		switch strings.TrimSpace(c) {
-		case "config":
-			o.Caps.Config = true
-		case "log":
-			o.Caps.Log = true
-		case "clock":
-			o.Caps.Clock = true
-		case "kv":
-			o.Caps.KV = true
-		case "crypto":
-			o.Caps.Crypto = true
-		case "body":
-			o.Caps.Body = true
-		case "":
-		default:
-			return o, fmt.Errorf("-cap: unknown capability %q", c)
-		}
+	caps, err := hostabi.ParseCapabilities(strings.Split(pf.caps, ","))
+	if err != nil {
+		return o, fmt.Errorf("-cap: %w", err)
 	}
+	o.Caps = caps
 	if pf.config != "" {
 		b, err := os.ReadFile(pf.config)
 		if err != nil {

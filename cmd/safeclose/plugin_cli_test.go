@@ -5,10 +5,11 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/safeclose/safeclose/internal/testguest"
 )
 
 // Issue 9.17: `plugin run -memory-pages 99999999` panicked inside wazero;
@@ -37,12 +38,7 @@ func TestPluginRunRefusesMalformedRequest(t *testing.T) {
 	}
 	t.Parallel()
 	dir := t.TempDir()
-	wasm := filepath.Join(dir, "pathrule.wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../../plugins/examples/pathrule")
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	wasm := testguest.Path(t, "plugins/examples/pathrule")
 	conf := filepath.Join(dir, "conf.json")
 	os.WriteFile(conf, []byte(`{"allow_cidrs":["10.0.0.0/8"],"allow_paths":["/"]}`), 0o600)
 	tests := []struct {

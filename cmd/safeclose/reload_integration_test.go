@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/safeclose/safeclose/internal/testguest"
 )
 
 // TestReloadOnConfigChange runs the real binary with the example API-key
@@ -28,12 +30,7 @@ import (
 func TestReloadOnConfigChange(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildBinary(t, dir)
-	wasm := filepath.Join(dir, "apikey.wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../../plugins/examples/apikey")
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
-	}
+	wasm := testguest.Path(t, "plugins/examples/apikey")
 	bad := filepath.Join(dir, "broken.wasm")
 	os.WriteFile(bad, []byte("\x00asm\x01\x00\x00\x00 not really"), 0o600)
 

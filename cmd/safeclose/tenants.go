@@ -17,6 +17,7 @@ import (
 
 	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/stdwebhooks"
 	"github.com/safeclose/safeclose/proxy"
 )
 
@@ -185,7 +186,7 @@ func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt 
 		if err != nil {
 			return fail(reasonSecret, field, err)
 		}
-		key, err := proxy.ParseSigningSecret(sec.Reveal())
+		key, err := stdwebhooks.ParseSecret(sec.Reveal())
 		if err != nil {
 			return fail(reasonConfigInvalid, field, err)
 		}
@@ -253,6 +254,10 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 	if err != nil {
 		return nil, &pluginError{reasonConfigInvalid, fmt.Errorf("config.jwt: %w", err)}
 	}
+	caps, err := hostabi.ParseCapabilities(pc.Capabilities)
+	if err != nil {
+		return nil, &pluginError{reasonConfigInvalid, fmt.Errorf("capabilities: %w", err)}
+	}
 	name := pc.Name
 	if name == "" {
 		name = pc.Path
@@ -263,10 +268,7 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 	}
 	return load(ctx, hostabi.PluginOptions{
 		Tenant: tenant, Name: name, Kind: kind, Wasm: wasm, SHA256: pc.SHA256, Config: conf,
-		Caps: hostabi.Capabilities{
-			Config: pc.HasCap("config"), Log: pc.HasCap("log"), Clock: pc.HasCap("clock"),
-			KV: pc.HasCap("kv"), Crypto: pc.HasCap("crypto"), Body: pc.HasCap("body"),
-		},
+		Caps:             caps,
 		Secrets:          secrets,
 		JWT:              jwt,
 		MemoryLimitPages: pc.MemoryPages,

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -194,5 +195,13 @@ func TestPluginsWarmInParallel(t *testing.T) {
 		if bt.tenant.Unavailable == nil || bt.tenant.Unavailable.Reason != reasonPluginRefused {
 			t.Errorf("tenant %s = %+v, want unavailable plugin_refused (the module has no export)", bt.tenant.Name, bt.tenant.Unavailable)
 		}
+	}
+}
+
+// Issue 10.3: configs validates capability names with its own list (it may
+// import nothing from the module); it must be hostabi's list exactly.
+func TestConfigCapabilitiesMatchHostabi(t *testing.T) {
+	if got, want := configs.CapabilityNames(), hostabi.CapabilityNames(); !slices.Equal(got, want) {
+		t.Errorf("configs.CapabilityNames() = %v, want hostabi.CapabilityNames() = %v", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/safeclose/safeclose/proxy"
+	"github.com/safeclose/safeclose/internal/webhook"
 )
 
 // runWebhook implements `safeclose webhook verify`: Plaid's verification
@@ -46,7 +47,7 @@ func runWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if o.at != 0 {
 		when = time.Unix(o.at, 0)
 	}
-	step, verr := proxy.VerifyWebhookOffline(hdr, body, jwk, when)
+	step, verr := verifyOffline(hdr, body, jwk, when)
 	steps := []string{"header", "alg", "key", "signature", "iat", "body_sha256"}
 	failed := false
 	for _, s := range steps {
@@ -79,4 +80,21 @@ func verifyFlagSet(o *verifyOpts) *flag.FlagSet {
 	fs.StringVar(&o.jwkPath, "jwk", "", "file with the JWK (bare, or Plaid's /webhook_verification_key/get answer)")
 	fs.Int64Var(&o.at, "at", 0, "verify as of this Unix time (default: now)")
 	return fs
+}
+
+// verifyOffline checks a Plaid webhook against one JWK (a bare JWK or
+// Plaid's {"key":{…}} answer) as of at, with the same steps as the receiver.
+// On failure step names the first step that failed.
+func verifyOffline(header string, body, jwk []byte, at time.Time) (step string, err error) {
+	k, err := webhook.ParseKeyJSON(jwk)
+	if err != nil {
+		return "key", err
+	}
+	if _, err := webhook.VerifyOffline(header, body, k, at); err != nil {
+		if ve, ok := errors.AsType[*webhook.VerifyError](err); ok {
+			return ve.Step.String(), err
+		}
+		return "unknown", err
+	}
+	return "", nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/internal/plaidsim"
+	"github.com/safeclose/safeclose/internal/testguest"
 )
 
 // The browser test runs the whole stack the way `make demo` does, on
@@ -66,14 +67,9 @@ func randomB64(t *testing.T, n int) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func goBuild(out, pkg string, env ...string) error {
-	args := []string{"build", "-o", out}
-	if len(env) > 0 {
-		args = append(args, "-buildmode=c-shared")
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
+func goBuild(out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
@@ -123,11 +119,13 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-// Safeclose and the auth plugin are built once per test binary, from the tree.
+// Safeclose is built once per test binary, and the auth plugin by
+// internal/testguest (cached by source hash), both from the tree.
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
+	buildOnce   sync.Once
+	buildDir    string
+	buildPlugin string
+	buildErr    error
 )
 
 func binaries(t *testing.T) (bin, plugin string) {
@@ -136,15 +134,14 @@ func binaries(t *testing.T) (bin, plugin string) {
 		if buildDir, buildErr = os.MkdirTemp("", "webapp-test-"); buildErr != nil {
 			return
 		}
-		bin, plugin = filepath.Join(buildDir, "safeclose"), filepath.Join(buildDir, "authplugin.wasm")
-		if buildErr = goBuild(plugin, "./examples/webapp/authplugin", "GOOS=wasip1", "GOARCH=wasm"); buildErr == nil {
-			buildErr = goBuild(bin, "./cmd/safeclose")
+		if buildPlugin, buildErr = testguest.Build("examples/webapp/authplugin"); buildErr == nil {
+			buildErr = goBuild(filepath.Join(buildDir, "safeclose"), "./cmd/safeclose")
 		}
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(buildDir, "safeclose"), filepath.Join(buildDir, "authplugin.wasm")
+	return filepath.Join(buildDir, "safeclose"), buildPlugin
 }
 
 func TestMain(m *testing.M) {

@@ -1,0 +1,220 @@
+// Package testguest builds the repository's Wasm test guests and example
+// plugins for tests. A guest is built once per content hash of its sources
+// (every non-standard package it imports, the build flags and the Go
+// version) into an on-disk cache shared by every package's tests and by
+// later runs, so `make test` links each guest at most once and an unchanged
+// guest is not rebuilt at all. Dir also names a wazero compilation cache
+// shared the same way, so a compiled guest is reused across packages and
+// runs.
+//
+// The cache lives in $SAFECLOSE_TEST_CACHE, or else in the user cache
+// directory (os.UserCacheDir()/safeclose-test). Deleting it is always safe.
+//
+// It is for tests only; it imports nothing from the module.
+package testguest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// buildFlags are the flags every guest is built with; they are part of the
+// cache key.
+var buildFlags = []string{"-trimpath", "-buildmode=c-shared"}
+
+// Dir is the root of the shared test cache, created if missing.
+func Dir() (string, error) {
+	d := os.Getenv("SAFECLOSE_TEST_CACHE")
+	if d == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			base = os.TempDir()
+		}
+		d = filepath.Join(base, "safeclose-test")
+	}
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", fmt.Errorf("testguest: %w", err)
+	}
+	return d, nil
+}
+
+// CompilationCacheDir returns the shared directory for
+// wazero.NewCompilationCacheWithDir (hostabi.Options.CacheDir). wazero
+// writes its entries atomically, so concurrent test processes may share it.
+func CompilationCacheDir(tb testing.TB) string {
+	tb.Helper()
+	d, err := Dir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return filepath.Join(d, "wazero")
+}
+
+// Wasm returns the bytes of the guest built from pkg, a directory relative
+// to the module root such as "hostabi/testdata/guests/allow" or
+// "plugins/examples/jwtauth".
+func Wasm(tb testing.TB, pkg string) []byte {
+	tb.Helper()
+	path, err := Build(pkg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// Path is like Wasm but returns the path of the cached module. The file is
+// shared: callers must not modify or remove it.
+func Path(tb testing.TB, pkg string) string {
+	tb.Helper()
+	path, err := Build(pkg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+type result struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// built memoises Build within one test binary.
+var built sync.Map // pkg → *result
+
+// Build builds pkg (relative to the module root) for GOOS=wasip1 unless a
+// build of the same sources is cached, and returns the cached module's path.
+// It is safe for concurrent use, also across processes.
+func Build(pkg string) (string, error) {
+	r, _ := built.LoadOrStore(pkg, new(result))
+	res := r.(*result)
+	res.once.Do(func() { res.path, res.err = build(pkg) })
+	return res.path, res.err
+}
+
+func build(pkg string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	key, err := sourceKey(root, pkg)
+	if err != nil {
+		return "", err
+	}
+	dir, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	guests := filepath.Join(dir, "guests")
+	if err := os.MkdirAll(guests, 0o755); err != nil {
+		return "", fmt.Errorf("testguest: %w", err)
+	}
+	out := filepath.Join(guests, filepath.Base(pkg)+"-"+key+".wasm")
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	unlock, err := lockFile(out + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(out); err == nil { // another process built it
+		return out, nil
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	args := append([]string{"build"}, buildFlags...)
+	args = append(args, "-o", tmp, "./"+filepath.ToSlash(pkg))
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("testguest: build %s: %w\n%s", pkg, err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("testguest: %w", err)
+	}
+	return out, nil
+}
+
+// sourceKey hashes the Go version, the build flags, and the names and
+// contents of every file of every non-standard package pkg imports
+// (itself included), as `go list` resolves them for GOOS=wasip1.
+func sourceKey(root, pkg string) (string, error) {
+	cmd := exec.Command("go", "list", "-deps", "-f",
+		`{{if not .Standard}}{{.Dir}}{{range .GoFiles}}|{{.}}{{end}}{{range .EmbedFiles}}|{{.}}{{end}}{{end}}`,
+		"./"+filepath.ToSlash(pkg))
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("testguest: go list %s: %w\n%s", pkg, err, stderr.Bytes())
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", runtime.Version(), strings.Join(buildFlags, " "))
+	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		if line == "" {
+			continue
+		}
+		parts := strings.Split(line, "|")
+		dir := parts[0]
+		rel, err := filepath.Rel(root, dir)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			rel = dir // outside the module: the module cache is immutable
+		}
+		for _, f := range parts[1:] {
+			b, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil {
+				return "", fmt.Errorf("testguest: %w", err)
+			}
+			fmt.Fprintf(h, "%s/%s\x00%d\x00", filepath.ToSlash(rel), f, len(b))
+			h.Write(b)
+		}
+	}
+	// go.mod and go.sum pin the versions of everything outside the module.
+	for _, f := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("testguest: %w", err)
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:24], nil
+}
+
+var rootOnce = sync.OnceValues(func() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("testguest: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			return "", errors.New("testguest: no go.mod above the working directory")
+		}
+		d = up
+	}
+})
+
+func moduleRoot() (string, error) { return rootOnce() }
