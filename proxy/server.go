@@ -165,7 +165,7 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 	t := &table{byHost: map[string]*tenant{}, tenants: map[string]*tenant{}}
 	for _, tc := range ts {
 		if tc.Unavailable != nil {
-			if err := t.add(&tenant{Tenant: tc, m: s.metrics.tenant(tc.Name)}); err != nil {
+			if err := t.add(&tenant{Tenant: tc, m: s.metrics.tenant(tc.Name), ws: &tunnels{}}); err != nil {
 				return nil, err
 			}
 			continue

@@ -98,8 +98,12 @@ func (r *tunnels) remove(t *tunnel) {
 	r.mu.Unlock()
 }
 
-// closeAll closes every tunnel and refuses new ones.
+// closeAll closes every tunnel and refuses new ones. A nil set (a tenant
+// that was never built, issue 9.15) has nothing to close.
 func (r *tunnels) closeAll() {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	r.closed = true
 	open := make([]*tunnel, 0, len(r.open))
