@@ -186,8 +186,20 @@ func TestPlaidDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A Plaid that hangs up on every connection. The listener stays open for
+	// the whole test: a closed one's port could be taken by another test's
+	// emulator, which made this test flaky.
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	dead := "http://" + ln.Addr().String()
-	ln.Close()
 	e := startEnv(t, envConfig{plaidURL: dead})
 	// A link session, so the exchange reaches Plaid (/link/token/get).
 	now := time.Now()
