@@ -72,27 +72,8 @@ func (db *DB) LinkSessionByToken(linkToken string) (store.LinkSession, error) {
 
 // LinkSessions lists a user's live link sessions, newest first, at most max.
 func (db *DB) LinkSessions(tenant, user string, max int) ([]store.LinkSession, error) {
-	var out []store.LinkSession
-	err := db.op(func(ctx context.Context) error {
-		rows, err := db.pool.Query(ctx, `SELECT rec FROM sc_link_sessions WHERE tenant = $1 AND user_id = $2 AND expires_at > $3
+	return records[store.LinkSession](db, `SELECT rec FROM sc_link_sessions WHERE tenant = $1 AND user_id = $2 AND expires_at > $3
 			ORDER BY created_at DESC, hash LIMIT $4`, tenant, user, db.now(), max)
-		if err != nil {
-			return err
-		}
-		recs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-		if err != nil {
-			return err
-		}
-		for _, rec := range recs {
-			var ls store.LinkSession
-			if err := decode(rec, &ls); err != nil {
-				return err
-			}
-			out = append(out, ls)
-		}
-		return nil
-	})
-	return out, err
 }
 
 // BeginExchange records an intent and returns it with its id set.
@@ -124,26 +105,7 @@ func (db *DB) ResolveExchange(id string) error {
 
 // PendingExchanges lists unresolved intents, oldest first.
 func (db *DB) PendingExchanges() ([]store.Intent, error) {
-	var out []store.Intent
-	err := db.op(func(ctx context.Context) error {
-		rows, err := db.pool.Query(ctx, "SELECT rec FROM sc_intents ORDER BY id")
-		if err != nil {
-			return err
-		}
-		recs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-		if err != nil {
-			return err
-		}
-		for _, rec := range recs {
-			var in store.Intent
-			if err := decode(rec, &in); err != nil {
-				return err
-			}
-			out = append(out, in)
-		}
-		return nil
-	})
-	return out, err
+	return records[store.Intent](db, "SELECT rec FROM sc_intents ORDER BY id")
 }
 
 func orphanKey(o store.Orphan) string {
@@ -199,26 +161,7 @@ func (db *DB) RecordOrphan(o store.Orphan) (bool, error) {
 
 // Orphans lists every recorded orphan, oldest first.
 func (db *DB) Orphans() ([]store.Orphan, error) {
-	var out []store.Orphan
-	err := db.op(func(ctx context.Context) error {
-		rows, err := db.pool.Query(ctx, "SELECT rec FROM sc_orphans ORDER BY first_seen, tenant, key")
-		if err != nil {
-			return err
-		}
-		recs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-		if err != nil {
-			return err
-		}
-		for _, rec := range recs {
-			var o store.Orphan
-			if err := decode(rec, &o); err != nil {
-				return err
-			}
-			out = append(out, o)
-		}
-		return nil
-	})
-	return out, err
+	return records[store.Orphan](db, "SELECT rec FROM sc_orphans ORDER BY first_seen, tenant, key")
 }
 
 // ForgetOrphan removes an orphan the admin has dealt with.
@@ -254,4 +197,30 @@ func (db *DB) ProbeKey() error {
 		return db.keyErr
 	}
 	return db.kr.Probe()
+}
+
+// records runs query, whose one column is a record, and decodes every row
+// into a T. A retried attempt starts from an empty list.
+func records[T any](db *DB, query string, args ...any) ([]T, error) {
+	var out []T
+	err := db.op(func(ctx context.Context) error {
+		out = out[:0]
+		rows, err := db.pool.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		recs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			var v T
+			if err := decode(rec, &v); err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
 }
