@@ -9,16 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,7 +31,6 @@ import (
 // so the app dedupes at-least-once forwarding).
 func TestCrashLosesNoAcknowledgedWebhook(t *testing.T) {
 	dir := t.TempDir()
-	bin := buildBinary(t, dir)
 
 	sim, err := plaidsim.New(plaidsim.Options{ClientID: "crash-client", Secret: "crash-secret"})
 	if err != nil {
@@ -63,9 +59,10 @@ func TestCrashLosesNoAcknowledgedWebhook(t *testing.T) {
 		idsByBody[ev.ItemID][id] = true
 		mu.Unlock()
 	}))
-	defer app.Close()
+	t.Cleanup(app.Close) // after the binary stops
 
-	addr, lnFile := activationListener(t)
+	sock := listenSocket(t)
+	addr := sock.Addr
 
 	secret := make([]byte, 32)
 	rand.Read(secret)
@@ -96,23 +93,10 @@ tenants:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(),
-		"SAFECLOSE_KEYS=k1:"+base64.StdEncoding.EncodeToString(key),
+	env := []string{
+		"SAFECLOSE_KEYS=k1:" + base64.StdEncoding.EncodeToString(key),
 		"CRASH_CLIENT_ID=crash-client", "CRASH_SECRET=crash-secret",
-		"CRASH_FWD_SECRET=whsec_"+base64.StdEncoding.EncodeToString(secret),
-		"LISTEN_FDS=1")
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "serve", "-config", cfgPath)
-		cmd.Env = env
-		cmd.ExtraFiles = []*os.File{lnFile} // fd 3
-		w := &lockedWriter{mu: &logMu, w: &logs}
-		cmd.Stdout, cmd.Stderr = w, w
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
+		"CRASH_FWD_SECRET=whsec_" + base64.StdEncoding.EncodeToString(secret),
 	}
 
 	// The sender: Plaid-like, it retries a webhook until it gets a 200.
@@ -175,19 +159,16 @@ tenants:
 		wg.Wait()
 	}()
 
-	cmd := start()
+	proc := startServe(t, cfgPath, procOpts{Name: "crash", Socket: sock, Env: env})
 	kills := 0
 	var ackedAtKill []int64
 	for kills < 4 {
 		time.Sleep(time.Duration(400+kills*150) * time.Millisecond)
 		ackedAtKill = append(ackedAtKill, ackCount.Load())
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
+		proc.Kill()
 		kills++
 		t.Logf("SIGKILL %d after %d acknowledged", kills, ackCount.Load())
-		cmd = start()
+		proc.Start()
 	}
 	select {
 	case <-sendDone:
@@ -212,22 +193,15 @@ tenants:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	_ = cmd.Wait()
+	proc.Stop()
 	if ackedAtKill[len(ackedAtKill)-1] >= total {
 		t.Fatalf("the stream ended before the last kill (acked at kills: %v); the test proves nothing", ackedAtKill)
 	}
 	if n := ackCount.Load(); n != total {
 		t.Errorf("%d of %d webhooks acknowledged; the sender retries until 200", n, total)
 	}
-	if len(missing) > 0 {
-		logMu.Lock()
-		tail := logs.String()
-		logMu.Unlock()
-		if len(tail) > 4000 {
-			tail = tail[len(tail)-4000:]
-		}
-		t.Fatalf("%d acknowledged webhooks never processed (e.g. %v)\nlog tail:\n%s", len(missing), missing[:min(5, len(missing))], tail)
+	if len(missing) > 0 { // the cleanup logs the binary's last lines
+		t.Fatalf("%d acknowledged webhooks never processed (e.g. %v)", len(missing), missing[:min(5, len(missing))])
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -237,41 +211,4 @@ tenants:
 		}
 	}
 	t.Logf("%d webhooks acknowledged across %d SIGKILLs; %d forwarded events, all distinct, none lost", ackCount.Load(), kills, len(idsByBody))
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// buildBinary builds the safeclose binary from the tree into dir.
-func buildBinary(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "safeclose")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// activationListener opens the public socket in the test, to hand to the
-// binary as fd 3 (LISTEN_FDS=1): it outlives every restart of the process.
-func activationListener(t *testing.T) (string, *os.File) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close(); ln.Close() })
-	return ln.Addr().String(), f
 }

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,11 +11,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,12 +26,12 @@ import (
 // it up.
 func TestBrokenTenantDoesNotStopTheBinary(t *testing.T) {
 	dir := t.TempDir()
-	bin := buildBinary(t, dir)
 	wasm := testguest.Path(t, "plugins/examples/apikey")
 	bad := filepath.Join(dir, "broken.wasm")
 	os.WriteFile(bad, []byte("\x00asm\x01\x00\x00\x00 not really"), 0o600)
 	missing := filepath.Join(dir, "missing.wasm")
-	addr, lnFile := activationListener(t)
+	sock := listenSocket(t)
+	addr := sock.Addr
 	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 	cfgPath := filepath.Join(dir, "iso.yaml")
 	tenant := func(name, plugin, user string) string {
@@ -61,17 +57,12 @@ func TestBrokenTenantDoesNotStopTheBinary(t *testing.T) {
 	writeCfg(wasm, "alice", missing)
 	key := make([]byte, 32)
 	rand.Read(key)
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	w := &lockedWriter{mu: &mu, w: &logs}
-	proc := exec.Command(bin, "serve", "-config", cfgPath, "-watch", "100ms")
-	proc.Env = append(os.Environ(), "SAFECLOSE_KEYS=k1:"+base64.StdEncoding.EncodeToString(key), "LISTEN_FDS=1")
-	proc.ExtraFiles = []*os.File{lnFile}
-	proc.Stdout, proc.Stderr = w, w
-	if err := proc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { proc.Process.Signal(syscall.SIGTERM); proc.Wait() }()
+	proc := startServe(t, cfgPath, procOpts{
+		Name:   "isolation",
+		Socket: sock,
+		Env:    []string{"SAFECLOSE_KEYS=k1:" + base64.StdEncoding.EncodeToString(key)},
+		Args:   []string{"-watch", "100ms"},
+	})
 
 	get := func(host, user string) (int, string) {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/api/plaid/status", nil)
@@ -85,34 +76,20 @@ func TestBrokenTenantDoesNotStopTheBinary(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(b)
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for range 300 {
-			if cond() {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, logs.String())
-	}
-	logged := func(s string) func() bool {
-		return func() bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(logs.String(), s) }
-	}
-	waitFor("alice served by the good tenant", func() bool { st, _ := get("good.test", "alice"); return st == 200 })
+	logged := func(s string) func() bool { return func() bool { return proc.Logged(s) } }
+	proc.waitFor("alice served by the good tenant", func() bool { st, _ := get("good.test", "alice"); return st == 200 })
 	if st, b := get("other.test", "carol"); st != 503 || !strings.Contains(b, "tenant_unavailable") {
 		t.Fatalf("broken tenant = %d %s, want 503 tenant_unavailable", st, b)
 	}
-	waitFor("the broken tenant in the log", logged(`"reason":"plugin_missing"`))
+	proc.waitFor("the broken tenant in the log", logged(`"reason":"plugin_missing"`))
 
 	writeCfg(bad, "bob", missing)
-	waitFor("the good tenant's refused reload", logged("reload refused for this tenant"))
+	proc.waitFor("the good tenant's refused reload", logged("reload refused for this tenant"))
 	if st, b := get("good.test", "alice"); st != 200 {
 		t.Fatalf("after its plugin broke on reload, good = %d %s; want its previous plugin still serving", st, b)
 	}
 
 	writeCfg(wasm, "bob", wasm)
-	waitFor("the fixed tenant serving carol", func() bool { st, _ := get("other.test", "carol"); return st == 200 })
-	waitFor("bob served after the valid change", func() bool { st, _ := get("good.test", "bob"); return st == 200 })
+	proc.waitFor("the fixed tenant serving carol", func() bool { st, _ := get("other.test", "carol"); return st == 200 })
+	proc.waitFor("bob served after the valid change", func() bool { st, _ := get("good.test", "bob"); return st == 200 })
 }

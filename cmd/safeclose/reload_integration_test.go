@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -13,11 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,7 +24,6 @@ import (
 // keeps serving; a valid change is picked up without a restart.
 func TestReloadOnConfigChange(t *testing.T) {
 	dir := t.TempDir()
-	bin := buildBinary(t, dir)
 	wasm := testguest.Path(t, "plugins/examples/apikey")
 	bad := filepath.Join(dir, "broken.wasm")
 	os.WriteFile(bad, []byte("\x00asm\x01\x00\x00\x00 not really"), 0o600)
@@ -37,8 +31,9 @@ func TestReloadOnConfigChange(t *testing.T) {
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Header.Get("X-Safeclose-User"))
 	}))
-	defer app.Close()
-	addr, lnFile := activationListener(t)
+	t.Cleanup(app.Close) // after the binary stops
+	sock := listenSocket(t)
+	addr := sock.Addr
 
 	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 	cfgPath := filepath.Join(dir, "reload.yaml")
@@ -67,17 +62,12 @@ tenants:
 	writeCfg(wasm, "alice", "k-alice")
 	key := make([]byte, 32)
 	rand.Read(key)
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	w := &lockedWriter{mu: &mu, w: &logs}
-	proc := exec.Command(bin, "serve", "-config", cfgPath, "-watch", "100ms")
-	proc.Env = append(os.Environ(), "SAFECLOSE_KEYS=k1:"+base64.StdEncoding.EncodeToString(key), "R_ID=x", "LISTEN_FDS=1")
-	proc.ExtraFiles = []*os.File{lnFile}
-	proc.Stdout, proc.Stderr = w, w
-	if err := proc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { proc.Process.Signal(syscall.SIGTERM); proc.Wait() }()
+	proc := startServe(t, cfgPath, procOpts{
+		Name:   "reload",
+		Socket: sock,
+		Env:    []string{"SAFECLOSE_KEYS=k1:" + base64.StdEncoding.EncodeToString(key), "R_ID=x"},
+		Args:   []string{"-watch", "100ms"},
+	})
 
 	get := func(k string) (int, string) {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/x", nil)
@@ -90,26 +80,10 @@ tenants:
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(b)
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for range 300 {
-			if cond() {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, logs.String())
-	}
-	waitFor("alice served", func() bool { st, b := get("k-alice"); return st == 200 && b == "alice" })
+	proc.waitFor("alice served", func() bool { st, b := get("k-alice"); return st == 200 && b == "alice" })
 
 	writeCfg(bad, "bob", "k-bob")
-	waitFor("the broken plugin refused", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return strings.Contains(logs.String(), "reload refused")
-	})
+	proc.waitFor("the broken plugin refused", func() bool { return proc.Logged("reload refused") })
 	if st, b := get("k-alice"); st != 200 || b != "alice" {
 		t.Fatalf("after a refused reload: %d %q; want the old plugin still serving", st, b)
 	}
@@ -118,7 +92,7 @@ tenants:
 	}
 
 	writeCfg(wasm, "bob", "k-bob")
-	waitFor("bob served after the valid change", func() bool { st, b := get("k-bob"); return st == 200 && b == "bob" })
+	proc.waitFor("bob served after the valid change", func() bool { st, b := get("k-bob"); return st == 200 && b == "bob" })
 	if st, _ := get("k-alice"); st != 401 {
 		t.Errorf("k-alice after reload = %d, want 401", st)
 	}

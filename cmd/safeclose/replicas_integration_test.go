@@ -14,11 +14,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,39 +25,27 @@ import (
 	"github.com/safeclose/safeclose/store/pg/pgtest"
 )
 
-// Issue 11.5: three `safeclose serve` on one PostgreSQL. An exchange on A is
-// seen by B; a webhook delivered to C moves the state A reports; the same
-// body delivered to B and C at once is accepted once and a duplicate once;
-// a stream of signed webhooks round-robin while replicas are SIGKILLed and
-// restarted: every acknowledged webhook is forwarded, each as one event.
+// Issue 11: three `safeclose serve` on one PostgreSQL. An exchange on A is
+// seen by B; the emulator's reset_login webhook (ITEM/ERROR
+// ITEM_LOGIN_REQUIRED, delivered by the emulator to the item's webhook URL,
+// which is replica C) moves the state A reports; the same body delivered to
+// B and C at once is accepted once and a duplicate once; 1000 signed
+// webhooks round-robin while replicas are SIGKILLed and restarted: every
+// acknowledged webhook is forwarded, each as one event (one distinct
+// webhook-id), and every item stays on every replica.
 func TestReplicasShareOnePostgres(t *testing.T) {
 	dsn := pgtest.Database(t)
 	dir := t.TempDir()
-	bin := buildBinary(t, dir)
 	sim, err := plaidsim.New(plaidsim.Options{ClientID: "rep-client", Secret: "rep-secret"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	plaid := httptest.NewServer(sim)
-	defer plaid.Close()
-	defer sim.Close()
-
-	var mu sync.Mutex
-	idsByItem := map[string]map[string]bool{}
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		var ev struct {
-			ItemID string `json:"item_id"`
-		}
-		_ = json.Unmarshal(b, &ev)
-		mu.Lock()
-		if idsByItem[ev.ItemID] == nil {
-			idsByItem[ev.ItemID] = map[string]bool{}
-		}
-		idsByItem[ev.ItemID][r.Header.Get("webhook-id")] = true
-		mu.Unlock()
-	}))
-	defer app.Close()
+	t.Cleanup(plaid.Close)
+	t.Cleanup(func() { _ = sim.Close() }) // stops the emulator's deliveries before plaid closes
+	app := &forwardSink{byItem: map[string]map[string]int{}, itemByID: map[string]string{}}
+	sink := httptest.NewServer(app)
+	t.Cleanup(sink.Close) // after the replicas stop
 
 	secret := make([]byte, 32)
 	rand.Read(secret)
@@ -66,23 +53,21 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 	rand.Read(key)
 	apiKey := "replica-key"
 	sum := sha256.Sum256([]byte(apiKey))
-	env := append(os.Environ(),
-		"SAFECLOSE_KEYS=k1:"+base64.StdEncoding.EncodeToString(key),
-		"SAFECLOSE_PG_DSN="+dsn,
+	env := []string{
+		"SAFECLOSE_KEYS=k1:" + base64.StdEncoding.EncodeToString(key),
+		"SAFECLOSE_PG_DSN=" + dsn,
 		"REP_CLIENT_ID=rep-client", "REP_SECRET=rep-secret",
-		"REP_FWD_SECRET=whsec_"+base64.StdEncoding.EncodeToString(secret),
-		"LISTEN_FDS=1")
-	type replica struct {
-		addr string
-		ln   *os.File
-		cfg  string
-		cmd  *exec.Cmd
+		"REP_FWD_SECRET=whsec_" + base64.StdEncoding.EncodeToString(secret),
 	}
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	reps := make([]*replica, 3)
-	for i := range reps {
-		addr, f := activationListener(t)
+	names := []string{"A", "B", "C"}
+	socks := make([]*socket, len(names))
+	for i := range socks {
+		socks[i] = listenSocket(t)
+	}
+	// Every replica asks Plaid to send item webhooks to C.
+	hookURL := "http://" + socks[2].Addr + "/api/webhooks/plaid"
+	reps := make([]*serveProc, len(names))
+	for i, name := range names {
 		cfg := fmt.Sprintf(`listen: %s
 admin_listen: 127.0.0.1:0
 data_dir: %s
@@ -100,49 +85,24 @@ tenants:
       products: [transactions]
       country_codes: [US]
       language: en
+      webhook_url: %s
     auth:
       api_keys: [{sha256: "%s", user: alice}]
     forward:
       - {name: app, url: %s, secret: env:REP_FWD_SECRET}
-`, addr, filepath.Join(dir, fmt.Sprint("data", i)), plaid.URL, hex.EncodeToString(sum[:]), app.URL)
-		p := filepath.Join(dir, fmt.Sprintf("rep%d.yaml", i))
+`, socks[i].Addr, filepath.Join(dir, "data"+name), plaid.URL, hookURL, hex.EncodeToString(sum[:]), sink.URL)
+		p := filepath.Join(dir, "rep"+name+".yaml")
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		reps[i] = &replica{addr: addr, ln: f, cfg: p}
+		reps[i] = startServe(t, p, procOpts{Name: "replica " + name, Socket: socks[i], Env: env})
 	}
-	start := func(r *replica) {
-		r.cmd = exec.Command(bin, "serve", "-config", r.cfg)
-		r.cmd.Env = env
-		r.cmd.ExtraFiles = []*os.File{r.ln}
-		w := &lockedWriter{mu: &logMu, w: &logs}
-		r.cmd.Stdout, r.cmd.Stderr = w, w
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, r := range reps {
-		start(r)
-	}
-	defer func() {
-		for _, r := range reps {
-			_ = r.cmd.Process.Signal(syscall.SIGTERM)
-			_ = r.cmd.Wait()
-		}
-		if t.Failed() {
-			logMu.Lock()
-			tail := logs.String()
-			logMu.Unlock()
-			if len(tail) > 4000 {
-				tail = tail[len(tail)-4000:]
-			}
-			t.Logf("log tail:\n%s", tail)
-		}
-	}()
+	a, b, c := reps[0], reps[1], reps[2]
+
 	client := &http.Client{Timeout: 10 * time.Second}
-	call := func(r *replica, method, path string, body string) (int, map[string]any) {
+	call := func(r *serveProc, method, path string, body string) (int, map[string]any) {
 		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+r.addr+path, bytes.NewReader([]byte(body)))
+		req, _ := http.NewRequest(method, r.URL()+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+apiKey)
 		req.Header.Set("Content-Type", "application/json")
 		res, err := client.Do(req)
@@ -154,13 +114,46 @@ tenants:
 		_ = json.NewDecoder(res.Body).Decode(&m)
 		return res.StatusCode, m
 	}
-	webhook := func(r *replica, body []byte) (int, string) {
-		jwt, err := sim.Sign(body)
-		if err != nil {
-			t.Error(err)
-			return 0, ""
+	exchange := func(r *serveProc) string {
+		t.Helper()
+		st, m := call(r, "POST", "/api/plaid/link-token", "")
+		if st != 200 {
+			t.Fatalf("link-token on %s = %d %v", r.opts.Name, st, m)
 		}
-		req, _ := http.NewRequest("POST", "http://"+r.addr+"/api/webhooks/plaid", bytes.NewReader(body))
+		lt, _ := m["link_token"].(string)
+		pub, err := sim.CompleteLink(lt, "ins_109508", "user_good")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, m = call(r, "POST", "/api/plaid/exchange", `{"public_token":"`+pub+`","link_token":"`+lt+`"}`)
+		id, _ := m["item_id"].(string)
+		if st != 200 || m["persisted"] != true || id == "" {
+			t.Fatalf("exchange on %s = %d %v", r.opts.Name, st, m)
+		}
+		return id
+	}
+	states := func(r *serveProc) map[string]string {
+		t.Helper()
+		st, m := call(r, "GET", "/api/plaid/status", "")
+		if st != 200 {
+			t.Fatalf("status on %s = %d %v", r.opts.Name, st, m)
+		}
+		out := map[string]string{}
+		items, _ := m["items"].([]any)
+		for _, it := range items {
+			x, _ := it.(map[string]any)
+			id, _ := x["item_id"].(string)
+			s, _ := x["state"].(string)
+			out[id] = s
+		}
+		return out
+	}
+	webhook := func(r *serveProc, body []byte) (int, string) {
+		jwt, err := sim.Sign(body) // signed per attempt, as Plaid does
+		if err != nil {
+			return -1, err.Error()
+		}
+		req, _ := http.NewRequest("POST", r.URL()+"/api/webhooks/plaid", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Plaid-Verification", jwt)
 		res, err := client.Do(req)
@@ -174,59 +167,41 @@ tenants:
 	}
 
 	// Exchange on A, status on B.
-	st, m := call(reps[0], "POST", "/api/plaid/link-token", "")
-	if st != 200 {
-		t.Fatalf("link-token on A = %d %v", st, m)
-	}
-	lt, _ := m["link_token"].(string)
-	pub, err := sim.CompleteLink(lt, "ins_109508", "user_good")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, m = call(reps[0], "POST", "/api/plaid/exchange", `{"public_token":"`+pub+`","link_token":"`+lt+`"}`)
-	itemID, _ := m["item_id"].(string)
-	if st != 200 || m["persisted"] != true {
-		t.Fatalf("exchange on A = %d %v", st, m)
-	}
-	state := func(r *replica) string {
-		_, m := call(r, "GET", "/api/plaid/status", "")
-		items, _ := m["items"].([]any)
-		for _, it := range items {
-			if x, _ := it.(map[string]any); x["item_id"] == itemID {
-				s, _ := x["state"].(string)
-				return s
-			}
-		}
-		return ""
-	}
-	if s := state(reps[1]); s != "ok" {
+	itemID := exchange(a)
+	if s := states(b)[itemID]; s != "ok" {
 		t.Fatalf("status on B after exchange on A: state %q, want ok", s)
 	}
 
-	// A webhook delivered to C moves the state A reports.
-	body, _ := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "PENDING_EXPIRATION", "item_id": itemID,
-		"consent_expiration_time": "2030-01-15T13:25:17Z", "environment": "sandbox"})
-	if st, res := webhook(reps[2], body); st != 200 || res != "accepted" {
-		t.Fatalf("webhook to C = %d %s", st, res)
+	// The emulator's reset_login fires ITEM/ERROR ITEM_LOGIN_REQUIRED to the
+	// item's webhook (C); A then reports login_required.
+	res, err := client.Post(plaid.URL+"/__emu/item/reset_login", "application/json", strings.NewReader(`{"item_id":"`+itemID+`"}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	ok := false
-	for range 100 {
-		if state(reps[0]) == "pending_expiration" {
-			ok = true
-			break
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("emulator reset_login = %d", res.StatusCode)
+	}
+	a.waitFor("login_required on A after the emulator's webhook to C", func() bool { return states(a)[itemID] == "login_required" })
+	var toC bool
+	for _, d := range sim.Deliveries() {
+		if d.ItemID == itemID && d.URL == hookURL && d.Status == 200 && strings.Contains(d.Body, "ITEM_LOGIN_REQUIRED") {
+			toC = true
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	if !ok {
-		t.Fatalf("state on A after the webhook to C = %q, want pending_expiration", state(reps[0]))
+	if !toC {
+		t.Fatalf("no ITEM_LOGIN_REQUIRED delivery to C (%s) acknowledged in the emulator's log %+v", hookURL, sim.Deliveries())
 	}
+
+	// One item exchanged on each replica: none may be lost by the kills.
+	items := map[string]string{itemID: "login_required", exchange(b): "ok", exchange(c): "ok"}
 
 	// The same body to B and C at once: one accepted, one duplicate.
 	dup, _ := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "WEBHOOK_UPDATE_ACKNOWLEDGED",
 		"item_id": "dup-item", "new_webhook_url": "https://example.com/h", "error": nil, "environment": "sandbox"})
 	results := make([]string, 2)
 	var wg sync.WaitGroup
-	for i, r := range reps[1:] {
+	for i, r := range []*serveProc{b, c} {
 		wg.Go(func() { _, results[i] = webhook(r, dup) })
 	}
 	wg.Wait()
@@ -234,56 +209,41 @@ tenants:
 		t.Fatalf("same body to B and C = %v, want one accepted and one duplicate", results)
 	}
 
-	// A stream round-robin while replicas die and come back.
-	const total = 300
-	var acked sync.Map
-	var ackCount atomic.Int64
-	next := make(chan int, total)
-	for i := range total {
-		next <- i
-	}
-	close(next)
-	var senders sync.WaitGroup
-	for range 6 {
-		senders.Go(func() {
-			for i := range next {
-				item := fmt.Sprintf("rep-item-%04d", i)
-				b, _ := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "WEBHOOK_UPDATE_ACKNOWLEDGED",
-					"item_id": item, "new_webhook_url": "https://example.com/h", "error": nil, "environment": "sandbox"})
-				for attempt := 0; attempt < 300; attempt++ {
-					if st, _ := webhook(reps[(i+attempt)%3], b); st == 200 {
-						acked.Store(item, true)
-						ackCount.Add(1)
-						break
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-				time.Sleep(20 * time.Millisecond)
+	// 1000 webhooks round-robin while replicas die and come back.
+	const total = 1000
+	st := streamWebhooks(total, reps, webhook)
+	kills := []*serveProc{a, b, c, a}
+	var ackedAtKill []int64
+	for k, r := range kills {
+		threshold := int64((k + 1) * total / (len(kills) + 1))
+		for range 12000 { // 10ms steps: at most 2 minutes
+			if st.acked.Load() >= threshold || st.finished() {
+				break
 			}
-		})
+			time.Sleep(10 * time.Millisecond)
+		}
+		ackedAtKill = append(ackedAtKill, st.acked.Load())
+		r.Kill()
+		t.Logf("SIGKILL %d (%s) after %d acknowledged", k+1, r.opts.Name, ackedAtKill[k])
+		r.Start()
 	}
-	for k := range 3 {
-		time.Sleep(time.Duration(300+100*k) * time.Millisecond)
-		r := reps[k]
-		_ = r.cmd.Process.Signal(syscall.SIGKILL)
-		_ = r.cmd.Wait()
-		start(r)
+	select {
+	case <-st.done:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("senders did not finish in 3 minutes")
 	}
-	senders.Wait()
-	if n := ackCount.Load(); n != total {
-		t.Errorf("%d of %d webhooks acknowledged", n, total)
+	if last := ackedAtKill[len(ackedAtKill)-1]; last >= total {
+		t.Fatalf("the stream ended before the last kill (acked at kills: %v); the test proves nothing", ackedAtKill)
 	}
+	if n := st.acked.Load(); n != total {
+		t.Fatalf("%d of %d webhooks acknowledged (%d answered 4xx); the senders retry 5xx and connection errors", n, total, st.rejected.Load())
+	}
+
+	// Every acknowledged webhook forwarded (bounded wait: leases of killed
+	// replicas end after 2s).
 	var missing []string
-	for range 600 { // bounded wait: leases of killed replicas end after 2s
-		missing = missing[:0]
-		mu.Lock()
-		acked.Range(func(k, _ any) bool {
-			if len(idsByItem[k.(string)]) == 0 {
-				missing = append(missing, k.(string))
-			}
-			return true
-		})
-		mu.Unlock()
+	for range 1200 {
+		missing = app.missing(total)
 		if len(missing) == 0 {
 			break
 		}
@@ -292,11 +252,144 @@ tenants:
 	if len(missing) > 0 {
 		t.Fatalf("%d acknowledged webhooks never forwarded (e.g. %v)", len(missing), missing[:min(5, len(missing))])
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for item, ids := range idsByItem {
-		if len(ids) != 1 {
-			t.Errorf("event for %s forwarded as %d distinct events %v, want one", item, len(ids), ids)
+	ids, deliveries, multi := app.stream(total)
+	for _, m := range multi {
+		t.Error(m)
+	}
+	if ids != total {
+		t.Errorf("%d distinct webhook-ids forwarded for %d webhooks, want %d", ids, total, total)
+	}
+	t.Logf("%d webhooks acknowledged across %d SIGKILLs (acked at kills %v); %d distinct webhook-ids in %d forwards",
+		st.acked.Load(), len(kills), ackedAtKill, ids, deliveries)
+
+	// No item lost: every replica lists every exchanged item in its state.
+	for _, r := range reps {
+		got := states(r)
+		for id, want := range items {
+			if got[id] != want {
+				t.Errorf("status on %s: item %s state %q, want %q", r.opts.Name, id, got[id], want)
+			}
 		}
 	}
+}
+
+// streamItem is the item_id of the stream's webhook i.
+func streamItem(i int) string { return fmt.Sprintf("rep-item-%04d", i) }
+
+// stream is a running set of webhook senders.
+type stream struct {
+	acked    atomic.Int64
+	rejected atomic.Int64
+	done     chan struct{}
+}
+
+func (s *stream) finished() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// streamWebhooks sends total distinct signed webhooks, webhook i first to
+// replica i mod len(reps), from 6 concurrent senders that retry like Plaid:
+// on a 5xx, a 429 or a connection error the same body is sent again
+// (re-signed, to the next replica, as a load balancer would), at most 500
+// times; any other answer but 200 counts as rejected.
+func streamWebhooks(total int, reps []*serveProc, send func(*serveProc, []byte) (int, string)) *stream {
+	s := &stream{done: make(chan struct{})}
+	next := make(chan int, total)
+	for i := range total {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			for i := range next {
+				b, _ := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "WEBHOOK_UPDATE_ACKNOWLEDGED",
+					"item_id": streamItem(i), "new_webhook_url": "https://example.com/h", "error": nil, "environment": "sandbox"})
+				for attempt := range 500 {
+					st, _ := send(reps[(i+attempt)%len(reps)], b)
+					if st == http.StatusOK {
+						s.acked.Add(1)
+						break
+					}
+					if st != 0 && st != http.StatusTooManyRequests && st < 500 {
+						s.rejected.Add(1)
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				time.Sleep(30 * time.Millisecond) // a stream, not a burst: it must straddle the kills
+			}
+		})
+	}
+	go func() { wg.Wait(); close(s.done) }()
+	return s
+}
+
+// forwardSink is the tenant's app: it records every forwarded event by its
+// item and its Standard Webhooks id.
+type forwardSink struct {
+	mu       sync.Mutex
+	byItem   map[string]map[string]int // item_id → webhook-id → deliveries
+	itemByID map[string]string         // webhook-id → first item_id seen with it
+	clash    []string                  // webhook-ids seen with two items
+}
+
+func (f *forwardSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	var ev struct {
+		ItemID string `json:"item_id"`
+	}
+	_ = json.Unmarshal(b, &ev)
+	id := r.Header.Get("webhook-id")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.byItem[ev.ItemID] == nil {
+		f.byItem[ev.ItemID] = map[string]int{}
+	}
+	f.byItem[ev.ItemID][id]++
+	if prev, ok := f.itemByID[id]; !ok {
+		f.itemByID[id] = ev.ItemID
+	} else if prev != ev.ItemID {
+		f.clash = append(f.clash, id)
+	}
+}
+
+// missing lists the stream's items not forwarded yet.
+func (f *forwardSink) missing(total int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for i := range total {
+		if len(f.byItem[streamItem(i)]) == 0 {
+			out = append(out, streamItem(i))
+		}
+	}
+	return out
+}
+
+// stream counts the distinct webhook-ids and the deliveries of the stream's
+// items, and describes every item forwarded as more than one event and
+// every webhook-id carried by two items.
+func (f *forwardSink) stream(total int) (ids, deliveries int, problems []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range total {
+		byID := f.byItem[streamItem(i)]
+		ids += len(byID)
+		for _, n := range byID {
+			deliveries += n
+		}
+		if len(byID) > 1 {
+			problems = append(problems, fmt.Sprintf("%s forwarded as %d distinct events %v, want one", streamItem(i), len(byID), byID))
+		}
+	}
+	for _, id := range f.clash {
+		problems = append(problems, fmt.Sprintf("webhook-id %s forwarded for two items", id))
+	}
+	return ids, deliveries, problems
 }
