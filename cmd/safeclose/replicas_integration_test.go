@@ -114,14 +114,14 @@ tenants:
 		_ = json.NewDecoder(res.Body).Decode(&m)
 		return res.StatusCode, m
 	}
-	exchange := func(r *serveProc) string {
+	exchange := func(r *serveProc, institution string) string {
 		t.Helper()
 		st, m := call(r, "POST", "/api/plaid/link-token", "")
 		if st != 200 {
 			t.Fatalf("link-token on %s = %d %v", r.opts.Name, st, m)
 		}
 		lt, _ := m["link_token"].(string)
-		pub, err := sim.CompleteLink(lt, "ins_109508", "user_good")
+		pub, err := sim.CompleteLink(lt, institution, "user_good")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ tenants:
 	}
 
 	// Exchange on A, status on B.
-	itemID := exchange(a)
+	itemID := exchange(a, "ins_109508")
 	if s := states(b)[itemID]; s != "ok" {
 		t.Fatalf("status on B after exchange on A: state %q, want ok", s)
 	}
@@ -193,8 +193,9 @@ tenants:
 		t.Fatalf("no ITEM_LOGIN_REQUIRED delivery to C (%s) acknowledged in the emulator's log %+v", hookURL, sim.Deliveries())
 	}
 
-	// One item exchanged on each replica: none may be lost by the kills.
-	items := map[string]string{itemID: "login_required", exchange(b): "ok", exchange(c): "ok"}
+	// One item exchanged on each replica (one user has one item per
+	// institution): none may be lost by the kills.
+	items := map[string]string{itemID: "login_required", exchange(b, "ins_109509"): "ok", exchange(c, "ins_109510"): "ok"}
 
 	// The same body to B and C at once: one accepted, one duplicate.
 	dup, _ := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "WEBHOOK_UPDATE_ACKNOWLEDGED",
@@ -259,8 +260,8 @@ tenants:
 	if ids != total {
 		t.Errorf("%d distinct webhook-ids forwarded for %d webhooks, want %d", ids, total, total)
 	}
-	t.Logf("%d webhooks acknowledged across %d SIGKILLs (acked at kills %v); %d distinct webhook-ids in %d forwards",
-		st.acked.Load(), len(kills), ackedAtKill, ids, deliveries)
+	t.Logf("%d webhooks acknowledged across %d SIGKILLs (acked at kills %v, %d retried sends); %d distinct webhook-ids in %d forwards",
+		st.acked.Load(), len(kills), ackedAtKill, st.retries.Load(), ids, deliveries)
 
 	// No item lost: every replica lists every exchanged item in its state.
 	for _, r := range reps {
@@ -280,6 +281,7 @@ func streamItem(i int) string { return fmt.Sprintf("rep-item-%04d", i) }
 type stream struct {
 	acked    atomic.Int64
 	rejected atomic.Int64
+	retries  atomic.Int64 // attempts after a 5xx, 429 or connection error
 	done     chan struct{}
 }
 
@@ -320,6 +322,7 @@ func streamWebhooks(total int, reps []*serveProc, send func(*serveProc, []byte) 
 						s.rejected.Add(1)
 						break
 					}
+					s.retries.Add(1)
 					time.Sleep(20 * time.Millisecond)
 				}
 				time.Sleep(30 * time.Millisecond) // a stream, not a burst: it must straddle the kills
