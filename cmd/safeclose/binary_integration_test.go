@@ -148,6 +148,7 @@ func (p *serveProc) AdminAddr() string { return p.admin }
 func (p *serveProc) Start() {
 	p.t.Helper()
 	p.starts++
+	begin := time.Now()
 	mark := p.logs.mark(fmt.Sprintf("--- %s start %d ---\n", p.opts.Name, p.starts))
 	cmd := exec.Command(p.bin, append([]string{"serve", "-config", p.cfg}, p.opts.Args...)...)
 	cmd.Env = append(append(os.Environ(), p.opts.Env...), "LISTEN_FDS=1")
@@ -160,6 +161,7 @@ func (p *serveProc) Start() {
 	go func() { _ = cmd.Wait(); close(exited) }()
 	p.cmd, p.exited, p.admin = cmd, exited, ""
 	p.waitReady(mark)
+	p.t.Logf("%s start %d ready in %v", p.opts.Name, p.starts, time.Since(begin).Round(time.Millisecond))
 }
 
 var adminLine = regexp.MustCompile(`safeclose listening on \S+ \(admin http://([^)\s]+)\)`)
@@ -232,6 +234,7 @@ func (p *serveProc) Stop() {
 	select {
 	case <-p.exited:
 	case <-time.After(15 * time.Second):
+		p.t.Logf("%s did not exit 15s after SIGTERM; sending SIGKILL", p.opts.Name)
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
 		<-p.exited
 	}
