@@ -59,6 +59,7 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 		"REP_CLIENT_ID=rep-client", "REP_SECRET=rep-secret",
 		"REP_FWD_SECRET=whsec_" + base64.StdEncoding.EncodeToString(secret),
 	}
+	const workers = 2 // webhook workers per replica
 	names := []string{"A", "B", "C"}
 	socks := make([]*socket, len(names))
 	for i := range socks {
@@ -73,7 +74,7 @@ admin_listen: 127.0.0.1:0
 data_dir: %s
 keys: env:SAFECLOSE_KEYS
 store: {backend: postgres, dsn: env:SAFECLOSE_PG_DSN, max_conns: 8}
-webhooks: {workers: 2, max_attempts: 50, backoff: 50ms, max_backoff: 200ms, lease: 2s}
+webhooks: {workers: %d, max_attempts: 50, backoff: 50ms, max_backoff: 200ms, lease: 2s}
 tenants:
   - name: rep
     hosts: [127.0.0.1]
@@ -90,7 +91,7 @@ tenants:
       api_keys: [{sha256: "%s", user: alice}]
     forward:
       - {name: app, url: %s, secret: env:REP_FWD_SECRET}
-`, socks[i].Addr, filepath.Join(dir, "data"+name), plaid.URL, hookURL, hex.EncodeToString(sum[:]), sink.URL)
+`, socks[i].Addr, filepath.Join(dir, "data"+name), workers, plaid.URL, hookURL, hex.EncodeToString(sum[:]), sink.URL)
 		p := filepath.Join(dir, "rep"+name+".yaml")
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -259,6 +260,13 @@ tenants:
 	}
 	if ids != total {
 		t.Errorf("%d distinct webhook-ids forwarded for %d webhooks, want %d", ids, total, total)
+	}
+	// Forwarding is at least once: a replica killed between a forward and
+	// its commit has that entry forwarded again (same webhook-id) when the
+	// lease ends. Each kill interrupts at most one entry per worker; more
+	// repeats mean two replicas held one lease.
+	if repeats := deliveries - ids; repeats > len(kills)*workers {
+		t.Errorf("%d repeated forwards after %d kills of replicas with %d workers, want at most %d", repeats, len(kills), workers, len(kills)*workers)
 	}
 	t.Logf("%d webhooks acknowledged across %d SIGKILLs (acked at kills %v, %d retried sends); %d distinct webhook-ids in %d forwards",
 		st.acked.Load(), len(kills), ackedAtKill, st.retries.Load(), ids, deliveries)
