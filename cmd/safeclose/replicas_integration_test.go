@@ -213,7 +213,7 @@ tenants:
 
 	// 1000 webhooks round-robin while replicas die and come back.
 	const total = 1000
-	st := streamWebhooks(total, reps, webhook)
+	st := streamWebhooks(t, total, reps, webhook)
 	kills := []*serveProc{a, b, c, a}
 	var ackedAtKill []int64
 	for k, r := range kills {
@@ -290,6 +290,7 @@ type stream struct {
 	acked    atomic.Int64
 	rejected atomic.Int64
 	retries  atomic.Int64 // attempts after a 5xx, 429 or connection error
+	stop     atomic.Bool  // set when the test ends: senders give up
 	done     chan struct{}
 }
 
@@ -306,9 +307,11 @@ func (s *stream) finished() bool {
 // replica i mod len(reps), from 6 concurrent senders that retry like Plaid:
 // on a 5xx, a 429 or a connection error the same body is sent again
 // (re-signed, to the next replica, as a load balancer would), at most 500
-// times; any other answer but 200 counts as rejected.
-func streamWebhooks(total int, reps []*serveProc, send func(*serveProc, []byte) (int, string)) *stream {
+// times; any other answer but 200 counts as rejected. The senders stop
+// when the test ends (before the replicas stop), whatever its outcome.
+func streamWebhooks(t *testing.T, total int, reps []*serveProc, send func(*serveProc, []byte) (int, string)) *stream {
 	s := &stream{done: make(chan struct{})}
+	t.Cleanup(func() { s.stop.Store(true); <-s.done })
 	next := make(chan int, total)
 	for i := range total {
 		next <- i
@@ -318,9 +321,15 @@ func streamWebhooks(total int, reps []*serveProc, send func(*serveProc, []byte) 
 	for range 6 {
 		wg.Go(func() {
 			for i := range next {
+				if s.stop.Load() {
+					return
+				}
 				b, _ := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "WEBHOOK_UPDATE_ACKNOWLEDGED",
 					"item_id": streamItem(i), "new_webhook_url": "https://example.com/h", "error": nil, "environment": "sandbox"})
 				for attempt := range 500 {
+					if s.stop.Load() {
+						return
+					}
 					st, _ := send(reps[(i+attempt)%len(reps)], b)
 					if st == http.StatusOK {
 						s.acked.Add(1)
