@@ -173,7 +173,11 @@ type Destination struct {
 	Secret SecretRef `yaml:"secret"` // whsec_… signing secret
 }
 
-// Default returns the prototype every decoded file starts from.
+// Default returns the prototype every decoded file starts from. Values that
+// a runtime package also applies to a zero option are that package's
+// (proxy.Default…, store.DefaultDedupeTTL); configs imports nothing from the
+// module, so they are repeated here, and TestConfigDefaultsMatchPackages in
+// cmd/safeclose fails if the two drift (RATIONALE.md "Where defaults live").
 func Default() File {
 	return File{
 		Listen:      "127.0.0.1:8080",

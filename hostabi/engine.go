@@ -91,7 +91,8 @@ type JWTOptions struct {
 	JWKS []byte
 	// Issuer and Audience, when set, must match iss and aud.
 	Issuer, Audience string
-	// Leeway is allowed clock skew for exp and nbf. Zero means 30s.
+	// Leeway is allowed clock skew for exp and nbf. Zero means
+	// DefaultJWTLeeway (30s).
 	Leeway time.Duration
 }
 
@@ -112,9 +113,9 @@ type PluginOptions struct {
 	// (512 = 32 MiB); above MaxMemoryPages (1024 = 64 MiB) Load fails with
 	// ErrLimits.
 	MemoryLimitPages uint32
-	// Timeout is the deadline of one call. Zero means 100ms. A call that
-	// returns after its deadline fails with ErrTimeout even if the guest
-	// returned a value.
+	// Timeout is the deadline of one call. Zero means DefaultTimeout
+	// (100ms). A call that returns after its deadline fails with ErrTimeout
+	// even if the guest returned a value.
 	Timeout time.Duration
 	// PoolSize is the number of instances kept warm. Zero means
 	// min(GOMAXPROCS, MaxPoolSize); negative or above MaxPoolSize (16) Load
@@ -153,7 +154,7 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 100 * time.Millisecond
+		o.Timeout = DefaultTimeout
 	}
 	rt := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig().
 		WithCompilationCache(e.cache).

@@ -51,7 +51,7 @@ func newJWTVerifier(o JWTOptions, secrets map[string][]byte, now func() time.Tim
 		leeway: o.Leeway, now: now, cache: map[string]*jwtEntry{},
 	}
 	if v.leeway == 0 {
-		v.leeway = 30 * time.Second
+		v.leeway = DefaultJWTLeeway
 	}
 	if len(o.JWKS) > 0 {
 		if err := v.parseJWKS(o.JWKS); err != nil {

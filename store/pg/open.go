@@ -70,7 +70,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		o.Now = time.Now
 	}
 	if o.DedupeTTL == 0 {
-		o.DedupeTTL = 48 * time.Hour
+		o.DedupeTTL = store.DefaultDedupeTTL
 	}
 	if o.OpTimeout == 0 {
 		o.OpTimeout = 5 * time.Second
