@@ -298,7 +298,7 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-// Issue 10.6: publicKey (now ecdsa.ParseUncompressedPublicKey) refuses a
+// Issue 10.6: publicKey (now internal/jwkp256.PublicKey) refuses a
 // point that is not on P-256.
 func TestPublicKeyRefusesOffCurvePoint(t *testing.T) {
 	t.Parallel()
