@@ -60,6 +60,8 @@ type DB struct {
 	closed  bool
 }
 
+var _ store.Backend = (*DB)(nil)
+
 // Open connects, applies the embedded migrations under an advisory lock and
 // checks the keyring against the database.
 func Open(ctx context.Context, o Options) (*DB, error) {
