@@ -250,7 +250,13 @@ func check(tok, kid string, body []byte, pub *ecdsa.PublicKey, now time.Time, ma
 	}
 	tb := []byte(tok)
 	var sig [64]byte // ES256: r‖s, 32 bytes each
-	if n, err := base64.RawURLEncoding.Decode(sig[:], tb[last+1:]); err != nil || n != len(sig) || len(tb)-last-1 != 86 {
+	// The length first: base64 panics when the destination is too short
+	// (Issue 10.9: a longer signature crashed the process).
+	enc64 := tb[last+1:]
+	if len(enc64) != base64.RawURLEncoding.EncodedLen(len(sig)) {
+		return Claims{}, fail(StepSignature, errors.New("signature does not verify"))
+	}
+	if n, err := base64.RawURLEncoding.Decode(sig[:], enc64); err != nil || n != len(sig) {
 		return Claims{}, fail(StepSignature, errors.New("signature does not verify"))
 	}
 	ver, err := jws.NewVerifier(jwa.ES256)
