@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/hostabi/internal/wasmcheck"
 	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
@@ -151,6 +152,11 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		return nil, fmt.Errorf("%w: %s/%s: sha256 is %x, config pins %s", ErrRefused, o.Tenant, o.Name, sum, o.SHA256)
 	}
 	if err := o.limits(); err != nil {
+		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
+	}
+	// Before wazero sees the bytes: its decoder allocates by declared
+	// counts, and an absurd one ends the process (Issue 10.9).
+	if err := wasmcheck.Check(o.Wasm); err != nil {
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
 	if o.Timeout <= 0 {
@@ -325,6 +331,9 @@ func sameTypes(a, b []api.ValueType) bool {
 func InspectWasm(ctx context.Context, wasm []byte) (ModuleInfo, time.Duration, error) {
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
 	defer rt.Close(ctx)
+	if err := wasmcheck.Check(wasm); err != nil { // see Load (Issue 10.9)
+		return ModuleInfo{}, 0, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
 	t0 := time.Now()
 	cm, err := rt.CompileModule(ctx, wasm)
 	if err != nil {
