@@ -163,6 +163,8 @@ type Plugin struct {
 	PoolSize     int                  `yaml:"pool_size"`    // default min(GOMAXPROCS, 16), max 16
 	BodyLimit    int                  `yaml:"body_limit"`   // bytes of body the plugin may read; default 0
 	CacheTTL     Duration             `yaml:"cache_ttl"`    // reuse allow decisions for identical inputs; default 0 (off)
+	// JWT is Config["jwt"], typed (jwt.go); Decode fills it. Nil: no section.
+	JWT *JWT `yaml:"-"`
 }
 
 // Destination is where a tenant's webhook events may be forwarded, signed with
@@ -173,7 +175,11 @@ type Destination struct {
 	Secret SecretRef `yaml:"secret"` // whsec_… signing secret
 }
 
-// Default returns the prototype every decoded file starts from.
+// Default returns the prototype every decoded file starts from. Values that
+// a runtime package also applies to a zero option are that package's
+// (proxy.Default…, store.DefaultDedupeTTL); configs imports nothing from the
+// module, so they are repeated here, and TestConfigDefaultsMatchPackages in
+// cmd/safeclose fails if the two drift (RATIONALE.md "Where defaults live").
 func Default() File {
 	return File{
 		Listen:      "127.0.0.1:8080",
@@ -237,6 +243,9 @@ func Decode(r io.Reader) (*File, error) {
 		if t.Plaid.ClientName == "" {
 			t.Plaid.ClientName = t.Name
 		}
+	}
+	if err := f.decodeJWTs(); err != nil {
+		return nil, err
 	}
 	if f.PluginCache == "" && f.DataDir != "" {
 		f.PluginCache = strings.TrimSuffix(f.DataDir, "/") + "/wasm-cache"
@@ -432,6 +441,7 @@ func validatePlugin(p string, pl Plugin, add func(string, string, ...any)) {
 		add(p+".timeout", "must be in 0..10s")
 	}
 	validatePluginLimits(p, pl, add)
+	pl.JWT.validate(p+".config.jwt", add)
 	for j, c := range pl.Capabilities {
 		if !slices.Contains(CapabilityNames(), c) {
 			add(fmt.Sprintf("%s.capabilities[%d]", p, j), "unknown capability %q", c)

@@ -21,6 +21,6 @@
 //     function its plugin was not granted is refused.
 //
 // The package imports the standard library, wazero and the stdlib-only
-// internal/loglimit; it knows nothing of HTTP servers (a Request is an
+// internal/loglimit and internal/jwkp256; it knows nothing of HTTP servers (a Request is an
 // interface the proxy implements).
 package hostabi

@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/hostabi/internal/wasmcheck"
 	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
@@ -91,7 +92,8 @@ type JWTOptions struct {
 	JWKS []byte
 	// Issuer and Audience, when set, must match iss and aud.
 	Issuer, Audience string
-	// Leeway is allowed clock skew for exp and nbf. Zero means 30s.
+	// Leeway is allowed clock skew for exp and nbf. Zero means
+	// DefaultJWTLeeway (30s).
 	Leeway time.Duration
 }
 
@@ -112,9 +114,9 @@ type PluginOptions struct {
 	// (512 = 32 MiB); above MaxMemoryPages (1024 = 64 MiB) Load fails with
 	// ErrLimits.
 	MemoryLimitPages uint32
-	// Timeout is the deadline of one call. Zero means 100ms. A call that
-	// returns after its deadline fails with ErrTimeout even if the guest
-	// returned a value.
+	// Timeout is the deadline of one call. Zero means DefaultTimeout
+	// (100ms). A call that returns after its deadline fails with ErrTimeout
+	// even if the guest returned a value.
 	Timeout time.Duration
 	// PoolSize is the number of instances kept warm. Zero means
 	// min(GOMAXPROCS, MaxPoolSize); negative or above MaxPoolSize (16) Load
@@ -152,8 +154,13 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if err := o.limits(); err != nil {
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
+	// Before wazero sees the bytes: its decoder allocates by declared
+	// counts, and an absurd one ends the process (Issue 10.9).
+	if err := wasmcheck.Check(o.Wasm); err != nil {
+		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
+	}
 	if o.Timeout <= 0 {
-		o.Timeout = 100 * time.Millisecond
+		o.Timeout = DefaultTimeout
 	}
 	rt := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig().
 		WithCompilationCache(e.cache).
@@ -324,6 +331,9 @@ func sameTypes(a, b []api.ValueType) bool {
 func InspectWasm(ctx context.Context, wasm []byte) (ModuleInfo, time.Duration, error) {
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
 	defer rt.Close(ctx)
+	if err := wasmcheck.Check(wasm); err != nil { // see Load (Issue 10.9)
+		return ModuleInfo{}, 0, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
 	t0 := time.Now()
 	cm, err := rt.CompileModule(ctx, wasm)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/internal/jwkp256"
 )
 
 // jwtVerifier checks compact JWTs for jwt_verify. It parses the token
@@ -51,7 +51,7 @@ func newJWTVerifier(o JWTOptions, secrets map[string][]byte, now func() time.Tim
 		leeway: o.Leeway, now: now, cache: map[string]*jwtEntry{},
 	}
 	if v.leeway == 0 {
-		v.leeway = 30 * time.Second
+		v.leeway = DefaultJWTLeeway
 	}
 	if len(o.JWKS) > 0 {
 		if err := v.parseJWKS(o.JWKS); err != nil {
@@ -73,18 +73,9 @@ func (v *jwtVerifier) parseJWKS(b []byte) error {
 	for i, k := range set.Keys {
 		switch k.Kty {
 		case "EC":
-			if k.Crv != "P-256" {
-				return fmt.Errorf("keys[%d]: curve %q unsupported (P-256 only)", i, k.Crv)
-			}
-			x, err1 := b64coord(k.X)
-			y, err2 := b64coord(k.Y)
-			if err := errors.Join(err1, err2); err != nil {
-				return fmt.Errorf("keys[%d]: %w", i, err)
-			}
-			// ParseUncompressedPublicKey checks that the point is on the curve.
-			pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+			pub, err := jwkp256.PublicKey(k.Crv, k.X, k.Y)
 			if err != nil {
-				return fmt.Errorf("keys[%d]: point not on P-256", i)
+				return fmt.Errorf("keys[%d]: %w", i, err)
 			}
 			v.keys[k.Kid] = pub
 		case "RSA":
@@ -102,16 +93,6 @@ func (v *jwtVerifier) parseJWKS(b []byte) error {
 		}
 	}
 	return nil
-}
-
-// b64coord decodes a P-256 JWK coordinate into its 32-byte big-endian form
-// (left-padded if the encoder dropped leading zeros).
-func b64coord(s string) ([]byte, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) == 0 || len(b) > 32 {
-		return nil, errors.New("bad P-256 coordinate")
-	}
-	return append(make([]byte, 32-len(b), 32), b...), nil
 }
 
 func b64int(s string) (*big.Int, error) {

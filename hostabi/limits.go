@@ -3,6 +3,7 @@ package hostabi
 import (
 	"fmt"
 	"runtime"
+	"time"
 )
 
 // Resource limits of one plugin. A plugin's worst case is
@@ -21,6 +22,12 @@ const (
 	// and never block on I/O, so instances beyond the cores add memory, not
 	// throughput.
 	MaxPoolSize = 16
+	// DefaultTimeout is the deadline of one call when PluginOptions leaves
+	// Timeout zero.
+	DefaultTimeout = 100 * time.Millisecond
+	// DefaultJWTLeeway is the clock skew jwt_verify allows for exp and nbf
+	// when JWTOptions leaves Leeway zero.
+	DefaultJWTLeeway = 30 * time.Second
 )
 
 // limits fills the zero-value defaults of o's limits and refuses values out

@@ -66,19 +66,19 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if opts.MaxBodyBytes == 0 {
-		opts.MaxBodyBytes = 64 << 10
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if opts.ReadTimeout == 0 {
-		opts.ReadTimeout = 10 * time.Second
+		opts.ReadTimeout = DefaultReadTimeout
 	}
 	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = 30 * time.Second
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.IdleTimeout == 0 {
-		opts.IdleTimeout = 60 * time.Second
+		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	if opts.PlaidTimeout == 0 {
-		opts.PlaidTimeout = 15 * time.Second
+		opts.PlaidTimeout = DefaultPlaidTimeout
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -86,28 +86,28 @@ func New(opts Options) (*Server, error) {
 	applyPassThroughDefaults(&opts)
 	w := &opts.Webhooks
 	if w.MaxBodyBytes == 0 {
-		w.MaxBodyBytes = 64 << 10
+		w.MaxBodyBytes = DefaultWebhookMaxBodyBytes
 	}
 	if w.Workers == 0 {
-		w.Workers = 4
+		w.Workers = DefaultWebhookWorkers
 	}
 	if w.MaxAttempts == 0 {
-		w.MaxAttempts = 8
+		w.MaxAttempts = DefaultWebhookMaxAttempts
 	}
 	if w.Lease == 0 {
-		w.Lease = 30 * time.Second
+		w.Lease = DefaultWebhookLease
 	}
 	if w.Backoff == 0 {
-		w.Backoff = time.Second
+		w.Backoff = DefaultWebhookBackoff
 	}
 	if w.MaxBackoff == 0 {
-		w.MaxBackoff = 5 * time.Minute
+		w.MaxBackoff = DefaultWebhookMaxBackoff
 	}
 	if w.Poll == 0 {
-		w.Poll = 200 * time.Millisecond
+		w.Poll = DefaultWebhookPoll
 	}
 	if w.MaxAge == 0 {
-		w.MaxAge = 5 * time.Minute
+		w.MaxAge = DefaultWebhookMaxAge
 	}
 	hc := opts.HTTPClient
 	if hc == nil {

@@ -76,7 +76,7 @@ func newPool(t Tenant, now func() time.Time) (*pool, error) {
 	}
 	conns := t.UpstreamConns
 	if conns == 0 {
-		conns = 512
+		conns = DefaultUpstreamConns
 	}
 	p := &pool{timeouts: to, now: now}
 	for _, raw := range urls {

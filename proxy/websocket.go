@@ -41,13 +41,13 @@ func isWebSocketUpgrade(h *fasthttp.RequestHeader) bool {
 // applyPassThroughDefaults fills the issue 13 Options defaults.
 func applyPassThroughDefaults(o *Options) {
 	if o.MaxResponseBytes == 0 {
-		o.MaxResponseBytes = 64 << 20
+		o.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	if o.MaxWebSockets == 0 {
-		o.MaxWebSockets = 1000
+		o.MaxWebSockets = DefaultMaxWebSockets
 	}
 	if o.WebSocketIdleTimeout == 0 {
-		o.WebSocketIdleTimeout = 60 * time.Second
+		o.WebSocketIdleTimeout = DefaultWebSocketIdleTimeout
 	}
 }
 

@@ -68,7 +68,7 @@ type Options struct {
 	InMemory  bool             // tests only: nothing on disk
 	Keyring   *Keyring         // nil means no key: SaveItem answers ErrNoKey, everything else works
 	Logger    *slog.Logger     // nil means discard; Badger's own logs go here too
-	DedupeTTL time.Duration    // zero means 48h
+	DedupeTTL time.Duration    // zero means DefaultDedupeTTL (48h)
 	MaxBatch  int              // group-commit batch cap; zero means 256
 	Now       func() time.Time // nil means time.Now
 	// MemTableSize is Badger's memtable size; zero means 16 MiB.
@@ -101,6 +101,10 @@ type DB struct {
 	lowSpace atomic.Bool // logged once per transition
 }
 
+// DefaultDedupeTTL is how long a webhook body's dedupe marker is kept when
+// Options leaves DedupeTTL zero; store/pg uses it too.
+const DefaultDedupeTTL = 48 * time.Hour
+
 // Open opens (or creates) the store.
 func Open(o Options) (*DB, error) {
 	if o.Logger == nil {
@@ -110,7 +114,7 @@ func Open(o Options) (*DB, error) {
 		o.Now = time.Now
 	}
 	if o.DedupeTTL == 0 {
-		o.DedupeTTL = 48 * time.Hour
+		o.DedupeTTL = DefaultDedupeTTL
 	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 256

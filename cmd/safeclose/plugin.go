@@ -59,8 +59,8 @@ func (pf *pluginFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&pf.iss, "jwt-issuer", "", "required JWT issuer")
 	fs.StringVar(&pf.aud, "jwt-audience", "", "required JWT audience")
 	fs.Var(&pf.secrets, "secret", "NAME=VALUE secret for jwt_verify/hmac (repeatable)")
-	fs.DurationVar(&pf.timeout, "timeout", 100*time.Millisecond, "per-call deadline")
-	fs.UintVar(&pf.pages, "memory-pages", 512, "memory cap in 64 KiB pages")
+	fs.DurationVar(&pf.timeout, "timeout", hostabi.DefaultTimeout, "per-call deadline")
+	fs.UintVar(&pf.pages, "memory-pages", hostabi.DefaultMemoryPages, "memory cap in 64 KiB pages")
 	fs.IntVar(&pf.bodyLimit, "body-limit", 0, "body bytes the plugin may read (with the body capability)")
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/internal/plaidsim"
 )
 
@@ -55,9 +56,10 @@ type sandboxOpts struct {
 
 func sandboxFlagSet(o *sandboxOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:8099", "listen address")
-	fs.StringVar(&o.clientID, "client-id", "safeclose-dev", "client_id the emulator accepts")
-	fs.StringVar(&o.secret, "secret", "safeclose-dev-secret", "secret the emulator accepts (an emulator credential, not a real one)")
+	def := configs.Default().Emulator // the embedded emulator's defaults are the standalone one's
+	fs.StringVar(&o.addr, "addr", def.Listen, "listen address")
+	fs.StringVar(&o.clientID, "client-id", def.ClientID, "client_id the emulator accepts")
+	fs.StringVar(&o.secret, "secret", def.Secret, "secret the emulator accepts (an emulator credential, not a real one)")
 	fs.StringVar(&o.state, "state", "", "JSON state file to load and keep (empty: memory only)")
 	fs.Int64Var(&o.seed, "seed", 0, "non-zero: deterministic ids and keys")
 	fs.Float64Var(&o.scale, "time-scale", 1, "multiply webhook retry delays (0.001 for fast tests)")

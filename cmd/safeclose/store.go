@@ -8,27 +8,13 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/configs"
-	"github.com/safeclose/safeclose/proxy"
 	"github.com/safeclose/safeclose/store"
 	"github.com/safeclose/safeclose/store/pg"
 )
 
-// backend is what serve and the admin commands use of a store: the proxy's
-// contract plus the operator's tools. *store.DB and *pg.DB both are one.
-type backend interface {
-	proxy.Store
-	Close() error
-	KeyStatus() error
-	Rotate() (int, error)
-	DeadLetters(limit int) ([]store.Entry, error)
-	Replay(id string) error
-	ForgetOrphan(tenant, itemOrIntent string) error
-}
-
-var (
-	_ backend = (*store.DB)(nil)
-	_ backend = (*pg.DB)(nil)
-)
+// backend is what serve and the admin commands use of a store: the store
+// package's contract (the proxy's needs plus the operator's tools).
+type backend = store.Backend
 
 // storeName names the configured store in messages (never the DSN).
 func storeName(cfg *configs.File) string {

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/hostabi"
@@ -250,7 +249,7 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 		}
 		secrets[name] = s.Bytes()
 	}
-	jwt, err := jwtOptions(pc.Config)
+	jwt, err := jwtOptions(pc.JWT)
 	if err != nil {
 		return nil, &pluginError{reasonConfigInvalid, fmt.Errorf("config.jwt: %w", err)}
 	}
@@ -279,37 +278,23 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 	})
 }
 
-// jwtOptions reads the host-side JWT settings a plugin's config may carry
-// under "jwt": issuer, audience, leeway, and a JWKS inline ("jwks") or from
-// a file ("jwks_file").
-func jwtOptions(conf map[string]any) (hostabi.JWTOptions, error) {
+// jwtOptions turns a plugin's typed jwt section (configs.JWT, decoded and
+// validated by configs) into the host's options, reading jwks_file.
+func jwtOptions(j *configs.JWT) (hostabi.JWTOptions, error) {
 	var o hostabi.JWTOptions
-	raw, ok := conf["jwt"]
-	if !ok {
+	if j == nil {
 		return o, nil
 	}
-	m, ok := raw.(map[string]any)
-	if !ok {
-		return o, errors.New("must be a mapping")
-	}
-	o.Issuer, _ = m["issuer"].(string)
-	o.Audience, _ = m["audience"].(string)
-	if l, ok := m["leeway"].(string); ok {
-		d, err := time.ParseDuration(l)
-		if err != nil {
-			return o, fmt.Errorf("leeway: %w", err)
-		}
-		o.Leeway = d
-	}
-	if j, ok := m["jwks"]; ok {
-		b, err := json.Marshal(j)
+	o.Issuer, o.Audience, o.Leeway = j.Issuer, j.Audience, j.Leeway.Std()
+	if j.JWKS != nil {
+		b, err := json.Marshal(j.JWKS)
 		if err != nil {
 			return o, fmt.Errorf("jwks: %w", err)
 		}
 		o.JWKS = b
 	}
-	if f, ok := m["jwks_file"].(string); ok {
-		b, err := os.ReadFile(f)
+	if j.JWKSFile != "" {
+		b, err := os.ReadFile(j.JWKSFile)
 		if err != nil {
 			return o, fmt.Errorf("jwks_file: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -203,5 +204,62 @@ func TestPluginsWarmInParallel(t *testing.T) {
 func TestConfigCapabilitiesMatchHostabi(t *testing.T) {
 	if got, want := configs.CapabilityNames(), hostabi.CapabilityNames(); !slices.Equal(got, want) {
 		t.Errorf("configs.CapabilityNames() = %v, want hostabi.CapabilityNames() = %v", got, want)
+	}
+}
+
+// Issue 10.3: the builder takes a plugin's JWT settings from the typed
+// configs.JWT (not from the untyped config map): issuer, audience, leeway,
+// and the JWK set from jwks_file, which wins over an inline jwks.
+func TestPluginJWTOptionsFromTypedSection(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	wasm := filepath.Join(dir, "p.wasm")
+	jwksFile := filepath.Join(dir, "jwks.json")
+	const fileJWKS = `{"keys":[]}`
+	if err := os.WriteFile(wasm, []byte(emptyModule), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(jwksFile, []byte(fileJWKS), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, jwt string
+		want      hostabi.JWTOptions
+	}{
+		{"none", "", hostabi.JWTOptions{}},
+		{"typed", "{issuer: https://id.example, audience: app, leeway: 45s}",
+			hostabi.JWTOptions{Issuer: "https://id.example", Audience: "app", Leeway: 45 * time.Second}},
+		{"inline jwks", "{jwks: {keys: [{kty: EC}]}}", hostabi.JWTOptions{JWKS: []byte(`{"keys":[{"kty":"EC"}]}`)}},
+		{"jwks_file wins", "{jwks: {keys: [{kty: EC}]}, jwks_file: " + jwksFile + "}", hostabi.JWTOptions{JWKS: []byte(fileJWKS)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			conf := "{cookie: session}"
+			if tt.jwt != "" {
+				conf = "{cookie: session, jwt: " + tt.jwt + "}"
+			}
+			y := fmt.Sprintf("data_dir: %s\nemulator: {enabled: true}\ntenants:\n  - name: a\n    hosts: [a.test]\n    plaid: {env: emulator}\n    auth: {plugin: {path: %s, config: %s}}\n", dir, wasm, conf)
+			cfg, err := configs.Decode(strings.NewReader(y))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			var got hostabi.JWTOptions
+			b := &builder{log: slog.New(slog.DiscardHandler),
+				load: func(_ context.Context, o hostabi.PluginOptions) (*hostabi.Plugin, error) {
+					got = o.JWT
+					return nil, errors.New("not loaded")
+				}}
+			if _, err := b.plugin(t.Context(), "a", *cfg.Tenants[0].Auth.Plugin, hostabi.KindAuth); err == nil {
+				t.Fatal("plugin() = nil error, want the load stub's")
+			}
+			if got.Issuer != tt.want.Issuer || got.Audience != tt.want.Audience || got.Leeway != tt.want.Leeway || string(got.JWKS) != string(tt.want.JWKS) {
+				t.Errorf("JWT options = {%q %q %v %s}, want {%q %q %v %s}", got.Issuer, got.Audience, got.Leeway, got.JWKS,
+					tt.want.Issuer, tt.want.Audience, tt.want.Leeway, tt.want.JWKS)
+			}
+		})
 	}
 }

@@ -2,8 +2,6 @@ package plaidsim
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"encoding/base64"
 	"net/http"
 	"slices"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/plaid/plaid-go/v29/plaid"
+
+	"github.com/safeclose/safeclose/internal/jwkp256"
 )
 
 // These tests drive every Plaid endpoint of the emulator with the real
@@ -481,7 +481,7 @@ func TestWebhookVerificationKeyGet(t *testing.T) {
 	if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
 		t.Fatalf("x/y are not 32-byte base64url: %q %q", key.X, key.Y)
 	}
-	if _, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...)); err != nil {
+	if _, err := jwkp256.PublicKey(key.Crv, key.X, key.Y); err != nil {
 		t.Errorf("x/y are not a P-256 point: %v", err)
 	}
 

@@ -10,5 +10,6 @@
 // compared in constant time.
 //
 // It is the only package that imports jwx, so moving to jwx v3 is one
-// package's change. It imports nothing from the module.
+// package's change. From the module it imports only internal/jwkp256, the
+// one P-256 JWK parser (shared with hostabi's jwt_verify).
 package webhook

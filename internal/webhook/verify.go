@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/safeclose/safeclose/internal/jwkp256"
 )
 
 // Sentinels for key trouble.
@@ -249,7 +250,13 @@ func check(tok, kid string, body []byte, pub *ecdsa.PublicKey, now time.Time, ma
 	}
 	tb := []byte(tok)
 	var sig [64]byte // ES256: r‖s, 32 bytes each
-	if n, err := base64.RawURLEncoding.Decode(sig[:], tb[last+1:]); err != nil || n != len(sig) || len(tb)-last-1 != 86 {
+	// The length first: base64 panics when the destination is too short
+	// (Issue 10.9: a longer signature crashed the process).
+	enc64 := tb[last+1:]
+	if len(enc64) != base64.RawURLEncoding.EncodedLen(len(sig)) {
+		return Claims{}, fail(StepSignature, errors.New("signature does not verify"))
+	}
+	if n, err := base64.RawURLEncoding.Decode(sig[:], enc64); err != nil || n != len(sig) {
 		return Claims{}, fail(StepSignature, errors.New("signature does not verify"))
 	}
 	ver, err := jws.NewVerifier(jwa.ES256)
@@ -436,20 +443,20 @@ func (v *Verifier) boundUnknown(now time.Time) {
 	}
 }
 
-// publicKey validates a JWK as a P-256 ES256 signing key.
+// publicKey validates a JWK as a P-256 ES256 signing key; the point is
+// read by internal/jwkp256, the module's one P-256 JWK parser.
 func publicKey(k Key) (*ecdsa.PublicKey, error) {
-	if k.Kty != "EC" || k.Crv != "P-256" || (k.Alg != "" && k.Alg != "ES256") || (k.Use != "" && k.Use != "sig") {
+	if k.Kty != "EC" || (k.Alg != "" && k.Alg != "ES256") || (k.Use != "" && k.Use != "sig") {
 		return nil, fmt.Errorf("webhook: key %q is not an ES256 P-256 signing key", k.Kid)
 	}
-	x, err1 := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.X, "="))
-	y, err2 := base64.RawURLEncoding.DecodeString(strings.TrimRight(k.Y, "="))
-	if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
-		return nil, fmt.Errorf("webhook: key %q has bad coordinates", k.Kid)
-	}
-	// ParseUncompressedPublicKey checks that the point is on the curve.
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
-	if err != nil {
+	pub, err := jwkp256.PublicKey(k.Crv, k.X, k.Y)
+	switch {
+	case errors.Is(err, jwkp256.ErrCurve):
+		return nil, fmt.Errorf("webhook: key %q is not an ES256 P-256 signing key", k.Kid)
+	case errors.Is(err, jwkp256.ErrNotOnCurve):
 		return nil, fmt.Errorf("webhook: key %q is not on P-256", k.Kid)
+	case err != nil:
+		return nil, fmt.Errorf("webhook: key %q has bad coordinates", k.Kid)
 	}
 	return pub, nil
 }

@@ -298,7 +298,7 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-// Issue 10.6: publicKey (now ecdsa.ParseUncompressedPublicKey) refuses a
+// Issue 10.6: publicKey (now internal/jwkp256.PublicKey) refuses a
 // point that is not on P-256.
 func TestPublicKeyRefusesOffCurvePoint(t *testing.T) {
 	t.Parallel()
@@ -311,5 +311,48 @@ func TestPublicKeyRefusesOffCurvePoint(t *testing.T) {
 	k.Y = base64.RawURLEncoding.EncodeToString(y)
 	if _, err := publicKey(k); err == nil || !strings.Contains(err.Error(), "not on P-256") {
 		t.Errorf("publicKey(off-curve) = %v, want not on P-256", err)
+	}
+}
+
+// Issue 10.9: FuzzVerify found that a signature longer than 86 base64url
+// characters made check decode it into its 64-byte buffer, and
+// encoding/base64 panics on a short destination: any sender who knows a
+// current kid could crash the process with one POST. Every signature length
+// other than 86 must be refused, not panic. (Corpus:
+// testdata/fuzz/FuzzVerify/e16e81ecc197710e.)
+func TestVerifyRefusesSignatureOfWrongLength(t *testing.T) {
+	t.Parallel()
+	s := newSigner(t, "k")
+	now := time.Unix(1_800_000_000, 0)
+	body := []byte(`{"a":1}`)
+	good := s.sign(t, s.hdr(), now.Unix(), body)
+	ver, err := NewVerifier(Options{Now: func() time.Time { return now },
+		Fetch: func(context.Context, string) (Key, error) { return s.jwk(), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ver.Verify(t.Context(), good, body); err != nil {
+		t.Fatalf("Verify(good) = %v", err)
+	}
+	signing := good[:strings.LastIndexByte(good, '.')+1]
+	sig := good[len(signing):]
+	for _, bad := range []string{
+		"", sig[:1], sig[:85], sig + "A", sig + "AA", sig + "AAAA", sig + strings.Repeat("A", 87), strings.Repeat("0", 87),
+	} {
+		var (
+			verr error
+			pan  any
+		)
+		func() {
+			defer func() { pan = recover() }()
+			_, verr = ver.Verify(t.Context(), signing+bad, body)
+		}()
+		if pan != nil {
+			t.Errorf("Verify(signature of %d chars) panicked: %v", len(bad), pan)
+			continue
+		}
+		if ve := (*VerifyError)(nil); !errors.As(verr, &ve) || ve.Step != StepSignature {
+			t.Errorf("Verify(signature of %d chars) = %v, want a signature failure", len(bad), verr)
+		}
 	}
 }

@@ -60,6 +60,8 @@ type DB struct {
 	closed  bool
 }
 
+var _ store.Backend = (*DB)(nil)
+
 // Open connects, applies the embedded migrations under an advisory lock and
 // checks the keyring against the database.
 func Open(ctx context.Context, o Options) (*DB, error) {
@@ -70,7 +72,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		o.Now = time.Now
 	}
 	if o.DedupeTTL == 0 {
-		o.DedupeTTL = 48 * time.Hour
+		o.DedupeTTL = store.DefaultDedupeTTL
 	}
 	if o.OpTimeout == 0 {
 		o.OpTimeout = 5 * time.Second

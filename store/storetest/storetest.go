@@ -5,7 +5,6 @@
 package storetest
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -16,45 +15,9 @@ import (
 	"github.com/safeclose/safeclose/store"
 )
 
-// Store is the contract under test: what the proxy and cmd call.
-type Store interface {
-	SaveItem(it store.Item, accessToken string) error
-	Item(tenant, itemID string) (store.Item, error)
-	Items(tenant, user string) ([]store.Item, error)
-	ItemOwner(itemID string) (tenant, user string, err error)
-	AccessToken(tenant, user, itemID string) (string, error)
-	UpdateItem(tenant, itemID string, fn func(*store.Item) error) (store.Item, error)
-	DeleteItem(tenant, itemID string) error
-	Rotate() (int, error)
-	KeyStatus() error
-
-	SaveLinkSession(ls store.LinkSession) error
-	LinkSessionByToken(linkToken string) (store.LinkSession, error)
-	LinkSessions(tenant, user string, max int) ([]store.LinkSession, error)
-
-	BeginExchange(in store.Intent) (store.Intent, error)
-	ResolveExchange(id string) error
-	PendingExchanges() ([]store.Intent, error)
-	OrphanIntent(in store.Intent, itemID, detail string) error
-	RecordOrphan(o store.Orphan) (bool, error)
-	Orphans() ([]store.Orphan, error)
-	ForgetOrphan(tenant, itemOrIntent string) error
-
-	Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error)
-	LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (store.Entry, bool, error)
-	Extend(id string, lease uint64, d time.Duration) error
-	Release(id string, lease uint64) error
-	Complete(id string, lease uint64) error
-	Retry(id string, lease uint64, next time.Time, reason string) error
-	DeadLetter(id string, lease uint64, reason string) error
-	DeadLetters(limit int) ([]store.Entry, error)
-	Replay(id string) error
-	QueueLen() (int, error)
-
-	ProbeStore() error
-	ProbeKey() error
-	Close() error
-}
+// Store is the contract under test, store.Backend: what the proxy and cmd
+// call.
+type Store = store.Backend
 
 // Config is what a test asks of a backend when it opens it.
 type Config struct {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/safeclose/safeclose/hostabi/internal/wasmcheck"
 )
 
 // FuzzInstrument: any input never panics, and a module wazero accepts stays
@@ -22,6 +24,12 @@ func FuzzInstrument(f *testing.F) {
 		out, err := Instrument(in, Options{Initial: 1000})
 		if len(in) > 1<<16 {
 			return // keep compiling cheap
+		}
+		if wasmcheck.Check(in) != nil {
+			// Issue 10.9: wazero would allocate by the module's absurd
+			// declared counts (gigabytes, or a fatal out-of-memory); hostabi
+			// refuses such a module before wazero sees it.
+			return
 		}
 		cm, cerr := rt.CompileModule(ctx, in)
 		if cerr != nil {

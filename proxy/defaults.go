@@ -1,0 +1,31 @@
+package proxy
+
+import "time"
+
+// The defaults New applies to zero Options fields: their one home.
+// configs.Default repeats them for the config file (configs imports nothing
+// from the module), and a test in cmd/safeclose asserts the two agree; see
+// RATIONALE.md "Where defaults live".
+const (
+	DefaultMaxBodyBytes         = 64 << 10
+	DefaultReadTimeout          = 10 * time.Second
+	DefaultWriteTimeout         = 30 * time.Second
+	DefaultIdleTimeout          = 60 * time.Second
+	DefaultPlaidTimeout         = 15 * time.Second
+	DefaultUpstreamConns        = 512 // per upstream target
+	DefaultMaxResponseBytes     = 64 << 20
+	DefaultMaxWebSockets        = 1000 // per tenant
+	DefaultWebSocketIdleTimeout = 60 * time.Second
+)
+
+// The defaults New applies to zero WebhookOptions fields.
+const (
+	DefaultWebhookMaxBodyBytes = 64 << 10
+	DefaultWebhookWorkers      = 4
+	DefaultWebhookMaxAttempts  = 8
+	DefaultWebhookLease        = 30 * time.Second
+	DefaultWebhookBackoff      = time.Second
+	DefaultWebhookMaxBackoff   = 5 * time.Minute
+	DefaultWebhookPoll         = 200 * time.Millisecond
+	DefaultWebhookMaxAge       = 5 * time.Minute
+)
