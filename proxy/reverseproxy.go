@@ -86,7 +86,7 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 		fasthttp.ReleaseResponse(up)
 		return nil
 	}
-	if cl >= 0 && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
+	if cl >= 0 && cl <= maxBufferedResponse && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
 		// A sized, ordinary response is read whole here (it is at most
 		// max bytes), which frees the upstream connection at once.
 		b, err := io.ReadAll(io.LimitReader(bs, int64(cl)))
