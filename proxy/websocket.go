@@ -241,6 +241,7 @@ func (s *Server) dialUpgrade(ctx *fasthttp.RequestCtx, tn *tenant) (net.Conn, *b
 			break
 		}
 		p.ok(t)
+		p.answered(ctx, t)
 		var req bytes.Buffer
 		h := &ctx.Request.Header
 		req.Write(h.Method())
