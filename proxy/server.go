@@ -276,10 +276,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // again after its lease.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.fs.ShutdownWithContext(ctx)
-	closeTunnels(s.table.Load()) // hijacked connections are not the server's any more
+	t := s.table.Load()
+	closeTunnels(t) // hijacked connections are not the server's any more
 	s.cancel()
 	done := make(chan struct{})
-	go func() { s.workers.Wait(); close(done) }()
+	go func() { s.workers.Wait(); waitTunnels(t); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
