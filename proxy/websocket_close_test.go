@@ -28,7 +28,7 @@ func wsFrame(n int, masked bool) []byte {
 	return append(b, make([]byte, n)...)
 }
 
-// Issue 13.4: the tracker finds frame boundaries whatever the lengths'
+// Issue 13.1: the tracker finds frame boundaries whatever the lengths'
 // encodings, the masks and how the bytes are split.
 func TestFramesBoundary(t *testing.T) {
 	t.Parallel()

@@ -244,7 +244,7 @@ func TestWebSocketReloadRemovesTenant(t *testing.T) {
 	echoOnce(ctx, t, c2, "still here")
 }
 
-// Issue 13.4: when Safeclose ends a tunnel, on shutdown or because a reload
+// Issue 13.1: when Safeclose ends a tunnel, on shutdown or because a reload
 // removed its tenant, the client and the upstream both get a close frame
 // with 1001 (going away), not an abnormal closure (1006), even while the
 // client is sending.
