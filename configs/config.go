@@ -291,8 +291,8 @@ func (f *File) Validate() error {
 	default:
 		add("log_level", "must be debug, info, warn or error")
 	}
-	if f.Limits.MaxBodyBytes <= 0 || f.Limits.MaxBodyBytes > 16<<20 {
-		add("limits.max_body_bytes", "must be in 1..16777216")
+	if f.Limits.MaxBodyBytes <= 0 || f.Limits.MaxBodyBytes > 1<<30 {
+		add("limits.max_body_bytes", "must be in 1..1073741824")
 	}
 	if f.Limits.MaxResponseBytes <= 0 {
 		add("limits.max_response_bytes", "must be at least 1")

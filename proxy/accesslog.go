@@ -117,7 +117,7 @@ func (s *Server) logAccess(l *slog.Logger, ctx *fasthttp.RequestCtx, tn *tenant,
 	if tn != nil {
 		name = tn.Name
 		if route == "proxy" {
-			upstream = upstreamTarget(tn)
+			upstream = upstreamTarget(ctx, tn)
 		}
 	}
 	l.LogAttrs(context.Background(), slog.LevelInfo, "request",
@@ -134,17 +134,13 @@ func (s *Server) logAccess(l *slog.Logger, ctx *fasthttp.RequestCtx, tn *tenant,
 	)
 }
 
-// upstreamTarget names the upstream a proxied request went to.
-func upstreamTarget(tn *tenant) string {
-	switch {
-	case tn.Upstream != "":
-		return tn.Upstream
-	case len(tn.Upstreams) == 1:
-		return tn.Upstreams[0]
-	case len(tn.Upstreams) > 1:
-		return "pool" // TODO: log the pool member that answered
+// upstreamTarget names the upstream a proxied request went to: for a pool,
+// the member that answered.
+func upstreamTarget(ctx *fasthttp.RequestCtx, tn *tenant) string {
+	if tn.upstream == nil {
+		return ""
 	}
-	return ""
+	return tn.upstream.member(ctx)
 }
 
 // methodString avoids an allocation for the common methods.

@@ -19,7 +19,11 @@ type Options struct {
 	Store   Store        // required (*store.DB or *pg.DB); owned by the caller (Close it after Shutdown)
 	Logger  *slog.Logger // nil means discard
 
-	MaxBodyBytes int           // zero means 64 KiB
+	// MaxBodyBytes caps a request body; zero means 64 KiB. Proxied bodies
+	// stream to the upstream counted against it; bodies read whole (Plaid
+	// routes, a body-reading auth plugin's tenant) are capped at
+	// min(MaxBodyBytes, 16 MiB). See stream_request.go.
+	MaxBodyBytes int
 	ReadTimeout  time.Duration // zero means 10s
 	WriteTimeout time.Duration // zero means 30s
 	IdleTimeout  time.Duration // zero means 60s; fasthttp's Shutdown waits on idle keep-alives

@@ -25,6 +25,11 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	if tn.upstream == nil {
 		return ErrNoUpstream
 	}
+	if tn.bufferBody { // the auth plugin may read the body (stream_request.go)
+		if err := s.bufferBody(ctx, s.bufferLimit()); err != nil {
+			return err
+		}
+	}
 	id, err := tn.Auth.Authenticate(s.base, ctx)
 	if err != nil {
 		return err
@@ -46,7 +51,7 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 		return s.proxyWebSocket(ctx, tn)
 	}
 	up := fasthttp.AcquireResponse()
-	if _, err := tn.upstream.do(req, up); err != nil {
+	if err := s.sendUpstream(ctx, tn, up); err != nil {
 		fasthttp.ReleaseResponse(up)
 		return err
 	}
@@ -81,7 +86,7 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 		fasthttp.ReleaseResponse(up)
 		return nil
 	}
-	if cl >= 0 && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
+	if cl >= 0 && cl <= maxBufferedResponse && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
 		// A sized, ordinary response is read whole here (it is at most
 		// max bytes), which frees the upstream connection at once.
 		b, err := io.ReadAll(io.LimitReader(bs, int64(cl)))

@@ -51,10 +51,13 @@ type tenant struct {
 	Tenant
 	plaid    *plaidClient
 	verifier *webhook.Verifier
-	upstream *pool    // nil: no reverse proxy
-	ws       *tunnels // open WebSocket tunnels; carried over by Reload
-	m        *tenantMetrics
-	checks   []readyCheck // see readyChecks in admin.go
+	upstream *pool // nil: no reverse proxy
+	// bufferBody: the authenticator may read the request body, so bodies
+	// are read whole before it runs instead of streaming (stream_request.go).
+	bufferBody bool
+	ws         *tunnels // open WebSocket tunnels; carried over by Reload
+	m          *tenantMetrics
+	checks     []readyCheck // see readyChecks in admin.go
 }
 
 // New builds a Server. It does not listen; call Serve.
@@ -137,8 +140,12 @@ func New(opts Options) (*Server, error) {
 		NoDefaultContentType:          true,
 		ReduceMemoryUsage:             false,
 		CloseOnShutdown:               true,
-		Logger:                        fasthttpLogger{s.log},
-		ErrorHandler:                  s.parseError,
+		// Request bodies stay on the connection until a handler reads them
+		// (stream_request.go); multipart bodies are proxied, not parsed.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		Logger:                       fasthttpLogger{s.log},
+		ErrorHandler:                 s.parseError,
 	}
 	return s, nil
 }
@@ -199,6 +206,9 @@ func (s *Server) buildTable(ts []Tenant) (*table, error) {
 			return nil, fmt.Errorf("proxy: tenant %q: %w", tc.Name, err)
 		}
 		tn.upstream = up
+		if br, ok := tc.Auth.(bodyReader); ok {
+			tn.bufferBody = br.ReadsBody()
+		}
 		tn.checks = tn.readyChecks()
 		if err := t.add(tn); err != nil {
 			return nil, err
@@ -266,10 +276,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // again after its lease.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.fs.ShutdownWithContext(ctx)
-	closeTunnels(s.table.Load()) // hijacked connections are not the server's any more
+	t := s.table.Load()
+	closeTunnels(t) // hijacked connections are not the server's any more
 	s.cancel()
 	done := make(chan struct{})
-	go func() { s.workers.Wait(); close(done) }()
+	go func() { s.workers.Wait(); waitTunnels(t); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -351,8 +362,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case len(path) > 5 && string(path[:5]) == "/api/" && isOwnRoute(path):
 		route = string(path)
 		err = s.ownRoute(ctx, tn, route)
-	case len(ctx.Request.Body()) > s.opts.MaxBodyBytes:
-		// fasthttp's own limit is the larger of this and the webhook limit.
+	case ctx.Request.Header.ContentLength() > s.opts.MaxBodyBytes:
+		// A declared size over the cap is refused before anything is read;
+		// a chunked body is counted as it streams (stream_request.go).
 		route, err = "proxy", ErrTooLarge
 	default:
 		route = "proxy"
@@ -377,6 +389,13 @@ func isOwnRoute(p []byte) bool {
 }
 
 func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) error {
+	limit := s.bufferLimit()
+	if route == pathWebhook {
+		limit = s.opts.Webhooks.MaxBodyBytes
+	}
+	if err := s.bufferBody(ctx, limit); err != nil {
+		return err
+	}
 	if route == pathWebhook {
 		if !ctx.IsPost() {
 			return ErrMethod

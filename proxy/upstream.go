@@ -36,6 +36,7 @@ type pool struct {
 // target is one upstream address.
 type target struct {
 	name   string // scheme://host:port, for logs
+	url    string // as configured, for the access log
 	addr   string // host:port
 	host   string // for TLS verification
 	scheme string
@@ -102,7 +103,7 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 			addr += ":80"
 		}
 	}
-	tg := &target{name: u.Scheme + "://" + addr, addr: addr, host: u.Hostname(), scheme: u.Scheme}
+	tg := &target{name: u.Scheme + "://" + addr, url: raw, addr: addr, host: u.Hostname(), scheme: u.Scheme}
 	tg.dialer.Timeout = to.Connect
 	if u.Scheme == "https" {
 		tg.tls = &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
@@ -114,9 +115,9 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 		IsTLS:     u.Scheme == "https",
 		TLSConfig: tg.tls,
 		MaxConns:  conns,
-		// No ReadTimeout: it would bound a whole streamed body. Every read
-		// is bounded by deadlineConn instead (ResponseHeader of silence).
-		WriteTimeout:                  30 * time.Second,
+		// No ReadTimeout or WriteTimeout: they would bound a whole
+		// streamed body. deadlineConn bounds every read (ResponseHeader of
+		// silence) and every write (upstreamWriteTimeout) instead.
 		MaxIdleConnDuration:           to.Idle,
 		MaxConnWaitTimeout:            5 * time.Second,
 		NoDefaultUserAgentHeader:      true,
@@ -129,17 +130,23 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return &deadlineConn{Conn: c, idle: to.ResponseHeader}, nil
+			return &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}, nil
 		},
 	}
 	return tg, nil
 }
 
+// upstreamWriteTimeout bounds each write to an upstream: a request's
+// headers, or one piece of a streamed request body.
+const upstreamWriteTimeout = 30 * time.Second
+
 // deadlineConn bounds every read by idle: a response's headers, and the
-// silence between two pieces of its body, may take at most that long.
+// silence between two pieces of its body, may take at most that long. Every
+// write is bounded by writeIdle the same way, so a large streamed request
+// body is not cut by a deadline for the whole of it.
 type deadlineConn struct {
 	net.Conn
-	idle time.Duration
+	idle, writeIdle time.Duration
 }
 
 func (c *deadlineConn) Read(b []byte) (int, error) {
@@ -151,6 +158,16 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 
 // SetReadDeadline is ignored: Read sets its own.
 func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
+
+func (c *deadlineConn) Write(b []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+// SetWriteDeadline is ignored: Write sets its own.
+func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
 
 // pick returns the next healthy target not in tried, round-robin. When
 // every untried target is ejected, it returns the one whose backoff ends
@@ -206,8 +223,12 @@ func (p *pool) ok(t *target) {
 }
 
 // idempotent reports whether req may be sent again after a connection
-// failure: GET, HEAD, OPTIONS, PUT or DELETE without a body.
+// failure: GET, HEAD, OPTIONS, PUT or DELETE without a body. A streamed
+// body is never sent twice (and is never read here: Body would buffer it).
 func idempotent(req *fasthttp.Request) bool {
+	if req.IsBodyStream() {
+		return false
+	}
 	switch string(req.Header.Method()) {
 	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE":
 		return len(req.Body()) == 0 && req.Header.ContentLength() <= 0
@@ -245,6 +266,29 @@ func (p *pool) do(req *fasthttp.Request, resp *fasthttp.Response) (*target, erro
 		}
 	}
 	return nil, upstreamError(err)
+}
+
+// upstreamKey is the RequestCtx user value holding the pool member that
+// answered, for the access log (set only for pools of several members).
+const upstreamKey = "safeclose.upstream"
+
+// answered records t as the member that answered ctx's request.
+func (p *pool) answered(ctx *fasthttp.RequestCtx, t *target) {
+	if t != nil && len(p.targets) > 1 {
+		ctx.SetUserValue(upstreamKey, t)
+	}
+}
+
+// member names the upstream ctx's request went to: the single target, or
+// the pool member that answered ("" when none did).
+func (p *pool) member(ctx *fasthttp.RequestCtx) string {
+	if len(p.targets) == 1 {
+		return p.targets[0].url
+	}
+	if t, ok := ctx.UserValue(upstreamKey).(*target); ok {
+		return t.url
+	}
+	return ""
 }
 
 // connLost reports a pooled connection the upstream had closed before

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -213,5 +214,43 @@ func TestUpstreamConnectionReuse(t *testing.T) {
 	}
 	if n := conns.Load(); n > 2 {
 		t.Errorf("21 sequential requests opened %d upstream connections, want reuse", n)
+	}
+}
+
+// Issue 13.3: the access log names the pool member that answered each
+// request, not the pool.
+func TestAccessLogNamesPoolMember(t *testing.T) {
+	t.Parallel()
+	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("a")) }))
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("b")) }))
+	t.Cleanup(a.Close)
+	t.Cleanup(b.Close)
+	var buf lockedBuffer
+	e := startEnv(t, envConfig{
+		tenantsFn: tenantsWith(t, func(tn *Tenant) { tn.Upstreams = []string{a.URL, b.URL} }),
+		optsFn:    func(o *Options) { o.AccessLog = slog.New(slog.NewJSONHandler(&buf, nil)) },
+	})
+	member := map[string]string{"a": a.URL, "b": b.URL}
+	var bodies []string
+	for range 4 {
+		r := e.do("GET", "t1.test", "/who", "alice-key", nil)
+		if r.status != 200 {
+			t.Fatalf("GET = %d %s", r.status, r.body)
+		}
+		bodies = append(bodies, string(r.body))
+	}
+	lines := buf.lines(t)
+	if len(lines) != len(bodies) {
+		t.Fatalf("got %d access-log lines, want %d", len(lines), len(bodies))
+	}
+	seen := map[string]bool{}
+	for i, l := range lines {
+		if want := member[bodies[i]]; l["upstream"] != want {
+			t.Errorf("line %d: upstream = %v, want %s (the member that answered %q)", i, l["upstream"], want, bodies[i])
+		}
+		seen[bodies[i]] = true
+	}
+	if !seen["a"] || !seen["b"] {
+		t.Errorf("round-robin over 4 requests reached %v, want both members", seen)
 	}
 }

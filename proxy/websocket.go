@@ -58,6 +58,7 @@ type tunnels struct {
 	n      int // reserved slots, open tunnels included
 	open   map[*tunnel]struct{}
 	closed bool
+	done   sync.WaitGroup // one per added tunnel, until its handler ends
 }
 
 func (r *tunnels) reserve(max int) bool {
@@ -88,6 +89,7 @@ func (r *tunnels) add(t *tunnel) bool {
 		r.open = map[*tunnel]struct{}{}
 	}
 	r.open[t] = struct{}{}
+	r.done.Add(1)
 	return true
 }
 
@@ -96,10 +98,13 @@ func (r *tunnels) remove(t *tunnel) {
 	delete(r.open, t)
 	r.n--
 	r.mu.Unlock()
+	r.done.Done()
 }
 
-// closeAll closes every tunnel and refuses new ones. A nil set (a tenant
-// that was never built, issue 9.15) has nothing to close.
+// closeAll ends every tunnel with a close frame saying 1001 (going away;
+// websocket_close.go) and refuses new ones. It does not wait for the
+// goodbyes; wait does. A nil set (a tenant that was never built, issue
+// 9.15) has nothing to close.
 func (r *tunnels) closeAll() {
 	if r == nil {
 		return
@@ -112,7 +117,14 @@ func (r *tunnels) closeAll() {
 	}
 	r.mu.Unlock()
 	for _, t := range open {
-		t.close()
+		t.goAway()
+	}
+}
+
+// wait returns once every tunnel added before closeAll has ended.
+func (r *tunnels) wait() {
+	if r != nil {
+		r.done.Wait()
 	}
 }
 
@@ -125,23 +137,16 @@ func (r *tunnels) count() int {
 
 // tunnel is one client↔upstream byte pipe.
 type tunnel struct {
-	client, up net.Conn
-	once       sync.Once
-	last       atomic.Int64 // unix nanos of the last byte either way
-	closed     atomic.Bool
+	client, up     net.Conn
+	once           sync.Once
+	last           atomic.Int64 // unix nanos of the last byte either way
+	closed         atomic.Bool
+	away           atomic.Bool // ended by Safeclose: say 1001 (websocket_close.go)
+	toClient, toUp frames      // frame boundaries of what each pipe wrote
 }
 
-func (t *tunnel) close() {
-	t.once.Do(func() {
-		t.closed.Store(true)
-		// fasthttp's hijacked conn ignores Close (the server closes it
-		// when the hijack handler returns); a past deadline unblocks the
-		// pipe reading it, so the handler returns.
-		_ = t.client.SetDeadline(time.Unix(1, 0))
-		t.client.Close()
-		t.up.Close()
-	})
-}
+// close ends the tunnel at once (a peer hung up, or it was idle).
+func (t *tunnel) close() { t.stop(false) }
 
 // proxyWebSocket forwards an authenticated upgrade request (headers
 // already sanitised and identity set) and, on 101, hijacks the client
@@ -201,6 +206,7 @@ func (s *Server) proxyWebSocket(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	idle := s.opts.WebSocketIdleTimeout
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols) // for metrics and logs; the hijack writes the answer
 	ctx.HijackSetNoResponse(true)
+	early := len(pending) - head.Len()
 	ctx.Hijack(func(c net.Conn) {
 		t := &tunnel{client: c, up: up}
 		if !tn.ws.add(t) {
@@ -209,7 +215,8 @@ func (s *Server) proxyWebSocket(ctx *fasthttp.RequestCtx, tn *tenant) error {
 			return
 		}
 		defer tn.ws.remove(t)
-		defer t.close()
+		defer t.shut()
+		t.toClient.feed(pending[len(pending)-early:])
 		if _, err := c.Write(pending); err != nil {
 			return
 		}
@@ -241,6 +248,7 @@ func (s *Server) dialUpgrade(ctx *fasthttp.RequestCtx, tn *tenant) (net.Conn, *b
 			break
 		}
 		p.ok(t)
+		p.answered(ctx, t)
 		var req bytes.Buffer
 		h := &ctx.Request.Header
 		req.Write(h.Method())
@@ -273,23 +281,29 @@ func (s *Server) dialUpgrade(ctx *fasthttp.RequestCtx, tn *tenant) (net.Conn, *b
 func (t *tunnel) run(idle time.Duration) {
 	t.last.Store(time.Now().UnixNano())
 	done := make(chan struct{}, 2)
-	go func() { t.pipe(t.up, t.client, idle); done <- struct{}{} }()
-	go func() { t.pipe(t.client, t.up, idle); done <- struct{}{} }()
+	go func() { t.pipe(t.up, t.client, &t.toUp, idle); done <- struct{}{} }()
+	go func() { t.pipe(t.client, t.up, &t.toClient, idle); done <- struct{}{} }()
 	<-done
 	t.close() // one side ended: end the other
 	<-done
 }
 
-// pipe copies src to dst. A read that times out ends the pipe only when
-// the whole tunnel has been idle for idle.
-func (t *tunnel) pipe(dst, src net.Conn, idle time.Duration) {
+// pipe copies src to dst, following the frames written in f. A read that
+// times out ends the pipe only when the whole tunnel has been idle for
+// idle.
+func (t *tunnel) pipe(dst, src net.Conn, f *frames, idle time.Duration) {
 	buf := make([]byte, 32<<10)
 	for {
 		_ = src.SetReadDeadline(time.Now().Add(idle))
+		if t.closed.Load() {
+			return // stop set closed before its past deadline, which this may have replaced
+		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			t.last.Store(time.Now().UnixNano())
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			w, werr := dst.Write(buf[:n])
+			f.feed(buf[:w])
+			if werr != nil {
 				return
 			}
 		}
@@ -327,6 +341,16 @@ func closeRemoved(old, nt *table) {
 		if _, kept := nt.tenants[name]; !kept {
 			tn.ws.closeAll()
 		}
+	}
+}
+
+// waitTunnels waits for every tenant's tunnels to have said goodbye.
+func waitTunnels(t *table) {
+	if t == nil {
+		return
+	}
+	for _, tn := range t.tenants {
+		tn.ws.wait()
 	}
 }
 

@@ -19,6 +19,7 @@ type wsEcho struct {
 	upgrades atomic.Int32
 	user     atomic.Value // X-Safeclose-User of the last upgrade
 	hdrConn  atomic.Value // Connection header it saw
+	closed   atomic.Int32 // close status of the last connection to end (-1: none given)
 }
 
 func newWSEcho(t *testing.T) *wsEcho {
@@ -37,6 +38,7 @@ func newWSEcho(t *testing.T) *wsEcho {
 		for {
 			typ, b, err := c.Read(r.Context())
 			if err != nil {
+				e.closed.Store(int32(websocket.CloseStatus(err)))
 				return
 			}
 			if err := c.Write(r.Context(), typ, b); err != nil {
@@ -240,4 +242,68 @@ func TestWebSocketReloadRemovesTenant(t *testing.T) {
 		t.Errorf("removed tenant's tunnel Read = %v, want closed", err)
 	}
 	echoOnce(ctx, t, c2, "still here")
+}
+
+// Issue 13.1: when Safeclose ends a tunnel, on shutdown or because a reload
+// removed its tenant, the client and the upstream both get a close frame
+// with 1001 (going away), not an abnormal closure (1006), even while the
+// client is sending.
+func TestWebSocketGoingAway(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"shutdown", "reload"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			up := newWSEcho(t)
+			e := startEnv(t, envConfig{upstream: up.URL})
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			c, _, err := wsDial(ctx, e, "t1.test", "alice-key")
+			if err != nil {
+				t.Fatalf("Dial: %v", err)
+			}
+			defer c.CloseNow()
+			echoOnce(ctx, t, c, "hello")
+			readErr := make(chan error, 1)
+			go func() {
+				for {
+					if _, _, err := c.Read(ctx); err != nil {
+						readErr <- err
+						return
+					}
+				}
+			}()
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() { // keep both directions busy
+				for i := 0; i < 200; i++ {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					if c.Write(ctx, websocket.MessageText, []byte("ping")) != nil {
+						return
+					}
+				}
+			}()
+			time.Sleep(100 * time.Millisecond)
+			if how == "shutdown" {
+				e.stop()
+			} else if err := e.srv.Reload([]Tenant{e.srv.table.Load().tenants["t2"].Tenant}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-readErr:
+				if st := websocket.CloseStatus(err); st != websocket.StatusGoingAway {
+					t.Errorf("client Read after %s = %v (status %d), want close status 1001", how, err, st)
+				}
+			case <-ctx.Done():
+				t.Fatalf("tunnel still open after %s", how)
+			}
+			eventually(t, "the upstream sees the tunnel end", func() bool { return up.closed.Load() != 0 })
+			if st := websocket.StatusCode(up.closed.Load()); st != websocket.StatusGoingAway {
+				t.Errorf("upstream saw close status %d after %s, want 1001", st, how)
+			}
+		})
+	}
 }

@@ -1,0 +1,201 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Request bodies (issue 13): the listener reads a request's headers and at
+// most 8 KiB of its body before the handler runs (fasthttp's
+// StreamRequestBody); the rest stays on the client connection. A proxied
+// request's body is then read as the upstream connection takes it, counted
+// against MaxBodyBytes. Bodies that something in Safeclose reads whole are
+// buffered instead, at most maxBufferedBody: the Plaid routes, webhooks, and
+// every body of a tenant whose auth plugin may read it. See RATIONALE.md
+// "Why stream request bodies?".
+
+// maxBufferedBody caps a request body held whole in memory, whatever
+// MaxBodyBytes allows for streamed ones.
+const maxBufferedBody = 16 << 20
+
+// errBodyRead is a request body the client did not finish sending (it
+// hung up, went silent past ReadTimeout, or broke the chunked framing).
+var errBodyRead = badRequest("malformed_request", "the request body could not be read")
+
+// errBodyOverCap aborts the upstream request of a streamed body that grew
+// past MaxBodyBytes; it never reaches a client.
+var errBodyOverCap = errors.New("proxy: streamed request body exceeded max_body_bytes")
+
+// bodyReader is an Authenticator that may read the request body: the
+// tenant's bodies are then buffered before it runs.
+type bodyReader interface{ ReadsBody() bool }
+
+// ReadsBody reports whether the plugin was granted the body capability.
+func (p *PluginAuth) ReadsBody() bool { return p.Plugin != nil && p.Plugin.ReadsBody() }
+
+// bufferLimit is the cap on a body read whole for a proxied request or a
+// Plaid route.
+func (s *Server) bufferLimit() int { return min(s.opts.MaxBodyBytes, maxBufferedBody) }
+
+// reqBodyBufs holds the buffers streamed bodies are read whole into.
+var reqBodyBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledReqBody bounds a buffer kept in reqBodyBufs.
+const maxPooledReqBody = 64 << 10
+
+// bufferBody reads a streamed request body whole into the request, so that
+// PostBody (and a plugin's get_body) see it; nothing happens to a body that
+// is not a stream. A body over limit is ErrTooLarge, one the client did not
+// finish errBodyRead; both close the connection after the answer.
+func (s *Server) bufferBody(ctx *fasthttp.RequestCtx, limit int) error {
+	req := &ctx.Request
+	bs := req.BodyStream()
+	if bs == nil {
+		return nil
+	}
+	cl := req.Header.ContentLength()
+	if cl > limit {
+		ctx.SetConnectionClose()
+		return ErrTooLarge
+	}
+	bp := reqBodyBufs.Get().(*[]byte)
+	b, err := readBody(ctx.Conn(), s.opts.ReadTimeout, bs, (*bp)[:0], limit)
+	if err == nil && cl >= 0 && len(b) != cl {
+		err = errBodyRead
+	}
+	if err == nil {
+		req.SetBody(b) // copies; the stream has been read to its end
+	} else {
+		ctx.SetConnectionClose()
+	}
+	if cap(b) <= maxPooledReqBody {
+		*bp = b[:0]
+		reqBodyBufs.Put(bp)
+	}
+	return err
+}
+
+// readBody appends r to b until EOF, at most limit bytes, renewing the
+// client connection's read deadline before each read.
+func readBody(conn net.Conn, timeout time.Duration, r io.Reader, b []byte, limit int) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			nb := make([]byte, len(b), min(max(2*cap(b), 4<<10), limit+1))
+			copy(nb, b)
+			b = nb
+		}
+		if timeout > 0 && conn != nil {
+			_ = conn.SetReadDeadline(time.Now().Add(timeout))
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > limit {
+			return b, ErrTooLarge
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, errBodyRead
+		}
+	}
+}
+
+// bodyStream is a client's request body on its way to the upstream. It
+// counts bytes against MaxBodyBytes (a chunked body declares no size),
+// reports a body that ends before its Content-Length as an error (so the
+// upstream never gets a short body as a complete one), and renews the
+// client connection's read deadline while data flows (ReadTimeout would
+// otherwise bound the whole upload). Any error aborts the upstream
+// request: fasthttp's client then closes that connection before the body's
+// end (no final chunk, or fewer bytes than declared).
+type bodyStream struct {
+	r       io.Reader
+	left    int64 // bytes allowed before the cap
+	size    int64 // Content-Length; -1 for chunked
+	read    int64
+	conn    net.Conn
+	timeout time.Duration
+	over    bool  // the body crossed MaxBodyBytes
+	err     error // the client side failed
+}
+
+var bodyStreams = sync.Pool{New: func() any { return new(bodyStream) }}
+
+func (b *bodyStream) Read(p []byte) (int, error) {
+	if b.over {
+		return 0, errBodyOverCap
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.timeout > 0 && b.conn != nil {
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.timeout))
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // one byte past the cap is enough to know
+	}
+	n, err := b.r.Read(p)
+	b.read += int64(n)
+	if int64(n) > b.left {
+		b.over = true
+		return 0, errBodyOverCap
+	}
+	b.left -= int64(n)
+	if err == io.EOF && b.size >= 0 && b.read < b.size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// sendUpstream sends the request to the tenant's upstream and reads the
+// response headers into up. A request body still on the client connection
+// streams to the upstream through a bodyStream (such a request is never
+// retried: its body cannot be sent twice). The answering pool member is
+// kept for the access log.
+func (s *Server) sendUpstream(ctx *fasthttp.RequestCtx, tn *tenant, up *fasthttp.Response) error {
+	req := &ctx.Request
+	rs := req.BodyStream()
+	if rs == nil {
+		t, err := tn.upstream.do(req, up)
+		tn.upstream.answered(ctx, t)
+		return err
+	}
+	cl := req.Header.ContentLength()
+	if cl == 0 {
+		// Nothing to stream: forward it as a request without a body.
+		req.ResetBody()
+		t, err := tn.upstream.do(req, up)
+		tn.upstream.answered(ctx, t)
+		return err
+	}
+	b := bodyStreams.Get().(*bodyStream)
+	*b = bodyStream{r: rs, left: int64(s.opts.MaxBodyBytes), size: int64(cl), conn: ctx.Conn(), timeout: s.opts.ReadTimeout}
+	req.SetBodyStream(b, cl)
+	t, err := tn.upstream.do(req, up)
+	tn.upstream.answered(ctx, t)
+	_ = req.CloseBodyStream() // drops b from the request (a failed dial never read it)
+	over, rerr := b.over, b.err
+	*b = bodyStream{}
+	bodyStreams.Put(b)
+	switch {
+	case err == nil:
+		return nil
+	case over:
+		// Nothing was sent to the client yet: a clean 413. fasthttp drains
+		// a little of the rest, then closes the connection.
+		return ErrTooLarge
+	case rerr != nil:
+		ctx.SetConnectionClose()
+		return errBodyRead
+	}
+	return err
+}
