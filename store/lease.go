@@ -64,6 +64,9 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 			if err := db.bdb.Update(func(txn *badger.Txn) error { return db.quarantine(txn, [][]byte{[]byte("q/" + q.id)}) }); err != nil {
 				return Entry{}, false, noSpace(err)
 			}
+			if err := db.durable(); err != nil {
+				return Entry{}, false, err
+			}
 			db.qi.remove(q.id)
 			continue
 		case err != nil:
@@ -109,7 +112,10 @@ func (db *DB) loadQueue() error {
 		db.log.Warn("damaged webhook queue entries not moved aside: disk full", "count", len(corrupt))
 		return nil
 	}
-	return db.bdb.Update(func(txn *badger.Txn) error { return db.quarantine(txn, corrupt) })
+	if err := db.bdb.Update(func(txn *badger.Txn) error { return db.quarantine(txn, corrupt) }); err != nil {
+		return err
+	}
+	return db.durable()
 }
 
 // Extend renews a held lease to now+d, so an entry whose work outlasts one

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -120,17 +121,23 @@ func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, 
 	}
 }
 
-// committer batches pending Enqueue requests into synced transactions.
+// committer batches pending Enqueue requests into transactions: one batch
+// is everything that arrived while the previous one was being committed. A
+// batch is answered once a sync round has made it durable (durable.go); the
+// committer does not wait for that, so the next batch is committed while
+// the previous one is being synced, and both share the next round.
 func (db *DB) committer() {
 	defer close(db.done)
-	batch := make([]*enqueueReq, 0, db.max)
+	var acks sync.WaitGroup
+	defer acks.Wait() // before done: Close closes Badger after it
 	for {
+		var batch []*enqueueReq // handed to the batch's answer, never reused
 		select {
 		case <-db.stop:
 			db.drain()
 			return
 		case r := <-db.reqs:
-			batch = append(batch[:0], r)
+			batch = append(make([]*enqueueReq, 0, 16), r)
 		}
 	fill:
 		for len(batch) < db.max {
@@ -141,7 +148,7 @@ func (db *DB) committer() {
 				break fill
 			}
 		}
-		db.commitBatch(batch)
+		db.commitBatch(batch, &acks)
 	}
 }
 
@@ -156,7 +163,7 @@ func (db *DB) drain() {
 	}
 }
 
-func (db *DB) commitBatch(batch []*enqueueReq) {
+func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 	res := make([]enqueueRes, len(batch))
 	now := db.now()
 	var added []Entry // entries written by the attempt that commits
@@ -217,17 +224,33 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 			} else {
 				txn.Discard()
 			}
-			if err == nil {
-				for _, e := range added { // visible to leases only once durable
-					db.qi.add(e.ID, e.Tenant, e.NextAt, now)
-				}
-			}
 			if errors.Is(err, badger.ErrConflict) && attempt < 5 {
 				continue
 			}
 			return noSpace(err)
 		}
 	}()
+	if err != nil {
+		answer(batch, res, err)
+		return
+	}
+	// Every answer waits for the sync round, duplicates too: their first copy
+	// may have been committed by the previous batch, not yet synced.
+	acks.Add(1)
+	go func() {
+		defer acks.Done()
+		err := db.durable()
+		if err == nil {
+			for _, e := range added { // visible to leases only once durable
+				db.qi.add(e.ID, e.Tenant, e.NextAt, now)
+			}
+		}
+		answer(batch, res, err)
+	}()
+}
+
+// answer sends each request its result, or err when the batch failed.
+func answer(batch []*enqueueReq, res []enqueueRes, err error) {
 	for i, r := range batch {
 		if err != nil && res[i].err == nil {
 			res[i] = enqueueRes{err: fmt.Errorf("store: enqueue: %w", err)}

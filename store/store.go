@@ -94,7 +94,8 @@ type DB struct {
 	closeMu  sync.RWMutex
 	closed   bool
 	leaseMu  sync.Mutex
-	qi       *qindex // the queue's in-memory index and leases (qindex.go)
+	qi       *qindex    // the queue's in-memory index and leases (qindex.go)
+	gs       *groupSync // fsync rounds (durable.go); nil when in memory
 	ids      idGen
 	dir      string
 	reserve  int64       // MinFreeBytes; 0 means no check
@@ -129,7 +130,9 @@ func Open(o Options) (*DB, error) {
 		bo = badger.DefaultOptions("").WithInMemory(true)
 	}
 	// Durable, and sized for a small machine: 16 MiB memtables, small caches.
-	bo = bo.WithSyncWrites(true).
+	// Every write is synced before it returns, but by the store in shared
+	// rounds (durable.go), not by Badger once per transaction.
+	bo = bo.WithSyncWrites(false).
 		WithLogger(badgerLogger{o.Logger}).
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(3).
@@ -161,6 +164,9 @@ func Open(o Options) (*DB, error) {
 		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
 		reqs: make(chan *enqueueReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
+	}
+	if !o.InMemory {
+		db.gs = newGroupSync(db.syncFiles)
 	}
 	if err := db.checkKeys(); err != nil {
 		bdb.Close()
@@ -216,7 +222,7 @@ func (db *DB) checkKeys() error {
 		db.keyErr = ErrNoKey
 		return nil
 	}
-	return db.bdb.Update(func(txn *badger.Txn) error {
+	err := db.bdb.Update(func(txn *badger.Txn) error {
 		for id, k := range db.kr.keys {
 			ck := []byte("kc/" + id)
 			it, err := txn.Get(ck)
@@ -259,6 +265,10 @@ func (db *DB) checkKeys() error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return db.durable()
 }
 
 func (db *DB) view(fn func(*badger.Txn) error) error {
@@ -281,6 +291,9 @@ func (db *DB) update(fn func(*badger.Txn) error) error {
 	}
 	for range 10 {
 		err := db.bdb.Update(fn)
+		if err == nil {
+			return db.durable()
+		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return noSpace(err)
 		}
