@@ -72,26 +72,44 @@ func (g *groupSync) roundCount() uint64 {
 }
 
 // syncFiles is one round: Badger's own Sync (the current memtable's
-// write-ahead log and value log), then an fsync of every write-ahead log and
-// value log file in the directory. The second step covers a commit that
-// landed in a memtable that was rotated out before the round began: Badger
-// syncs only the current one, and writes the rotated one to a table later. A
-// file that is gone was flushed to a synced table first.
+// write-ahead log and the current value log), then one fsync of each older
+// write-ahead or value log file not synced since it became older. That
+// covers a commit that landed in a memtable rotated out before the round
+// began: Badger syncs only the current one and writes a rotated one to a
+// table later. Only the newest file of each kind takes writes (Badger's
+// single writer rotates before it writes), so an older one needs one fsync
+// after it is seen older. A file that is gone was flushed to a synced table.
+// Rounds run one at a time (groupSync), so old needs no lock.
 func (db *DB) syncFiles() error {
 	if err := db.bdb.Sync(); err != nil {
 		return err
 	}
-	es, err := os.ReadDir(db.dir)
+	es, err := os.ReadDir(db.dir) // sorted; Badger's zero-padded ids sort as numbers
 	if err != nil {
 		return err
 	}
-	for _, e := range es {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
-			continue
+	seen := map[string]bool{}
+	for _, ext := range []string{".mem", ".vlog"} {
+		var names []string
+		for _, e := range es {
+			if strings.HasSuffix(e.Name(), ext) {
+				names = append(names, e.Name())
+			}
 		}
-		if err := fsyncFile(filepath.Join(db.dir, name)); err != nil {
-			return err
+		for i, name := range names {
+			seen[name] = true
+			if i == len(names)-1 || db.oldSynced[name] {
+				continue // the newest: Badger's Sync covered it
+			}
+			if err := fsyncFile(filepath.Join(db.dir, name)); err != nil {
+				return err
+			}
+			db.oldSynced[name] = true
+		}
+	}
+	for name := range db.oldSynced {
+		if !seen[name] {
+			delete(db.oldSynced, name)
 		}
 	}
 	return nil

@@ -81,25 +81,26 @@ type Options struct {
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	bdb      *badger.DB
-	kr       *Keyring
-	keyErr   error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
-	log      *slog.Logger
-	now      func() time.Time
-	ttl      time.Duration
-	max      int
-	reqs     chan *enqueueReq
-	stop     chan struct{}
-	done     chan struct{}
-	closeMu  sync.RWMutex
-	closed   bool
-	leaseMu  sync.Mutex
-	qi       *qindex    // the queue's in-memory index and leases (qindex.go)
-	gs       *groupSync // fsync rounds (durable.go); nil when in memory
-	ids      idGen
-	dir      string
-	reserve  int64       // MinFreeBytes; 0 means no check
-	lowSpace atomic.Bool // logged once per transition
+	bdb       *badger.DB
+	kr        *Keyring
+	keyErr    error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	log       *slog.Logger
+	now       func() time.Time
+	ttl       time.Duration
+	max       int
+	reqs      chan *enqueueReq
+	stop      chan struct{}
+	done      chan struct{}
+	closeMu   sync.RWMutex
+	closed    bool
+	leaseMu   sync.Mutex
+	qi        *qindex         // the queue's in-memory index and leases (qindex.go)
+	gs        *groupSync      // fsync rounds (durable.go); nil when in memory
+	oldSynced map[string]bool // rotated log files synced since (syncFiles)
+	ids       idGen
+	dir       string
+	reserve   int64       // MinFreeBytes; 0 means no check
+	lowSpace  atomic.Bool // logged once per transition
 }
 
 // Open opens (or creates) the store.
@@ -166,7 +167,7 @@ func Open(o Options) (*DB, error) {
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
 	}
 	if !o.InMemory {
-		db.gs = newGroupSync(db.syncFiles)
+		db.gs, db.oldSynced = newGroupSync(db.syncFiles), map[string]bool{}
 	}
 	if err := db.checkKeys(); err != nil {
 		bdb.Close()
