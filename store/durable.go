@@ -138,3 +138,24 @@ func (db *DB) durable() error {
 	}
 	return noSpace(db.gs.wait())
 }
+
+// Deferred is a view of the store for the effects of processing a queue
+// entry (item state, orphans): its writes return once committed, without
+// waiting for a sync round of their own. They become durable with the next
+// round, at the latest the one that records the entry's outcome (Complete,
+// Retry, DeadLetter), which is committed after them; until then a crash
+// leaves the entry in the queue, and its effects are redone, which is why
+// only idempotent effects may use it. A worker thus pays one shared round
+// per entry, not one per write (issue 12). Reads see the writes at once.
+type Deferred struct{ db *DB }
+
+// Deferred returns the store's deferred-sync view.
+func (db *DB) Deferred() *Deferred { return &Deferred{db} }
+
+// UpdateItem is DB.UpdateItem without waiting for its sync round.
+func (d *Deferred) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
+	return d.db.updateItem(tenant, itemID, fn, false)
+}
+
+// RecordOrphan is DB.RecordOrphan without waiting for its sync round.
+func (d *Deferred) RecordOrphan(o Orphan) (bool, error) { return d.db.recordOrphan(o, false) }

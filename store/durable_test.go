@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Issue 12.3: concurrent writers (workers completing entries, item updates,
@@ -117,5 +118,47 @@ func TestGroupSyncFailureIsSticky(t *testing.T) {
 	}
 	if calls != 2 {
 		t.Errorf("fsync rounds after the failure = %d, want none", calls-2)
+	}
+}
+
+// Issue 12.3: a worker's effects (orphans, item state) take no sync round of
+// their own; the round that records the entry's outcome, committed after
+// them, makes them durable.
+func TestDeferredEffectsDurableWithOutcome(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := open(t, dir, nil)
+	if _, _, err := db.Enqueue(context.Background(), Entry{Tenant: "t", Body: []byte(`{}`), BodySHA256: [32]byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+	if err != nil || !ok {
+		t.Fatalf("LeaseNext = %v, %v", ok, err)
+	}
+	r0 := db.gs.roundCount()
+	for i := range 5 {
+		if _, err := db.Deferred().RecordOrphan(Orphan{Kind: OrphanUnknownItem, Tenant: "t", ItemID: fmt.Sprintf("i%d", i), Detail: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := db.gs.roundCount() - r0; r != 0 {
+		t.Errorf("deferred writes ran %d sync rounds, want 0", r)
+	}
+	if os, err := db.Orphans(); err != nil || len(os) != 5 {
+		t.Fatalf("Orphans before the outcome = %d, %v; want 5 (reads see deferred writes)", len(os), err)
+	}
+	if err := db.Complete(e.ID, e.LeaseToken); err != nil {
+		t.Fatal(err)
+	}
+	if r := db.gs.roundCount() - r0; r != 1 {
+		t.Errorf("Complete ran %d sync rounds, want 1", r)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, dir, nil)
+	defer db.Close()
+	if os, err := db.Orphans(); err != nil || len(os) != 5 {
+		t.Fatalf("after reopen: %d orphans, %v; want 5", len(os), err)
 	}
 }

@@ -281,7 +281,11 @@ func (db *DB) view(fn func(*badger.Txn) error) error {
 	return db.bdb.View(fn)
 }
 
-func (db *DB) update(fn func(*badger.Txn) error) error {
+func (db *DB) update(fn func(*badger.Txn) error) error { return db.updateThen(fn, true) }
+
+// updateThen runs fn in a transaction, retried on conflicts; with wait it
+// returns once the write is durable (a sync round), else once committed.
+func (db *DB) updateThen(fn func(*badger.Txn) error, wait bool) error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed {
@@ -292,8 +296,11 @@ func (db *DB) update(fn func(*badger.Txn) error) error {
 	}
 	for range 10 {
 		err := db.bdb.Update(fn)
-		if err == nil {
+		if err == nil && wait {
 			return db.durable()
+		}
+		if err == nil {
+			return nil
 		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return noSpace(err)
@@ -425,11 +432,15 @@ func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 // UpdateItem applies fn to the item in one transaction. fn must not change
 // Tenant, User or ItemID.
 func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
+	return db.updateItem(tenant, itemID, fn, true)
+}
+
+func (db *DB) updateItem(tenant, itemID string, fn func(*Item) error, wait bool) (Item, error) {
 	var out Item
 	if db.keyErr != nil {
 		return out, db.keyErr // records are re-authenticated under the primary key
 	}
-	err := db.update(func(txn *badger.Txn) error {
+	err := db.updateThen(func(txn *badger.Txn) error {
 		rec, _, err := db.getItem(txn, tenant, itemID)
 		if err != nil {
 			return err
@@ -450,7 +461,7 @@ func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, err
 			return err
 		}
 		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
-	})
+	}, wait)
 	return out, err
 }
 
