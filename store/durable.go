@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -84,35 +85,52 @@ func (db *DB) syncFiles() error {
 	if err := db.bdb.Sync(); err != nil {
 		return err
 	}
-	es, err := os.ReadDir(db.dir) // sorted; Badger's zero-padded ids sort as numbers
+	es, err := os.ReadDir(db.dir)
 	if err != nil {
 		return err
 	}
-	seen := map[string]bool{}
-	for _, ext := range []string{".mem", ".vlog"} {
-		var names []string
-		for _, e := range es {
-			if strings.HasSuffix(e.Name(), ext) {
-				names = append(names, e.Name())
-			}
-		}
-		for i, name := range names {
-			seen[name] = true
-			if i == len(names)-1 || db.oldSynced[name] {
-				continue // the newest: Badger's Sync covered it
-			}
-			if err := fsyncFile(filepath.Join(db.dir, name)); err != nil {
-				return err
-			}
-			db.oldSynced[name] = true
-		}
+	names := make([]string, 0, len(es))
+	for _, e := range es {
+		names = append(names, e.Name())
 	}
-	for name := range db.oldSynced {
-		if !seen[name] {
-			delete(db.oldSynced, name)
+	for _, name := range olderLogs(names, db.oldSynced) {
+		if err := fsyncFile(filepath.Join(db.dir, name)); err != nil {
+			return err
 		}
+		db.oldSynced[name] = true
 	}
 	return nil
+}
+
+// olderLogs returns the write-ahead (.mem) and value (.vlog) log files in
+// names, but the newest of each kind, that are not in synced, and forgets
+// from synced the files no longer there. Badger's zero-padded ids sort as
+// numbers.
+func olderLogs(names []string, synced map[string]bool) []string {
+	names = slices.Clone(names)
+	slices.Sort(names)
+	var out []string
+	present := map[string]bool{}
+	for _, ext := range []string{".mem", ".vlog"} {
+		var logs []string
+		for _, n := range names {
+			if strings.HasSuffix(n, ext) {
+				logs = append(logs, n)
+			}
+		}
+		for i, n := range logs {
+			present[n] = true
+			if i < len(logs)-1 && !synced[n] {
+				out = append(out, n)
+			}
+		}
+	}
+	for n := range synced {
+		if !present[n] {
+			delete(synced, n)
+		}
+	}
+	return out
 }
 
 func fsyncFile(path string) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -160,5 +161,24 @@ func TestDeferredEffectsDurableWithOutcome(t *testing.T) {
 	defer db.Close()
 	if os, err := db.Orphans(); err != nil || len(os) != 5 {
 		t.Fatalf("after reopen: %d orphans, %v; want 5", len(os), err)
+	}
+}
+
+// Issue 12.3: a round fsyncs each rotated write-ahead or value log once
+// (Badger's Sync covers only the newest), and forgets files that are gone.
+func TestOlderLogs(t *testing.T) {
+	t.Parallel()
+	synced := map[string]bool{"00001.mem": true, "00000.mem": true}
+	names := []string{"MANIFEST", "00003.mem", "000001.vlog", "00002.mem", "00001.mem", "000002.vlog", "000001.sst"}
+	got := olderLogs(names, synced)
+	want := []string{"00002.mem", "000001.vlog"}
+	if !slices.Equal(got, want) {
+		t.Errorf("olderLogs = %v, want %v", got, want)
+	}
+	if synced["00000.mem"] || !synced["00001.mem"] {
+		t.Errorf("synced after olderLogs = %v; want 00000.mem forgotten, 00001.mem kept", synced)
+	}
+	if got := olderLogs([]string{"00007.mem", "000003.vlog"}, map[string]bool{}); len(got) != 0 {
+		t.Errorf("olderLogs with one log of each kind = %v, want none", got)
 	}
 }
