@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Issue 12.3: concurrent writers (workers completing entries, item updates,
@@ -180,5 +182,77 @@ func TestOlderLogs(t *testing.T) {
 	}
 	if got := olderLogs([]string{"00007.mem", "000003.vlog"}, map[string]bool{}); len(got) != 0 {
 		t.Errorf("olderLogs with one log of each kind = %v, want none", got)
+	}
+}
+
+// Issue 12.4: the first lease of a fresh entry takes it from memory instead
+// of reading and decoding its record; it is the record as stored, and the
+// caller's buffers are not shared with it.
+func TestFreshLeaseIsTheStoredRecord(t *testing.T) {
+	t.Parallel()
+	db := open(t, t.TempDir(), nil)
+	defer db.Close()
+	body := []byte(`{"webhook_code":"X"}`)
+	in := Entry{Tenant: "t", Body: body, Headers: []Header{{"Content-Type", "application/json"}},
+		ReceivedAt: time.Now().UTC(), BodySHA256: [32]byte{9}}
+	id, _, err := db.Enqueue(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body[2] = 'W' // the caller reuses its buffer
+	in.Headers[0].Value = "text/plain"
+	e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+	if err != nil || !ok || e.ID != id {
+		t.Fatalf("LeaseNext = %v, %v, %v; want %s", e.ID, ok, err, id)
+	}
+	var stored Entry
+	if err := db.view(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte("q/" + id))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) (err error) { stored, err = DecodeEntry(v); return err })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if string(e.Body) != string(stored.Body) || string(e.Body) != `{"webhook_code":"X"}` ||
+		!slices.Equal(e.Headers, stored.Headers) || e.Headers[0].Value != "application/json" ||
+		e.Tenant != stored.Tenant || e.BodySHA256 != stored.BodySHA256 || e.Attempts != stored.Attempts ||
+		!e.ReceivedAt.Equal(stored.ReceivedAt) || !e.NextAt.Equal(stored.NextAt) {
+		t.Errorf("leased %+v\nstored %+v", e, stored)
+	}
+	if e.LeaseToken == 0 || e.LeaseOwner != "w" {
+		t.Errorf("leased entry lease = %d %q, want a token for w", e.LeaseToken, e.LeaseOwner)
+	}
+	if db.qi.cached != 0 {
+		t.Errorf("bytes kept after the first lease = %d, want 0", db.qi.cached)
+	}
+}
+
+// Issue 12.4: the entries kept for their first lease are bounded (freshMax),
+// so a large backlog costs no more memory than the index; the ones beyond
+// it are read from disk.
+func TestFreshEntriesBounded(t *testing.T) {
+	t.Parallel()
+	db := open(t, t.TempDir(), nil)
+	defer db.Close()
+	const n = 40
+	body := make([]byte, freshMax/(n/2))
+	for i := range n {
+		if _, _, err := db.Enqueue(context.Background(), Entry{Tenant: "t", Body: body, BodySHA256: [32]byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := db.qi.cached; c > freshMax || c == 0 {
+		t.Fatalf("bytes kept = %d, want between 1 and %d", c, freshMax)
+	}
+	for i := range n {
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil || !ok || len(e.Body) != len(body) {
+			t.Fatalf("lease %d = %v, %v, body %d bytes", i, ok, err, len(e.Body))
+		}
+	}
+	if db.qi.cached != 0 {
+		t.Errorf("bytes kept after every lease = %d, want 0", db.qi.cached)
 	}
 }

@@ -41,9 +41,14 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 	for {
 		now := db.now()
 		token := uint64(now.UnixNano()) + db.ids.seq.Add(1)
-		q := db.qi.pick(now.UnixNano(), now.Add(d).UnixNano(), token, after, allow)
+		q, fresh := db.qi.pick(now.UnixNano(), now.Add(d).UnixNano(), token, after, allow)
 		if q == nil {
 			return Entry{}, false, nil
+		}
+		if fresh != nil { // the record as committed moments ago: no read
+			e := *fresh
+			e.LeaseOwner, e.LeaseUntil, e.LeaseToken = owner, now.Add(d), token
+			return e, true, nil
 		}
 		var e Entry
 		var bad error // the record is there but does not decode

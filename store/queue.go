@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -200,6 +202,7 @@ func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 					break
 				}
 				e := r.e
+				e.Body, e.Headers = bytes.Clone(e.Body), slices.Clone(e.Headers) // kept for the first lease (qindex.go)
 				e.ID = db.ids.next(now)
 				if e.NextAt.IsZero() {
 					e.NextAt = now
@@ -241,8 +244,9 @@ func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 		defer acks.Done()
 		err := db.durable()
 		if err == nil {
-			for _, e := range added { // visible to leases only once durable
-				db.qi.add(e.ID, e.Tenant, e.NextAt, now)
+			for i := range added { // visible to leases only once durable
+				e := &added[i]
+				db.qi.addFresh(e.ID, e.Tenant, e.NextAt, now, e)
 			}
 		}
 		answer(batch, res, err)
