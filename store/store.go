@@ -99,8 +99,9 @@ type DB struct {
 	oldSynced map[string]bool // rotated log files synced since (syncFiles)
 	ids       idGen
 	dir       string
-	reserve   int64       // MinFreeBytes; 0 means no check
-	lowSpace  atomic.Bool // logged once per transition
+	reserve   int64        // MinFreeBytes; 0 means no check
+	lowSpace  atomic.Bool  // logged once per transition
+	spaceOK   atomic.Int64 // unix nanos until which plenty of space is assumed (space.go)
 }
 
 // Open opens (or creates) the store.
