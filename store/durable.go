@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // groupSync makes committed writes durable with as few fsyncs as possible
@@ -31,10 +32,22 @@ type groupSync struct {
 	running bool
 	err     error // sticky
 	rounds  uint64
+	// begun is closed when a round begins (then replaced): lazy waiters
+	// ride it. lazy counts them; lazyMax of them begin a round at once.
+	begun chan struct{}
+	lazy  int
 }
 
+// Lazy waits (outcomes of queue entries, which nobody waits for) hold back
+// for lazyDelay or until lazyMax of them wait, so that they ride a round
+// someone else needs anyway, or share one.
+const (
+	lazyDelay = 5 * time.Millisecond
+	lazyMax   = 32
+)
+
 func newGroupSync(fn func() error) *groupSync {
-	g := &groupSync{fn: fn}
+	g := &groupSync{fn: fn, begun: make(chan struct{})}
 	g.cond.L = &g.mu
 	return g
 }
@@ -43,7 +56,39 @@ func newGroupSync(fn func() error) *groupSync {
 func (g *groupSync) wait() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	want := g.started + 1 // a running round may have begun before our commit
+	return g.waitFor(g.started + 1) // a running round may have begun before our commit
+}
+
+// waitLazy is wait for a write nobody is waiting on: it lets the round it
+// needs begin up to lazyDelay later (or when lazyMax lazy waiters gather),
+// so that it rides a round another writer begins meanwhile or shares one.
+func (g *groupSync) waitLazy() error {
+	g.mu.Lock()
+	want, begun := g.started+1, g.begun
+	g.lazy++
+	if g.lazy >= lazyMax {
+		g.lazy = 0
+		g.mu.Unlock()
+		return g.wait()
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(lazyDelay)
+	select {
+	case <-begun:
+	case <-t.C:
+	}
+	t.Stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lazy > 0 {
+		g.lazy--
+	}
+	return g.waitFor(want)
+}
+
+// waitFor returns once round want has finished, running it if nobody is;
+// g.mu is held.
+func (g *groupSync) waitFor(want uint64) error {
 	for g.done < want && g.err == nil {
 		if g.running {
 			g.cond.Wait()
@@ -52,6 +97,8 @@ func (g *groupSync) wait() error {
 		g.running = true
 		g.started++
 		n := g.started
+		close(g.begun)
+		g.begun = make(chan struct{})
 		g.mu.Unlock()
 		err := g.fn()
 		g.mu.Lock()
@@ -148,11 +195,25 @@ func fsyncFile(path string) error {
 	return f.Close()
 }
 
+// syncMode says how a write waits for its sync round.
+type syncMode int
+
+const (
+	syncNow   syncMode = iota // a round begun after the commit, at once
+	syncLazy                  // the same round, up to lazyDelay later (waitLazy)
+	syncLater                 // none: a later write's round covers it (Deferred)
+)
+
 // durable waits until every write committed before the call is on disk. An
 // in-memory store has nothing to sync.
-func (db *DB) durable() error {
-	if db.gs == nil {
+func (db *DB) durable() error { return db.durableMode(syncNow) }
+
+func (db *DB) durableMode(m syncMode) error {
+	switch {
+	case db.gs == nil || m == syncLater:
 		return nil
+	case m == syncLazy:
+		return noSpace(db.gs.waitLazy())
 	}
 	return noSpace(db.gs.wait())
 }
@@ -172,8 +233,8 @@ func (db *DB) Deferred() *Deferred { return &Deferred{db} }
 
 // UpdateItem is DB.UpdateItem without waiting for its sync round.
 func (d *Deferred) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
-	return d.db.updateItem(tenant, itemID, fn, false)
+	return d.db.updateItem(tenant, itemID, fn, syncLater)
 }
 
 // RecordOrphan is DB.RecordOrphan without waiting for its sync round.
-func (d *Deferred) RecordOrphan(o Orphan) (bool, error) { return d.db.recordOrphan(o, false) }
+func (d *Deferred) RecordOrphan(o Orphan) (bool, error) { return d.db.recordOrphan(o, syncLater) }

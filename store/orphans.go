@@ -120,9 +120,9 @@ func (db *DB) OrphanIntent(in Intent, itemID, detail string) error {
 // RecordOrphan records an orphan once per tenant and item (or intent): a
 // repeat is a cheap read that changes nothing. It reports whether the orphan
 // is new.
-func (db *DB) RecordOrphan(o Orphan) (bool, error) { return db.recordOrphan(o, true) }
+func (db *DB) RecordOrphan(o Orphan) (bool, error) { return db.recordOrphan(o, syncNow) }
 
-func (db *DB) recordOrphan(o Orphan, wait bool) (bool, error) {
+func (db *DB) recordOrphan(o Orphan, m syncMode) (bool, error) {
 	if o.Tenant == "" || (o.ItemID == "" && o.IntentID == "") || strings.ContainsRune(o.Tenant+o.ItemID, 0) {
 		return false, errors.New("store: record orphan: tenant and item_id or intent_id are required")
 	}
@@ -152,7 +152,7 @@ func (db *DB) recordOrphan(o Orphan, wait bool) (bool, error) {
 		}
 		fresh = true
 		return txn.Set(k, frame(b))
-	}, wait)
+	}, m)
 	return fresh, err
 }
 

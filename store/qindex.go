@@ -23,8 +23,8 @@ type qindex struct {
 	tenants map[string]*readyHeap
 	names   []string // sorted keys of tenants
 	wait    waitHeap // not due yet, or leased: looked at again at their time
-	// cached is the bytes held by qent.fresh, at most freshMax.
-	cached int
+	// cached is the bytes held by qent.fresh, at most max (freshMax).
+	cached, max int
 }
 
 // freshMax bounds the entries kept in memory between Enqueue and their
@@ -63,7 +63,7 @@ func (qi *qindex) drop(q *qent) {
 }
 
 func newQindex() *qindex {
-	return &qindex{ents: map[string]*qent{}, tenants: map[string]*readyHeap{}}
+	return &qindex{ents: map[string]*qent{}, tenants: map[string]*readyHeap{}, max: freshMax}
 }
 
 func (qi *qindex) len() int {
@@ -92,7 +92,7 @@ func (qi *qindex) addFresh(id, tenant string, next, now time.Time, fresh *Entry)
 		qi.names = slices.Insert(qi.names, i, tenant)
 	}
 	q := &qent{id: id, tenant: tenant, next: next.UnixNano()}
-	if fresh != nil && qi.cached+freshSize(fresh) <= freshMax {
+	if fresh != nil && qi.cached+freshSize(fresh) <= qi.max {
 		q.fresh = fresh
 		qi.cached += freshSize(fresh)
 	}

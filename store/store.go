@@ -282,11 +282,11 @@ func (db *DB) view(fn func(*badger.Txn) error) error {
 	return db.bdb.View(fn)
 }
 
-func (db *DB) update(fn func(*badger.Txn) error) error { return db.updateThen(fn, true) }
+func (db *DB) update(fn func(*badger.Txn) error) error { return db.updateThen(fn, syncNow) }
 
-// updateThen runs fn in a transaction, retried on conflicts; with wait it
-// returns once the write is durable (a sync round), else once committed.
-func (db *DB) updateThen(fn func(*badger.Txn) error, wait bool) error {
+// updateThen runs fn in a transaction, retried on conflicts, and returns
+// once the write is durable as m says (durable.go).
+func (db *DB) updateThen(fn func(*badger.Txn) error, m syncMode) error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed {
@@ -297,11 +297,8 @@ func (db *DB) updateThen(fn func(*badger.Txn) error, wait bool) error {
 	}
 	for range 10 {
 		err := db.bdb.Update(fn)
-		if err == nil && wait {
-			return db.durable()
-		}
 		if err == nil {
-			return nil
+			return db.durableMode(m)
 		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return noSpace(err)
@@ -433,10 +430,10 @@ func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 // UpdateItem applies fn to the item in one transaction. fn must not change
 // Tenant, User or ItemID.
 func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
-	return db.updateItem(tenant, itemID, fn, true)
+	return db.updateItem(tenant, itemID, fn, syncNow)
 }
 
-func (db *DB) updateItem(tenant, itemID string, fn func(*Item) error, wait bool) (Item, error) {
+func (db *DB) updateItem(tenant, itemID string, fn func(*Item) error, m syncMode) (Item, error) {
 	var out Item
 	if db.keyErr != nil {
 		return out, db.keyErr // records are re-authenticated under the primary key
@@ -462,7 +459,7 @@ func (db *DB) updateItem(tenant, itemID string, fn func(*Item) error, wait bool)
 			return err
 		}
 		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
-	}, wait)
+	}, m)
 	return out, err
 }
 
