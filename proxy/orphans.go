@@ -28,11 +28,11 @@ func (s *Server) orphanIntent(in store.Intent, itemID, detail string) {
 }
 
 // recordUnknownItem reports a webhook for an item no user holds.
-func (s *Server) recordUnknownItem(tenant, itemID, event string) {
+func (s *Server) recordUnknownItem(st effectStore, tenant, itemID, event string) {
 	if itemID == "" {
 		return
 	}
-	fresh, err := s.db.RecordOrphan(store.Orphan{Kind: store.OrphanUnknownItem, Tenant: tenant, ItemID: itemID, Detail: "webhook " + event})
+	fresh, err := st.RecordOrphan(store.Orphan{Kind: store.OrphanUnknownItem, Tenant: tenant, ItemID: itemID, Detail: "webhook " + event})
 	if err != nil {
 		s.log.Error("orphan item not recorded", "tenant", tenant, "item_id", itemID, "err", err)
 		return

@@ -223,6 +223,24 @@ func (s *Server) queueDepth() {
 	}
 }
 
+// effectStore is where process writes an entry's effects.
+type effectStore interface {
+	UpdateItem(tenant, itemID string, fn func(*store.Item) error) (store.Item, error)
+	RecordOrphan(o store.Orphan) (bool, error)
+}
+
+// effects returns the store's deferred-sync view when it has one (Badger):
+// the effects of an entry become durable with the round that records its
+// outcome, so a worker waits for one shared sync round per entry instead of
+// one per write (issue 12). They are idempotent, so a crash before that
+// round, which leaves the entry queued, redoes them.
+func (s *Server) effects() effectStore {
+	if d, ok := s.db.(interface{ Deferred() *store.Deferred }); ok {
+		return d.Deferred()
+	}
+	return s.db
+}
+
 // process runs one queue entry: item state, tenant plugins, forwarding.
 // Every effect is idempotent so a retry or a re-lease after a crash is safe.
 func (s *Server) process(ctx context.Context, e store.Entry) error {
@@ -253,7 +271,7 @@ func (s *Server) process(ctx context.Context, e store.Entry) error {
 	} else {
 		s.log.Info("webhook for an item we do not hold", "tenant", tn.Name, "item_id", ev.ItemID,
 			"event", ev.WebhookType+"/"+ev.WebhookCode)
-		s.recordUnknownItem(tn.Name, ev.ItemID, ev.WebhookType+"/"+ev.WebhookCode) // Issue 9.7
+		s.recordUnknownItem(s.effects(), tn.Name, ev.ItemID, ev.WebhookType+"/"+ev.WebhookCode) // Issue 9.7
 	}
 
 	payload := e.Body
@@ -329,7 +347,7 @@ func (s *Server) applyEvent(ctx context.Context, tn *tenant, item store.Item, ev
 	case "ITEM/USER_PERMISSION_REVOKED", "ITEM/USER_ACCOUNT_REVOKED":
 		next = store.StateRevoked
 	}
-	return s.db.UpdateItem(tn.Name, item.ItemID, func(it *store.Item) error {
+	return s.effects().UpdateItem(tn.Name, item.ItemID, func(it *store.Item) error {
 		if next != "" && it.State != store.StateRevoked && it.State != next {
 			it.State = next
 			it.UpdatedAt = s.now().UTC()

@@ -6,7 +6,10 @@
 //   - A plaintext access token never reaches disk: it is sealed before it is
 //     put in a transaction, with associated data
 //     "access_token/<tenant>/<user>/<item_id>".
-//   - Every write is synced (SyncWrites) before the call returns.
+//   - Every write is synced before the call returns, by a sync round that
+//     began after its commit and that concurrent writers share (durable.go);
+//     the one exception is the Deferred view, whose writes are made durable
+//     by the round of the queue outcome that follows them.
 //   - Enqueue writes the queue entry and its dedupe marker in one transaction,
 //     and concurrent Enqueue calls share one synced commit (group commit).
 //   - One process per data directory (Badger's directory lock).

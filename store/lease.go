@@ -41,9 +41,14 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 	for {
 		now := db.now()
 		token := uint64(now.UnixNano()) + db.ids.seq.Add(1)
-		q := db.qi.pick(now.UnixNano(), now.Add(d).UnixNano(), token, after, allow)
+		q, fresh := db.qi.pick(now.UnixNano(), now.Add(d).UnixNano(), token, after, allow)
 		if q == nil {
 			return Entry{}, false, nil
+		}
+		if fresh != nil { // the record as committed moments ago: no read
+			e := *fresh
+			e.LeaseOwner, e.LeaseUntil, e.LeaseToken = owner, now.Add(d), token
+			return e, true, nil
 		}
 		var e Entry
 		var bad error // the record is there but does not decode
@@ -63,6 +68,9 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 			// moved aside (qc/) and logged, never half-parsed (Issue 9.11).
 			if err := db.bdb.Update(func(txn *badger.Txn) error { return db.quarantine(txn, [][]byte{[]byte("q/" + q.id)}) }); err != nil {
 				return Entry{}, false, noSpace(err)
+			}
+			if err := db.durable(); err != nil {
+				return Entry{}, false, err
 			}
 			db.qi.remove(q.id)
 			continue
@@ -109,7 +117,10 @@ func (db *DB) loadQueue() error {
 		db.log.Warn("damaged webhook queue entries not moved aside: disk full", "count", len(corrupt))
 		return nil
 	}
-	return db.bdb.Update(func(txn *badger.Txn) error { return db.quarantine(txn, corrupt) })
+	if err := db.bdb.Update(func(txn *badger.Txn) error { return db.quarantine(txn, corrupt) }); err != nil {
+		return err
+	}
+	return db.durable()
 }
 
 // Extend renews a held lease to now+d, so an entry whose work outlasts one

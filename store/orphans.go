@@ -120,7 +120,9 @@ func (db *DB) OrphanIntent(in Intent, itemID, detail string) error {
 // RecordOrphan records an orphan once per tenant and item (or intent): a
 // repeat is a cheap read that changes nothing. It reports whether the orphan
 // is new.
-func (db *DB) RecordOrphan(o Orphan) (bool, error) {
+func (db *DB) RecordOrphan(o Orphan) (bool, error) { return db.recordOrphan(o, syncNow) }
+
+func (db *DB) recordOrphan(o Orphan, m syncMode) (bool, error) {
 	if o.Tenant == "" || (o.ItemID == "" && o.IntentID == "") || strings.ContainsRune(o.Tenant+o.ItemID, 0) {
 		return false, errors.New("store: record orphan: tenant and item_id or intent_id are required")
 	}
@@ -143,14 +145,14 @@ func (db *DB) RecordOrphan(o Orphan) (bool, error) {
 		return false, err
 	}
 	fresh := false
-	err = db.update(func(txn *badger.Txn) error {
+	err = db.updateThen(func(txn *badger.Txn) error {
 		known, err := seen(txn)
 		if err != nil || known {
 			return err
 		}
 		fresh = true
 		return txn.Set(k, frame(b))
-	})
+	}, m)
 	return fresh, err
 }
 

@@ -23,7 +23,14 @@ type qindex struct {
 	tenants map[string]*readyHeap
 	names   []string // sorted keys of tenants
 	wait    waitHeap // not due yet, or leased: looked at again at their time
+	// cached is the bytes held by qent.fresh, at most max (freshMax).
+	cached, max int
 }
+
+// freshMax bounds the entries kept in memory between Enqueue and their
+// first lease, so leasing a fresh entry neither reads nor decodes its
+// record (issue 12) while a large backlog costs no more memory than before.
+const freshMax = 8 << 20
 
 // qent is one queued entry's index record.
 type qent struct {
@@ -34,10 +41,29 @@ type qent struct {
 	leased     bool
 	ready      bool // in its tenant's ready heap
 	finishing  bool // an outcome is being written (Complete, Retry, DeadLetter)
+	// fresh is the entry exactly as Enqueue committed it, until its first
+	// lease takes it; nil when not kept (freshMax) or once taken.
+	fresh *Entry
+}
+
+func freshSize(e *Entry) int {
+	n := 256 + len(e.Body)
+	for _, h := range e.Headers {
+		n += len(h.Name) + len(h.Value)
+	}
+	return n
+}
+
+// drop forgets q's fresh entry.
+func (qi *qindex) drop(q *qent) {
+	if q.fresh != nil {
+		qi.cached -= freshSize(q.fresh)
+		q.fresh = nil
+	}
 }
 
 func newQindex() *qindex {
-	return &qindex{ents: map[string]*qent{}, tenants: map[string]*readyHeap{}}
+	return &qindex{ents: map[string]*qent{}, tenants: map[string]*readyHeap{}, max: freshMax}
 }
 
 func (qi *qindex) len() int {
@@ -49,6 +75,12 @@ func (qi *qindex) len() int {
 // add records a committed entry; one due at now goes straight to its
 // tenant's ready heap.
 func (qi *qindex) add(id, tenant string, next, now time.Time) {
+	qi.addFresh(id, tenant, next, now, nil)
+}
+
+// addFresh is add that may keep fresh, the committed entry, for its first
+// lease (see freshMax). fresh must not be changed afterwards.
+func (qi *qindex) addFresh(id, tenant string, next, now time.Time, fresh *Entry) {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
 	if _, ok := qi.ents[id]; ok {
@@ -60,6 +92,10 @@ func (qi *qindex) add(id, tenant string, next, now time.Time) {
 		qi.names = slices.Insert(qi.names, i, tenant)
 	}
 	q := &qent{id: id, tenant: tenant, next: next.UnixNano()}
+	if fresh != nil && qi.cached+freshSize(fresh) <= qi.max {
+		q.fresh = fresh
+		qi.cached += freshSize(fresh)
+	}
 	qi.ents[id] = q
 	if !next.After(now) {
 		q.ready = true
@@ -73,6 +109,9 @@ func (qi *qindex) add(id, tenant string, next, now time.Time) {
 func (qi *qindex) remove(id string) {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
+	if q := qi.ents[id]; q != nil {
+		qi.drop(q)
+	}
 	delete(qi.ents, id)
 }
 
@@ -110,8 +149,9 @@ func (qi *qindex) top(h *readyHeap, now int64) *qent {
 	return nil
 }
 
-// pick leases the next entry in tenant turns (see LeaseNext) until `until`.
-func (qi *qindex) pick(now, until int64, token uint64, after string, allow func(string) bool) *qent {
+// pick leases the next entry in tenant turns (see LeaseNext) until `until`,
+// and hands over its fresh entry if it still has one (nil otherwise).
+func (qi *qindex) pick(now, until int64, token uint64, after string, allow func(string) bool) (*qent, *Entry) {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
 	qi.promote(now)
@@ -129,9 +169,11 @@ func (qi *qindex) pick(now, until int64, token uint64, after string, allow func(
 		heap.Pop(h)
 		q.ready, q.leased, q.until, q.token = false, true, until, token
 		heap.Push(&qi.wait, waitItem{at: until, q: q})
-		return q
+		fresh := q.fresh
+		qi.drop(q)
+		return q, fresh
 	}
-	return nil
+	return nil, nil
 }
 
 // held returns id's entry if lease is its current token.
@@ -188,6 +230,7 @@ func (qi *qindex) end(q *qent, ok, gone bool, next time.Time) {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
 	q.finishing = false
+	qi.drop(q) // the record may change from here: never hand out a copy
 	switch {
 	case ok && gone:
 		if qi.ents[q.id] == q {

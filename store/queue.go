@@ -1,12 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -120,17 +123,23 @@ func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, 
 	}
 }
 
-// committer batches pending Enqueue requests into synced transactions.
+// committer batches pending Enqueue requests into transactions: one batch
+// is everything that arrived while the previous one was being committed. A
+// batch is answered once a sync round has made it durable (durable.go); the
+// committer does not wait for that, so the next batch is committed while
+// the previous one is being synced, and both share the next round.
 func (db *DB) committer() {
 	defer close(db.done)
-	batch := make([]*enqueueReq, 0, db.max)
+	var acks sync.WaitGroup
+	defer acks.Wait() // before done: Close closes Badger after it
 	for {
+		var batch []*enqueueReq // handed to the batch's answer, never reused
 		select {
 		case <-db.stop:
 			db.drain()
 			return
 		case r := <-db.reqs:
-			batch = append(batch[:0], r)
+			batch = append(make([]*enqueueReq, 0, 16), r)
 		}
 	fill:
 		for len(batch) < db.max {
@@ -141,7 +150,7 @@ func (db *DB) committer() {
 				break fill
 			}
 		}
-		db.commitBatch(batch)
+		db.commitBatch(batch, &acks)
 	}
 }
 
@@ -156,7 +165,7 @@ func (db *DB) drain() {
 	}
 }
 
-func (db *DB) commitBatch(batch []*enqueueReq) {
+func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 	res := make([]enqueueRes, len(batch))
 	now := db.now()
 	var added []Entry // entries written by the attempt that commits
@@ -193,6 +202,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 					break
 				}
 				e := r.e
+				e.Body, e.Headers = bytes.Clone(e.Body), slices.Clone(e.Headers) // kept for the first lease (qindex.go)
 				e.ID = db.ids.next(now)
 				if e.NextAt.IsZero() {
 					e.NextAt = now
@@ -217,17 +227,34 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 			} else {
 				txn.Discard()
 			}
-			if err == nil {
-				for _, e := range added { // visible to leases only once durable
-					db.qi.add(e.ID, e.Tenant, e.NextAt, now)
-				}
-			}
 			if errors.Is(err, badger.ErrConflict) && attempt < 5 {
 				continue
 			}
 			return noSpace(err)
 		}
 	}()
+	if err != nil {
+		answer(batch, res, err)
+		return
+	}
+	// Every answer waits for the sync round, duplicates too: their first copy
+	// may have been committed by the previous batch, not yet synced.
+	acks.Add(1)
+	go func() {
+		defer acks.Done()
+		err := db.durable()
+		if err == nil {
+			for i := range added { // visible to leases only once durable
+				e := &added[i]
+				db.qi.addFresh(e.ID, e.Tenant, e.NextAt, now, e)
+			}
+		}
+		answer(batch, res, err)
+	}()
+}
+
+// answer sends each request its result, or err when the batch failed.
+func answer(batch []*enqueueReq, res []enqueueRes, err error) {
 	for i, r := range batch {
 		if err != nil && res[i].err == nil {
 			res[i] = enqueueRes{err: fmt.Errorf("store: enqueue: %w", err)}
@@ -267,7 +294,9 @@ func (db *DB) finish(id string, lease uint64, read, gone bool, next func(*Entry)
 		return fmt.Errorf("%w: %s", ErrStaleLease, id)
 	}
 	var e Entry
-	err := db.update(func(txn *badger.Txn) error {
+	// Nobody waits for an outcome (workers record them in the background),
+	// so it rides or shares a round (waitLazy).
+	err := db.updateThen(func(txn *badger.Txn) error {
 		e = Entry{ID: id}
 		if read {
 			it, err := txn.Get([]byte("q/" + id))
@@ -280,7 +309,7 @@ func (db *DB) finish(id string, lease uint64, read, gone bool, next func(*Entry)
 		}
 		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
 		return fn(txn, &e)
-	})
+	}, syncLazy)
 	var at time.Time
 	if err == nil && next != nil {
 		at = next(&e)

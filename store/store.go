@@ -81,24 +81,27 @@ type Options struct {
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	bdb      *badger.DB
-	kr       *Keyring
-	keyErr   error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
-	log      *slog.Logger
-	now      func() time.Time
-	ttl      time.Duration
-	max      int
-	reqs     chan *enqueueReq
-	stop     chan struct{}
-	done     chan struct{}
-	closeMu  sync.RWMutex
-	closed   bool
-	leaseMu  sync.Mutex
-	qi       *qindex // the queue's in-memory index and leases (qindex.go)
-	ids      idGen
-	dir      string
-	reserve  int64       // MinFreeBytes; 0 means no check
-	lowSpace atomic.Bool // logged once per transition
+	bdb       *badger.DB
+	kr        *Keyring
+	keyErr    error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	log       *slog.Logger
+	now       func() time.Time
+	ttl       time.Duration
+	max       int
+	reqs      chan *enqueueReq
+	stop      chan struct{}
+	done      chan struct{}
+	closeMu   sync.RWMutex
+	closed    bool
+	leaseMu   sync.Mutex
+	qi        *qindex         // the queue's in-memory index and leases (qindex.go)
+	gs        *groupSync      // fsync rounds (durable.go); nil when in memory
+	oldSynced map[string]bool // rotated log files synced since (syncFiles)
+	ids       idGen
+	dir       string
+	reserve   int64        // MinFreeBytes; 0 means no check
+	lowSpace  atomic.Bool  // logged once per transition
+	spaceOK   atomic.Int64 // unix nanos until which plenty of space is assumed (space.go)
 }
 
 // DefaultDedupeTTL is how long a webhook body's dedupe marker is kept when
@@ -133,7 +136,9 @@ func Open(o Options) (*DB, error) {
 		bo = badger.DefaultOptions("").WithInMemory(true)
 	}
 	// Durable, and sized for a small machine: 16 MiB memtables, small caches.
-	bo = bo.WithSyncWrites(true).
+	// Every write is synced before it returns, but by the store in shared
+	// rounds (durable.go), not by Badger once per transaction.
+	bo = bo.WithSyncWrites(false).
 		WithLogger(badgerLogger{o.Logger}).
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(3).
@@ -165,6 +170,9 @@ func Open(o Options) (*DB, error) {
 		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
 		reqs: make(chan *enqueueReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
+	}
+	if !o.InMemory {
+		db.gs, db.oldSynced = newGroupSync(db.syncFiles), map[string]bool{}
 	}
 	if err := db.checkKeys(); err != nil {
 		bdb.Close()
@@ -220,7 +228,7 @@ func (db *DB) checkKeys() error {
 		db.keyErr = ErrNoKey
 		return nil
 	}
-	return db.bdb.Update(func(txn *badger.Txn) error {
+	err := db.bdb.Update(func(txn *badger.Txn) error {
 		for id, k := range db.kr.keys {
 			ck := []byte("kc/" + id)
 			it, err := txn.Get(ck)
@@ -263,6 +271,10 @@ func (db *DB) checkKeys() error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return db.durable()
 }
 
 func (db *DB) view(fn func(*badger.Txn) error) error {
@@ -274,7 +286,11 @@ func (db *DB) view(fn func(*badger.Txn) error) error {
 	return db.bdb.View(fn)
 }
 
-func (db *DB) update(fn func(*badger.Txn) error) error {
+func (db *DB) update(fn func(*badger.Txn) error) error { return db.updateThen(fn, syncNow) }
+
+// updateThen runs fn in a transaction, retried on conflicts, and returns
+// once the write is durable as m says (durable.go).
+func (db *DB) updateThen(fn func(*badger.Txn) error, m syncMode) error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed {
@@ -285,6 +301,9 @@ func (db *DB) update(fn func(*badger.Txn) error) error {
 	}
 	for range 10 {
 		err := db.bdb.Update(fn)
+		if err == nil {
+			return db.durableMode(m)
+		}
 		if !errors.Is(err, badger.ErrConflict) {
 			return noSpace(err)
 		}
@@ -415,11 +434,15 @@ func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 // UpdateItem applies fn to the item in one transaction. fn must not change
 // Tenant, User or ItemID.
 func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
+	return db.updateItem(tenant, itemID, fn, syncNow)
+}
+
+func (db *DB) updateItem(tenant, itemID string, fn func(*Item) error, m syncMode) (Item, error) {
 	var out Item
 	if db.keyErr != nil {
 		return out, db.keyErr // records are re-authenticated under the primary key
 	}
-	err := db.update(func(txn *badger.Txn) error {
+	err := db.updateThen(func(txn *badger.Txn) error {
 		rec, _, err := db.getItem(txn, tenant, itemID)
 		if err != nil {
 			return err
@@ -440,7 +463,7 @@ func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, err
 			return err
 		}
 		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
-	})
+	}, m)
 	return out, err
 }
 

@@ -1,0 +1,240 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// groupSync makes committed writes durable with as few fsyncs as possible
+// (group fsync): a caller that committed waits for a round of fsyncs that
+// began after its commit; every caller that committed while a round ran
+// shares the next one. Badger itself, with SyncWrites, syncs its write-ahead
+// log once per transaction, one after another in its single writer, so
+// concurrent transactions (workers completing entries, the intake's batches,
+// item updates) queued behind each other's fsync (issue 12). See RATIONALE.md
+// "Why the store syncs in rounds".
+//
+// A failed round is sticky: after a failed fsync the kernel may have dropped
+// the dirty pages and a later fsync can succeed without them, so every later
+// write reports the failure until the process restarts.
+type groupSync struct {
+	fn      func() error // one round: makes every committed write durable
+	mu      sync.Mutex
+	cond    sync.Cond
+	started uint64 // rounds begun
+	done    uint64 // rounds finished
+	running bool
+	err     error // sticky
+	rounds  uint64
+	// begun is closed when a round begins (then replaced): lazy waiters
+	// ride it. lazy counts them; lazyMax of them begin a round at once.
+	begun chan struct{}
+	lazy  int
+}
+
+// Lazy waits (outcomes of queue entries, which nobody waits for) hold back
+// for lazyDelay or until lazyMax of them wait, so that they ride a round
+// someone else needs anyway, or share one.
+const (
+	lazyDelay = 5 * time.Millisecond
+	lazyMax   = 32
+)
+
+func newGroupSync(fn func() error) *groupSync {
+	g := &groupSync{fn: fn, begun: make(chan struct{})}
+	g.cond.L = &g.mu
+	return g
+}
+
+// wait returns once a round that began after the call has finished.
+func (g *groupSync) wait() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waitFor(g.started + 1) // a running round may have begun before our commit
+}
+
+// waitLazy is wait for a write nobody is waiting on: it lets the round it
+// needs begin up to lazyDelay later (or when lazyMax lazy waiters gather),
+// so that it rides a round another writer begins meanwhile or shares one.
+func (g *groupSync) waitLazy() error {
+	g.mu.Lock()
+	want, begun := g.started+1, g.begun
+	g.lazy++
+	if g.lazy >= lazyMax {
+		g.lazy = 0
+		g.mu.Unlock()
+		return g.wait()
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(lazyDelay)
+	select {
+	case <-begun:
+	case <-t.C:
+	}
+	t.Stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lazy > 0 {
+		g.lazy--
+	}
+	return g.waitFor(want)
+}
+
+// waitFor returns once round want has finished, running it if nobody is;
+// g.mu is held.
+func (g *groupSync) waitFor(want uint64) error {
+	for g.done < want && g.err == nil {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		n := g.started
+		close(g.begun)
+		g.begun = make(chan struct{})
+		g.mu.Unlock()
+		err := g.fn()
+		g.mu.Lock()
+		g.running, g.done = false, n
+		g.rounds++
+		if err != nil {
+			g.err = fmt.Errorf("store: sync: %w", err)
+		}
+		g.cond.Broadcast()
+	}
+	return g.err
+}
+
+// roundCount is the number of fsync rounds run so far.
+func (g *groupSync) roundCount() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.rounds
+}
+
+// syncFiles is one round: Badger's own Sync (the current memtable's
+// write-ahead log and the current value log), then one fsync of each older
+// write-ahead or value log file not synced since it became older. That
+// covers a commit that landed in a memtable rotated out before the round
+// began: Badger syncs only the current one and writes a rotated one to a
+// table later. Only the newest file of each kind takes writes (Badger's
+// single writer rotates before it writes), so an older one needs one fsync
+// after it is seen older. A file that is gone was flushed to a synced table.
+// Rounds run one at a time (groupSync), so old needs no lock.
+func (db *DB) syncFiles() error {
+	if err := db.bdb.Sync(); err != nil {
+		return err
+	}
+	es, err := os.ReadDir(db.dir)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(es))
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	for _, name := range olderLogs(names, db.oldSynced) {
+		if err := fsyncFile(filepath.Join(db.dir, name)); err != nil {
+			return err
+		}
+		db.oldSynced[name] = true
+	}
+	return nil
+}
+
+// olderLogs returns the write-ahead (.mem) and value (.vlog) log files in
+// names, but the newest of each kind, that are not in synced, and forgets
+// from synced the files no longer there. Badger's zero-padded ids sort as
+// numbers.
+func olderLogs(names []string, synced map[string]bool) []string {
+	names = slices.Clone(names)
+	slices.Sort(names)
+	var out []string
+	present := map[string]bool{}
+	for _, ext := range []string{".mem", ".vlog"} {
+		var logs []string
+		for _, n := range names {
+			if strings.HasSuffix(n, ext) {
+				logs = append(logs, n)
+			}
+		}
+		for i, n := range logs {
+			present[n] = true
+			if i < len(logs)-1 && !synced[n] {
+				out = append(out, n)
+			}
+		}
+	}
+	for n := range synced {
+		if !present[n] {
+			delete(synced, n)
+		}
+	}
+	return out
+}
+
+func fsyncFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncMode says how a write waits for its sync round.
+type syncMode int
+
+const (
+	syncNow   syncMode = iota // a round begun after the commit, at once
+	syncLazy                  // the same round, up to lazyDelay later (waitLazy)
+	syncLater                 // none: a later write's round covers it (Deferred)
+)
+
+// durable waits until every write committed before the call is on disk. An
+// in-memory store has nothing to sync.
+func (db *DB) durable() error { return db.durableMode(syncNow) }
+
+func (db *DB) durableMode(m syncMode) error {
+	switch {
+	case db.gs == nil || m == syncLater:
+		return nil
+	case m == syncLazy:
+		return noSpace(db.gs.waitLazy())
+	}
+	return noSpace(db.gs.wait())
+}
+
+// Deferred is a view of the store for the effects of processing a queue
+// entry (item state, orphans): its writes return once committed, without
+// waiting for a sync round of their own. They become durable with the next
+// round, at the latest the one that records the entry's outcome (Complete,
+// Retry, DeadLetter), which is committed after them; until then a crash
+// leaves the entry in the queue, and its effects are redone, which is why
+// only idempotent effects may use it. A worker thus pays one shared round
+// per entry, not one per write (issue 12). Reads see the writes at once.
+type Deferred struct{ db *DB }
+
+// Deferred returns the store's deferred-sync view.
+func (db *DB) Deferred() *Deferred { return &Deferred{db} }
+
+// UpdateItem is DB.UpdateItem without waiting for its sync round.
+func (d *Deferred) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {
+	return d.db.updateItem(tenant, itemID, fn, syncLater)
+}
+
+// RecordOrphan is DB.RecordOrphan without waiting for its sync round.
+func (d *Deferred) RecordOrphan(o Orphan) (bool, error) { return d.db.recordOrphan(o, syncLater) }
