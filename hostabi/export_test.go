@@ -5,7 +5,9 @@ import "time"
 // SetCallClock replaces the clock call deadlines are measured with, so a
 // test can make a call overrun its deadline without a slow guest. Call it
 // before the plugin's first call.
-func SetCallClock(p *Plugin, now func() time.Time) { p.clock = now }
+func SetCallClock(p *Plugin, now func() time.Time) {
+	p.clock = func() time.Duration { return now().Sub(p.epoch) }
+}
 
 // SetPenaltyClock replaces the penalty box's clock, so a test can end a
 // backoff window without sleeping. Call it before the plugin's first call.
