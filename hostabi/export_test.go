@@ -16,3 +16,15 @@ func SetPenaltyClock(p *Plugin, now func() time.Time) { p.box.now = now }
 // EnforceNoneForBench runs guests without any deadline enforcement: the
 // floor the enforced modes are measured against. Benchmarks only.
 const EnforceNoneForBench = enforceNone
+
+// InstanceMemory returns the number of live instances and the bytes of
+// linear memory they hold in total.
+func InstanceMemory(p *Plugin) (n int, bytes uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for in := range p.all {
+		n++
+		bytes += uint64(in.mem.Size())
+	}
+	return n, bytes
+}
