@@ -82,7 +82,7 @@ func BenchmarkEnforcement(b *testing.B) {
 	}{
 		{"trivial", "allow", hostabi.PluginOptions{}, &fixedReq{name: []byte("X-User"), value: []byte("alice")}},
 		{"jwt", "jwtauth", hostabi.PluginOptions{Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true},
-			Secrets: map[string][]byte{"main": key}}, &req{headers: hdr("Host", "t1.test", "Authorization", "Bearer "+tok)}},
+			Secrets: map[string][]byte{"main": key}}, bytesReq(hdr("Host", "t1.test", "Authorization", "Bearer "+tok))},
 	}
 	for _, g := range guests {
 		for _, m := range modes {
