@@ -65,10 +65,20 @@ short: ## quick tests
 integration: build ## tests that run the real binary (SIGKILL crash test)
 	bash scripts/with-postgres.sh $(GO) test -race -tags integration -timeout 20m ./cmd/...
 
-bench: build plugins ## Go benchmarks (-count=10), the wrk load harness, then one table of every row beside its same-run baseline
-	$(GO) test -run '^$$' -bench . -skip 'WebhookEndToEnd' -benchmem -count=$${COUNT:-10} ./... | tee bench.txt
-	$(GO) test -run '^$$' -bench 'WebhookEndToEnd' -benchtime=$${E2E_N:-20000}x -count=$${E2E_COUNT:-3} -timeout 60m ./proxy/ | tee -a bench.txt
-	SUMMARY=$(CURDIR)/bench-load.tsv bash internal/bench/load.sh
+# make bench knobs (environment or command line). QUICK=1 is a short run
+# for checking that the table prints: COUNT=3 E2E_N=5000 DURATION=5s ROUNDS=1.
+COUNT     ?= $(if $(QUICK),3,10)
+BENCHTIME ?= $(if $(QUICK),300ms,1s)
+E2E_N     ?= $(if $(QUICK),5000,20000)
+E2E_COUNT ?= $(if $(QUICK),1,3)
+DURATION  ?= $(if $(QUICK),5s,10s)
+ROUNDS    ?= $(if $(QUICK),1,3)
+
+bench: build plugins ## Go benchmarks (-count=10), the wrk load harness, then one table of every row beside its same-run baseline (QUICK=1: short)
+	set -o pipefail; $(GO) test -run '^$$' -bench . -skip 'WebhookEndToEnd|TenantsRSS' -benchmem -count=$(COUNT) -benchtime=$(BENCHTIME) -timeout 60m ./... | tee bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench 'WebhookEndToEnd' -benchtime=$(E2E_N)x -count=$(E2E_COUNT) -timeout 60m ./proxy/ | tee -a bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench 'TenantsRSS' -benchtime=1x -count=1 -timeout 10m ./proxy/ | tee -a bench.txt # a process of its own: RSS
+	SUMMARY=$(CURDIR)/bench-load.tsv DURATION=$(DURATION) ROUNDS=$(ROUNDS) bash internal/bench/load.sh
 	$(GO) run ./internal/bench/table -bench bench.txt -load bench-load.tsv | tee bench-table.md
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)

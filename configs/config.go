@@ -34,6 +34,7 @@ type File struct {
 	TLS            *TLS `yaml:"tls"`              // TLS on the public listener; nil: plain HTTP
 	AccessLog      bool `yaml:"access_log"`       // one log line per request; default true
 	TrustRequestID bool `yaml:"trust_request_id"` // keep a well-formed incoming X-Request-Id; default false
+	AdminPprof     bool `yaml:"admin_pprof"`      // /debug/pprof/ on the admin listener; default false
 
 	Limits   Limits   `yaml:"limits"`
 	Webhooks Webhooks `yaml:"webhooks"`

@@ -168,7 +168,7 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		WithCoreFeatures(api.CoreFeaturesV2))
 	p := &Plugin{
 		opts: o, e: e, rt: rt, log: e.log.With("tenant", o.Tenant, "plugin", o.Name),
-		clock: time.Now, logs: loglimit.Limiter{Rate: 20, Burst: 50},
+		epoch: time.Now(), logs: loglimit.Limiter{Rate: 20, Burst: 50},
 		box: newPenaltyBox(o.PenaltyAfter, o.PenaltyBackoff, o.PenaltyMaxBackoff, time.Now),
 	}
 	fail := func(err error) (*Plugin, error) {

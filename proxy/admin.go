@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 )
 
 // AdminHandler serves /healthz (the process is up), /readyz and /metrics
-// (Prometheus). Serve it on a private listener.
+// (Prometheus), and /debug/pprof/ when Options.AdminPprof is set. Serve it
+// on a private listener.
 //
 // /readyz answers 200 when the process can serve: the store takes a synced
 // write and reads it back, the sealing key seals and opens a probe, and at
@@ -54,6 +56,13 @@ func (s *Server) AdminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(rep)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	if s.opts.AdminPprof { // opt-in (admin_pprof: true); issue 12.1
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -37,6 +37,11 @@ type Options struct {
 	// TrustRequestID keeps a well-formed incoming X-Request-Id; false means
 	// every request gets a new one (Safeclose is the edge).
 	TrustRequestID bool
+	// AdminPprof serves net/http/pprof under /debug/pprof/ on the admin
+	// handler, for profiling under load; false (the default) serves
+	// nothing there. Profiles show code paths and timings, never request
+	// data, but the admin listener must stay private.
+	AdminPprof bool
 	// What passes through the reverse proxy (issue 13); see RATIONALE.md
 	// "Why stream responses?".
 	MaxResponseBytes     int64         // per proxied response, counted as it streams; zero means 64 MiB

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -89,17 +91,20 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 	if cl >= 0 && cl <= maxBufferedResponse && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
 		// A sized, ordinary response is read whole here (it is at most
 		// max bytes), which frees the upstream connection at once.
-		b, err := io.ReadAll(io.LimitReader(bs, int64(cl)))
+		// The body is read into a pooled buffer (issue 12.1: no
+		// allocation per request) and copied into resp.
+		bp := bodyBufs.Get().(*[]byte)
+		b := slices.Grow((*bp)[:0], cl)[:cl]
+		_, err := io.ReadFull(bs, b)
 		up.CloseBodyStream() //nolint:errcheck // a short body fails below
-		if err == nil && len(b) != cl {
-			err = io.ErrUnexpectedEOF
-		}
 		if err != nil {
+			putBodyBuf(bp, b)
 			resp.Reset()
 			fasthttp.ReleaseResponse(up)
 			return upstreamError(err)
 		}
 		resp.SetBody(b)
+		putBodyBuf(bp, b)
 		fasthttp.ReleaseResponse(up)
 		return nil
 	}
@@ -110,6 +115,20 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 		up: up, r: bs, left: max, conn: ctx.Conn(), writeTimeout: s.opts.WriteTimeout, srv: s,
 	}, cl)
 	return nil
+}
+
+// bodyBufs holds the buffers sized response bodies are read into.
+var bodyBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBody bounds a buffer kept in bodyBufs; larger ones are dropped.
+const maxPooledBody = 64 << 10
+
+func putBodyBuf(bp *[]byte, b []byte) {
+	if cap(b) > maxPooledBody {
+		return
+	}
+	*bp = b[:0]
+	bodyBufs.Put(bp)
 }
 
 // errResponseCut ends a streamed response that grew past MaxResponseBytes.

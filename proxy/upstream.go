@@ -47,6 +47,9 @@ type target struct {
 	mu       sync.Mutex
 	failures int
 	until    time.Time // ejected until
+	// sick is set while failures != 0, so the hot path (a healthy target)
+	// reads neither the clock nor mu.
+	sick atomic.Bool
 }
 
 // dialError marks a failure to connect: the request never left Safeclose,
@@ -173,15 +176,24 @@ func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
 // every untried target is ejected, it returns the one whose backoff ends
 // first (a request is never refused for health alone).
 func (p *pool) pick(tried []*target) *target {
-	now := p.now()
+	var now time.Time // read once, and only if a target is sick
 	n := len(p.targets)
-	start := int(p.next.Add(1) - 1)
+	start := 0
+	if n > 1 {
+		start = int(p.next.Add(1) - 1)
+	}
 	var best *target
 	var bestUntil time.Time
 	for i := 0; i < n; i++ {
 		t := p.targets[(start+i)%n]
 		if in(tried, t) {
 			continue
+		}
+		if !t.sick.Load() {
+			return t
+		}
+		if now.IsZero() {
+			now = p.now()
 		}
 		t.mu.Lock()
 		until := t.until
@@ -211,14 +223,17 @@ func (p *pool) failed(t *target) {
 	t.failures++
 	d := ejectBase << min(t.failures-1, 10)
 	t.until = p.now().Add(min(d, ejectMax))
+	t.sick.Store(true)
 	t.mu.Unlock()
 }
 
 func (p *pool) ok(t *target) {
-	t.mu.Lock()
-	if t.failures != 0 {
-		t.failures, t.until = 0, time.Time{}
+	if !t.sick.Load() {
+		return
 	}
+	t.mu.Lock()
+	t.failures, t.until = 0, time.Time{}
+	t.sick.Store(false)
 	t.mu.Unlock()
 }
 

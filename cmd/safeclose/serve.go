@@ -153,6 +153,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 		AccessLog:      accessLogger(cfg, log),
 		TrustRequestID: cfg.TrustRequestID,
+		AdminPprof:     cfg.AdminPprof,
 		// Issue 13: what passes through the reverse proxy.
 		MaxResponseBytes:     cfg.Limits.MaxResponseBytes,
 		MaxWebSockets:        cfg.Limits.MaxWebSockets,

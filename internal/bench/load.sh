@@ -133,13 +133,17 @@ rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 p99() { awk '$1=="99%" {print $2}' "$1"; }
 non2xx() { awk '/Non-2xx/ {print $4}' "$1"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# Medians are computed here, in this shell: the report below runs in a
+# "{ } | tee" subshell, whose assignments would not reach the SUMMARY lines.
 declare -A MED
+for t in "${TARGETS[@]}"; do
+  MED[$t]=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | median)
+done
 {
   echo "Safeclose load harness $(date -u +%FT%TZ) · cached tenant cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
   printf '%-20s %12s %24s %10s %8s\n' target "req/s(med)" "req/s per round" "p99" non2xx
   for t in "${TARGETS[@]}"; do
     all=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | tr '\n' ' ')
-    MED[$t]=$(for x in $all; do echo "$x"; done | median)
     bad=$(for r in $(seq "$ROUNDS"); do non2xx "$RUN/wrk/$t.$r.txt"; done | awk '{s+=$1} END {print s+0}')
     printf '%-20s %12.0f %24s %10s %8s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad"
   done

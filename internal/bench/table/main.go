@@ -109,7 +109,8 @@ func main() {
 	benchPath := flag.String("bench", "bench.txt", "go test -bench output")
 	loadPath := flag.String("load", "", "load.sh SUMMARY file (optional)")
 	oldPath := flag.String("old", "", "the same benchmarks on the code before the change (optional)")
-	guest := flag.String("guest", `^BenchmarkTrivial|^BenchmarkGuestCall|^BenchmarkCall.*Trivial`, "regexp naming the pooled trivial-guest call benchmark")
+	guest := flag.String("guest", `^BenchmarkEnforcement/trivial/fuel$`, "regexp naming the pooled trivial-guest call benchmark (deadline enforced)")
+	floor := flag.String("floor", `^BenchmarkEnforcement/trivial/none$`, "regexp naming the same call without enforcement (its same-run baseline)")
 	flag.Parse()
 	f, err := os.Open(*benchPath)
 	if err != nil {
@@ -151,10 +152,34 @@ func main() {
 	lrow("built-in api_keys, no plugin ÷ nginx plain", "safeclose-apikeys", "nginx-plain", "≥ 0.80×")
 	lrow("built-in api_keys, no plugin ÷ plain fasthttp RP", "safeclose-apikeys", "rp-fasthttp", "—")
 
+	// In-process proxy rows (BenchmarkProxy: 32 keep-alive connections over
+	// loopback, client and servers in one process, so absolute req/s are
+	// lower than wrk's; the ratios are the point).
+	prow := func(path, target, goal string) {
+		n, ok1 := r.get("BenchmarkProxy/"+target, "req/s")
+		d, ok2 := r.get("BenchmarkProxy/rp-fasthttp", "req/s")
+		if !ok1 || !ok2 || d == 0 {
+			return
+		}
+		al, _ := r.get("BenchmarkProxy/"+target, "allocs/op")
+		t.row(path, fmt.Sprintf("%.0f req/s, %.0f allocs/req", n, al), fmt.Sprintf("rp-fasthttp %.0f req/s", d), fmt.Sprintf("%.2f×", n/d), goal, t.oldVal("BenchmarkProxy/"+target, "req/s", 1, " req/s"))
+	}
+	prow("in process (BenchmarkProxy): built-in api_keys ÷ plain fasthttp RP", "safeclose-apikey", "≥ 0.95×, 0 allocs in Safeclose")
+	prow("in process: api_keys with the access log on ÷ plain fasthttp RP", "safeclose-apikey-accesslog", "—")
+	prow("in process: jwtauth, cache off ÷ plain fasthttp RP", "safeclose-wasm-jwt", "≥ 0.85×")
+	prow("in process: jwtauth, cache_ttl 30s ÷ plain fasthttp RP", "safeclose-wasm-jwt-cached", "≥ 0.95×")
+
 	if g := r.find(*guest); g != "" {
 		ns, _ := r.get(g, "ns/op")
 		al, _ := r.get(g, "allocs/op")
-		t.row("pooled trivial-guest call, deadline enforced ("+g+")", fmt.Sprintf("%.2f µs, %.0f allocs", ns/1000, al), "", "", "≤ 1.0 µs, 0 allocs", t.oldVal(g, "ns/op", 1000, "µs"))
+		cpu, _ := r.get(g, "cpu-ns/op")
+		base, ratio := "", ""
+		if f := r.find(*floor); f != "" {
+			fns, _ := r.get(f, "ns/op")
+			fcpu, _ := r.get(f, "cpu-ns/op")
+			base, ratio = fmt.Sprintf("unenforced %.2f µs (%.2f CPU-µs)", fns/1000, fcpu/1000), fmt.Sprintf("%.2f×", ns/fns)
+		}
+		t.row("pooled trivial-guest call, deadline enforced ("+g+")", fmt.Sprintf("%.2f µs (%.2f CPU-µs), %.0f allocs", ns/1000, cpu/1000, al), base, ratio, "≤ 1.0 µs, 0 allocs", t.oldVal(g, "ns/op", 1000, " µs"))
 	} else {
 		t.row("pooled trivial-guest call, deadline enforced", "not in this run (hostabi benchmark)", "", "", "≤ 1.0 µs, 0 allocs", "")
 	}
@@ -187,6 +212,18 @@ func main() {
 		al, _ := r.get("BenchmarkVerify", "allocs/op")
 		bv, _ := r.get("BenchmarkP256VerifyBaseline", "ns/op")
 		t.row("BenchmarkVerify (one webhook)", fmt.Sprintf("%.0f µs, %.0f allocs", v/1000, al), fmt.Sprintf("P-256 verify alone %.0f µs", bv/1000), fmt.Sprintf("%.2f×", v/bv), "≤ 80 µs (P-256 alone ≈ 65 µs)", t.oldVal("BenchmarkVerify", "ns/op", 1000, " µs")+t.oldVal("BenchmarkVerify", "allocs/op", 1, " allocs"))
+	}
+	for _, name := range []string{"jwtauth", "apikey", "pathrule", "webhookfilter"} {
+		heap, ok := r.get("BenchmarkInstanceMemory/"+name, "heap-B/instance")
+		if !ok {
+			continue
+		}
+		lin, _ := r.get("BenchmarkInstanceMemory/"+name, "linear-B/instance")
+		t.row("memory per warm instance: "+name+" (BenchmarkInstanceMemory)", fmt.Sprintf("%.1f MiB held (%.1f MiB linear memory)", heap/(1<<20), lin/(1<<20)), "", "", "≤ 4 MiB", "")
+	}
+	if rss, ok := r.get("BenchmarkTenantsRSS", "rss-MiB"); ok {
+		tm, _ := r.get("BenchmarkTenantsRSS", "tenants-MiB")
+		t.row("process RSS, 10 tenants × pool 4, jwtauth (BenchmarkTenantsRSS)", fmt.Sprintf("%.0f MiB", rss), fmt.Sprintf("before the tenants: %.0f MiB", rss-tm), "", "report", "")
 	}
 	small, ok1 := r.get("BenchmarkLeaseNext/queued=10", "ns/op")
 	if ok1 {
