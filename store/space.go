@@ -20,8 +20,13 @@ var ErrUnavailable = errors.New("store: storage unavailable (disk full)")
 // covers what background work (flushing the memtables, an L0 compaction,
 // the flush at Close) may still allocate for writes already accepted.
 
-// spaceFresh is how long plenty of free space is taken as still there.
-const spaceFresh = 10 * time.Millisecond
+// spaceFresh is how long plenty of free space is taken as still there, and
+// spaceHeadroom what "plenty" means beyond the reserve: 64 MiB cannot be
+// written in 10 ms (6.4 GB/s), so a write never runs into the reserve unseen.
+const (
+	spaceFresh    = 10 * time.Millisecond
+	spaceHeadroom = 64 << 20
+)
 
 // defaultReserve is the free space a store keeps for Badger's background work.
 func defaultReserve(memTable int64) int64 {
@@ -33,9 +38,9 @@ func defaultReserve(memTable int64) int64 {
 // the reserve. It logs each change between "enough" and "too little" once.
 //
 // A look at the file system (statfs, ~10 µs here, on every write and lease)
-// that finds at least twice the reserve free holds for spaceFresh (issue
-// 12): filling the other half of the reserve within that takes writing
-// gigabytes a second. Nearer the reserve every call looks again.
+// that finds spaceHeadroom beyond the reserve free holds for spaceFresh
+// (issue 12): using that up within spaceFresh takes writing gigabytes a
+// second. Nearer the reserve (and on small disks) every call looks again.
 func (db *DB) checkSpace() error {
 	if db.reserve <= 0 {
 		return nil
@@ -48,7 +53,7 @@ func (db *DB) checkSpace() error {
 	if err != nil {
 		return nil // cannot tell: let Badger try; a plain ENOSPC error is still mapped
 	}
-	if free >= 2*db.reserve {
+	if free-db.reserve >= spaceHeadroom {
 		db.spaceOK.Store(now + int64(spaceFresh))
 	}
 	if free < db.reserve {
