@@ -99,6 +99,7 @@ type DB struct {
 	dir      string
 	reserve  int64       // MinFreeBytes; 0 means no check
 	lowSpace atomic.Bool // logged once per transition
+	kvMu     sync.Mutex  // serialises plugin KV writes (kv.go)
 }
 
 // Open opens (or creates) the store.

@@ -242,12 +242,15 @@ func (db *DB) QueueLen() (int, error) {
 	return n, err
 }
 
-// Sweep deletes expired dedupe markers and Link sessions; serve runs it
+// Sweep deletes expired dedupe markers, Link sessions and plugin KV entries; serve runs it
 // now and then. Expired rows are already ignored, so it only saves space.
 func (db *DB) Sweep() error {
 	now := db.now()
 	return db.op(func(ctx context.Context) error {
 		if _, err := db.pool.Exec(ctx, "DELETE FROM sc_dedupe WHERE expires_at <= $1", now); err != nil {
+			return err
+		}
+		if _, err := db.pool.Exec(ctx, "DELETE FROM plugin_kv WHERE expires_at <= $1", now); err != nil {
 			return err
 		}
 		_, err := db.pool.Exec(ctx, "DELETE FROM sc_link_sessions WHERE expires_at <= $1", now)

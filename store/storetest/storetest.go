@@ -115,6 +115,9 @@ func Run(t *testing.T, newOpener NewOpener) {
 		{"QueueTenantTurns", testQueueTurns},
 		{"QueueConcurrentLeasers", testQueueConcurrent},
 		{"Probes", testProbes},
+		{"KVBasics", testKVBasics},
+		{"KVMaxSizeReopen", testKVMaxSizeReopen},
+		{"KVQuota", testKVQuota},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
