@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/configs"
+	"github.com/safeclose/safeclose/hostabi"
 	"github.com/safeclose/safeclose/proxy"
 	"github.com/safeclose/safeclose/store"
 	"github.com/safeclose/safeclose/store/pg"
@@ -17,6 +18,7 @@ import (
 // contract plus the operator's tools. *store.DB and *pg.DB both are one.
 type backend interface {
 	proxy.Store
+	hostabi.KVStore // the plugins' key/value data (issue 11)
 	Close() error
 	KeyStatus() error
 	Rotate() (int, error)
