@@ -114,6 +114,7 @@ func Run(t *testing.T, newOpener NewOpener) {
 		{"QueueLeaseExpiry", testQueueLeaseExpiry},
 		{"QueueTenantTurns", testQueueTurns},
 		{"QueueConcurrentLeasers", testQueueConcurrent},
+		{"QueueConcurrentIntake", testQueueConcurrentIntake},
 		{"Probes", testProbes},
 		{"KVBasics", testKVBasics},
 		{"KVMaxSizeReopen", testKVMaxSizeReopen},
