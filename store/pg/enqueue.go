@@ -1,0 +1,269 @@
+package pg
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeclose/safeclose/store"
+)
+
+// Webhook intake with group commit, as the Badger store does it
+// (store/queue.go): concurrent Enqueue calls are gathered into one
+// transaction (their dedupe markers and queue rows inserted by one
+// statement each), and every caller is answered after COMMIT, so a
+// commit's WAL flush is paid once per batch instead of once per webhook.
+// synchronous_commit is left as the server has it (on by default): an
+// acknowledged webhook is as durable as PostgreSQL makes a commit.
+// A few committers run at once so one batch fills while another commits.
+
+// maxBatch caps how many enqueues share a transaction.
+const maxBatch = 256
+
+type enqueueReq struct {
+	ctx  context.Context
+	e    store.Entry
+	done chan enqueueRes
+}
+
+type enqueueRes struct {
+	id  string
+	dup bool
+	err error
+}
+
+// committers is how many batches may commit at once for a pool of n
+// connections: at most 4, and at least one connection left for the rest.
+func committers(n int32) int { return int(max(1, min(4, n/4))) }
+
+// startCommitters starts the group-commit goroutines; Close stops them.
+func (db *DB) startCommitters(n int) {
+	db.reqs = make(chan *enqueueReq, maxBatch)
+	db.stop = make(chan struct{})
+	db.commit.Add(n)
+	for range n {
+		go db.committer()
+	}
+}
+
+// stopCommitters stops the committers after their current batch, and
+// fails requests still waiting with store.ErrClosed. Enqueue no longer
+// sends (db.closed is set).
+func (db *DB) stopCommitters() {
+	close(db.stop)
+	db.commit.Wait()
+	for {
+		select {
+		case r := <-db.reqs:
+			r.done <- enqueueRes{err: store.ErrClosed}
+		default:
+			return
+		}
+	}
+}
+
+// Enqueue stores a webhook and its dedupe marker in one transaction, shared
+// with concurrent callers, and returns after the commit. A marker for the
+// same tenant and body hash that has not expired makes it a duplicate:
+// nothing is written and id is the first copy's id. The marker's primary
+// key decides between replicas that receive the same body at once; within
+// a batch the first copy is the one written.
+func (db *DB) Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error) {
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return "", false, store.ErrClosed
+	}
+	r := &enqueueReq{ctx: ctx, e: e, done: make(chan enqueueRes, 1)}
+	select {
+	case db.reqs <- r:
+		db.closeMu.RUnlock()
+	case <-ctx.Done():
+		db.closeMu.RUnlock()
+		return "", false, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.id, res.dup, res.err
+	case <-ctx.Done():
+		// The batch may still commit; a retry by Plaid is then a duplicate.
+		return "", false, ctx.Err()
+	}
+}
+
+func (db *DB) committer() {
+	defer db.commit.Done()
+	batch := make([]*enqueueReq, 0, maxBatch)
+	for {
+		select {
+		case <-db.stop:
+			return
+		case r := <-db.reqs:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-db.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commitBatch(batch)
+	}
+}
+
+// marker is one distinct (tenant, body hash) of a batch and the requests
+// that carry it, in arrival order.
+type marker struct {
+	tenant string
+	sum    []byte
+	reqs   []int // indexes into the batch; the first is the one written
+	entry  store.Entry
+	rec    []byte
+	id     string // the written entry's id, or the existing marker's
+	dup    bool
+}
+
+func (db *DB) commitBatch(batch []*enqueueReq) {
+	res := make([]enqueueRes, len(batch))
+	now := db.now()
+	byKey := map[string]*marker{}
+	var ms []*marker
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			res[i].err = err
+			continue
+		}
+		k := r.e.Tenant + "\x00" + string(r.e.BodySHA256[:])
+		if m := byKey[k]; m != nil {
+			m.reqs = append(m.reqs, i)
+			continue
+		}
+		e := r.e
+		e.ID = db.nextID(now)
+		if e.NextAt.IsZero() {
+			e.NextAt = now
+		}
+		rec, err := store.EncodeEntry(e)
+		if err != nil {
+			res[i].err = fmt.Errorf("store: enqueue: %w", err)
+			continue
+		}
+		m := &marker{tenant: e.Tenant, sum: e.BodySHA256[:], reqs: []int{i}, entry: e, rec: rec}
+		byKey[k] = m
+		ms = append(ms, m)
+	}
+	// Markers are inserted in key order, so two batches (of this replica or
+	// another) that share markers lock them in the same order: no deadlock.
+	slices.SortFunc(ms, func(a, b *marker) int {
+		return cmp.Or(cmp.Compare(a.tenant, b.tenant), bytes.Compare(a.sum, b.sum))
+	})
+	var err error
+	if len(ms) > 0 {
+		err = db.writeBatch(ms, now)
+	}
+	for _, m := range ms {
+		for k, i := range m.reqs {
+			if err != nil {
+				res[i].err = fmt.Errorf("store: enqueue: %w", err)
+				continue
+			}
+			res[i] = enqueueRes{id: m.id, dup: m.dup || k > 0}
+		}
+	}
+	for i, r := range batch {
+		r.done <- res[i]
+	}
+}
+
+// writeBatch inserts the markers of ms (taking over expired ones), reads
+// the entry ids of those that already exist, and inserts the queue rows of
+// the new ones, in one transaction. The committer owns the pool until
+// Close has stopped it, so it does not take closeMu.
+func (db *DB) writeBatch(ms []*marker, now time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), db.timeout)
+	defer cancel()
+	n := len(ms)
+	tenants, sums, ids, exps := make([]string, n), make([][]byte, n), make([]string, n), make([]time.Time, n)
+	for i, m := range ms {
+		tenants[i], sums[i], ids[i], exps[i] = m.tenant, m.sum, m.entry.ID, now.Add(db.ttl)
+	}
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		for _, m := range ms {
+			m.id, m.dup = "", true
+		}
+		rows, err := tx.Query(ctx, `INSERT INTO sc_dedupe (tenant, body_sha256, entry_id, expires_at)
+			SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::timestamptz[])
+			ON CONFLICT (tenant, body_sha256) DO UPDATE SET entry_id = EXCLUDED.entry_id, expires_at = EXCLUDED.expires_at
+				WHERE sc_dedupe.expires_at <= $5
+			RETURNING entry_id`, tenants, sums, ids, exps, now)
+		if err != nil {
+			return err
+		}
+		written, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		mine := make(map[string]bool, len(written))
+		for _, id := range written {
+			mine[id] = true
+		}
+		var qi []int
+		var dupT []string
+		var dupS [][]byte
+		for i, m := range ms {
+			if mine[m.entry.ID] {
+				m.id, m.dup = m.entry.ID, false
+				qi = append(qi, i)
+			} else {
+				dupT, dupS = append(dupT, m.tenant), append(dupS, m.sum)
+			}
+		}
+		if len(dupT) > 0 {
+			rows, err := tx.Query(ctx, `SELECT d.tenant, d.body_sha256, d.entry_id FROM sc_dedupe d
+				JOIN unnest($1::text[], $2::bytea[]) AS k(tenant, body_sha256) USING (tenant, body_sha256)`, dupT, dupS)
+			if err != nil {
+				return err
+			}
+			existing := map[string]string{}
+			var t, id string
+			var sum []byte
+			if _, err := pgx.ForEachRow(rows, []any{&t, &sum, &id}, func() error {
+				existing[t+"\x00"+string(sum)] = id
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if m.dup {
+					m.id = existing[m.tenant+"\x00"+string(m.sum)]
+					if m.id == "" {
+						return errors.New("pg: enqueue: dedupe marker vanished")
+					}
+				}
+			}
+		}
+		if len(qi) == 0 {
+			return nil
+		}
+		q := len(qi)
+		qID, qTenant, qRec, qAttempts, qNext, qErr := make([]string, q), make([]string, q), make([][]byte, q), make([]int32, q), make([]time.Time, q), make([]string, q)
+		for j, i := range qi {
+			e := ms[i].entry
+			qID[j], qTenant[j], qRec[j], qAttempts[j], qNext[j], qErr[j] = e.ID, e.Tenant, ms[i].rec, int32(e.Attempts), e.NextAt, e.LastError
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::integer[], $5::timestamptz[], $6::text[])`,
+			qID, qTenant, qRec, qAttempts, qNext, qErr)
+		return err
+	})
+	return mapErr(err)
+}
