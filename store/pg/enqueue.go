@@ -184,86 +184,79 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 	}
 }
 
-// writeBatch inserts the markers of ms (taking over expired ones), reads
-// the entry ids of those that already exist, and inserts the queue rows of
-// the new ones, in one transaction. The committer owns the pool until
-// Close has stopped it, so it does not take closeMu.
+// batchSQL writes a batch in one statement, so in one round trip and one
+// implicit transaction: the markers (taking over expired ones), then the
+// queue rows of the entries whose marker was written. It answers, per
+// marker, the entry id now holding it: the batch's own id when written,
+// else the id of the marker that existed before the statement began (or
+// NULL when another transaction committed it while this one waited).
+const batchSQL = `WITH input AS (
+	SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::integer[], $6::timestamptz[], $7::text[])
+		AS t(tenant, body_sha256, id, rec, attempts, next_at, last_error)
+), ins AS (
+	INSERT INTO sc_dedupe (tenant, body_sha256, entry_id, expires_at)
+	SELECT tenant, body_sha256, id, $8::timestamptz FROM input
+	ON CONFLICT (tenant, body_sha256) DO UPDATE SET entry_id = EXCLUDED.entry_id, expires_at = EXCLUDED.expires_at
+		WHERE sc_dedupe.expires_at <= $9
+	RETURNING entry_id
+), q AS (
+	INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error)
+	SELECT i.id, i.tenant, i.rec, i.attempts, i.next_at, i.last_error FROM input i JOIN ins ON ins.entry_id = i.id
+)
+SELECT i.id, ins.entry_id IS NOT NULL, d.entry_id
+FROM input i LEFT JOIN ins ON ins.entry_id = i.id
+LEFT JOIN sc_dedupe d ON d.tenant = i.tenant AND d.body_sha256 = i.body_sha256`
+
+// writeBatch writes ms (sorted) and sets each marker's id and dup. The
+// committer owns the pool until Close has stopped it, so it does not take
+// closeMu.
 func (db *DB) writeBatch(ms []*marker, now time.Time) error {
 	ctx, cancel := context.WithTimeout(context.Background(), db.timeout)
 	defer cancel()
 	n := len(ms)
-	tenants, sums, ids, exps := make([]string, n), make([][]byte, n), make([]string, n), make([]time.Time, n)
+	byID := make(map[string]*marker, n)
+	tenants, sums, ids, recs := make([]string, n), make([][]byte, n), make([]string, n), make([][]byte, n)
+	attempts, next, lastErr := make([]int32, n), make([]time.Time, n), make([]string, n)
 	for i, m := range ms {
-		tenants[i], sums[i], ids[i], exps[i] = m.tenant, m.sum, m.entry.ID, now.Add(db.ttl)
+		e := m.entry
+		byID[e.ID] = m
+		tenants[i], sums[i], ids[i], recs[i] = m.tenant, m.sum, e.ID, m.rec
+		attempts[i], next[i], lastErr[i] = int32(e.Attempts), e.NextAt, e.LastError
 	}
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		for _, m := range ms {
-			m.id, m.dup = "", true
+	rows, err := db.pool.Query(ctx, batchSQL, tenants, sums, ids, recs, attempts, next, lastErr, now.Add(db.ttl), now)
+	if err != nil {
+		return mapErr(err)
+	}
+	var id string
+	var written bool
+	var existing *string
+	var late []*marker
+	_, err = pgx.ForEachRow(rows, []any{&id, &written, &existing}, func() error {
+		m := byID[id]
+		if m == nil {
+			return errors.New("pg: enqueue: unknown id in the batch answer")
 		}
-		rows, err := tx.Query(ctx, `INSERT INTO sc_dedupe (tenant, body_sha256, entry_id, expires_at)
-			SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::timestamptz[])
-			ON CONFLICT (tenant, body_sha256) DO UPDATE SET entry_id = EXCLUDED.entry_id, expires_at = EXCLUDED.expires_at
-				WHERE sc_dedupe.expires_at <= $5
-			RETURNING entry_id`, tenants, sums, ids, exps, now)
-		if err != nil {
-			return err
+		switch {
+		case written:
+			m.id, m.dup = id, false
+		case existing != nil:
+			m.id, m.dup = *existing, true
+		default:
+			m.dup = true
+			late = append(late, m)
 		}
-		written, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		mine := make(map[string]bool, len(written))
-		for _, id := range written {
-			mine[id] = true
-		}
-		var qi []int
-		var dupT []string
-		var dupS [][]byte
-		for i, m := range ms {
-			if mine[m.entry.ID] {
-				m.id, m.dup = m.entry.ID, false
-				qi = append(qi, i)
-			} else {
-				dupT, dupS = append(dupT, m.tenant), append(dupS, m.sum)
-			}
-		}
-		if len(dupT) > 0 {
-			rows, err := tx.Query(ctx, `SELECT d.tenant, d.body_sha256, d.entry_id FROM sc_dedupe d
-				JOIN unnest($1::text[], $2::bytea[]) AS k(tenant, body_sha256) USING (tenant, body_sha256)`, dupT, dupS)
-			if err != nil {
-				return err
-			}
-			existing := map[string]string{}
-			var t, id string
-			var sum []byte
-			if _, err := pgx.ForEachRow(rows, []any{&t, &sum, &id}, func() error {
-				existing[t+"\x00"+string(sum)] = id
-				return nil
-			}); err != nil {
-				return err
-			}
-			for _, m := range ms {
-				if m.dup {
-					m.id = existing[m.tenant+"\x00"+string(m.sum)]
-					if m.id == "" {
-						return errors.New("pg: enqueue: dedupe marker vanished")
-					}
-				}
-			}
-		}
-		if len(qi) == 0 {
-			return nil
-		}
-		q := len(qi)
-		qID, qTenant, qRec, qAttempts, qNext, qErr := make([]string, q), make([]string, q), make([][]byte, q), make([]int32, q), make([]time.Time, q), make([]string, q)
-		for j, i := range qi {
-			e := ms[i].entry
-			qID[j], qTenant[j], qRec[j], qAttempts[j], qNext[j], qErr[j] = e.ID, e.Tenant, ms[i].rec, int32(e.Attempts), e.NextAt, e.LastError
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::integer[], $5::timestamptz[], $6::text[])`,
-			qID, qTenant, qRec, qAttempts, qNext, qErr)
-		return err
+		return nil
 	})
-	return mapErr(err)
+	if err != nil {
+		return mapErr(err)
+	}
+	// Markers committed by another transaction while this one waited on
+	// them: read them now that they are visible.
+	for _, m := range late {
+		if err := db.pool.QueryRow(ctx, "SELECT entry_id FROM sc_dedupe WHERE tenant = $1 AND body_sha256 = $2",
+			m.tenant, m.sum).Scan(&m.id); err != nil {
+			return mapErr(err)
+		}
+	}
+	return nil
 }
