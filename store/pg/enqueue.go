@@ -21,7 +21,9 @@ import (
 // commit's WAL flush is paid once per batch instead of once per webhook.
 // synchronous_commit is left as the server has it (on by default): an
 // acknowledged webhook is as durable as PostgreSQL makes a commit.
-// A few committers run at once so one batch fills while another commits.
+// One committer, as in the Badger store: the next batch fills while one
+// commits. (Two or more committers made smaller batches and measured
+// slower on a small machine, where PostgreSQL's CPU is the limit.)
 
 // maxBatch caps how many enqueues share a transaction.
 const maxBatch = 256
@@ -38,11 +40,7 @@ type enqueueRes struct {
 	err error
 }
 
-// committers is how many batches may commit at once for a pool of n
-// connections: at most 4, and at least one connection left for the rest.
-func committers(n int32) int { return int(max(1, min(4, n/4))) }
-
-// startCommitters starts the group-commit goroutines; Close stops them.
+// startCommitters starts n group-commit goroutines; Close stops them.
 func (db *DB) startCommitters(n int) {
 	db.reqs = make(chan *enqueueReq, maxBatch)
 	db.stop = make(chan struct{})

@@ -107,7 +107,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
-	db.startCommitters(committers(o.MaxConns))
+	db.startCommitters(1)
 	return db, nil
 }
 
