@@ -162,23 +162,20 @@ func (db *DB) KVDelete(ctx context.Context, tenant string, key []byte) error {
 // the expired ones when purge is set, and stores the count it found.
 func (db *DB) kvCount(txn *badger.Txn, tenant string, now time.Time, purge bool) (int, error) {
 	if !purge {
+		n := -1 // missing or malformed: count by scanning
 		it, err := txn.Get(kvCountKey(tenant))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return 0, nil
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 			return 0, err
 		}
-		var n int
-		if err := it.Value(func(v []byte) error {
-			if len(v) == 4 {
-				n = int(binary.BigEndian.Uint32(v))
-			} else {
-				n = -1
+		if err == nil {
+			if err := it.Value(func(v []byte) error {
+				if len(v) == 4 {
+					n = int(binary.BigEndian.Uint32(v))
+				}
+				return nil
+			}); err != nil {
+				return 0, err
 			}
-			return nil
-		}); err != nil {
-			return 0, err
 		}
 		if n >= 0 {
 			return n, nil
