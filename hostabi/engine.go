@@ -32,6 +32,10 @@ type Options struct {
 	// Enforcement is how a call's deadline stops a running guest. Zero
 	// means EnforceFuel.
 	Enforcement Enforcement
+	// KV holds the plugins' key/value data (the "kv" capability): the
+	// configured store, so it is durable and, on PostgreSQL, shared by
+	// every replica. Nil means a MemoryKV private to this Engine.
+	KV KVStore
 }
 
 // Engine loads plugins. It is safe for concurrent use.
@@ -40,8 +44,8 @@ type Engine struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu  sync.Mutex
-	kvs map[string]*kvStore // tenant → store
+	kv     KVStore
+	kvLogs loglimit.Limiter // "kv store unavailable" lines
 
 	enforce    Enforcement
 	fuelOnce   sync.Once
@@ -51,12 +55,15 @@ type Engine struct {
 
 // NewEngine returns an Engine; Close releases its compilation cache.
 func NewEngine(ctx context.Context, o Options) (*Engine, error) {
-	e := &Engine{log: o.Logger, now: o.Now, kvs: map[string]*kvStore{}, enforce: o.Enforcement}
+	e := &Engine{log: o.Logger, now: o.Now, kv: o.KV, enforce: o.Enforcement}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
 	if e.now == nil {
 		e.now = time.Now
+	}
+	if e.kv == nil {
+		e.kv = NewMemoryKV(e.now)
 	}
 	if o.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(o.CacheDir)
@@ -72,17 +79,6 @@ func NewEngine(ctx context.Context, o Options) (*Engine, error) {
 
 // Close releases the compilation cache. Plugins must be closed first.
 func (e *Engine) Close(ctx context.Context) error { return e.cache.Close(ctx) }
-
-func (e *Engine) kv(tenant string) *kvStore {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	s := e.kvs[tenant]
-	if s == nil {
-		s = newKVStore(e.now)
-		e.kvs[tenant] = s
-	}
-	return s
-}
 
 // JWTOptions configure jwt_verify for a plugin.
 type JWTOptions struct {
@@ -199,7 +195,7 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		}
 	}
 	if o.Caps.KV {
-		p.kv = e.kv(o.Tenant)
+		p.kv = e.kv
 	}
 	if o.CacheTTL > 0 && o.Kind == KindAuth {
 		p.cache = newDecisionCache(o.CacheTTL, e.now)

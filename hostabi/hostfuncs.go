@@ -342,12 +342,21 @@ func hSHA256(ctx context.Context, _ api.Module, s []uint64) {
 func hKVGet(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	in.uncacheable = true
-	v, ok := in.p.kv.get(in.read(u32(s[0]), u32(s[1])))
-	if !ok {
-		s[0] = 0
+	key := in.read(u32(s[0]), u32(s[1]))
+	if len(key) == 0 || len(key) > abi.MaxKVKey {
+		s[0] = 0 // no such key can exist
 		return
 	}
-	s[0] = abi.CountLen(1, in.put(u32(s[2]), u32(s[3]), v))
+	v, ok, err := in.p.kv.KVGet(ctx, in.p.opts.Tenant, key)
+	switch {
+	case err != nil:
+		in.kvFailed(ctx, abi.FuncKVGet, err)
+		s[0] = abi.CountLen(abi.KVUnavailable, 0)
+	case !ok:
+		s[0] = 0
+	default:
+		s[0] = abi.CountLen(1, in.put(u32(s[2]), u32(s[3]), v))
+	}
 }
 
 func hKVSet(ctx context.Context, _ api.Module, s []uint64) {
@@ -355,14 +364,43 @@ func hKVSet(ctx context.Context, _ api.Module, s []uint64) {
 	in.uncacheable = true
 	key := in.read(u32(s[0]), u32(s[1]))
 	val := in.read(u32(s[2]), u32(s[3]))
-	s[0] = uint64(uint32(in.p.kv.set(key, val, time.Duration(u32(s[4]))*time.Second)))
+	if len(key) == 0 || len(key) > abi.MaxKVKey || len(val) > abi.MaxKVValue {
+		s[0] = uint64(uint32(abi.StatusInvalid))
+		return
+	}
+	ok, err := in.p.kv.KVSet(ctx, in.p.opts.Tenant, key, val, time.Duration(u32(s[4]))*time.Second, abi.MaxKVEntries)
+	switch {
+	case err != nil:
+		in.kvFailed(ctx, abi.FuncKVSet, err)
+		s[0] = uint64(uint32(abi.StatusUnavailable))
+	case !ok:
+		s[0] = uint64(uint32(abi.StatusQuota))
+	default:
+		s[0] = uint64(abi.StatusOK)
+	}
 }
 
 func hKVDelete(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	in.uncacheable = true
-	in.p.kv.delete(in.read(u32(s[0]), u32(s[1])))
+	key := in.read(u32(s[0]), u32(s[1]))
 	s[0] = uint64(abi.StatusOK)
+	if len(key) == 0 || len(key) > abi.MaxKVKey {
+		return // no such key can exist
+	}
+	if err := in.p.kv.KVDelete(ctx, in.p.opts.Tenant, key); err != nil {
+		in.kvFailed(ctx, abi.FuncKVDelete, err)
+		s[0] = uint64(uint32(abi.StatusUnavailable))
+	}
+}
+
+// kvFailed logs a KV store failure (rate-limited, engine-wide); the guest
+// gets abi.StatusUnavailable and decides.
+func (in *instance) kvFailed(ctx context.Context, fn string, err error) {
+	if dropped, ok := in.p.e.kvLogs.Allow(time.Now()); ok {
+		in.p.log.Log(ctx, slog.LevelWarn, "plugin key/value store unavailable; the plugin was told so",
+			"func", fn, "err", err, "dropped_before", dropped)
+	}
 }
 
 func hGetEvent(ctx context.Context, _ api.Module, s []uint64) {

@@ -1,20 +1,19 @@
 package hostabi
 
 import (
+	"context"
 	"sync"
 	"time"
-
-	"github.com/safeclose/safeclose/hostabi/abi"
 )
 
-// kvStore is a tenant's small in-memory key/value store, shared by that
-// tenant's plugins and by no one else. It is bounded (abi.MaxKVEntries of
-// at most abi.MaxKVKey + abi.MaxKVValue bytes) and does not survive a
-// restart: it is for caches and counters, not for records.
-type kvStore struct {
+// MemoryKV is a KVStore in the process's memory: what an Engine uses when
+// Options.KV is nil (`safeclose plugin run`, tests). It does not survive a
+// restart and is not shared between processes. It is safe for concurrent
+// use.
+type MemoryKV struct {
 	now func() time.Time
 	mu  sync.Mutex
-	m   map[string]kvEntry
+	m   map[string]map[string]kvEntry // tenant → key → entry
 }
 
 type kvEntry struct {
@@ -22,51 +21,64 @@ type kvEntry struct {
 	exp time.Time // zero: no expiry
 }
 
-func newKVStore(now func() time.Time) *kvStore {
-	return &kvStore{now: now, m: map[string]kvEntry{}}
+// NewMemoryKV returns an empty MemoryKV reading time from now (nil means
+// time.Now).
+func NewMemoryKV(now func() time.Time) *MemoryKV {
+	if now == nil {
+		now = time.Now
+	}
+	return &MemoryKV{now: now, m: map[string]map[string]kvEntry{}}
 }
 
-func (s *kvStore) get(key []byte) ([]byte, bool) {
+// KVGet implements KVStore. The value is shared, not copied: callers
+// must not modify it (the host copies it into the guest).
+func (s *MemoryKV) KVGet(_ context.Context, tenant string, key []byte) ([]byte, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.m[string(key)]
+	t := s.m[tenant]
+	e, ok := t[string(key)]
 	if !ok {
-		return nil, false
+		return nil, false, nil
 	}
 	if !e.exp.IsZero() && s.now().After(e.exp) {
-		delete(s.m, string(key))
-		return nil, false
+		delete(t, string(key))
+		return nil, false, nil
 	}
-	return e.val, true
+	return e.val, true, nil
 }
 
-func (s *kvStore) set(key, val []byte, ttl time.Duration) int32 {
-	if len(key) == 0 || len(key) > abi.MaxKVKey || len(val) > abi.MaxKVValue {
-		return abi.StatusInvalid
-	}
+// KVSet implements KVStore.
+func (s *MemoryKV) KVSet(_ context.Context, tenant string, key, val []byte, ttl time.Duration, maxEntries int) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	t := s.m[tenant]
+	if t == nil {
+		t = map[string]kvEntry{}
+		s.m[tenant] = t
+	}
 	now := s.now()
-	if _, exists := s.m[string(key)]; !exists && len(s.m) >= abi.MaxKVEntries {
-		for k, e := range s.m {
+	if _, exists := t[string(key)]; !exists && len(t) >= maxEntries {
+		for k, e := range t {
 			if !e.exp.IsZero() && now.After(e.exp) {
-				delete(s.m, k)
+				delete(t, k)
 			}
 		}
-		if len(s.m) >= abi.MaxKVEntries {
-			return abi.StatusQuota
+		if len(t) >= maxEntries {
+			return false, nil
 		}
 	}
 	e := kvEntry{val: append([]byte(nil), val...)}
 	if ttl > 0 {
 		e.exp = now.Add(ttl)
 	}
-	s.m[string(key)] = e
-	return abi.StatusOK
+	t[string(key)] = e
+	return true, nil
 }
 
-func (s *kvStore) delete(key []byte) {
+// KVDelete implements KVStore.
+func (s *MemoryKV) KVDelete(_ context.Context, tenant string, key []byte) error {
 	s.mu.Lock()
-	delete(s.m, string(key))
+	delete(s.m[tenant], string(key))
 	s.mu.Unlock()
+	return nil
 }

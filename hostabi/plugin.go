@@ -31,7 +31,7 @@ type Plugin struct {
 	log         *slog.Logger
 	compileTime time.Duration
 	jwt         *jwtVerifier
-	kv          *kvStore
+	kv          KVStore              // nil unless Caps.KV
 	cache       *decisionCache       // nil unless PluginOptions.CacheTTL
 	logs        loglimit.Limiter     // plugin log lines: 20 a second, bursts of 50
 	epoch       time.Time            // call deadlines are offsets from it (monotonic)

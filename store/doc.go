@@ -51,4 +51,6 @@
 //	lu/<tenant>\x00<user>\x00<created><hash>  user → link session index (TTL)
 //	ei/<intent id>                   exchange intent, pending until the token is saved
 //	o/<tenant>\x00<item_id|intent:id>  orphan: a Plaid item that may exist with no holder
+//	kv/<tenant>\x00<key>             plugin key/value entry: expiry (unix ns, 0 = none) ‖ value, CRC-framed
+//	kn/<tenant>                      plugin key/value entries held by the tenant (uint32, expired ones included)
 package store

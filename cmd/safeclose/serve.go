@@ -125,7 +125,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		emuAddr = addr
 	}
 
-	engine, err := hostabi.NewEngine(ctx, hostabi.Options{CacheDir: cfg.PluginCache, Logger: log.With("component", "hostabi")})
+	// Plugins keep their key/value data in the store: durable, and shared
+	// by every replica on PostgreSQL.
+	engine, err := hostabi.NewEngine(ctx, hostabi.Options{CacheDir: cfg.PluginCache, Logger: log.With("component", "hostabi"), KV: db})
 	if err != nil {
 		return fmt.Errorf("wasm engine: %w", err)
 	}

@@ -8,13 +8,23 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/configs"
+	"github.com/safeclose/safeclose/hostabi"
 	"github.com/safeclose/safeclose/store"
 	"github.com/safeclose/safeclose/store/pg"
 )
 
 // backend is what serve and the admin commands use of a store: the store
-// package's contract (the proxy's needs plus the operator's tools).
-type backend = store.Backend
+// package's contract (the proxy's needs plus the operator's tools) and the
+// plugins' key/value data (issue 11). *store.DB and *pg.DB both are one.
+type backend interface {
+	store.Backend
+	hostabi.KVStore
+}
+
+var (
+	_ backend = (*store.DB)(nil)
+	_ backend = (*pg.DB)(nil)
+)
 
 // storeName names the configured store in messages (never the DSN).
 func storeName(cfg *configs.File) string {

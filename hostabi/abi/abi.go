@@ -76,7 +76,15 @@ const (
 	StatusInvalid  int32 = 1 // value rejected: too long, bad characters, too many
 	StatusQuota    int32 = 2 // a size or count limit was reached
 	StatusNotFound int32 = 3 // unknown key name, destination or secret
+	// StatusUnavailable is kv_set's and kv_delete's answer when the store
+	// holding the key/value data failed (the database is down): nothing
+	// is known to be written, and the guest decides what to do.
+	StatusUnavailable int32 = 4
 )
+
+// KVUnavailable is the found half of kv_get's found<<32|len when the store
+// failed: neither found (1) nor absent (0).
+const KVUnavailable uint32 = 2
 
 // JWT verification results from jwt_verify.
 const (

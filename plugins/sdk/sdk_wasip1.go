@@ -261,28 +261,57 @@ func SHA256(msg []byte) (sum [32]byte) {
 	return sum
 }
 
-// KVGet reads the tenant-scoped key/value store; it needs the "kv" capability.
+// ErrUnavailable is returned by the KV functions when the host's store
+// failed (for example its database is down); nothing is known to be written.
+var ErrUnavailable = errors.New("sdk: key/value store unavailable")
+
+// KVGet reads the tenant-scoped key/value store; it needs the "kv"
+// capability. It fails closed: when the store is unavailable it panics, so
+// the call traps (an auth plugin's request gets 503, an event is retried).
+// A plugin that wants to decide for itself uses KVLookup.
 func KVGet(key string) ([]byte, bool) {
+	v, ok, err := KVLookup(key)
+	if err != nil {
+		panic(err)
+	}
+	return v, ok
+}
+
+// KVLookup is KVGet that reports an unavailable store as ErrUnavailable
+// instead of failing the call.
+func KVLookup(key string) ([]byte, bool, error) {
 	b, c := readCount(func(buf unsafe.Pointer, limit uint32) uint64 {
 		return kvGet(sptr(key), uint32(len(key)), buf, limit)
 	})
-	if c == 0 {
-		return nil, false
+	switch c {
+	case 0:
+		return nil, false, nil
+	case abi.KVUnavailable:
+		return nil, false, ErrUnavailable
 	}
-	return append([]byte(nil), b...), true
+	return append([]byte(nil), b...), true, nil
 }
 
 // KVSet stores a value (key ≤ 128 bytes, value ≤ 4 KiB) for ttl (0: no
-// expiry, whole seconds).
+// expiry, whole seconds). It returns ErrRejected for a bad key or value or
+// a full store, and ErrUnavailable when the store failed.
 func KVSet(key string, val []byte, ttl time.Duration) error {
-	if kvSet(sptr(key), uint32(len(key)), ptr(val), uint32(len(val)), uint32(ttl/time.Second)) != abi.StatusOK {
-		return ErrRejected
+	switch kvSet(sptr(key), uint32(len(key)), ptr(val), uint32(len(val)), uint32(ttl/time.Second)) {
+	case abi.StatusOK:
+		return nil
+	case abi.StatusUnavailable:
+		return ErrUnavailable
+	}
+	return ErrRejected
+}
+
+// KVDelete removes a key; it returns ErrUnavailable when the store failed.
+func KVDelete(key string) error {
+	if kvDelete(sptr(key), uint32(len(key))) == abi.StatusUnavailable {
+		return ErrUnavailable
 	}
 	return nil
 }
-
-// KVDelete removes a key.
-func KVDelete(key string) { kvDelete(sptr(key), uint32(len(key))) }
 
 // Event returns the verified Plaid webhook body (event plugins).
 func Event() []byte { return append([]byte(nil), read(getEvent)...) }

@@ -58,6 +58,11 @@ type DB struct {
 	seq     atomic.Uint64
 	closeMu sync.RWMutex
 	closed  bool
+
+	// Group commit of Enqueue (enqueue.go).
+	reqs   chan *enqueueReq
+	stop   chan struct{}
+	commit sync.WaitGroup
 }
 
 var _ store.Backend = (*DB)(nil)
@@ -104,6 +109,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
+	db.startCommitters(1)
 	return db, nil
 }
 
@@ -177,11 +183,15 @@ func (db *DB) migrate(ctx context.Context) error {
 // Close closes the pool. Calls after the first return store.ErrClosed.
 func (db *DB) Close() error {
 	db.closeMu.Lock()
-	defer db.closeMu.Unlock()
 	if db.closed {
+		db.closeMu.Unlock()
 		return store.ErrClosed
 	}
-	db.closed = true
+	db.closed = true // no Enqueue sends to the committers any more
+	db.closeMu.Unlock()
+	db.stopCommitters()
+	db.closeMu.Lock() // wait for operations in flight
+	defer db.closeMu.Unlock()
 	db.pool.Close()
 	return nil
 }

@@ -20,55 +20,6 @@ import (
 // the lease token, so a lease that expired and went to another replica is
 // store.ErrStaleLease for the first holder.
 
-// Enqueue stores a webhook and its dedupe marker in one transaction. A
-// marker for the same tenant and body hash that has not expired makes it a
-// duplicate: nothing is written and id is the first copy's id. The marker's
-// primary key decides between replicas that receive the same body at once.
-func (db *DB) Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error) {
-	now := db.now()
-	e.ID = db.nextID(now)
-	if e.NextAt.IsZero() {
-		e.NextAt = now
-	}
-	rec, err := store.EncodeEntry(e)
-	if err != nil {
-		return "", false, fmt.Errorf("store: enqueue: %w", err)
-	}
-	err = db.op(func(octx context.Context) error {
-		if d, ok := ctx.Deadline(); ok {
-			var cancel context.CancelFunc
-			octx, cancel = context.WithDeadline(octx, d)
-			defer cancel()
-		}
-		return pgx.BeginFunc(octx, db.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(octx, "DELETE FROM sc_dedupe WHERE tenant = $1 AND body_sha256 = $2 AND expires_at <= $3", e.Tenant, e.BodySHA256[:], now); err != nil {
-				return err
-			}
-			var first string
-			err := tx.QueryRow(octx, `INSERT INTO sc_dedupe (tenant, body_sha256, entry_id, expires_at) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (tenant, body_sha256) DO NOTHING RETURNING entry_id`, e.Tenant, e.BodySHA256[:], e.ID, now.Add(db.ttl)).Scan(&first)
-			if errors.Is(err, pgx.ErrNoRows) {
-				duplicate = true
-				return tx.QueryRow(octx, "SELECT entry_id FROM sc_dedupe WHERE tenant = $1 AND body_sha256 = $2", e.Tenant, e.BodySHA256[:]).Scan(&id)
-			}
-			if err != nil {
-				return err
-			}
-			id = e.ID
-			_, err = tx.Exec(octx, "INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error) VALUES ($1, $2, $3, $4, $5, $6)",
-				e.ID, e.Tenant, rec, e.Attempts, e.NextAt, e.LastError)
-			return err
-		})
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return "", false, ctx.Err()
-		}
-		return "", false, fmt.Errorf("store: enqueue: %w", err)
-	}
-	return id, duplicate, nil
-}
-
 const entryCols = "rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
 
 // scanEntry reads entryCols into an Entry.
@@ -242,12 +193,15 @@ func (db *DB) QueueLen() (int, error) {
 	return n, err
 }
 
-// Sweep deletes expired dedupe markers and Link sessions; serve runs it
+// Sweep deletes expired dedupe markers, Link sessions and plugin KV entries; serve runs it
 // now and then. Expired rows are already ignored, so it only saves space.
 func (db *DB) Sweep() error {
 	now := db.now()
 	return db.op(func(ctx context.Context) error {
 		if _, err := db.pool.Exec(ctx, "DELETE FROM sc_dedupe WHERE expires_at <= $1", now); err != nil {
+			return err
+		}
+		if _, err := db.pool.Exec(ctx, "DELETE FROM plugin_kv WHERE expires_at <= $1", now); err != nil {
 			return err
 		}
 		_, err := db.pool.Exec(ctx, "DELETE FROM sc_link_sessions WHERE expires_at <= $1", now)

@@ -77,7 +77,11 @@ func Run(t *testing.T, newOpener NewOpener) {
 		{"QueueLeaseExpiry", testQueueLeaseExpiry},
 		{"QueueTenantTurns", testQueueTurns},
 		{"QueueConcurrentLeasers", testQueueConcurrent},
+		{"QueueConcurrentIntake", testQueueConcurrentIntake},
 		{"Probes", testProbes},
+		{"KVBasics", testKVBasics},
+		{"KVMaxSizeReopen", testKVMaxSizeReopen},
+		{"KVQuota", testKVQuota},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
