@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -217,4 +218,82 @@ func (db *DB) kvSetCount(txn *badger.Txn, tenant string, n int) error {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], uint32(n))
 	return txn.Set(kvCountKey(tenant), b[:])
+}
+
+// exportKV calls fn with every unexpired plugin KV entry (RecKV). A record
+// that fails its check stops the export: it cannot be moved as it is.
+func (db *DB) exportKV(txn *badger.Txn, fn func(Record) error) error {
+	now := db.now()
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte("kv/")
+	iter := txn.NewIterator(opts)
+	defer iter.Close()
+	for iter.Rewind(); iter.Valid(); iter.Next() {
+		rec, err := iter.Item().ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		p, err := unframe(rec)
+		if err != nil || len(p) < 8 {
+			return fmt.Errorf("store: kv record: %w", ErrCorrupt)
+		}
+		r := Record{Kind: RecKV, Key: string(iter.Item().Key()[len("kv/"):]), Value: p[8:]}
+		if exp := binary.BigEndian.Uint64(p[:8]); exp != 0 {
+			if now.UnixNano() > int64(exp) {
+				continue
+			}
+			r.ExpiresAt = time.Unix(0, int64(exp))
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// importKV writes a RecKV record unless its key exists (even expired) or it
+// has expired, and counts it in its tenant's entry count.
+//
+// The tenant's quota is not checked: the import takes every entry and the
+// count may end above the quota. The entries were within the quota where
+// they came from; the migrating tool does not know the quota the proxy will
+// run with (it is the ABI's or the config's, not the store's); and refusing
+// half-way would leave a tenant's plugin data split between two backends.
+// A count above the quota behaves as after lowering the quota: new keys are
+// refused until the plugin deletes entries or they expire, updates still work.
+func (db *DB) importKV(r Record) (bool, error) {
+	tenant, key, ok := strings.Cut(r.Key, "\x00")
+	if !ok || tenant == "" || key == "" {
+		return false, fmt.Errorf("store: kv import: %w", ErrInvalidKey)
+	}
+	now := db.now()
+	if !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt) {
+		return false, nil
+	}
+	k := kvKey(tenant, []byte(key))
+	rec := kvRecord(r.ExpiresAt, r.Value)
+	db.kvMu.Lock()
+	defer db.kvMu.Unlock()
+	wrote := false
+	err := db.update(func(txn *badger.Txn) error {
+		wrote = false
+		if _, err := txn.Get(k); err == nil {
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		n, err := db.kvCount(txn, tenant, now, false)
+		if err != nil {
+			return err
+		}
+		if err := txn.Set(k, rec); err != nil {
+			return err
+		}
+		wrote = true
+		return db.kvSetCount(txn, tenant, n+1)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: kv import: %w", err)
+	}
+	return wrote, nil
 }

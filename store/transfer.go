@@ -34,6 +34,7 @@ const (
 	RecOrphan  = "orphan"   // Key: tenant \x00 item id or "intent:"+id
 	RecQueue   = "queue"    // Key: entry id; Value: EncodeEntry
 	RecDead    = "dead"     // Key: entry id; Value: EncodeEntry
+	RecKV      = "kv"       // Key: tenant \x00 plugin key; Value: the value; ExpiresAt: its expiry, zero for none
 )
 
 var exportPrefixes = []struct{ prefix, kind string }{
@@ -42,7 +43,8 @@ var exportPrefixes = []struct{ prefix, kind string }{
 }
 
 // Export calls fn with every record that defines the store's state, in
-// one read transaction. Indexes (user, link user) are derived, not exported.
+// one read transaction. Indexes (user, link user) and the per-tenant KV
+// counts are derived, not exported; expired KV entries are left behind.
 func (db *DB) Export(fn func(Record) error) error {
 	return db.view(func(txn *badger.Txn) error {
 		for _, p := range exportPrefixes {
@@ -67,13 +69,16 @@ func (db *DB) Export(fn func(Record) error) error {
 			}
 			iter.Close()
 		}
-		return nil
+		return db.exportKV(txn, fn)
 	})
 }
 
 // Import writes r unless a record with its kind and key exists; it reports
 // whether it wrote. Derived indexes are written with it.
 func (db *DB) Import(r Record) (bool, error) {
+	if r.Kind == RecKV {
+		return db.importKV(r)
+	}
 	var prefix string
 	for _, p := range exportPrefixes {
 		if p.kind == r.Kind {

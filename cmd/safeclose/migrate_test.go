@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,11 +27,35 @@ func TestMigrateBadgerToPostgresAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bdb, err := store.Open(store.Options{Dir: filepath.Join(dir, "data"), Keyring: kr, MinFreeBytes: -1})
+	// The clock is real except while the expired KV entry is written.
+	var past atomic.Bool
+	clock := func() time.Time {
+		if past.Load() {
+			return time.Now().Add(-2 * time.Hour)
+		}
+		return time.Now()
+	}
+	bdb, err := store.Open(store.Options{Dir: filepath.Join(dir, "data"), Keyring: kr, MinFreeBytes: -1, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
+	// Issue 11.6: plugin KV entries move too: two tenants, one entry with a
+	// TTL, and one already expired (not copied).
+	ctx := context.Background()
+	for _, kv := range []struct {
+		tenant, key, val string
+		ttl              time.Duration
+	}{{"t1", "k1", "v1", 0}, {"t1", "k2", "v2", time.Hour}, {"t2", "k1", "w1", 0}} {
+		if ok, err := bdb.KVSet(ctx, kv.tenant, []byte(kv.key), []byte(kv.val), kv.ttl, 10); err != nil || !ok {
+			t.Fatalf("KVSet(%s, %s) = %v, %v", kv.tenant, kv.key, ok, err)
+		}
+	}
+	past.Store(true)
+	if ok, err := bdb.KVSet(ctx, "t2", []byte("gone"), []byte("x"), time.Hour, 10); err != nil || !ok {
+		t.Fatalf("KVSet(expired) = %v, %v", ok, err)
+	}
+	past.Store(false)
 	for i := range 3 {
 		it := store.Item{Tenant: "t1", User: "alice", ItemID: fmt.Sprint("item-", i), State: store.StateOK, CreatedAt: now.Add(time.Duration(i) * time.Second)}
 		if err := bdb.SaveItem(it, fmt.Sprint("access-", i)); err != nil {
@@ -85,11 +110,12 @@ tenants:
 		return out.String()
 	}
 	out := migrate()
-	// 3 items, 3 owners, 1 canary, 1 key used, 1 link, 1 orphan, 1 queued, 1 dead.
-	if !strings.Contains(out, "12 records read, 12 written, 0 already there") {
+	// 3 items, 3 owners, 1 canary, 1 key used, 1 link, 1 orphan, 1 queued,
+	// 1 dead, 3 unexpired KV entries.
+	if !strings.Contains(out, "15 records read, 15 written, 0 already there") {
 		t.Fatalf("first migrate said %q", out)
 	}
-	if out := migrate(); !strings.Contains(out, "12 records read, 0 written, 12 already there") {
+	if out := migrate(); !strings.Contains(out, "15 records read, 0 written, 15 already there") {
 		t.Fatalf("second migrate (idempotent) said %q", out)
 	}
 
@@ -117,6 +143,19 @@ tenants:
 	if dl, err := pdb.DeadLetters(10); err != nil || len(dl) != 1 || dl[0].LastError != "gave up" {
 		t.Fatalf("DeadLetters on PostgreSQL = %+v, %v", dl, err)
 	}
+	kvWant := func(db interface {
+		KVGet(context.Context, string, []byte) ([]byte, bool, error)
+	}, where, tenant, key, want string) {
+		t.Helper()
+		v, found, err := db.KVGet(ctx, tenant, []byte(key))
+		if err != nil || found != (want != "") || string(v) != want {
+			t.Fatalf("KVGet(%s, %s) on %s = %q, %v, %v, want %q", tenant, key, where, v, found, err, want)
+		}
+	}
+	kvWant(pdb, "PostgreSQL", "t1", "k1", "v1")
+	kvWant(pdb, "PostgreSQL", "t1", "k2", "v2")
+	kvWant(pdb, "PostgreSQL", "t2", "k1", "w1")
+	kvWant(pdb, "PostgreSQL", "t2", "gone", "")
 	pdb.Close()
 
 	// And back, into an empty data directory.
@@ -124,14 +163,16 @@ tenants:
 	if err := os.WriteFile(cfg, []byte(strings.Replace(cfgPG, filepath.Join(dir, "data"), back, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out := migrate("-reverse"); !strings.Contains(out, "12 records read, 12 written") {
+	if out := migrate("-reverse"); !strings.Contains(out, "15 records read, 15 written") {
 		t.Fatalf("reverse migrate said %q", out)
+	}
+	if out := migrate("-reverse"); !strings.Contains(out, "15 records read, 0 written, 15 already there") {
+		t.Fatalf("second reverse migrate (idempotent) said %q", out)
 	}
 	bdb, err = store.Open(store.Options{Dir: back, Keyring: kr, MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bdb.Close()
 	if tok, err := bdb.AccessToken("t1", "alice", "item-2"); err != nil || tok != "access-2" {
 		t.Fatalf("AccessToken on Badger after the round trip = %q, %v", tok, err)
 	}
@@ -144,6 +185,28 @@ tenants:
 	if ls, err := bdb.LinkSessions("t1", "alice", 5); err != nil || len(ls) != 1 {
 		t.Fatalf("LinkSessions on Badger after the round trip = %d, %v", len(ls), err)
 	}
+	kvWant(bdb, "Badger", "t1", "k1", "v1")
+	kvWant(bdb, "Badger", "t1", "k2", "v2")
+	kvWant(bdb, "Badger", "t2", "k1", "w1")
+	// The per-tenant counts came along: t1 holds 2 entries, so a quota of 2
+	// refuses a third key and a quota of 3 takes it.
+	if ok, err := bdb.KVSet(ctx, "t1", []byte("k3"), []byte("v3"), 0, 2); err != nil || ok {
+		t.Fatalf("KVSet(t1, k3, max 2) on Badger after the round trip = %v, %v, want refused", ok, err)
+	}
+	if ok, err := bdb.KVSet(ctx, "t1", []byte("k3"), []byte("v3"), 0, 3); err != nil || !ok {
+		t.Fatalf("KVSet(t1, k3, max 3) on Badger after the round trip = %v, %v, want stored", ok, err)
+	}
+	// The TTL came along too: two hours from now k2 is gone, k1 is not.
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	later, err := store.Open(store.Options{Dir: back, Keyring: kr, MinFreeBytes: -1, Now: func() time.Time { return time.Now().Add(2 * time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer later.Close()
+	kvWant(later, "Badger two hours later", "t1", "k1", "v1")
+	kvWant(later, "Badger two hours later", "t1", "k2", "")
 }
 
 func mustRead(t *testing.T, p string) string {

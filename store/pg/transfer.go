@@ -65,6 +65,29 @@ func (db *DB) Import(r store.Record) (bool, error) {
 		sql = `INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until, dead)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`
 		args = []any{e.ID, e.Tenant, r.Value, e.Attempts, e.NextAt, e.LastError, int64(e.LeaseToken & (1<<63 - 1)), e.LeaseOwner, until, r.Kind == store.RecDead}
+	case store.RecKV:
+		// Like the Badger store, the import takes every entry whatever the
+		// tenant's quota (see store.(*DB).importKV for why); the quota here
+		// is a COUNT, so a tenant above it has new keys refused until it is
+		// back under.
+		tenant, key, ok := strings.Cut(r.Key, "\x00")
+		if !ok || tenant == "" || key == "" {
+			return false, fmt.Errorf("store: kv import: %w", store.ErrInvalidKey)
+		}
+		var exp *time.Time
+		if !r.ExpiresAt.IsZero() {
+			if !db.now().Before(r.ExpiresAt) {
+				return false, nil // expired: nothing to move
+			}
+			exp = &r.ExpiresAt
+		}
+		val := r.Value
+		if val == nil {
+			val = []byte{} // value is NOT NULL; an empty value is a value
+		}
+		sql = `INSERT INTO plugin_kv (tenant, key, value, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (tenant, key) DO NOTHING`
+		args = []any{tenant, []byte(key), val, exp, db.now()}
 	default:
 		return false, nil
 	}
@@ -78,7 +101,7 @@ func (db *DB) Import(r store.Record) (bool, error) {
 }
 
 // Export calls fn with every record that defines the store's state, in the
-// form store.(*DB).Import takes.
+// form store.(*DB).Import takes. Expired plugin KV entries are left behind.
 func (db *DB) Export(fn func(store.Record) error) error {
 	type q struct {
 		sql  string
@@ -139,10 +162,22 @@ func (db *DB) Export(fn func(store.Record) error) error {
 			return store.Record{Kind: kind, Key: e.ID, Value: b}, err
 		}},
 	}
-	for _, x := range qs {
+	kvConv := func(row pgx.Rows) (store.Record, error) {
+		r := store.Record{Kind: store.RecKV}
+		var tenant string
+		var key []byte
+		var exp *time.Time
+		err := row.Scan(&tenant, &key, &r.Value, &exp)
+		r.Key = tenant + "\x00" + string(key)
+		if exp != nil {
+			r.ExpiresAt = *exp
+		}
+		return r, err
+	}
+	each := func(x q, args ...any) error {
 		var recs []store.Record
 		err := db.op(func(ctx context.Context) error {
-			rows, err := db.pool.Query(ctx, x.sql)
+			rows, err := db.pool.Query(ctx, x.sql, args...)
 			if err != nil {
 				return err
 			}
@@ -164,6 +199,12 @@ func (db *DB) Export(fn func(store.Record) error) error {
 				return err
 			}
 		}
+		return nil
 	}
-	return nil
+	for _, x := range qs {
+		if err := each(x); err != nil {
+			return err
+		}
+	}
+	return each(q{"SELECT tenant, key, value, expires_at FROM plugin_kv WHERE expires_at IS NULL OR expires_at > $1", kvConv}, db.now())
 }
