@@ -89,6 +89,10 @@ func Run(t *testing.T, newOpener NewOpener) {
 			tt.fn(t, newOpener(t))
 		})
 	}
+	t.Run("KVTransfer", func(t *testing.T) { // two stores: from one into the other
+		t.Parallel()
+		testKVTransfer(t, newOpener(t), newOpener(t))
+	})
 }
 
 func openWith(t *testing.T, open Opener, kr *store.Keyring, c *Clock) Store {
