@@ -27,8 +27,10 @@ func migrateFlagSet(o *migrateOpts) *flag.FlagSet {
 // runMigrate copies every record of the Badger store in data_dir into the
 // PostgreSQL store at store.dsn (or back with -reverse). Records move as
 // stored bytes: tokens stay sealed and no key is needed. A record already
-// at the destination is left alone, so a migration can be run again. Stop
-// every replica first: the queue must not move under it.
+// at the destination is left alone, so a migration can be run again. Plugin
+// KV entries move too (unexpired ones, with their expiry; the quota is not
+// applied, see store.(*DB).importKV). Stop every replica first: the queue
+// must not move under it.
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o migrateOpts
 	if err := parseFlags(migrateFlagSet(&o), args, stdout); err != nil {
