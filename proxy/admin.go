@@ -54,7 +54,7 @@ func (s *Server) AdminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(rep)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	return mux
+	return s.recoverAdmin(mux)
 }
 
 // readyCheck is one named per-tenant readiness check. Its error is shown
@@ -154,7 +154,7 @@ func (s *Server) ready(ctx context.Context, tab *table) readyReport {
 			}
 			for _, ch := range tn.checks {
 				pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				err := ch.run(pctx)
+				err := s.runCheck(pctx, ch)
 				cancel()
 				if err != nil {
 					tr.Ready = false
@@ -173,6 +173,13 @@ func (s *Server) ready(ctx context.Context, tab *table) readyReport {
 		rep.Checks["tenants"] = "ok"
 	}
 	return rep
+}
+
+// runCheck runs one check in a probe goroutine, where a panic would end the
+// process: it becomes a failed check instead.
+func (s *Server) runCheck(ctx context.Context, ch readyCheck) (err error) {
+	defer s.recoverTo(panicAdmin, &err)
+	return ch.run(ctx)
 }
 
 func storeStatus(err error) string {

@@ -29,6 +29,7 @@ type Server struct {
 	fwd     forwardClients // webhook_worker.go: one pooled client per destination host
 	now     func() time.Time
 	metrics *metrics
+	panics  *panics // recover.go
 	fs      *fasthttp.Server
 
 	table atomic.Pointer[table]
@@ -121,6 +122,7 @@ func New(opts Options) (*Server, error) {
 		metrics: newMetrics(opts.Registry),
 		wake:    make(chan struct{}, 1),
 	}
+	s.panics = newPanics(s.metrics.reg)
 	s.base, s.cancel = context.WithCancel(context.Background())
 	t, err := s.buildTable(opts.Tenants)
 	if err != nil {
@@ -336,6 +338,7 @@ const (
 )
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	defer s.recoverPublic(ctx) // a panic costs this request, not the process
 	var ridBuf [maxRequestIDLen]byte
 	rid := s.requestID(&ctx.Request.Header, ridBuf[:0])
 	tn := s.table.Load().tenantFor(ctx.Host())
