@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -74,7 +75,7 @@ func rawExchange(t *testing.T, addr, req string) []*http.Response {
 
 const smuggled = "GET /smuggled HTTP/1.1\r\nHost: t1.test\r\n\r\n"
 
-// Second trust pass: request smuggling on the streamed request path. The
+// Issue 9.2 (second trust pass): request smuggling on the streamed request path. The
 // smuggled request carries no credentials, so the upstream seeing it (or
 // seeing two requests for the client's one) is a smuggle.
 func TestHostileSmuggling(t *testing.T) {
@@ -130,5 +131,72 @@ func TestHostileSmuggling(t *testing.T) {
 			}
 			t.Logf("client got %v; upstream saw %q", statuses, got)
 		})
+	}
+}
+
+// Issue 9.2 (second trust pass): an X-Request-Id from a client is a log-injection
+// vector once it is written in the access log and sent upstream. With
+// trust_request_id on (the risky setting), a malformed one (CR/LF, 10 KB,
+// JSON or key=value syntax, an obs-fold) is replaced by a generated id and
+// never logged; a hostile path or method cannot add a log line or a field.
+// Found: fasthttp's debug log of an unparsable request quoted the raw
+// request bytes, Authorization header included; fasthttpLogger now logs
+// the event only.
+func TestHostileRequestIDAndLogInjection(t *testing.T) {
+	up := idUpstream(t)
+	var logs lockedBuf
+	e := startEnv(t, envConfig{upstream: up.URL, logTo: &logs, optsFn: func(o *Options) {
+		o.TrustRequestID = true
+		o.AccessLog = slog.New(slog.NewTextHandler(&logs, nil)) // line-oriented: the format injection targets
+	}})
+	const auth = "Host: t1.test\r\nAuthorization: Bearer alice-key\r\n"
+	huge := strings.Repeat("A", 10<<10)
+	tests := []struct {
+		name, req, raw string // raw: text that must never reach the log or the upstream
+	}{
+		{"bare CR", "GET /app HTTP/1.1\r\n" + auth + "X-Request-Id: ab\rlevel=ERROR msg=forged-cr\r\n\r\n", "forged-cr"},
+		{"bare LF", "GET /app HTTP/1.1\r\n" + auth + "X-Request-Id: ab\nlevel=ERROR msg=forged-lf\r\n\r\n", "forged-lf"},
+		{"obs-fold", "GET /app HTTP/1.1\r\n" + auth + "X-Request-Id: ab\r\n level=ERROR msg=forged-fold\r\n\r\n", "forged-fold"},
+		{"10 KB", "GET /app HTTP/1.1\r\n" + auth + "X-Request-Id: " + huge + "\r\n\r\n", huge},
+		{"JSON", "GET /app HTTP/1.1\r\n" + auth + "X-Request-Id: \",\"level\":\"ERROR\",\"msg\":\"forged-json\r\n\r\n", "forged-json"},
+		{"key=value", "GET /app HTTP/1.1\r\n" + auth + "X-Request-Id: a user=admin msg=forged-kv\r\n\r\n", "forged-kv"},
+		{"NUL and escapes", "GET /app HTTP/1.1\r\n" + auth + "X-Request-Id: a\x00\x1b[31mforged-esc\r\n\r\n", "forged-esc"},
+		{"path with encoded CRLF", "GET /app%0d%0atime=x%20level=ERROR%20msg=forged-path HTTP/1.1\r\n" + auth + "\r\n", ""},
+		{"path with quotes", "GET /app%22%20user=%22admin HTTP/1.1\r\n" + auth + "\r\n", ""},
+		{"unknown host with CRLF path", "GET /x%0d%0amsg=forged-host HTTP/1.1\r\nHost: nobody.test\r\n\r\n", ""},
+		{"odd method", "F\x01RGED /app HTTP/1.1\r\n" + auth + "\r\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, res := range rawExchange(t, e.addr, tt.req) {
+				if id := res.Header.Get("X-Request-Id"); id != "" && !hexID.MatchString(id) {
+					t.Errorf("answer X-Request-Id = %q, want a generated one", id)
+				}
+			}
+		})
+	}
+	// Every log line is one whole record: no injected line, no raw id.
+	out := logs.String()
+	for i, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		if !strings.HasPrefix(line, "time=") && !strings.HasPrefix(line, `{"time":`) {
+			t.Errorf("log line %d is not a record of its own (injected?): %q", i, line)
+		}
+		if strings.Contains(line, "level=ERROR msg=forged") && !strings.Contains(line, `"`) {
+			t.Errorf("log line %d carries an unquoted injected field: %q", i, line)
+		}
+	}
+	for _, tt := range tests {
+		if tt.raw != "" && strings.Contains(out, tt.raw) {
+			i := strings.Index(out, tt.raw)
+			t.Errorf("%s: the raw request id reached the log: …%q…", tt.name, out[max(0, i-300):min(len(out), i+100)])
+		}
+	}
+	if strings.Contains(out, "alice-key") {
+		t.Errorf("the log holds a client's credentials")
+	}
+	// The upstream only ever saw generated ids (idUpstream answers them).
+	r := e.do("GET", "t1.test", "/app", "alice-key", nil, "X-Request-Id", "a user=admin")
+	if r.status != 200 || strings.Contains(string(r.body), "admin") {
+		t.Fatalf("upstream saw %s (%d)", r.body, r.status)
 	}
 }

@@ -124,7 +124,10 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		StreamResponseBody:            true,
-		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		// An unparsable answer's error must not quote the upstream's bytes
+		// (cookies, tokens): it is logged as "request failed".
+		SecureErrorLogMessage: true,
+		RetryIfErr:            func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		Dial: func(string) (net.Conn, error) {
 			c, err := tg.dialer.Dial("tcp", addr)
 			if err != nil {
