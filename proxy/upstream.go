@@ -133,7 +133,11 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}, nil
+			dc := &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}
+			if u.Scheme != "https" { // upstream_fresh.go
+				dc.initFresh(c, func() (net.Conn, error) { return tg.dialer.Dial("tcp", addr) })
+			}
+			return dc, nil
 		},
 	}
 	return tg, nil
@@ -150,9 +154,11 @@ const upstreamWriteTimeout = 30 * time.Second
 type deadlineConn struct {
 	net.Conn
 	idle, writeIdle time.Duration
+	freshConn       // checks a reused connection before each request (upstream_fresh.go)
 }
 
 func (c *deadlineConn) Read(b []byte) (int, error) {
+	c.used = true
 	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
 		return 0, err
 	}
@@ -163,10 +169,31 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
 
 func (c *deadlineConn) Write(b []byte) (int, error) {
+	if c.used { // the first write of the next request on a reused connection
+		c.used = false
+		if c.stale() {
+			if err := c.replace(); err != nil {
+				return 0, err
+			}
+		}
+	}
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle)); err != nil {
 		return 0, err
 	}
 	return c.Conn.Write(b)
+}
+
+// replace closes a connection the upstream desynchronised and dials a
+// fresh one in its place (upstream_fresh.go).
+func (c *deadlineConn) replace() error {
+	c.Conn.Close()
+	nc, err := c.redial()
+	if err != nil {
+		return &dialError{err}
+	}
+	c.Conn = nc
+	c.initFresh(nc, c.redial)
+	return nil
 }
 
 // SetWriteDeadline is ignored: Write sets its own.
