@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/x509"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -103,5 +106,45 @@ func TestHostileUpstreamResponses(t *testing.T) {
 			}
 			t.Logf("first answer %d %q", first.status, first.body)
 		})
+	}
+}
+
+// Issue 9.2 (second trust pass): an https upstream whose certificate does
+// not verify (self-signed; or signed by the trusted CA but for another
+// name) is refused for plain requests and for WebSocket upgrades alike,
+// and nothing reaches it.
+func TestHostileUpstreamBadCert(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = io.WriteString(w, "should not be reached")
+	}))
+	up.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are expected
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	cas := x509.NewCertPool()
+	cas.AddCert(up.Certificate())
+	// httptest's certificate names 127.0.0.1 and example.com: "localhost"
+	// is the wrong name for it.
+	wrongName := strings.Replace(up.URL, "127.0.0.1", "localhost", 1)
+	for _, tt := range []struct {
+		name, url string
+		cas       *x509.CertPool
+	}{{"self-signed", up.URL, nil}, {"wrong name", wrongName, cas}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startEnv(t, envConfig{tenantsFn: tenantsWith(t, func(tn *Tenant) {
+				tn.Upstream, tn.UpstreamCAs = tt.url, tt.cas
+			})})
+			if r := e.do("GET", "t1.test", "/", "alice-key", nil); r.status != http.StatusBadGateway {
+				t.Errorf("GET = %d %s, want 502", r.status, r.body)
+			}
+			res := rawExchange(t, e.addr, "GET /socket HTTP/1.1\r\nHost: t1.test\r\nAuthorization: Bearer alice-key\r\n"+wsUpgrade+"\r\n")
+			if len(res) == 0 || res[0].StatusCode != http.StatusBadGateway {
+				t.Errorf("upgrade = %v, want 502", res)
+			}
+		})
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("an upstream with a bad certificate got %d requests", n)
 	}
 }
