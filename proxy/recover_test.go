@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -152,5 +154,50 @@ func TestPanicAdminRecovered(t *testing.T) {
 	}
 	if st, body := get("/metrics"); st != http.StatusOK || !strings.Contains(body, "safeclose_panics_total") {
 		t.Fatalf("/metrics = %d, no safeclose_panics_total in:\n%s", st, body)
+	}
+}
+
+// itemPanicStore is the real store whose item lookup panics: the webhook
+// worker's path for every event.
+type itemPanicStore struct{ *store.DB }
+
+func (itemPanicStore) Item(string, string) (store.Item, error) { panic("item lookup exploded") }
+
+// Issue 9.1 (second trust pass): a panic in a webhook worker ended the
+// process. Now the attempt fails (retried, then dead-lettered with a fixed
+// error) and the proxy keeps serving.
+func TestPanicWebhookWorkerRecovered(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var db *store.DB
+	e := startEnv(t, envConfig{
+		options:    func(o *Options) { o.Registry = reg },
+		webhookOpt: WebhookOptions{MaxAttempts: 2},
+		store: func(t testing.TB, kr *store.Keyring) Store {
+			var err error
+			db, err = store.Open(store.Options{Dir: t.TempDir(), Keyring: kr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			return itemPanicStore{db}
+		},
+	})
+	body := []byte(`{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"item-1"}`)
+	if _, _, err := db.Enqueue(t.Context(), store.Entry{Tenant: "t1", Body: body, ReceivedAt: time.Now(), BodySHA256: sha256.Sum256(body)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the panicking entry dead-lettered", func() bool {
+		dl, err := db.DeadLetters(10)
+		return err == nil && len(dl) == 1
+	})
+	dl, _ := db.DeadLetters(10)
+	if dl[0].LastError != errPanic.Error() {
+		t.Errorf("dead letter error = %q, want %q", dl[0].LastError, errPanic.Error())
+	}
+	if got := panicCount(t, reg, panicWebhook); got != 2 {
+		t.Errorf("safeclose_panics_total{where=webhook} = %v, want 2 (one per attempt)", got)
+	}
+	if r := e.do("GET", "t2.test", pathStatus, "carol-key", nil); r.status != http.StatusOK {
+		t.Fatalf("request after the worker panics = %d %s", r.status, r.body)
 	}
 }
