@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"log"
@@ -146,5 +147,70 @@ func TestHostileUpstreamBadCert(t *testing.T) {
 	}
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("an upstream with a bad certificate got %d requests", n)
+	}
+}
+
+// tlsFront terminates TLS for a plain upstream at url, relaying bytes as
+// they come (so a lie passes through unchanged). It returns the https URL
+// and the CA pool that verifies it.
+func tlsFront(t *testing.T, url string) (string, *x509.CertPool) {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(http.NotFoundHandler())
+	ts.StartTLS() // only for its certificate
+	cert := ts.TLS.Certificates[0]
+	cas := x509.NewCertPool()
+	cas.AddCert(ts.Certificate())
+	ts.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	inner := strings.TrimPrefix(url, "http://")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", inner)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = io.Copy(c, u) }()
+				_, _ = io.Copy(u, c)
+			}()
+		}
+	}()
+	return "https://" + ln.Addr().String(), cas
+}
+
+// Issue 9.2 (second trust pass): the same lying answers from an https
+// upstream. Found: the surplus reached the next request through the TLS
+// layer's read-ahead as well as the socket; freshTLS checks both.
+func TestHostileUpstreamResponsesTLS(t *testing.T) {
+	for _, tt := range []struct{ name, first string }{
+		{"CL smaller than the body", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + poison},
+		{"CL smaller than the body, past the read buffer", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + strings.Repeat("x", 4096-43) + poison},
+		{"CL smaller than the body, far past it", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + strings.Repeat("x", 20000) + poison},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			url, _ := lyingUpstream(t, tt.first)
+			front, cas := tlsFront(t, url)
+			e := startEnv(t, envConfig{tenantsFn: tenantsWith(t, func(tn *Tenant) {
+				tn.Upstream, tn.UpstreamCAs, tn.UpstreamConns = front, cas, 1
+			})})
+			first := e.do("GET", "t1.test", "/one", "alice-key", nil)
+			for i := range 3 {
+				r := e.do("GET", "t1.test", "/next", "bob-key", nil)
+				if r.status != http.StatusOK || string(r.body) != "good" {
+					t.Fatalf("request %d after a lying answer = %d %q, want 200 good (first: %d %q)", i, r.status, r.body, first.status, first.body)
+				}
+			}
+		})
 	}
 }

@@ -134,10 +134,17 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 				return nil, &dialError{err}
 			}
 			dc := &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}
-			if u.Scheme != "https" { // upstream_fresh.go
+			if tg.tls == nil { // upstream_fresh.go
 				dc.initFresh(c, func() (net.Conn, error) { return tg.dialer.Dial("tcp", addr) })
+				return dc, nil
 			}
-			return dc, nil
+			return newFreshTLS(dc, tg.tls, func() (*deadlineConn, error) {
+				c, err := tg.dialer.Dial("tcp", addr)
+				if err != nil {
+					return nil, &dialError{err}
+				}
+				return &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}, nil
+			}), nil
 		},
 	}
 	return tg, nil
@@ -159,7 +166,11 @@ type deadlineConn struct {
 
 func (c *deadlineConn) Read(b []byte) (int, error) {
 	c.used = true
-	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+	dl := time.Now().Add(c.idle)
+	if c.expired {
+		dl = time.Unix(1, 0) // freshTLS's check: buffered bytes only
+	}
+	if err := c.Conn.SetReadDeadline(dl); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(b)
@@ -169,7 +180,7 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
 
 func (c *deadlineConn) Write(b []byte) (int, error) {
-	if c.used { // the first write of the next request on a reused connection
+	if c.used && c.redial != nil { // the first write of the next request on a reused connection
 		c.used = false
 		if c.stale() {
 			if err := c.replace(); err != nil {

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"errors"
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -12,9 +15,8 @@ import (
 // before a request is written on a connection that already carried one, a
 // non-blocking read checks that the upstream has sent nothing since: if it
 // has (or has hung up), that connection is closed and a fresh one dialled
-// in its place, transparently. Plain-HTTP targets only: on TLS the raw
-// socket legitimately carries records between answers (session tickets),
-// and the TLS layer must read them.
+// in its place, transparently. For https targets freshTLS does the same
+// one layer up (records the TLS layer already buffered count too).
 
 // freshConn is the part of deadlineConn that checks a reused connection.
 type freshConn struct {
@@ -23,7 +25,8 @@ type freshConn struct {
 	used    bool // a response was read since the last check
 	probeFn func(fd uintptr) bool
 	probe   [1]byte
-	got     int // probeFn's result: bytes read, 0 for EOF, -1 for nothing
+	got     int  // probeFn's result: bytes read, 0 for EOF, -1 for nothing
+	expired bool // deadlineConn.Read uses a past deadline (freshTLS's check)
 }
 
 // initFresh arms the check for a plain TCP connection c.
@@ -36,7 +39,7 @@ func (f *freshConn) initFresh(c net.Conn, redial func() (net.Conn, error)) {
 	if err != nil {
 		return
 	}
-	f.raw, f.redial = raw, redial
+	f.raw, f.redial = raw, redial // redial nil: stale only (freshTLS)
 	if f.probeFn == nil {
 		f.probeFn = f.readNow // one closure per connection, not per request
 	}
@@ -65,4 +68,58 @@ func (f *freshConn) stale() bool {
 		return true
 	}
 	return f.got >= 0
+}
+
+// freshTLS is an https upstream connection with the same check. fasthttp
+// takes a conn with a Handshake method as TLS already. The TLS layer may
+// hold whole records it read ahead, which the socket check cannot see, so
+// it is also read with a past deadline: buffered bytes come back, an empty
+// buffer times out at once without touching the socket. A late TLS record
+// on the socket (a session ticket) costs a needless new connection, never
+// a wrong answer.
+type freshTLS struct {
+	*tls.Conn
+	raw   *deadlineConn
+	cfg   *tls.Config
+	dial  func() (*deadlineConn, error)
+	used  bool
+	probe [1]byte
+}
+
+func newFreshTLS(raw *deadlineConn, cfg *tls.Config, dial func() (*deadlineConn, error)) *freshTLS {
+	raw.initFresh(raw.Conn, nil) // socket check only; freshTLS replaces the whole connection
+	return &freshTLS{Conn: tls.Client(raw, cfg), raw: raw, cfg: cfg, dial: dial}
+}
+
+func (c *freshTLS) Read(b []byte) (int, error) {
+	c.used = true
+	return c.Conn.Read(b)
+}
+
+func (c *freshTLS) Write(b []byte) (int, error) {
+	if c.used {
+		c.used = false
+		if c.residue() {
+			c.Conn.Close()
+			raw, err := c.dial()
+			if err != nil {
+				return 0, err
+			}
+			raw.initFresh(raw.Conn, nil)
+			c.raw, c.Conn = raw, tls.Client(raw, c.cfg)
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+// residue reports bytes the upstream sent after its last answer, on the
+// socket or inside the TLS layer, or a connection no longer usable.
+func (c *freshTLS) residue() bool {
+	if c.raw.stale() {
+		return true
+	}
+	c.raw.expired = true
+	n, err := c.Conn.Read(c.probe[:])
+	c.raw.expired = false
+	return n > 0 || !errors.Is(err, os.ErrDeadlineExceeded)
 }
