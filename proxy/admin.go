@@ -63,7 +63,7 @@ func (s *Server) AdminHandler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	return mux
+	return s.recoverAdmin(mux)
 }
 
 // readyCheck is one named per-tenant readiness check. Its error is shown
@@ -163,7 +163,7 @@ func (s *Server) ready(ctx context.Context, tab *table) readyReport {
 			}
 			for _, ch := range tn.checks {
 				pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				err := ch.run(pctx)
+				err := s.runCheck(pctx, ch)
 				cancel()
 				if err != nil {
 					tr.Ready = false
@@ -182,6 +182,13 @@ func (s *Server) ready(ctx context.Context, tab *table) readyReport {
 		rep.Checks["tenants"] = "ok"
 	}
 	return rep
+}
+
+// runCheck runs one check in a probe goroutine, where a panic would end the
+// process: it becomes a failed check instead.
+func (s *Server) runCheck(ctx context.Context, ch readyCheck) (err error) {
+	defer s.recoverTo(panicAdmin, &err)
+	return ch.run(ctx)
 }
 
 func storeStatus(err error) string {

@@ -127,13 +127,27 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		StreamResponseBody:            true,
-		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		// An unparsable answer's error must not quote the upstream's bytes
+		// (cookies, tokens): it is logged as "request failed".
+		SecureErrorLogMessage: true,
+		RetryIfErr:            func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		Dial: func(string) (net.Conn, error) {
 			c, err := tg.dialer.Dial("tcp", addr)
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}, nil
+			dc := &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}
+			if tg.tls == nil { // upstream_fresh.go
+				dc.initFresh(c, func() (net.Conn, error) { return tg.dialer.Dial("tcp", addr) })
+				return dc, nil
+			}
+			return newFreshTLS(dc, tg.tls, func() (*deadlineConn, error) {
+				c, err := tg.dialer.Dial("tcp", addr)
+				if err != nil {
+					return nil, &dialError{err}
+				}
+				return &deadlineConn{Conn: c, idle: to.ResponseHeader, writeIdle: upstreamWriteTimeout}, nil
+			}), nil
 		},
 	}
 	return tg, nil
@@ -150,10 +164,16 @@ const upstreamWriteTimeout = 30 * time.Second
 type deadlineConn struct {
 	net.Conn
 	idle, writeIdle time.Duration
+	freshConn       // checks a reused connection before each request (upstream_fresh.go)
 }
 
 func (c *deadlineConn) Read(b []byte) (int, error) {
-	if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+	c.used = true
+	dl := time.Now().Add(c.idle)
+	if c.expired {
+		dl = time.Unix(1, 0) // freshTLS's check: buffered bytes only
+	}
+	if err := c.Conn.SetReadDeadline(dl); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(b)
@@ -163,10 +183,31 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
 
 func (c *deadlineConn) Write(b []byte) (int, error) {
+	if c.used && c.redial != nil { // the first write of the next request on a reused connection
+		c.used = false
+		if c.stale() {
+			if err := c.replace(); err != nil {
+				return 0, err
+			}
+		}
+	}
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle)); err != nil {
 		return 0, err
 	}
 	return c.Conn.Write(b)
+}
+
+// replace closes a connection the upstream desynchronised and dials a
+// fresh one in its place (upstream_fresh.go).
+func (c *deadlineConn) replace() error {
+	c.Conn.Close()
+	nc, err := c.redial()
+	if err != nil {
+		return &dialError{err}
+	}
+	c.Conn = nc
+	c.initFresh(nc, c.redial)
+	return nil
 }
 
 // SetWriteDeadline is ignored: Write sets its own.

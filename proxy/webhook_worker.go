@@ -139,10 +139,17 @@ func (s *Server) work(e store.Entry) error {
 		defer close(beat)
 		s.heartbeat(ctx, cancel, e)
 	}()
-	perr := s.process(ctx, e)
+	perr := s.processRecovered(ctx, e)
 	cancel()
 	<-beat
 	return perr
+}
+
+// processRecovered is process with a panic turned into a failed attempt
+// (retried, then dead-lettered) instead of the end of the process.
+func (s *Server) processRecovered(ctx context.Context, e store.Entry) (err error) {
+	defer s.recoverTo(panicWebhook, &err)
+	return s.process(ctx, e)
 }
 
 // record writes the outcome of e in the background, so the worker takes its
@@ -155,6 +162,7 @@ func (s *Server) record(tr *turns, e store.Entry, perr error) {
 	s.workers.Add(1)
 	go func() {
 		defer func() { <-tr.writing; s.workers.Done() }()
+		defer s.recoverTo(panicWebhook, nil)
 		s.finish(e, perr)
 	}()
 }

@@ -143,6 +143,7 @@ type tunnel struct {
 	closed         atomic.Bool
 	away           atomic.Bool // ended by Safeclose: say 1001 (websocket_close.go)
 	toClient, toUp frames      // frame boundaries of what each pipe wrote
+	s              *Server     // counts a recovered panic (recover.go)
 }
 
 // close ends the tunnel at once (a peer hung up, or it was idle).
@@ -208,7 +209,8 @@ func (s *Server) proxyWebSocket(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	ctx.HijackSetNoResponse(true)
 	early := len(pending) - head.Len()
 	ctx.Hijack(func(c net.Conn) {
-		t := &tunnel{client: c, up: up}
+		defer s.recoverTo(panicTunnel, nil) // runs in its own goroutine
+		t := &tunnel{client: c, up: up, s: s}
 		if !tn.ws.add(t) {
 			t.close()
 			tn.ws.release()
@@ -281,8 +283,16 @@ func (s *Server) dialUpgrade(ctx *fasthttp.RequestCtx, tn *tenant) (net.Conn, *b
 func (t *tunnel) run(idle time.Duration) {
 	t.last.Store(time.Now().UnixNano())
 	done := make(chan struct{}, 2)
-	go func() { t.pipe(t.up, t.client, &t.toUp, idle); done <- struct{}{} }()
-	go func() { t.pipe(t.client, t.up, &t.toClient, idle); done <- struct{}{} }()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		defer t.s.recoverTo(panicTunnel, nil)
+		t.pipe(t.up, t.client, &t.toUp, idle)
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		defer t.s.recoverTo(panicTunnel, nil)
+		t.pipe(t.client, t.up, &t.toClient, idle)
+	}()
 	<-done
 	t.close() // one side ended: end the other
 	<-done

@@ -1,0 +1,7 @@
+//go:build unix
+
+package proxy
+
+import "syscall"
+
+func readFD(fd uintptr, b []byte) (int, error) { return syscall.Read(int(fd), b) }
