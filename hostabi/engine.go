@@ -325,7 +325,23 @@ func sameTypes(a, b []api.ValueType) bool {
 // InspectWasm compiles a module on its own (no limits, no instance) and
 // lists its imports and exports, for `safeclose plugin check`.
 func InspectWasm(ctx context.Context, wasm []byte) (ModuleInfo, time.Duration, error) {
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
+	return InspectWasmCached(ctx, wasm, "")
+}
+
+// InspectWasmCached is InspectWasm with wazero's compilation cache in
+// cacheDir ("" for none), as Options.CacheDir: a second inspection of the
+// same module reads its compiled code instead of compiling it again.
+func InspectWasmCached(ctx context.Context, wasm []byte, cacheDir string) (ModuleInfo, time.Duration, error) {
+	cfg := wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true)
+	if cacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cacheDir)
+		if err != nil {
+			return ModuleInfo{}, 0, fmt.Errorf("hostabi: compilation cache %s: %w", cacheDir, err)
+		}
+		defer c.Close(ctx)
+		cfg = cfg.WithCompilationCache(c)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
 	defer rt.Close(ctx)
 	if err := wasmcheck.Check(wasm); err != nil { // see Load (Issue 10.9)
 		return ModuleInfo{}, 0, fmt.Errorf("%w: %w", ErrRefused, err)

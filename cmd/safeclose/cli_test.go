@@ -171,8 +171,9 @@ func TestPluginCommands(t *testing.T) {
 	}
 	dir := t.TempDir()
 	wasm := testguest.Path(t, "plugins/examples/pathrule")
+	cache := testguest.CompilationCacheDir(t) // -cache: compiled once per run of the suite
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"plugin", "check", wasm, "-cap", "config"}, &out, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"plugin", "check", wasm, "-cap", "config", "-cache", cache}, &out, io.Discard); err != nil {
 		t.Fatalf("check: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"abi:       safeclose_v1", "auth_handle", "verdict:   OK"} {
@@ -181,7 +182,7 @@ func TestPluginCommands(t *testing.T) {
 		}
 	}
 	out.Reset()
-	err := run(context.Background(), []string{"plugin", "check", wasm, "-cap", ""}, &out, io.Discard)
+	err := run(context.Background(), []string{"plugin", "check", wasm, "-cap", "", "-cache", cache}, &out, io.Discard)
 	if err == nil || !strings.Contains(out.String(), "REFUSED") || !strings.Contains(out.String(), `"config" capability`) {
 		t.Errorf("check without the config capability: %v\n%s", err, out.String())
 	}
@@ -192,12 +193,15 @@ func TestPluginCommands(t *testing.T) {
 		{"192.0.2.1:1234", "GET /internal/metrics", `"status": 403`},
 	} {
 		out.Reset()
-		if err := run(context.Background(), []string{"plugin", "run", wasm, "-cap", "config", "-config", conf,
+		if err := run(context.Background(), []string{"plugin", "run", wasm, "-cap", "config", "-config", conf, "-cache", cache,
 			"--request", tc.req, "--source", tc.src}, &out, io.Discard); err != nil {
 			t.Fatalf("run: %v", err)
 		}
 		if !strings.Contains(out.String(), tc.want) {
 			t.Errorf("run from %s: %s, want %s", tc.src, out.String(), tc.want)
 		}
+	}
+	if es, err := os.ReadDir(cache); err != nil || len(es) == 0 {
+		t.Errorf("-cache %s holds %d entries (%v); want the compiled module", cache, len(es), err)
 	}
 }

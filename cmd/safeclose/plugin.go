@@ -49,6 +49,7 @@ type pluginFlags struct {
 	timeout                            time.Duration
 	pages                              uint
 	bodyLimit                          int
+	cacheDir                           string
 }
 
 func (pf *pluginFlags) register(fs *flag.FlagSet) {
@@ -62,6 +63,7 @@ func (pf *pluginFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&pf.timeout, "timeout", hostabi.DefaultTimeout, "per-call deadline")
 	fs.UintVar(&pf.pages, "memory-pages", hostabi.DefaultMemoryPages, "memory cap in 64 KiB pages")
 	fs.IntVar(&pf.bodyLimit, "body-limit", 0, "body bytes the plugin may read (with the body capability)")
+	fs.StringVar(&pf.cacheDir, "cache", "", "directory for compiled modules (as serve's plugin_cache): repeated runs skip compiling")
 }
 
 func (pf *pluginFlags) options(file string, wasm []byte) (hostabi.PluginOptions, error) {
@@ -146,7 +148,7 @@ func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	sum := sha256.Sum256(wasm)
 	fmt.Fprintf(stdout, "file:      %s\nsize:      %d bytes\nsha256:    %x\nkind:      %s\n", file, len(wasm), sum, o.Kind)
-	mi, compile, err := hostabi.InspectWasm(ctx, wasm)
+	mi, compile, err := hostabi.InspectWasmCached(ctx, wasm, pf.cacheDir)
 	if err != nil {
 		fmt.Fprintf(stdout, "verdict:   REFUSED: %v\n", err)
 		return err
@@ -154,7 +156,7 @@ func pluginCheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	sort.Strings(mi.Exports)
 	fmt.Fprintf(stdout, "compile:   %s\nabi:       %s\nexports:   %s\nimports:   %s\nmemory:    min %d pages\n",
 		compile.Round(time.Millisecond), orNone(mi.ABI), strings.Join(mi.Exports, " "), strings.Join(mi.Imports, " "), mi.MinPages)
-	e, err := hostabi.NewEngine(ctx, hostabi.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	e, err := hostabi.NewEngine(ctx, hostabi.Options{CacheDir: pf.cacheDir, Logger: slog.New(slog.NewTextHandler(stderr, nil))})
 	if err != nil {
 		return err
 	}
@@ -214,7 +216,7 @@ func pluginRun(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	e, err := hostabi.NewEngine(ctx, hostabi.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))})
+	e, err := hostabi.NewEngine(ctx, hostabi.Options{CacheDir: pf.cacheDir, Logger: slog.New(slog.NewTextHandler(stderr, nil))})
 	if err != nil {
 		return err
 	}

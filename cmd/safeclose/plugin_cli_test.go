@@ -39,6 +39,7 @@ func TestPluginRunRefusesMalformedRequest(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	wasm := testguest.Path(t, "plugins/examples/pathrule")
+	cache := testguest.CompilationCacheDir(t) // compiled once for every run below
 	conf := filepath.Join(dir, "conf.json")
 	os.WriteFile(conf, []byte(`{"allow_cidrs":["10.0.0.0/8"],"allow_paths":["/"]}`), 0o600)
 	tests := []struct {
@@ -57,7 +58,7 @@ func TestPluginRunRefusesMalformedRequest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer
-		err := run(context.Background(), []string{"plugin", "run", wasm, "-cap", "config", "-config", conf,
+		err := run(context.Background(), []string{"plugin", "run", wasm, "-cap", "config", "-config", conf, "-cache", cache,
 			"-request", tt.request, "-source", "10.0.0.1:1"}, &out, io.Discard)
 		if (err != nil) != tt.wantErr {
 			t.Errorf("plugin run -request %q = %v (out %q), want error: %v", tt.request, err, out.String(), tt.wantErr)
