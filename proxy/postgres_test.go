@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -96,4 +97,14 @@ func TestPostgresDownAnswers503ThenRecovers(t *testing.T) {
 	if st, _, body := getReadyz(t, e, ""); st != http.StatusOK {
 		t.Errorf("/readyz after recovery = %d %s", st, body)
 	}
+}
+
+// BenchmarkWebhookIntakePostgres is BenchmarkWebhookIntake with the queue on
+// PostgreSQL (issue 11: its goal is ≥ 0.8× the Badger rate of the same run).
+// It needs SAFECLOSE_TEST_PG_DSN (scripts/with-postgres.sh sets it).
+func BenchmarkWebhookIntakePostgres(b *testing.B) {
+	if os.Getenv("SAFECLOSE_TEST_PG_DSN") == "" {
+		b.Skip("SAFECLOSE_TEST_PG_DSN is not set (run under scripts/with-postgres.sh)")
+	}
+	benchIntake(b, envConfig{store: pgStore(pgtest.Database(b)), webhookOpt: WebhookOptions{Workers: 1, Poll: time.Hour}})
 }

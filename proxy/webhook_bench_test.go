@@ -128,7 +128,12 @@ func TestWebhookIntakeConcurrentSenders(t *testing.T) {
 // stored (synced Badger, group commit) webhooks per second from 32
 // concurrent senders over loopback, and the p99 time to the 200.
 func BenchmarkWebhookIntake(b *testing.B) {
-	e := startEnv(b, envConfig{webhookOpt: WebhookOptions{Workers: 1, Poll: time.Hour}})
+	benchIntake(b, envConfig{webhookOpt: WebhookOptions{Workers: 1, Poll: time.Hour}})
+}
+
+// benchIntake measures webhook intake on the store c configures.
+func benchIntake(b *testing.B, c envConfig) {
+	e := startEnv(b, c)
 	ws := signWebhooks(b, e.sim, b.N)
 	b.ResetTimer()
 	t0, cpu0 := time.Now(), cpuTime(b)

@@ -23,10 +23,10 @@ func benchDB(b *testing.B, kr *store.Keyring) *pg.DB {
 	return db
 }
 
-// BenchmarkEnqueue is store.BenchmarkEnqueue on PostgreSQL: durable intake
+// BenchmarkPGEnqueue is store.BenchmarkEnqueue on PostgreSQL: durable intake
 // (entry + dedupe marker in one committed transaction) from 16×GOMAXPROCS
 // senders; compare writes/s with the Badger figure of the same run.
-func BenchmarkEnqueue(b *testing.B) {
+func BenchmarkPGEnqueue(b *testing.B) {
 	db := benchDB(b, nil)
 	body := make([]byte, 1024)
 	var n atomic.Uint64
@@ -47,10 +47,10 @@ func BenchmarkEnqueue(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 }
 
-// BenchmarkSaveItem is store.BenchmarkSaveItem on PostgreSQL: one exchange's
+// BenchmarkPGSaveItem is store.BenchmarkSaveItem on PostgreSQL: one exchange's
 // save (sealed token, owner index, in one committed transaction); p99-us is
 // its 99th percentile latency.
-func BenchmarkSaveItem(b *testing.B) {
+func BenchmarkPGSaveItem(b *testing.B) {
 	kr, err := store.ParseKeyring("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 	if err != nil {
 		b.Fatal(err)

@@ -195,6 +195,30 @@ func main() {
 		}
 		t.row("verified + synced webhooks, 32 senders (BenchmarkWebhookIntake)", fmt.Sprintf("%.0f/s, p99 %.1f ms, %.0f CPU-µs each", w, p99, cpuw), bs, ratio, "≥ 10k/s, p99 ≤ 20 ms", t.oldVal(in, "webhooks/s", 1, "/s")+t.oldVal(in, "cpu-µs/webhook", 1, " CPU-µs"))
 	}
+	// Issue 11: PostgreSQL beside Badger, same run (the PG benchmarks run
+	// only under scripts/with-postgres.sh).
+	if pw, ok := r.get("BenchmarkWebhookIntakePostgres", "webhooks/s"); ok {
+		p99, _ := r.get("BenchmarkWebhookIntakePostgres", "p99-ms")
+		bs, ratio := "", ""
+		if w, ok := r.get(in, "webhooks/s"); ok {
+			bs, ratio = fmt.Sprintf("Badger %.0f/s", w), fmt.Sprintf("%.2f×", pw/w)
+		}
+		t.row("the same intake on PostgreSQL (BenchmarkWebhookIntakePostgres)", fmt.Sprintf("%.0f/s, p99 %.1f ms", pw, p99), bs, ratio, "≥ 0.8× Badger", "")
+	}
+	if pw, ok := r.get("BenchmarkPGEnqueue", "writes/s"); ok {
+		bs, ratio := "", ""
+		if w, ok := r.get("BenchmarkEnqueue", "writes/s"); ok {
+			bs, ratio = fmt.Sprintf("Badger %.0f writes/s", w), fmt.Sprintf("%.2f×", pw/w)
+		}
+		t.row("queue writes alone on PostgreSQL, 32 senders (BenchmarkPGEnqueue)", fmt.Sprintf("%.0f writes/s", pw), bs, ratio, "—", "")
+	}
+	if pp, ok := r.get("BenchmarkPGSaveItem", "p99-us"); ok {
+		bs := ""
+		if bp, ok := r.get("BenchmarkSaveItem", "p99-us"); ok {
+			bs = fmt.Sprintf("Badger %.2f ms", bp/1000)
+		}
+		t.row("exchange save p99 on PostgreSQL (BenchmarkPGSaveItem)", fmt.Sprintf("%.2f ms", pp/1000), bs, "", "report", "")
+	}
 	const e2e = "BenchmarkWebhookEndToEnd"
 	if w, ok := r.get(e2e, "webhooks/s"); ok {
 		p99, _ := r.get(e2e, "p99-ms")
