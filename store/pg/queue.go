@@ -53,6 +53,18 @@ func newLeaseToken() int64 {
 
 const due = "NOT dead AND next_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
 
+// dueTenants lists the tenants with a due entry by a loose index scan of
+// sc_queue_due (tenant, id): each step seeks to the next tenant and stops at
+// its first due entry, so the cost follows the number of tenants, not of
+// queued entries (SELECT DISTINCT read every queued row: 48 ms a lease with
+// 100,000 queued against 0.9 ms with 10; issue 12).
+const dueTenants = `WITH RECURSIVE t(tenant) AS (
+	(SELECT tenant FROM sc_queue WHERE ` + due + ` ORDER BY tenant LIMIT 1)
+	UNION ALL
+	SELECT (SELECT q.tenant FROM sc_queue q WHERE q.tenant > t.tenant AND ` + due + ` ORDER BY q.tenant LIMIT 1)
+	FROM t WHERE t.tenant IS NOT NULL
+) SELECT tenant FROM t WHERE tenant IS NOT NULL`
+
 // LeaseNext leases one due entry to owner for d, with tenants taking turns
 // as in the Badger store: among the tenants with a due entry that allow
 // accepts, the first whose name sorts after after (wrapping around) gets
@@ -61,7 +73,7 @@ const due = "NOT dead AND next_at <= $1 AND (lease_until IS NULL OR lease_until 
 func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (e store.Entry, ok bool, err error) {
 	now := db.now()
 	err = db.op(func(ctx context.Context) error {
-		rows, err := db.pool.Query(ctx, "SELECT DISTINCT tenant FROM sc_queue WHERE "+due, now)
+		rows, err := db.pool.Query(ctx, dueTenants, now)
 		if err != nil {
 			return err
 		}

@@ -249,14 +249,17 @@ func main() {
 		tm, _ := r.get("BenchmarkTenantsRSS", "tenants-MiB")
 		t.row("process RSS, 10 tenants × pool 4, jwtauth (BenchmarkTenantsRSS)", fmt.Sprintf("%.0f MiB", rss), fmt.Sprintf("before the tenants: %.0f MiB", rss-tm), "", "report", "")
 	}
-	small, ok1 := r.get("BenchmarkLeaseNext/queued=10", "ns/op")
-	if ok1 {
+	for _, bn := range []string{"BenchmarkLeaseNext", "BenchmarkPGLeaseNext"} {
+		small, ok1 := r.get(bn+"/queued=10", "ns/op")
+		if !ok1 {
+			continue
+		}
 		for _, n := range []string{"100000", "1000000"} {
-			big, ok := r.get("BenchmarkLeaseNext/queued="+n, "ns/op")
+			big, ok := r.get(bn+"/queued="+n, "ns/op")
 			if !ok {
 				continue
 			}
-			t.row("lease one entry with "+n+" queued (BenchmarkLeaseNext)", fmt.Sprintf("%.1f µs", big/1000), fmt.Sprintf("10 queued: %.1f µs", small/1000), fmt.Sprintf("%.2f×", big/small), "same as with 10", t.oldVal("BenchmarkLeaseNext/queued="+n, "ns/op", 1000, " µs"))
+			t.row("lease one entry with "+n+" queued ("+bn+")", fmt.Sprintf("%.1f µs", big/1000), fmt.Sprintf("10 queued: %.1f µs", small/1000), fmt.Sprintf("%.2f×", big/small), "same as with 10", t.oldVal(bn+"/queued="+n, "ns/op", 1000, " µs"))
 		}
 	}
 }
