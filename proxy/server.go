@@ -22,15 +22,17 @@ import (
 // Server is the public fasthttp listener plus the webhook workers.
 // It is safe for concurrent use; Reload may be called while serving.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	db      Store
-	http    *http.Client
-	fwd     forwardClients // webhook_worker.go: one pooled client per destination host
-	now     func() time.Time
-	metrics *metrics
-	panics  *panics // recover.go
-	fs      *fasthttp.Server
+	depthAt      atomic.Int64 // unix nanos of the last queue depth read (webhook_worker.go)
+	depthPending atomic.Bool  // a trailing queue depth read is scheduled
+	opts         Options
+	log          *slog.Logger
+	db           Store
+	http         *http.Client
+	fwd          forwardClients // webhook_worker.go: one pooled client per destination host
+	now          func() time.Time
+	metrics      *metrics
+	panics       *panics // recover.go
+	fs           *fasthttp.Server
 
 	table atomic.Pointer[table]
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/safeclose/safeclose/store"
 )
 
 // Issue 12: forwarding reuses connections. A real receiver on 127.0.0.1
@@ -59,7 +61,47 @@ func TestQueueDepthGaugeIsLive(t *testing.T) {
 			t.Fatalf("webhook %d = %d %s", i, r.status, r.body)
 		}
 	}
-	if got := testutil.ToFloat64(e.srv.metrics.queueDepth); got != 3 {
-		t.Errorf("queue depth gauge after 3 webhooks, no workers = %v, want 3", got)
+	// At most depthEvery behind: reads are spaced, a trailing one catches up.
+	eventually(t, "queue depth gauge = 3 after 3 webhooks, no workers", func() bool {
+		return testutil.ToFloat64(e.srv.metrics.queueDepth) == 3
+	})
+}
+
+// countingStore counts QueueLen calls.
+type countingStore struct {
+	Store
+	queueLens atomic.Int64
+}
+
+func (c *countingStore) QueueLen() (int, error) {
+	c.queueLens.Add(1)
+	return c.Store.QueueLen()
+}
+
+// Issue 12: the depth gauge asks the store at most once every depthEvery
+// (PostgreSQL's QueueLen counts the queue; asking on every webhook made
+// intake slower as the queue grew), and a trailing read catches up.
+func TestQueueDepthReadsAreSpaced(t *testing.T) {
+	t.Parallel()
+	var cs *countingStore
+	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1}, store: func(t testing.TB, kr *store.Keyring) Store {
+		db, err := store.Open(store.Options{Dir: t.TempDir(), Keyring: kr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		cs = &countingStore{Store: db}
+		return cs
+	}})
+	base := cs.queueLens.Load()
+	for range 1000 {
+		e.srv.queueDepth()
+	}
+	// 1000 calls in a tight loop span far less than depthEvery: one read
+	// now, one trailing. A few more only if the loop was descheduled for
+	// several intervals; without spacing it is 1000.
+	eventually(t, "the trailing read", func() bool { return cs.queueLens.Load()-base >= 2 })
+	if n := cs.queueLens.Load() - base; n > 10 {
+		t.Errorf("1000 gauge updates read QueueLen %d times, want about 2", n)
 	}
 }

@@ -223,9 +223,27 @@ func (s *Server) finish(e store.Entry, perr error) {
 	s.queueDepth()
 }
 
-// queueDepth sets the queue depth gauge; QueueLen is O(1), so it is kept live
-// on every enqueue and outcome (issue 12), not only when a worker idles.
+// depthEvery bounds how often the queue depth gauge asks the store.
+const depthEvery = 100 * time.Millisecond
+
+// queueDepth keeps the queue depth gauge live on every enqueue and outcome
+// (issue 12), not only when a worker idles, asking the store at most once
+// every depthEvery: Badger's QueueLen is O(1) but PostgreSQL's is a count
+// over the queue, which on every webhook made intake slower as the queue
+// grew. A call inside the interval leaves one trailing refresh, so the gauge
+// is never more than depthEvery behind.
 func (s *Server) queueDepth() {
+	now := time.Now().UnixNano()
+	last := s.depthAt.Load()
+	if now-last < int64(depthEvery) || !s.depthAt.CompareAndSwap(last, now) {
+		if s.depthPending.CompareAndSwap(false, true) {
+			time.AfterFunc(depthEvery, func() {
+				s.depthPending.Store(false)
+				s.queueDepth()
+			})
+		}
+		return
+	}
 	if n, err := s.db.QueueLen(); err == nil {
 		s.metrics.queueDepth.Set(float64(n))
 	}
