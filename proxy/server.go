@@ -372,8 +372,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		route = string(path)
 		err = s.ownRoute(ctx, tn, route)
 	case ctx.Request.Header.ContentLength() > s.opts.MaxBodyBytes:
-		// A declared size over the cap is refused before anything is read;
-		// a chunked body is counted as it streams (stream_request.go).
+		// A declared size over the cap is refused before anything is read
+		// (a small one is read and dropped first, so the client gets the
+		// 413 rather than a reset); a chunked body is counted as it streams
+		// (stream_request.go).
+		s.linger(ctx, ctx.Request.BodyStream(), ctx.Request.Header.ContentLength())
+		ctx.SetConnectionClose()
 		route, err = "proxy", ErrTooLarge
 	default:
 		route = "proxy"

@@ -60,6 +60,7 @@ func (s *Server) bufferBody(ctx *fasthttp.RequestCtx, limit int) error {
 	}
 	cl := req.Header.ContentLength()
 	if cl > limit {
+		s.linger(ctx, bs, cl)
 		ctx.SetConnectionClose()
 		return ErrTooLarge
 	}
@@ -198,4 +199,23 @@ func (s *Server) sendUpstream(ctx *fasthttp.RequestCtx, tn *tenant, up *fasthttp
 		return errBodyRead
 	}
 	return err
+}
+
+// lingerMax is the most of a refused request body that is read and dropped
+// before the 413 goes out. Closing with the client's bytes unread makes the
+// kernel send a reset, and a client still writing its body sees "connection
+// reset" instead of the answer (nginx's lingering close solves the same);
+// a body declared larger than this is not waited for.
+const lingerMax = 1 << 20
+
+// linger reads and drops a refused body of declared size n (at most
+// lingerMax), within the read timeout.
+func (s *Server) linger(ctx *fasthttp.RequestCtx, r io.Reader, n int) {
+	if r == nil || n <= 0 || n > lingerMax {
+		return
+	}
+	if c := ctx.Conn(); c != nil && s.opts.ReadTimeout > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(s.opts.ReadTimeout))
+	}
+	_, _ = io.CopyN(io.Discard, r, int64(n))
 }
