@@ -22,15 +22,16 @@ import (
 
 const entryCols = "rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
 
-// scanEntry reads entryCols into an Entry.
-func scanEntry(row pgx.Row) (store.Entry, error) {
+// scanEntry reads entryCols into an Entry; lead receives columns selected
+// before them (export's "dead").
+func scanEntry(row pgx.Row, lead ...any) (store.Entry, error) {
 	var rec []byte
 	var attempts int
 	var next time.Time
 	var lastErr, owner string
 	var token int64
 	var until *time.Time
-	if err := row.Scan(&rec, &attempts, &next, &lastErr, &token, &owner, &until); err != nil {
+	if err := row.Scan(append(lead, &rec, &attempts, &next, &lastErr, &token, &owner, &until)...); err != nil {
 		return store.Entry{}, err
 	}
 	e, err := store.DecodeEntry(rec)

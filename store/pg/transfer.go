@@ -137,22 +137,9 @@ func (db *DB) Export(fn func(store.Record) error) error {
 		{"SELECT tenant, key, rec FROM sc_orphans", pairRow(store.RecOrphan)},
 		{"SELECT dead, " + entryCols + " FROM sc_queue", func(row pgx.Rows) (store.Record, error) {
 			var dead bool
-			var rec []byte
-			var attempts int
-			var next time.Time
-			var lastErr, owner string
-			var token int64
-			var until *time.Time
-			if err := row.Scan(&dead, &rec, &attempts, &next, &lastErr, &token, &owner, &until); err != nil {
-				return store.Record{}, err
-			}
-			e, err := store.DecodeEntry(rec)
+			e, err := scanEntry(row, &dead)
 			if err != nil {
 				return store.Record{}, err
-			}
-			e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, next, lastErr, uint64(token), owner
-			if until != nil {
-				e.LeaseUntil = *until
 			}
 			b, err := store.EncodeEntry(e)
 			kind := store.RecQueue
