@@ -36,7 +36,7 @@ func active(off int32, init string) []byte {
 }
 
 var (
-	memory = sec(5, vec([]byte{0x00, 0x01}))                      // one memory, 1 page
+	memory = sec(5, vec([]byte{0x00, 0x01}))                     // one memory, 1 page
 	export = sec(7, vec(append([]byte{6}, "memory\x02\x00"...))) // export it as "memory"
 )
 
