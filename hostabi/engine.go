@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/safeclose/safeclose/hostabi/abi"
+	"github.com/safeclose/safeclose/hostabi/internal/datamerge"
 	"github.com/safeclose/safeclose/hostabi/internal/wasmcheck"
 	"github.com/safeclose/safeclose/internal/loglimit"
 )
@@ -172,10 +173,17 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
 	t0 := time.Now()
-	bin, err := e.prepare(ctx, rt, p, o.Wasm)
+	// Issue 12: Go's ~36,000 data segments as one, so an instance does not
+	// keep a slice header for each (RATIONALE.md "Why data segments are
+	// merged at load").
+	merged, _, _ := datamerge.Merge(o.Wasm, datamerge.MaxGap)
+	bin, err := e.prepare(ctx, rt, p, merged)
 	if err != nil {
 		return fail(err)
 	}
+	// The plugin keeps its compiled module, not the bytes (a Go guest's
+	// are ~3.3 MB).
+	p.opts.Wasm = nil
 	cm, err := rt.CompileModule(ctx, bin)
 	if err != nil {
 		return fail(fmt.Errorf("compile: %w", err))
