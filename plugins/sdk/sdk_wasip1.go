@@ -3,6 +3,7 @@
 package sdk
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -105,10 +106,8 @@ func HeaderBytes(name string) ([]byte, bool) {
 	if c == 0 {
 		return nil, false
 	}
-	for i, ch := range b {
-		if ch == 0 {
-			return b[:i], true
-		}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i], true
 	}
 	return b, true
 }
