@@ -9,7 +9,7 @@ import (
 )
 
 // Issue 12: jwtauth's request path (Bearer or cookie token, jwt_verify, sub
-// as the subject) allocates nothing in the guest when it uses the SDK's byte
+// as the subject), and apikey's (the token's SHA-256 in hex), allocate nothing in the guest when it uses the SDK's byte
 // forms, so the guest heap does not grow per request and the guest's GC does
 // not run inside requests. The string forms are measured beside them so the
 // counter is known to see allocations.
@@ -33,9 +33,12 @@ func TestSDKBytesAllocsNothing(t *testing.T) {
 			t.Fatalf("%s: Authenticate = %+v, %v; want alice allowed", tt.name, d, err)
 		}
 		c := claims(d)
-		t.Logf("%s: guest allocations in 100 requests: byte forms %s, string forms %s", tt.name, c["bytes"], c["strings"])
+		t.Logf("%s: guest allocations in 100 requests: byte forms %s, string forms %s, apikey path %s", tt.name, c["bytes"], c["strings"], c["digest"])
 		if c["bytes"] != "0" {
 			t.Errorf("%s: 100 requests through the SDK's byte forms made %s guest allocations, want 0", tt.name, c["bytes"])
+		}
+		if c["digest"] != "0" {
+			t.Errorf("%s: 100 requests through apikey's path (SHA256, hex, map) made %s guest allocations, want 0", tt.name, c["digest"])
 		}
 		if c["strings"] == "0" {
 			t.Errorf("%s: the string forms made no guest allocations: the counter sees nothing", tt.name)

@@ -325,9 +325,13 @@ func HMACSHA256Verify(secret string, msg, mac []byte) (bool, error) {
 	}
 }
 
-// SHA256 hashes msg in the host.
+// SHA256 hashes msg in the host. msg may alias the SDK's buffer (a
+// BearerBytes result): the host reads it before writing the sum there.
 func SHA256(msg []byte) (sum [32]byte) {
-	sha256Sum(ptr(msg), uint32(len(msg)), unsafe.Pointer(&sum[0]), 32)
+	// Through scratch, not &sum: a pointer passed to an import escapes, so
+	// &sum would put sum on the guest heap on every call.
+	sha256Sum(ptr(msg), uint32(len(msg)), ptr(scratch), 32)
+	copy(sum[:], scratch)
 	return sum
 }
 
