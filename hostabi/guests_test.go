@@ -22,7 +22,7 @@ var (
 	guestPaths   = map[string]string{}
 	guestErrs    = map[string]error{}
 	cacheDir     string
-	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event", "deeprec", "kv"}
+	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event", "deeprec", "kv", "sdkallocs"}
 	exampleNames = []string{"jwtauth", "apikey", "pathrule", "webhookfilter"}
 )
 

@@ -3,6 +3,7 @@
 package sdk
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -105,10 +106,8 @@ func HeaderBytes(name string) ([]byte, bool) {
 	if c == 0 {
 		return nil, false
 	}
-	for i, ch := range b {
-		if ch == 0 {
-			return b[:i], true
-		}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i], true
 	}
 	return b, true
 }
@@ -150,19 +149,68 @@ func splitNUL(b []byte, c uint32) []string {
 
 // Bearer returns the token of an "Authorization: Bearer" header.
 func Bearer() (string, bool) {
+	b, ok := BearerBytes()
+	return string(b), ok
+}
+
+// BearerBytes is Bearer without copying: the token aliases a shared buffer
+// that the next SDK call overwrites (pass it straight to VerifyJWTBytes).
+func BearerBytes() ([]byte, bool) {
 	b, ok := HeaderBytes("Authorization")
-	if !ok || len(b) < 7 || !strings.EqualFold(string(b[:7]), "bearer ") {
-		return "", false
+	if !ok || len(b) < 7 || !asciiEqualFold(b[:7], "bearer ") {
+		return nil, false
 	}
-	return strings.TrimSpace(string(b[7:])), true
+	return trimSpace(b[7:]), true
+}
+
+// asciiEqualFold compares ASCII case-insensitively without allocating.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// trimSpace trims ASCII white space, as strings.TrimSpace does for a token.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
 }
 
 // Cookie returns a request cookie's value.
 func Cookie(name string) (string, bool) {
+	b, ok := CookieBytes(name)
+	return string(b), ok
+}
+
+// CookieBytes is Cookie without copying: the value aliases a shared buffer
+// that the next SDK call overwrites.
+func CookieBytes(name string) ([]byte, bool) {
 	b, c := readCount(func(buf unsafe.Pointer, limit uint32) uint64 {
 		return getCookie(sptr(name), uint32(len(name)), buf, limit)
 	})
-	return string(b), c > 0
+	return b, c > 0
 }
 
 // SourceAddr returns the client's "ip:port".
@@ -175,6 +223,15 @@ func Body() []byte { return append([]byte(nil), read(getBody)...) }
 // SetSubject sets the authenticated user's id (at most 256 printable bytes).
 func SetSubject(s string) error {
 	if setSubject(sptr(s), uint32(len(s))) != abi.StatusOK {
+		return ErrRejected
+	}
+	return nil
+}
+
+// SetSubjectBytes is SetSubject for bytes, such as JWTClaimBytes' result;
+// the host copies them.
+func SetSubjectBytes(b []byte) error {
+	if setSubject(ptr(b), uint32(len(b))) != abi.StatusOK {
 		return ErrRejected
 	}
 	return nil
@@ -233,13 +290,26 @@ func VerifyJWT(token string) int32 {
 	return jwtVerify(sptr(token), uint32(len(token)))
 }
 
+// VerifyJWTBytes is VerifyJWT for a token in bytes, such as BearerBytes'
+// result, without copying it.
+func VerifyJWTBytes(token []byte) int32 {
+	return jwtVerify(ptr(token), uint32(len(token)))
+}
+
 // JWTClaim returns a claim of the token last verified by VerifyJWT in this
 // call (strings as is, numbers and booleans as JSON text).
 func JWTClaim(name string) (string, bool) {
+	b, ok := JWTClaimBytes(name)
+	return string(b), ok
+}
+
+// JWTClaimBytes is JWTClaim without copying: the value aliases a shared
+// buffer that the next SDK call overwrites.
+func JWTClaimBytes(name string) ([]byte, bool) {
 	b, c := readCount(func(buf unsafe.Pointer, limit uint32) uint64 {
 		return jwtClaim(sptr(name), uint32(len(name)), buf, limit)
 	})
-	return string(b), c > 0
+	return b, c > 0
 }
 
 // HMACSHA256Verify reports whether mac is HMAC-SHA256(secret, msg) for the
@@ -255,9 +325,13 @@ func HMACSHA256Verify(secret string, msg, mac []byte) (bool, error) {
 	}
 }
 
-// SHA256 hashes msg in the host.
+// SHA256 hashes msg in the host. msg may alias the SDK's buffer (a
+// BearerBytes result): the host reads it before writing the sum there.
 func SHA256(msg []byte) (sum [32]byte) {
-	sha256Sum(ptr(msg), uint32(len(msg)), unsafe.Pointer(&sum[0]), 32)
+	// Through scratch, not &sum: a pointer passed to an import escapes, so
+	// &sum would put sum on the guest heap on every call.
+	sha256Sum(ptr(msg), uint32(len(msg)), ptr(scratch), 32)
+	copy(sum[:], scratch)
 	return sum
 }
 
