@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/hex"
-	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -89,49 +87,41 @@ func validRequestID(v []byte) bool {
 // both are unset when the request was refused before.
 func (s *Server) finishRequest(ctx *fasthttp.RequestCtx, tn *tenant, route string, path, rid []byte, clean bool) {
 	ctx.Response.Header.SetBytesV(HeaderRequestID, rid)
-	d := time.Since(ctx.Time())
+	now := time.Now()
+	d := now.Sub(ctx.Time())
 	status := ctx.Response.StatusCode()
 	if tn != nil {
 		tn.m.observe(route, status, d)
 	}
-	if l := s.opts.AccessLog; l != nil && l.Enabled(context.Background(), slog.LevelInfo) {
-		s.logAccess(l, ctx, tn, route, path, rid, status, d, clean)
+	if s.access != nil {
+		s.logAccess(ctx, tn, route, path, rid, status, now, d, clean)
 	}
 }
 
-// logAccess writes one line: never headers, cookies, bodies or the query
-// string (they carry tokens); the path is the normalised one.
-func (s *Server) logAccess(l *slog.Logger, ctx *fasthttp.RequestCtx, tn *tenant, route string, path, rid []byte, status int, d time.Duration, clean bool) {
-	var user []byte
+// logAccess queues one line: never headers, cookies, bodies or the query
+// string (they carry tokens); the path is the normalised one. The line is
+// encoded on the stack and copied into the access log's buffer.
+func (s *Server) logAccess(ctx *fasthttp.RequestCtx, tn *tenant, route string, path, rid []byte, status int, now time.Time, d time.Duration, clean bool) {
+	r := accessRecord{time: now, requestID: rid, method: ctx.Method(), route: route, status: status, duration: d}
 	if clean {
-		user = ctx.Request.Header.Peek(HeaderUser)
+		r.user = ctx.Request.Header.Peek(HeaderUser)
 	}
+	r.path = path
 	if path == nil {
-		path = ctx.Path() // fasthttp's cleaned path, without the query
+		r.path = ctx.Path() // fasthttp's cleaned path, without the query
 	}
-	size := ctx.Response.Header.ContentLength()
+	r.bytes = ctx.Response.Header.ContentLength()
 	if !ctx.Response.IsBodyStream() {
-		size = len(ctx.Response.Body())
+		r.bytes = len(ctx.Response.Body())
 	}
-	var name, upstream string
 	if tn != nil {
-		name = tn.Name
+		r.tenant = tn.Name
 		if route == "proxy" {
-			upstream = upstreamTarget(ctx, tn)
+			r.upstream = upstreamTarget(ctx, tn)
 		}
 	}
-	l.LogAttrs(context.Background(), slog.LevelInfo, "request",
-		slog.String("request_id", string(rid)),
-		slog.String("tenant", name),
-		slog.String("user", string(user)),
-		slog.String("method", methodString(ctx.Method())),
-		slog.String("path", string(path)),
-		slog.String("route", route),
-		slog.Int("status", status),
-		slog.Int("bytes", size),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-		slog.String("upstream", upstream),
-	)
+	var buf [1024]byte
+	s.access.add(appendAccessLine(buf[:0], &r))
 }
 
 // upstreamTarget names the upstream a proxied request went to: for a pool,
@@ -141,25 +131,4 @@ func upstreamTarget(ctx *fasthttp.RequestCtx, tn *tenant) string {
 		return ""
 	}
 	return tn.upstream.member(ctx)
-}
-
-// methodString avoids an allocation for the common methods.
-func methodString(m []byte) string {
-	switch string(m) {
-	case fasthttp.MethodGet:
-		return fasthttp.MethodGet
-	case fasthttp.MethodPost:
-		return fasthttp.MethodPost
-	case fasthttp.MethodPut:
-		return fasthttp.MethodPut
-	case fasthttp.MethodDelete:
-		return fasthttp.MethodDelete
-	case fasthttp.MethodPatch:
-		return fasthttp.MethodPatch
-	case fasthttp.MethodHead:
-		return fasthttp.MethodHead
-	case fasthttp.MethodOptions:
-		return fasthttp.MethodOptions
-	}
-	return string(m)
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"io"
-	"log/slog"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -15,7 +14,7 @@ import (
 func bookkeeping(w io.Writer) (*Server, *tenant, *fasthttp.RequestCtx) {
 	s := &Server{metrics: newMetrics(nil)}
 	if w != nil {
-		s.opts.AccessLog = slog.New(slog.NewJSONHandler(w, nil))
+		s.access = newAccessLog(w, 0, s.metrics.accessDropped)
 	}
 	tn := &tenant{Tenant: Tenant{Name: "t1", Upstream: "http://10.0.0.1:8080"}, m: s.metrics.tenant("t1")}
 	ctx := &fasthttp.RequestCtx{}
@@ -37,6 +36,7 @@ func TestBookkeeping(t *testing.T) {
 	var out bytes.Buffer
 	s, tn, ctx := bookkeeping(&out)
 	runBookkeeping(s, tn, ctx)
+	s.access.sync()
 	if id := ctx.Response.Header.Peek(HeaderRequestID); len(id) != 32 || !bytes.Contains(out.Bytes(), id) ||
 		!bytes.Contains(out.Bytes(), []byte(`"user":"alice"`)) {
 		t.Errorf("response id %q, log %s", id, out.Bytes())

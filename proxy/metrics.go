@@ -22,6 +22,7 @@ type metrics struct {
 	orphans       prometheus.Gauge
 	intakeSeconds prometheus.Histogram
 	duration      *prometheus.HistogramVec
+	accessDropped prometheus.Counter
 
 	mu      sync.Mutex
 	tenants map[string]*tenantMetrics
@@ -75,11 +76,14 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "safeclose_request_duration_seconds", Help: "Time from request read to answer, by tenant and route (proxy or an own route).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"tenant", "route"}),
+		accessDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "safeclose_access_log_dropped_total", Help: "Access log lines dropped because the log's buffer was full (its destination is slower than the requests).",
+		}),
 		tenants: map[string]*tenantMetrics{},
 		reg:     reg,
 	}
 	reg.MustRegister(m.requests, m.authFailures, m.webhooksIn, m.webhooksDone, m.forwards,
-		m.persistFailed, m.queueDepth, m.intakeSeconds, m.orphans, m.duration)
+		m.persistFailed, m.queueDepth, m.intakeSeconds, m.orphans, m.duration, m.accessDropped)
 	return m
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/x509"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -31,9 +32,14 @@ type Options struct {
 
 	Webhooks WebhookOptions
 
-	// AccessLog receives one line per request (see accesslog.go); nil means
-	// no access log.
-	AccessLog *slog.Logger
+	// AccessLog receives one JSON line per request (see accesslog.go); nil
+	// means no access log. Lines are written by one goroutine, a batch of
+	// whole lines per Write call, never while a request waits.
+	AccessLog io.Writer
+	// AccessLogBuffer bounds the access log bytes waiting to be written;
+	// zero means DefaultAccessLogBuffer (1 MiB). When it is full, lines are
+	// dropped and counted in safeclose_access_log_dropped_total.
+	AccessLogBuffer int
 	// TrustRequestID keeps a well-formed incoming X-Request-Id; false means
 	// every request gets a new one (Safeclose is the edge).
 	TrustRequestID bool

@@ -31,7 +31,8 @@ type Server struct {
 	fwd          forwardClients // webhook_worker.go: one pooled client per destination host
 	now          func() time.Time
 	metrics      *metrics
-	panics       *panics // recover.go
+	panics       *panics    // recover.go
+	access       *accessLog // nil: no access log (accesslog_writer.go)
 	fs           *fasthttp.Server
 
 	table atomic.Pointer[table]
@@ -125,6 +126,9 @@ func New(opts Options) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.panics = newPanics(s.metrics.reg)
+	if opts.AccessLog != nil {
+		s.access = newAccessLog(opts.AccessLog, opts.AccessLogBuffer, s.metrics.accessDropped)
+	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	t, err := s.buildTable(opts.Tenants)
 	if err != nil {
@@ -296,6 +300,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
+	if s.access != nil { // after the last request: its line is flushed too
+		if aerr := s.access.close(ctx); err == nil {
+			err = aerr
+		}
+	}
 	return err
 }
 
@@ -423,7 +432,7 @@ func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) er
 	if err != nil {
 		return err
 	}
-	if s.opts.AccessLog != nil {
+	if s.access != nil {
 		ctx.Request.Header.Set(HeaderUser, id.Subject) // for the access log only; never forwarded
 	}
 	if len(ctx.PostBody()) > s.opts.MaxBodyBytes {

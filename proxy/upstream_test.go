@@ -3,7 +3,6 @@ package proxy
 import (
 	"crypto/x509"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -228,7 +227,7 @@ func TestAccessLogNamesPoolMember(t *testing.T) {
 	var buf lockedBuffer
 	e := startEnv(t, envConfig{
 		tenantsFn: tenantsWith(t, func(tn *Tenant) { tn.Upstreams = []string{a.URL, b.URL} }),
-		optsFn:    func(o *Options) { o.AccessLog = slog.New(slog.NewJSONHandler(&buf, nil)) },
+		optsFn:    func(o *Options) { o.AccessLog = &buf },
 	})
 	member := map[string]string{"a": a.URL, "b": b.URL}
 	var bodies []string
@@ -239,6 +238,7 @@ func TestAccessLogNamesPoolMember(t *testing.T) {
 		}
 		bodies = append(bodies, string(r.body))
 	}
+	e.srv.access.sync()
 	lines := buf.lines(t)
 	if len(lines) != len(bodies) {
 		t.Fatalf("got %d access-log lines, want %d", len(lines), len(bodies))

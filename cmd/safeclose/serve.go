@@ -99,7 +99,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.LogLevel)
+	logw := &lockedWriter{w: stderr} // shared by the log and the access log: whole lines, never interleaved
+	log := newLogger(logw, cfg.LogLevel)
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
@@ -153,7 +154,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Webhooks:     webhookOptions(cfg),
 		Registry:     reg,
 
-		AccessLog:      accessLogger(cfg, log),
+		AccessLog:      accessLogWriter(cfg, logw),
 		TrustRequestID: cfg.TrustRequestID,
 		AdminPprof:     cfg.AdminPprof,
 		// Issue 13: what passes through the reverse proxy.

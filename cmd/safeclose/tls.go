@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/safeclose/safeclose/configs"
@@ -118,10 +120,27 @@ func startRedirect(cfg *configs.File, srv *proxy.Server, publicAddr net.Addr) (*
 	return hs, ln, nil
 }
 
-// accessLogger is the access log's logger, or nil when access_log is off.
-func accessLogger(cfg *configs.File, log *slog.Logger) *slog.Logger {
-	if !cfg.AccessLog {
+// accessLogWriter is where the access log's lines go: the log's own
+// stream, or nil when access_log is off or log_level is above info (the
+// lines are "level":"INFO" records, as before).
+func accessLogWriter(cfg *configs.File, w io.Writer) io.Writer {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(cfg.LogLevel))
+	if !cfg.AccessLog || l > slog.LevelInfo {
 		return nil
 	}
-	return log.With("component", "access")
+	return w
+}
+
+// lockedWriter serialises Write calls: the log and the access log's writer
+// share one stream and each Write is one or more whole lines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

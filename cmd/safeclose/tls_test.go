@@ -179,6 +179,10 @@ tenants:
 	if res.StatusCode != 200 || len(rid) != 32 || body != "alice "+rid {
 		t.Fatalf("GET = %d %q (X-Request-Id %q)", res.StatusCode, body, rid)
 	}
+	// The access log is written asynchronously: wait for the line.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(logs.String(), rid); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if l := logs.String(); !strings.Contains(l, `"msg":"request"`) || !strings.Contains(l, `"request_id":"`+rid+`"`) ||
 		strings.Contains(l, "a-key") || strings.Contains(l, "QSECRET") {
 		t.Errorf("access log line missing or leaking:\n%s", l)
