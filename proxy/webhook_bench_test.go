@@ -122,6 +122,12 @@ func TestWebhookIntakeConcurrentSenders(t *testing.T) {
 	if n, _ := e.db.QueueLen(); n != 0 {
 		t.Errorf("QueueLen after processing = %d, want 0", n)
 	}
+	// Issue 12: the orphan record of an unknown item is written with the
+	// outcome, in the background, but before it: every entry counted done
+	// has its orphan.
+	if os, err := e.db.Orphans(); err != nil || len(os) != len(ws) {
+		t.Errorf("Orphans after processing = %d, %v; want %d (one per unknown item)", len(os), err, len(ws))
+	}
 }
 
 // BenchmarkWebhookIntake: verified (ES256, iat, body SHA-256), durably

@@ -102,6 +102,16 @@ func BenchmarkWebhookEndToEnd(b *testing.B) {
 	b.ReportMetric(float64(n)/drained.Seconds(), "forwards/s")
 	b.ReportMetric(drained.Seconds(), "drain-s")
 	b.ReportMetric(float64(conns), "conns")
+	// Noise-robust view of the same (issue 12): the share of the webhooks
+	// already forwarded when intake ends, and the forwarding rate while
+	// intake runs over the rate afterwards (flat means ≈ 1). Both compare
+	// rates inside one run, so a busy machine moves them less.
+	end := start.Add(intake)
+	during, _ := slices.BinarySearchFunc(arr, end, func(x, y time.Time) int { return x.Compare(y) })
+	b.ReportMetric(100*float64(during)/float64(n), "fwd-during-intake-%")
+	if after := drained - intake; during > 0 && after > 0 && during < n {
+		b.ReportMetric((float64(during)/intake.Seconds())/(float64(n-during)/after.Seconds()), "fwd-during/after")
+	}
 	if tenth := n / 10; tenth >= 10 {
 		rate := func(a []time.Time) float64 { return float64(len(a)-1) / a[len(a)-1].Sub(a[0]).Seconds() }
 		b.ReportMetric(rate(arr[:tenth]), "fwd-first10%/s")

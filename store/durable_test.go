@@ -167,6 +167,26 @@ func TestDeferredEffectsDurableWithOutcome(t *testing.T) {
 	}
 }
 
+// Issue 12: a deferred orphan record is one transaction (no read first); a
+// repeat still reports false and leaves the first record as it was.
+func TestDeferredRecordOrphanRepeat(t *testing.T) {
+	t.Parallel()
+	db := open(t, t.TempDir(), nil)
+	defer db.Close()
+	o := Orphan{Kind: OrphanUnknownItem, Tenant: "t", ItemID: "i", Detail: "first"}
+	for i, want := range []bool{true, false, false} {
+		o.Detail = fmt.Sprint("try ", i)
+		fresh, err := db.Deferred().RecordOrphan(o)
+		if err != nil || fresh != want {
+			t.Fatalf("RecordOrphan #%d = %v, %v; want %v, nil", i, fresh, err, want)
+		}
+	}
+	os, err := db.Orphans()
+	if err != nil || len(os) != 1 || os[0].Detail != "try 0" || os[0].Count != 1 {
+		t.Fatalf("Orphans = %+v, %v; want the first record only", os, err)
+	}
+}
+
 // Issue 12.3: a round fsyncs each rotated write-ahead or value log once
 // (Badger's Sync covers only the newest), and forgets files that are gone.
 func TestOlderLogs(t *testing.T) {

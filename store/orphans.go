@@ -134,9 +134,16 @@ func (db *DB) recordOrphan(o Orphan, m syncMode) (bool, error) {
 		}
 		return err == nil, err
 	}
-	var known bool
-	if err := db.view(func(txn *badger.Txn) (err error) { known, err = seen(txn); return err }); err != nil || known {
-		return false, err
+	// A repeat is found by a read alone. Deferred (syncLater), the update
+	// below finds it as cheaply (a transaction that writes nothing commits
+	// nothing and waits for no round), and every Badger transaction waits
+	// for the commits in flight, the intake's included, so one is enough
+	// (issue 12). On a full disk the read still answers a repeat.
+	if m != syncLater || db.checkSpace() != nil {
+		var known bool
+		if err := db.view(func(txn *badger.Txn) (err error) { known, err = seen(txn); return err }); err != nil || known {
+			return false, err
+		}
 	}
 	now := db.now().UTC()
 	o.FirstSeen, o.LastSeen, o.Count = now, now, 1
