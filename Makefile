@@ -9,7 +9,7 @@ PLUGINS_BIN := plugins/bin
 DEV_KEYS := dev1:8yBPGR+DgGqrPjBHnaw/TmzLUchqDp7dsRSjcA1wbGw=
 
 .PHONY: help build plugins run test allocs short integration bench fuzz check cover vuln testdata clean
-.PHONY: test-deps webapp demo
+.PHONY: test-deps webapp demo sdk-as
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,11 +36,20 @@ allocs: ## allocation tests (//go:build !race), which the -race run skips
 WEBAPP := examples/webapp
 DEMO_SESSION_KEY := demo-only-PUBLIC-session-key-0123456789abcdef
 
-test-deps: ## prerequisites of the browser test: chromium (apt-get when root), npm packages, the app bundle
+test-deps: ## prerequisites of the browser and AssemblyScript tests: chromium, node/npm (apt-get when root), npm packages, the app bundle
 	bash scripts/ensure-chromium.sh
-	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory webapp; \
-	elif [[ $${CI:-} == true ]]; then echo "test-deps: npm is missing; CI=true needs it for the browser test" >&2; exit 1; \
-	else echo "test-deps: npm is missing; the browser test will skip" >&2; fi
+	bash scripts/ensure-npm.sh
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory webapp sdk-as; \
+	elif [[ $${CI:-} == true ]]; then echo "test-deps: npm is missing; CI=true needs it for the browser and AssemblyScript tests" >&2; exit 1; \
+	else echo "test-deps: npm is missing; the browser and AssemblyScript tests will skip" >&2; fi
+
+# The AssemblyScript SDK's pinned compiler (plugins/sdk-as/package-lock.json).
+SDK_AS := plugins/sdk-as
+
+$(SDK_AS)/node_modules/.package-lock.json: $(SDK_AS)/package-lock.json
+	cd $(SDK_AS) && npm ci --no-audit --no-fund
+
+sdk-as: $(SDK_AS)/node_modules/.package-lock.json ## install the AssemblyScript compiler for plugins/sdk-as (npm ci)
 
 $(WEBAPP)/node_modules/.package-lock.json: $(WEBAPP)/package-lock.json
 	cd $(WEBAPP) && npm ci --no-audit --no-fund
