@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,10 +24,18 @@ func signHS256(key []byte, claims map[string]any) string {
 	return s + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+// The Go examples and their AssemblyScript ports (plugins/examples-as) give
+// the same answers.
 func TestExampleJWTAuth(t *testing.T) {
+	for _, g := range []string{"jwtauth", "jwtauth-as"} {
+		t.Run(g, func(t *testing.T) { testExampleJWTAuth(t, g) })
+	}
+}
+
+func testExampleJWTAuth(t *testing.T, guest string) {
 	e := newEngine(t)
 	key := []byte("tenant-jwt-secret-0123456789abcd")
-	p := load(t, e, "jwtauth", hostabi.PluginOptions{
+	p := load(t, e, guest, hostabi.PluginOptions{
 		Config:  []byte(`{"cookie":"sess","claims":["email"]}`),
 		Caps:    hostabi.Capabilities{Config: true, Crypto: true, Log: true},
 		Secrets: map[string][]byte{"main": key},
@@ -41,7 +50,11 @@ func TestExampleJWTAuth(t *testing.T) {
 	}{
 		{"bearer", hdr("Authorization", "Bearer "+good), true},
 		{"cookie", hdr("Cookie", "x=1; sess="+good), true},
+		{"bearer scheme any case", hdr("Authorization", "bEaReR  "+good+" "), true},
 		{"none", nil, false},
+		{"bad token", hdr("Authorization", "Bearer not.a.jwt"), false},
+		{"other scheme", hdr("Authorization", "Basic "+good), false},
+		{"cookie with another name", hdr("Cookie", "session="+good), false},
 		{"wrong key", hdr("Authorization", "Bearer "+signHS256([]byte("other"), map[string]any{"sub": "alice", "aud": "app", "exp": exp})), false},
 		{"expired", hdr("Authorization", "Bearer "+signHS256(key, map[string]any{"sub": "alice", "aud": "app", "exp": 1000})), false},
 		{"wrong audience", hdr("Authorization", "Bearer "+signHS256(key, map[string]any{"sub": "alice", "aud": "x", "exp": exp})), false},
@@ -66,19 +79,47 @@ func TestExampleJWTAuth(t *testing.T) {
 }
 
 func TestExampleAPIKey(t *testing.T) {
+	for _, g := range []string{"apikey", "apikey-as"} {
+		t.Run(g, func(t *testing.T) { testExampleAPIKey(t, g) })
+	}
+}
+
+func testExampleAPIKey(t *testing.T, guest string) {
 	e := newEngine(t)
-	sum := sha256.Sum256([]byte("k-alice"))
-	p := load(t, e, "apikey", hostabi.PluginOptions{
-		Config: []byte(fmt.Sprintf(`{"header":"X-API-Key","keys":{%q:"alice"}}`, hex.EncodeToString(sum[:]))),
+	digest := func(k string) string { s := sha256.Sum256([]byte(k)); return hex.EncodeToString(s[:]) }
+	keys := fmt.Sprintf(`{%q:"alice",%q:"bob",%q:"carol",%q:"upper"}`, digest("k-alice"), digest("k-bob"), digest("k-carol"),
+		strings.ToUpper(digest("k-upper")))
+	p := load(t, e, guest, hostabi.PluginOptions{
+		Config: []byte(`{"header":"X-API-Key","keys":` + keys + `}`),
 		Caps:   hostabi.Capabilities{Config: true, Crypto: true},
 	})
+	bearer := load(t, e, guest, hostabi.PluginOptions{Tenant: "t2",
+		Config: []byte(`{"keys":` + keys + `}`), Caps: hostabi.Capabilities{Config: true, Crypto: true}})
 	for _, tc := range []struct {
-		key   string
-		allow bool
-	}{{"k-alice", true}, {"k-bob", false}, {"", false}} {
-		d, err := p.Authenticate(context.Background(), &req{headers: hdr("X-API-Key", tc.key)})
-		if err != nil || d.Allow != tc.allow || (tc.allow && d.Subject != "alice") {
-			t.Errorf("key %q: %+v, %v; want allow=%v", tc.key, d, err, tc.allow)
+		p       *hostabi.Plugin
+		headers [][2]string
+		user    string // "" = denied with 401
+	}{
+		{p, hdr("X-API-Key", "k-alice"), "alice"},
+		{p, hdr("X-API-Key", "k-carol"), "carol"},
+		{p, hdr("X-API-Key", "k-dave"), ""},
+		{p, hdr("X-API-Key", ""), ""},
+		{p, nil, ""},
+		{p, hdr("X-API-Key", "k-upper"), ""}, // upper-case hex never matches
+		{p, hdr("Authorization", "Bearer k-alice"), ""},
+		{bearer, hdr("Authorization", "Bearer k-bob"), "bob"},
+		{bearer, hdr("X-API-Key", "k-bob"), ""},
+	} {
+		d, err := tc.p.Authenticate(context.Background(), &req{headers: tc.headers})
+		if err != nil || d.Allow != (tc.user != "") || d.Subject != tc.user || (tc.user == "" && d.Status != 401) {
+			t.Errorf("%v: %+v, %v; want user %q", tc.headers, d, err, tc.user)
+		}
+	}
+	bad := load(t, e, guest, hostabi.PluginOptions{Tenant: "t3",
+		Config: []byte(`{"keys":["not","a","map"]}`), Caps: hostabi.Capabilities{Config: true, Crypto: true}})
+	for range 2 { // the config is retried, and fails again
+		if d, err := bad.Authenticate(context.Background(), &req{headers: hdr("Authorization", "Bearer k-alice")}); err != nil || d.Status != 503 {
+			t.Errorf("bad config: %+v, %v; want 503", d, err)
 		}
 	}
 }

@@ -31,21 +31,10 @@ func TestEnforcementModes(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEngineWith(t, m.enf)
-			p := load(t, e, "loop", hostabi.PluginOptions{Timeout: 30 * time.Millisecond, PoolSize: 1})
-			for i := range 2 {
-				d, err := authRetryBusy(p, &req{headers: hdr("X-Loop", "1")})
-				if !errors.Is(err, hostabi.ErrTimeout) || d.Allow {
-					t.Fatalf("call %d: looping guest = %+v, %v; want ErrTimeout", i, d, err)
-				}
+			for _, g := range []string{"loop", "loop-as"} {
+				t.Run(g, func(t *testing.T) { testEnforcementLoop(t, e, g) })
 			}
-			d, err := authRetryBusy(p, &req{})
-			if err != nil || !d.Allow {
-				t.Fatalf("after timeouts: %+v, %v; want allowed", d, err)
-			}
-			if s := p.Stats(); s.Timeouts < 2 {
-				t.Errorf("Stats().Timeouts = %d, want ≥ 2", s.Timeouts)
-			}
-			_, err = e.Load(context.Background(), hostabi.PluginOptions{Tenant: "t1", Name: "initloop",
+			_, err := e.Load(context.Background(), hostabi.PluginOptions{Tenant: "t1", Name: "initloop",
 				Wasm: wasm(t, "initloop"), Timeout: time.Millisecond, PoolSize: 1})
 			if !errors.Is(err, hostabi.ErrRefused) || !strings.Contains(err.Error(), "instantiate") {
 				t.Errorf("Load(initloop) = %v, want refused at instantiate", err)
@@ -54,11 +43,30 @@ func TestEnforcementModes(t *testing.T) {
 	}
 }
 
+// testEnforcementLoop: a looping guest (Go or AssemblyScript) is stopped
+// by the deadline, fails closed, and the plugin keeps serving.
+func testEnforcementLoop(t *testing.T, e *hostabi.Engine, guest string) {
+	p := load(t, e, guest, hostabi.PluginOptions{Timeout: 30 * time.Millisecond, PoolSize: 1})
+	for i := range 2 {
+		d, err := authRetryBusy(p, &req{headers: hdr("X-Loop", "1")})
+		if !errors.Is(err, hostabi.ErrTimeout) || d.Allow {
+			t.Fatalf("call %d: looping guest = %+v, %v; want ErrTimeout", i, d, err)
+		}
+	}
+	d, err := authRetryBusy(p, &req{})
+	if err != nil || !d.Allow {
+		t.Fatalf("after timeouts: %+v, %v; want allowed", d, err)
+	}
+	if s := p.Stats(); s.Timeouts < 2 {
+		t.Errorf("Stats().Timeouts = %d, want ≥ 2", s.Timeouts)
+	}
+}
+
 // Issue 12.1: every example plugin and test guest loads and answers under
 // the fuel rewrite (the Go runtime's own code included).
 func TestFuelRunsEveryGuest(t *testing.T) {
 	e := newEngineWith(t, hostabi.EnforceFuel)
-	for _, n := range append(append([]string(nil), exampleNames...), "allow", "probe", "event") {
+	for _, n := range append(append([]string(nil), exampleNames...), "allow", "probe", "event", "allow-as", "jwtauth-as", "apikey-as") {
 		t.Run(n, func(t *testing.T) {
 			o := hostabi.PluginOptions{Tenant: "t1", Name: n, Wasm: wasm(t, n), PoolSize: 1, Timeout: 5 * time.Second,
 				Caps: hostabi.Capabilities{Config: true, Log: true, Clock: true, KV: true, Crypto: true, Body: true}}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -94,7 +95,7 @@ func vmRSS() (n uint64, ok bool) {
 // headers alone were 0.86 MB an instance). The totals are reported by the
 // benchmark, not asserted; the goal is ≤ 4 MiB.
 func TestInstanceMemory(t *testing.T) {
-	for _, name := range exampleNames {
+	for _, name := range append(slices.Clone(exampleNames), "jwtauth-as", "apikey-as") {
 		f := instanceMemory(t, name)
 		if f.linear <= 0 || f.heap <= 0 {
 			t.Errorf("%s: linear %.0f B, heap %.0f B per instance; want both > 0", name, f.linear, f.heap)
@@ -112,7 +113,7 @@ func TestInstanceMemory(t *testing.T) {
 // instances (plugin-heap-B). Issue 12: goal ≤ 4 MiB an instance. The loop
 // itself does nothing; the figures are the setup's.
 func BenchmarkInstanceMemory(b *testing.B) {
-	for _, name := range exampleNames {
+	for _, name := range append(slices.Clone(exampleNames), "jwtauth-as", "apikey-as") {
 		b.Run(name, func(b *testing.B) {
 			f := instanceMemory(b, name)
 			for b.Loop() {

@@ -66,7 +66,8 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 // deadline, in the same run: fuel (the default), wazero's
 // CloseOnContextDone, and none (the floor). cpu-ns/op is the process's CPU
 // time per call, which stays meaningful on a loaded machine.
-// TestEnforcementModes checks the enforced modes stop a looping guest.
+// TestEnforcementModes checks the enforced modes stop a looping guest. The
+// -as rows run the AssemblyScript ports (skipped without npm).
 func BenchmarkEnforcement(b *testing.B) {
 	key := []byte("tenant-jwt-secret-0123456789abcd")
 	tok := signHS256(key, map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
@@ -82,6 +83,11 @@ func BenchmarkEnforcement(b *testing.B) {
 	}{
 		{"trivial", "allow", hostabi.PluginOptions{}, &fixedReq{name: []byte("X-User"), value: []byte("alice")}},
 		{"jwt", "jwtauth", hostabi.PluginOptions{Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true},
+			Secrets: map[string][]byte{"main": key}}, bytesReq(hdr("Host", "t1.test", "Authorization", "Bearer "+tok))},
+		// The same guests in AssemblyScript (no Go runtime in the guest):
+		// the host's own per-call floor.
+		{"trivial-as", "allow-as", hostabi.PluginOptions{}, &fixedReq{name: []byte("X-User"), value: []byte("alice")}},
+		{"jwt-as", "jwtauth-as", hostabi.PluginOptions{Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true},
 			Secrets: map[string][]byte{"main": key}}, bytesReq(hdr("Host", "t1.test", "Authorization", "Bearer "+tok))},
 	}
 	for _, g := range guests {

@@ -17,8 +17,14 @@ import (
 )
 
 func TestAuthDecisions(t *testing.T) {
+	for _, g := range []string{"allow", "allow-as"} {
+		t.Run(g, func(t *testing.T) { testAuthDecisions(t, g) })
+	}
+}
+
+func testAuthDecisions(t *testing.T, guest string) {
 	e := newEngine(t)
-	p := load(t, e, "allow", hostabi.PluginOptions{})
+	p := load(t, e, guest, hostabi.PluginOptions{})
 	tests := []struct {
 		name    string
 		headers [][2]string
@@ -160,6 +166,8 @@ func TestFailClosed(t *testing.T) {
 		}, "trap with the panic message"},
 		{"loop", hdr("X-Loop", "1"), func(err error) bool { return errors.Is(err, hostabi.ErrTimeout) }, "ErrTimeout"},
 		{"oom", hdr("X-OOM", "1"), isTrap, "trap"},
+		{"loop-as", hdr("X-Loop", "1"), func(err error) bool { return errors.Is(err, hostabi.ErrTimeout) }, "ErrTimeout"},
+		{"oom-as", hdr("X-OOM", "1"), isTrap, "trap"},
 		{"badresult", nil, func(err error) bool { return errors.Is(err, hostabi.ErrBadResult) }, "ErrBadResult"},
 		{"badresult", hdr("X-Nosub", "1"), func(err error) bool { return errors.Is(err, hostabi.ErrBadResult) }, "ErrBadResult"},
 	}
@@ -170,7 +178,7 @@ func TestFailClosed(t *testing.T) {
 			// now a timeout (issue 9.13), so the others get room on 2 busy
 			// cores under -race.
 			timeout := 5 * time.Second
-			switch tt.guest {
+			switch strings.TrimSuffix(tt.guest, "-as") {
 			case "loop":
 				timeout = 50 * time.Millisecond
 			case "oom":

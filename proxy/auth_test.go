@@ -15,10 +15,16 @@ import (
 // A plugin that denies with a 5xx ("I cannot decide") fails closed as a
 // plugin failure: 503 auth_unavailable, counted, never a 403.
 func TestPluginDeny5xxIsAFailure(t *testing.T) {
+	for _, g := range []string{"apikey", "apikey-as"} {
+		t.Run(g, func(t *testing.T) { testPluginDeny5xx(t, g) })
+	}
+}
+
+func testPluginDeny5xx(t *testing.T, guest string) {
 	t.Parallel()
 	eng := pluginEngine(t)
 	p, err := eng.Load(context.Background(), hostabi.PluginOptions{
-		Tenant: "cfg", Name: "apikey", Wasm: guestWasm(t, "apikey"), PoolSize: 1, Timeout: 5 * time.Second,
+		Tenant: "cfg", Name: guest, Wasm: guestWasm(t, guest), PoolSize: 1, Timeout: 5 * time.Second,
 		Caps:   hostabi.Capabilities{Config: true, Crypto: true},
 		Config: []byte(`["not", "an", "object"]`), // the example answers Deny(503) on bad config
 	})

@@ -35,6 +35,8 @@ func guestWasmTB(t testing.TB, name string) []byte {
 	switch name {
 	case "jwtauth", "apikey", "pathrule", "webhookfilter":
 		return testguest.Wasm(t, "plugins/examples/"+name)
+	case "jwtauth-as", "apikey-as": // AssemblyScript ports; skip without npm unless CI=true
+		return testguest.WasmAS(t, "plugins/examples-as/"+strings.TrimSuffix(name, "-as")+"/main.ts")
 	}
 	return testguest.Wasm(t, "hostabi/testdata/guests/"+name)
 }

@@ -218,3 +218,160 @@ var rootOnce = sync.OnceValues(func() (string, error) {
 })
 
 func moduleRoot() (string, error) { return rootOnce() }
+
+// ErrNoNPM is returned by BuildAS when the AssemblyScript compiler is not
+// installed and npm is missing to install it; tests skip on it unless
+// CI=true.
+var ErrNoNPM = errors.New("testguest: npm is missing; the AssemblyScript guests cannot be built")
+
+// asSDK is the AssemblyScript SDK, relative to the module root; its
+// node_modules hold the pinned compiler.
+const asSDK = "plugins/sdk-as"
+
+// WasmAS is Wasm for an AssemblyScript guest: entry is its .ts file
+// relative to the module root, such as "plugins/examples-as/jwtauth/main.ts".
+// It skips the test when npm is missing, unless CI=true.
+func WasmAS(tb testing.TB, entry string) []byte {
+	tb.Helper()
+	path, err := BuildAS(entry)
+	if errors.Is(err, ErrNoNPM) && os.Getenv("CI") != "true" {
+		tb.Skip(err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// BuildAS compiles an AssemblyScript guest with plugins/sdk-as/asc.sh (the
+// flags plugins/build.sh uses) unless a build of the same sources is
+// cached, and returns the cached module's path. The first call runs
+// `npm ci` in plugins/sdk-as when its node_modules are missing or older
+// than its package-lock.json. Safe for concurrent use, also across
+// processes.
+func BuildAS(entry string) (string, error) {
+	r, _ := built.LoadOrStore("as:"+entry, new(result))
+	res := r.(*result)
+	res.once.Do(func() { res.path, res.err = buildAS(entry) })
+	return res.path, res.err
+}
+
+var npmCI = sync.OnceValue(func() error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	sdk := filepath.Join(root, asSDK)
+	lock, err := os.Stat(filepath.Join(sdk, "package-lock.json"))
+	if err != nil {
+		return fmt.Errorf("testguest: %w", err)
+	}
+	installed := func() bool {
+		st, err := os.Stat(filepath.Join(sdk, "node_modules", ".package-lock.json"))
+		_, aerr := os.Stat(filepath.Join(sdk, "node_modules", ".bin", "asc"))
+		return err == nil && aerr == nil && !st.ModTime().Before(lock.ModTime())
+	}
+	if installed() {
+		return nil
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		return ErrNoNPM
+	}
+	unlock, err := lockFile(filepath.Join(sdk, ".npm-ci.lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if installed() { // another process installed it
+		return nil
+	}
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = sdk
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("testguest: npm ci in %s: %w\n%s", asSDK, err, b)
+	}
+	return nil
+})
+
+func buildAS(entry string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	if err := npmCI(); err != nil {
+		return "", err
+	}
+	key, err := asSourceKey(root, entry)
+	if err != nil {
+		return "", err
+	}
+	dir, err := Dir()
+	if err != nil {
+		return "", err
+	}
+	guests := filepath.Join(dir, "guests")
+	if err := os.MkdirAll(guests, 0o755); err != nil {
+		return "", fmt.Errorf("testguest: %w", err)
+	}
+	name := strings.TrimSuffix(filepath.Base(entry), ".ts")
+	if name == "main" {
+		name = filepath.Base(filepath.Dir(entry))
+	}
+	out := filepath.Join(guests, name+"-as-"+key+".wasm")
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	unlock, err := lockFile(out + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	cmd := exec.Command("bash", filepath.Join(asSDK, "asc.sh"), filepath.FromSlash(entry), tmp)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("testguest: asc %s: %w\n%s", entry, err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("testguest: %w", err)
+	}
+	return out, nil
+}
+
+// asSourceKey hashes the entry's name, every .ts file beside it and in the
+// SDK's assembly/ directory, the SDK's asc.sh (the flags) and its
+// package-lock.json (the compiler's version): an AssemblyScript guest
+// imports its own directory and the SDK only.
+func asSourceKey(root, entry string) (string, error) {
+	files := []string{asSDK + "/asc.sh", asSDK + "/package-lock.json"}
+	for _, d := range []string{filepath.Dir(filepath.FromSlash(entry)), filepath.Join(asSDK, "assembly")} {
+		ts, err := filepath.Glob(filepath.Join(root, d, "*.ts"))
+		if err != nil {
+			return "", fmt.Errorf("testguest: %w", err)
+		}
+		for _, f := range ts {
+			rel, _ := filepath.Rel(root, f)
+			files = append(files, filepath.ToSlash(rel))
+		}
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00", entry)
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(f)))
+		if err != nil {
+			return "", fmt.Errorf("testguest: %w", err)
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:24], nil
+}

@@ -183,6 +183,25 @@ func main() {
 	} else {
 		t.row("pooled trivial-guest call, deadline enforced", "not in this run (hostabi benchmark)", "", "", "≤ 1.0 µs, 0 allocs", "")
 	}
+	// The same guests in AssemblyScript (plugins/sdk-as): no Go runtime in
+	// the guest, so the host's own per-call floor; beside the Go guest of
+	// the same run.
+	asRow := func(path, as, gorow, goal string) {
+		ns, ok := r.get(as, "ns/op")
+		if !ok {
+			return
+		}
+		al, _ := r.get(as, "allocs/op")
+		cpu, _ := r.get(as, "cpu-ns/op")
+		base, ratio := "", ""
+		if gns, ok := r.get(gorow, "ns/op"); ok && gns > 0 {
+			gcpu, _ := r.get(gorow, "cpu-ns/op")
+			base, ratio = fmt.Sprintf("Go guest %.2f µs (%.2f CPU-µs)", gns/1000, gcpu/1000), fmt.Sprintf("%.2f×", ns/gns)
+		}
+		t.row(path+" ("+as+")", fmt.Sprintf("%.2f µs (%.2f CPU-µs), %.0f allocs", ns/1000, cpu/1000, al), base, ratio, goal, t.oldVal(as, "ns/op", 1000, " µs"))
+	}
+	asRow("pooled trivial-guest call, deadline enforced, AssemblyScript guest", "BenchmarkEnforcement/trivial-as/fuel", "BenchmarkEnforcement/trivial/fuel", "≤ 1.0 µs, 0 allocs")
+	asRow("jwtauth call, deadline enforced, AssemblyScript port", "BenchmarkEnforcement/jwt-as/fuel", "BenchmarkEnforcement/jwt/fuel", "—")
 
 	const in = "BenchmarkWebhookIntake"
 	if w, ok := r.get(in, "webhooks/s"); ok {
