@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 
+	"github.com/safeclose/safeclose/hostabi"
 	"github.com/safeclose/safeclose/hostabi/internal/datamerge"
 	"github.com/safeclose/safeclose/hostabi/internal/fuel"
 )
@@ -40,6 +42,42 @@ func TestASModulesRewrite(t *testing.T) {
 				if !bytes.Contains(out, []byte(g)) || bytes.Contains(w, []byte(g)) {
 					t.Errorf("rewritten module: export %q not added", g)
 				}
+			}
+		})
+	}
+}
+
+// An AssemblyScript instance stays small across requests: thousands of
+// calls of the trivial guest and of the jwtauth port (claims loop included)
+// leave it at its one page of linear memory. The SDK's view forms allocate
+// nothing, and what a plugin does allocate per request is collected by the
+// incremental runtime (with --runtime stub it would pile up to the memory
+// cap; RATIONALE "Why an AssemblyScript SDK").
+func TestASInstanceStaysOnePage(t *testing.T) {
+	e := newEngine(t)
+	key := []byte("tenant-jwt-secret-0123456789abcd")
+	tok := signHS256(key, map[string]any{"sub": "alice", "email": "a@example.com", "exp": time.Now().Add(time.Hour).Unix()})
+	for _, tc := range []struct {
+		guest string
+		opts  hostabi.PluginOptions
+		r     *req
+	}{
+		{"allow-as", hostabi.PluginOptions{}, &req{headers: hdr("X-User", "alice", "X-Role", "admin")}},
+		{"jwtauth-as", hostabi.PluginOptions{Config: []byte(`{"claims":["email"]}`),
+			Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true}, Secrets: map[string][]byte{"main": key}},
+			&req{headers: hdr("Authorization", "Bearer "+tok)}},
+	} {
+		t.Run(tc.guest, func(t *testing.T) {
+			o := tc.opts
+			o.PoolSize = 1
+			p := load(t, e, tc.guest, o)
+			for i := range 5000 {
+				if d, err := p.Authenticate(context.Background(), tc.r); err != nil || !d.Allow {
+					t.Fatalf("call %d = %+v, %v", i, d, err)
+				}
+			}
+			if n, b := hostabi.InstanceMemory(p); n != 1 || b != 1<<16 {
+				t.Errorf("after 5000 calls: %d instances, %d bytes of linear memory; want 1, 65536", n, b)
 			}
 		})
 	}

@@ -37,6 +37,8 @@ func guestWasmTB(t testing.TB, name string) []byte {
 		return testguest.Wasm(t, "plugins/examples/"+name)
 	case "jwtauth-as", "apikey-as": // AssemblyScript ports; skip without npm unless CI=true
 		return testguest.WasmAS(t, "plugins/examples-as/"+strings.TrimSuffix(name, "-as")+"/main.ts")
+	case "allow-as":
+		return testguest.WasmAS(t, "hostabi/testdata/guests-as/allow.ts")
 	}
 	return testguest.Wasm(t, "hostabi/testdata/guests/"+name)
 }
@@ -85,11 +87,18 @@ func pluginTenant(name string, p *hostabi.Plugin, upstream, plaidURL string) Ten
 	}
 }
 
+// The same over the Go guest and its AssemblyScript port.
 func TestPluginAuthGuardsProxyAndPlaidRoutes(t *testing.T) {
+	for _, g := range []string{"allow", "allow-as"} {
+		t.Run(g, func(t *testing.T) { testPluginAuthGuards(t, g) })
+	}
+}
+
+func testPluginAuthGuards(t *testing.T, guest string) {
 	t.Parallel()
 	eng := pluginEngine(t)
 	up := echoUpstream(t)
-	allow := loadPlugin(t, eng, "p1", "allow", hostabi.KindAuth, 5*time.Second)
+	allow := loadPlugin(t, eng, "p1", guest, hostabi.KindAuth, 5*time.Second)
 	e := startEnv(t, envConfig{tenantsFn: func(_, plaidURL string) []Tenant {
 		return []Tenant{pluginTenant("p1", allow, up.URL, plaidURL)}
 	}})

@@ -219,9 +219,9 @@ var rootOnce = sync.OnceValues(func() (string, error) {
 
 func moduleRoot() (string, error) { return rootOnce() }
 
-// ErrNoNPM is returned by BuildAS when the AssemblyScript compiler is not
-// installed and npm is missing to install it; tests skip on it unless
-// CI=true.
+// ErrNoNPM is returned by BuildAS when node is missing, or the
+// AssemblyScript compiler is not installed and npm is missing to install
+// it; tests skip on it unless CI=true.
 var ErrNoNPM = errors.New("testguest: npm is missing; the AssemblyScript guests cannot be built")
 
 // asSDK is the AssemblyScript SDK, relative to the module root; its
@@ -274,6 +274,9 @@ var npmCI = sync.OnceValue(func() error {
 		st, err := os.Stat(filepath.Join(sdk, "node_modules", ".package-lock.json"))
 		_, aerr := os.Stat(filepath.Join(sdk, "node_modules", ".bin", "asc"))
 		return err == nil && aerr == nil && !st.ModTime().Before(lock.ModTime())
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		return ErrNoNPM // asc runs on node
 	}
 	if installed() {
 		return nil

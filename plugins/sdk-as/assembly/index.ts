@@ -127,9 +127,13 @@ function ensureBuf(): void {
   if (bufCap == 0) grow(2048);
 }
 
+// lenView views the first n bytes of the read buffer. The host writes a
+// value only when it fits, and a retry asks with len bytes: a length still
+// over the buffer breaks the ABI, and the call fails closed.
 function lenView(n: u32): Bytes {
+  if (n > bufCap) unreachable();
   view.ptr = buf;
-  view.len = <i32>min(n, bufCap);
+  view.len = <i32>n;
   return view;
 }
 
