@@ -17,9 +17,10 @@ if [[ ! -x $asc ]]; then
   exit 1
 fi
 entry=$(realpath "$1") out=$(realpath -m "$2")
-# asc names elements by their path relative to its working directory: work
-# from the directory above the SDK's and the entry's common root.
-root=$(cd "$sdk/../.." && pwd)
+# asc names elements by their path relative to its working directory, and
+# --use needs the SDK's abort by that name: work from / so the entry may be
+# anywhere (it imports the SDK by a relative path).
+root=/
 cd "$root"
 exec "$asc" "$(realpath --relative-to="$root" "$entry")" -o "$out" -O3 --runtime incremental \
   --exportStart _initialize --use "abort=$(realpath --relative-to="$root" "$sdk")/assembly/index/abort"
