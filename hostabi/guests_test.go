@@ -32,6 +32,8 @@ var (
 		"allow-as":   "hostabi/testdata/guests-as/allow.ts",
 		"loop-as":    "hostabi/testdata/guests-as/loop.ts",
 		"oom-as":     "hostabi/testdata/guests-as/oom.ts",
+		"probe-as":   "hostabi/testdata/guests-as/probe.ts",
+		"event-as":   "hostabi/testdata/guests-as/event.ts",
 		"jwtauth-as": "plugins/examples-as/jwtauth/main.ts",
 		"apikey-as":  "plugins/examples-as/apikey/main.ts",
 	}

@@ -53,9 +53,16 @@ func testAuthDecisions(t *testing.T, guest string) {
 	}
 }
 
+// The same over the Go guest and its AssemblyScript port (every SDK function).
 func TestProbeHostFunctions(t *testing.T) {
+	for _, g := range []string{"probe", "probe-as"} {
+		t.Run(g, func(t *testing.T) { testProbeHostFunctions(t, g) })
+	}
+}
+
+func testProbeHostFunctions(t *testing.T, guest string) {
 	e := newEngine(t)
-	p := load(t, e, "probe", hostabi.PluginOptions{
+	p := load(t, e, guest, hostabi.PluginOptions{
 		Config:    []byte(`{"k":"v"}`),
 		Caps:      hostabi.Capabilities{Config: true, Log: true, Clock: true, KV: true, Crypto: true, Body: true},
 		Secrets:   map[string][]byte{"hk": []byte("hmac-key")},
@@ -100,7 +107,7 @@ func TestProbeHostFunctions(t *testing.T) {
 		t.Errorf("second call count = %q, want 2", c)
 	}
 	// Another tenant's plugin sees its own store.
-	p2 := load(t, e, "probe", hostabi.PluginOptions{Tenant: "t2",
+	p2 := load(t, e, guest, hostabi.PluginOptions{Tenant: "t2",
 		Caps: hostabi.Capabilities{Config: true, Log: true, Clock: true, KV: true, Crypto: true, Body: true}})
 	d, err = p2.Authenticate(context.Background(), &req{})
 	if err != nil {
@@ -350,8 +357,14 @@ func TestCloseDrainsAndRefuses(t *testing.T) {
 }
 
 func TestEventPlugin(t *testing.T) {
+	for _, g := range []string{"event", "event-as"} {
+		t.Run(g, func(t *testing.T) { testEventPlugin(t, g) })
+	}
+}
+
+func testEventPlugin(t *testing.T, guest string) {
 	e := newEngine(t)
-	p := load(t, e, "event", hostabi.PluginOptions{Kind: hostabi.KindEvent})
+	p := load(t, e, guest, hostabi.PluginOptions{Kind: hostabi.KindEvent})
 	ev := func(code string) hostabi.Event {
 		return hostabi.Event{Tenant: "t1", User: "alice", ItemID: "item-1", ItemState: "login_required",
 			Body: []byte(`{"webhook_type":"ITEM","webhook_code":"` + code + `","item_id":"item-1"}`)}

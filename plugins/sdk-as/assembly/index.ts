@@ -14,7 +14,7 @@
 // plugins/build.sh does this for plugins/examples-as/*.
 import * as host from "./imports";
 
-export { JSONKind, JSONValue, parseJSON } from "./json";
+export { JSONKind, JSONValue, parseJSON, quoteJSON } from "./json";
 
 // auth_handle results: allow (after setSubject), or deny with an HTTP
 // status (400..599; 401 and 403 are the usual ones).

@@ -207,3 +207,24 @@ export function parseJSON(ptr: usize, len: i32): JSONValue | null {
   p.ws();
   return p.pos == p.end ? v : null;
 }
+
+// quoteJSON returns s as a JSON string literal (quotes, backslashes and
+// control characters escaped).
+export function quoteJSON(s: string): string {
+  const hex = "0123456789abcdef";
+  let out = "\"";
+  let run = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x20 && c != 0x22 && c != 0x5c) continue;
+    out += s.substring(run, i);
+    if (c == 0x22) out += "\\\"";
+    else if (c == 0x5c) out += "\\\\";
+    else if (c == 0x0a) out += "\\n";
+    else if (c == 0x0d) out += "\\r";
+    else if (c == 0x09) out += "\\t";
+    else out += "\\u00" + hex.charAt(c >> 4) + hex.charAt(c & 15);
+    run = i + 1;
+  }
+  return out + s.substring(run) + "\"";
+}
