@@ -51,7 +51,7 @@ func (s *Server) requestID(h *fasthttp.RequestHeader, dst []byte) []byte {
 		}
 	}
 	dst = appendNewRequestID(dst)
-	h.SetBytesV(HeaderRequestID, dst)
+	h.SetCanonical(keyRequestID, dst)
 	return dst
 }
 
@@ -86,7 +86,7 @@ func validRequestID(v []byte) bool {
 // sanitizeRequest ran (so X-Safeclose-User, if any, was set by Safeclose);
 // both are unset when the request was refused before.
 func (s *Server) finishRequest(ctx *fasthttp.RequestCtx, tn *tenant, route string, path, rid []byte, clean bool) {
-	ctx.Response.Header.SetBytesV(HeaderRequestID, rid)
+	ctx.Response.Header.SetCanonical(keyRequestID, rid)
 	now := time.Now()
 	d := now.Sub(ctx.Time())
 	status := ctx.Response.StatusCode()

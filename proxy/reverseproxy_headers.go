@@ -201,6 +201,20 @@ func namedIn(conn, name []byte) bool {
 	return false
 }
 
+// Keys of the headers Safeclose sets on every request, in fasthttp's
+// canonical form, for SetCanonical: Set and SetBytesV copy and normalise
+// the key each time (~20 ns a header; TestCanonicalKeys keeps them
+// canonical).
+var (
+	keyXForwardedFor   = []byte("X-Forwarded-For")
+	keyXForwardedHost  = []byte("X-Forwarded-Host")
+	keyXForwardedProto = []byte("X-Forwarded-Proto")
+	keyForwarded       = []byte("Forwarded")
+	keyRequestID       = []byte(HeaderRequestID)
+	protoHTTP          = []byte("http")
+	protoHTTPS         = []byte("https")
+)
+
 // setForwarding sets X-Forwarded-For/-Host/-Proto and the RFC 7239
 // Forwarded header from the connection. Safeclose is the edge: there is no
 // trusted proxy in front of it, so client values are replaced, never
@@ -213,15 +227,15 @@ func setForwarding(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 		addr := a.AddrPort().Addr().Unmap()
 		v6 = addr.Is6()
 		ip = addr.AppendTo(ipBuf[:0])
-		h.SetBytesV("X-Forwarded-For", ip)
+		h.SetCanonical(keyXForwardedFor, ip)
 	}
 	host := ctx.Host()
-	h.SetBytesV("X-Forwarded-Host", host)
-	proto := "http"
+	h.SetCanonical(keyXForwardedHost, host)
+	proto := protoHTTP
 	if ctx.IsTLS() {
-		proto = "https"
+		proto = protoHTTPS
 	}
-	h.Set("X-Forwarded-Proto", proto)
+	h.SetCanonical(keyXForwardedProto, proto)
 
 	var fb [256]byte
 	f := append(fb[:0], "for="...)
@@ -238,7 +252,7 @@ func setForwarding(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 		f = appendTokenOrQuoted(f, host)
 	}
 	f = append(append(f, ";proto="...), proto...)
-	h.SetBytesV("Forwarded", f)
+	h.SetCanonical(keyForwarded, f)
 }
 
 // quotable reports whether v fits an RFC 9110 quoted-string (no control

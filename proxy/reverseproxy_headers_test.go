@@ -242,3 +242,28 @@ func TestSetForwarding(t *testing.T) {
 		})
 	}
 }
+
+// TestCanonicalKeys: the keys set with SetCanonical are what fasthttp's
+// own normalisation makes of them, so Peek, Del and a client's copy (which
+// sanitizeRequest removes) all meet the header Safeclose sets; one not in
+// canonical form would be a second, differently spelled header.
+func TestCanonicalKeys(t *testing.T) {
+	t.Parallel()
+	for _, k := range [][]byte{keyXForwardedFor, keyXForwardedHost, keyXForwardedProto, keyForwarded, keyRequestID} {
+		var h fasthttp.RequestHeader
+		h.Set(strings.ToLower(string(k)), "client")
+		h.SetCanonical(k, []byte("safeclose"))
+		n := 0
+		for name, v := range h.All() {
+			if strings.EqualFold(string(name), string(k)) {
+				n++
+				if string(name) != string(k) || string(v) != "safeclose" {
+					t.Errorf("%s: got %s: %s", k, name, v)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d headers, want 1", k, n)
+		}
+	}
+}
