@@ -3,6 +3,7 @@ package proxy
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,38 @@ type tenantMetrics struct {
 	// proxied route and the own routes; routeDur is read-only once built.
 	proxyDur prometheus.Observer
 	routeDur map[string]prometheus.Observer
+	// routeReqs are the requests counter's children for the own routes by
+	// status class, and webhookIn webhooksIn's for a stored webhook's two
+	// answers (accepted, duplicate): resolved at first use, not up front, so
+	// /metrics shows the same series as before; the map is read-only once
+	// built (issue 12: label lookups on every webhook).
+	routeReqs map[string]*[6]lazyCounter
+	webhookIn [2]lazyCounter
+}
+
+// lazyCounter is a counter child resolved once, at first use.
+type lazyCounter struct {
+	p atomic.Pointer[prometheus.Counter]
+}
+
+// get returns the child, resolving it with resolve the first time
+// (concurrent first calls resolve the same child).
+func (l *lazyCounter) get(resolve func() prometheus.Counter) prometheus.Counter {
+	if c := l.p.Load(); c != nil {
+		return *c
+	}
+	c := resolve()
+	l.p.Store(&c)
+	return c
+}
+
+// webhookStored counts a stored webhook's answer: accepted, or duplicate.
+func (t *tenantMetrics) webhookStored(dup bool) {
+	i, result := 0, "accepted"
+	if dup {
+		i, result = 1, "duplicate"
+	}
+	t.webhookIn[i].get(func() prometheus.Counter { return t.m.webhooksIn.WithLabelValues(t.name, result) }).Inc()
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -99,8 +132,10 @@ func (m *metrics) tenant(name string) *tenantMetrics {
 	}
 	t.proxyDur = m.duration.WithLabelValues(name, "proxy")
 	t.routeDur = map[string]prometheus.Observer{}
+	t.routeReqs = map[string]*[6]lazyCounter{}
 	for _, r := range []string{pathLinkToken, pathExchange, pathStatus, pathWebhook} {
 		t.routeDur[r] = m.duration.WithLabelValues(name, r)
+		t.routeReqs[r] = new([6]lazyCounter)
 	}
 	m.tenants[name] = t
 	return t
@@ -117,7 +152,11 @@ func (t *tenantMetrics) observe(route string, status int, d time.Duration) {
 		t.proxyDur.Observe(d.Seconds())
 		return
 	}
-	t.m.requests.WithLabelValues(t.name, route, strconv.Itoa(c)+"xx").Inc()
+	if rs, ok := t.routeReqs[route]; ok {
+		rs[c].get(func() prometheus.Counter { return t.m.requests.WithLabelValues(t.name, route, strconv.Itoa(c)+"xx") }).Inc()
+	} else {
+		t.m.requests.WithLabelValues(t.name, route, strconv.Itoa(c)+"xx").Inc()
+	}
 	if o, ok := t.routeDur[route]; ok {
 		o.Observe(d.Seconds())
 	} else {

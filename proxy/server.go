@@ -22,8 +22,9 @@ import (
 // Server is the public fasthttp listener plus the webhook workers.
 // It is safe for concurrent use; Reload may be called while serving.
 type Server struct {
-	depthAt      atomic.Int64 // unix nanos of the last queue depth read (webhook_worker.go)
-	depthPending atomic.Bool  // a trailing queue depth read is scheduled
+	depthAt      atomic.Int64                   // unix nanos of the last queue depth read (webhook_worker.go)
+	depthPending atomic.Bool                    // a trailing queue depth read is scheduled
+	intakeDL     atomic.Pointer[intakeDeadline] // webhook_intake.go
 	opts         Options
 	log          *slog.Logger
 	db           Store

@@ -35,16 +35,6 @@ type Entry struct {
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
 }
 
-// EncodeEntry and DecodeEntry are the queue record codec: JSON framed with
-// its length and CRC-32C (record.go).
-func EncodeEntry(e Entry) ([]byte, error) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, err
-	}
-	return frame(b), nil
-}
-
 // DecodeEntry decodes a queue record; a record that fails its length or CRC
 // check is ErrCorrupt, and records without id or tenant are refused.
 func DecodeEntry(b []byte) (Entry, error) {

@@ -97,6 +97,10 @@ type DB struct {
 	qi        *qindex         // the queue's in-memory index and leases (qindex.go)
 	gs        *groupSync      // fsync rounds (durable.go); nil when in memory
 	oldSynced map[string]bool // rotated log files synced since (syncFiles)
+	watch     *dirWatch       // changes in dir since the last listing (syncFiles); nil: list every round
+	listed    bool            // syncFiles has listed dir once
+	listings  uint64          // times syncFiles listed dir (tests)
+	roundDone func()          // tests: run at the end of each successful round
 	ids       idGen
 	dir       string
 	reserve   int64        // MinFreeBytes; 0 means no check
@@ -173,18 +177,27 @@ func Open(o Options) (*DB, error) {
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
 	}
 	if !o.InMemory {
-		db.gs, db.oldSynced = newGroupSync(db.syncFiles), map[string]bool{}
+		db.gs, db.oldSynced = newGroupSync(db.syncFilesChecked), map[string]bool{}
+		db.watch = newDirWatch(o.Dir) // before the first round, which lists dir anyway
 	}
 	if err := db.checkKeys(); err != nil {
-		bdb.Close()
+		db.closeFailed()
 		return nil, err
 	}
 	if err := db.loadQueue(); err != nil {
-		bdb.Close()
+		db.closeFailed()
 		return nil, fmt.Errorf("store: open %s: queue index: %w", o.Dir, err)
 	}
 	go db.committer()
 	return db, nil
+}
+
+// closeFailed releases what a failed Open acquired.
+func (db *DB) closeFailed() {
+	db.bdb.Close()
+	if db.watch != nil {
+		db.watch.close()
+	}
 }
 
 // Close stops the committer and closes Badger. Calls after the first return ErrClosed.
@@ -198,7 +211,11 @@ func (db *DB) Close() error {
 	db.closeMu.Unlock()
 	close(db.stop)
 	<-db.done
-	if err := db.bdb.Close(); err != nil {
+	err := db.bdb.Close()
+	if db.watch != nil {
+		db.watch.close()
+	}
+	if err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
