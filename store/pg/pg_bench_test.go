@@ -2,12 +2,15 @@ package pg_test
 
 import (
 	"context"
+	"bytes"
 	"encoding/binary"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,12 +134,18 @@ func BenchmarkPGLeaseNext(b *testing.B) {
 // BenchmarkPGDrain drains b.N queued entries as a webhook worker does
 // (proxy/webhook_worker.go): one leaser, each entry's outcome (its orphan
 // record, then Complete) written in the background, at most 16 at once.
-// It reports the write transactions (xacts, each a commit and a WAL flush)
-// and WAL bytes per entry, which a busy machine does not move, besides the
-// rate (issue 11: the worker's PostgreSQL work per entry is what slowed
-// intake while it drained).
+// Besides the rate, which a busy machine moves, it reports what it does
+// not: the write transactions (xacts, each a commit and a WAL flush) and WAL
+// bytes per entry, and the CPU per entry of this process and of the
+// database's server processes (read from /proc; issue 11: the worker's
+// PostgreSQL work per entry is what slowed intake while it drained).
 func BenchmarkPGDrain(b *testing.B) {
-	db := benchDB(b, nil)
+	dsn := pgtest.Database(b)
+	db, err := pg.Open(context.Background(), pg.Options{DSN: dsn, MaxConns: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
 	ctx := context.Background()
 	fill := make(chan struct{}, 64)
 	errs := make(chan error, b.N)
@@ -155,7 +164,13 @@ func BenchmarkPGDrain(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	xact0, wal0 := walState(b)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(ctx)
+	xact0, wal0, srv0 := serverState(b, c)
+	cpu0 := processCPU(b)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -179,21 +194,52 @@ func BenchmarkPGDrain(b *testing.B) {
 	wg.Wait()
 	el := time.Since(start)
 	b.StopTimer()
-	xact1, wal1 := walState(b)
-	b.ReportMetric(float64(b.N)/el.Seconds(), "entries/s")
-	b.ReportMetric(float64(xact1-xact0-1)/float64(b.N), "xacts/entry")
-	b.ReportMetric(float64(wal1-wal0)/float64(b.N), "WAL-B/entry")
+	cpu := processCPU(b) - cpu0
+	xact1, wal1, srv1 := serverState(b, c)
+	n := float64(b.N)
+	b.ReportMetric(n/el.Seconds(), "entries/s")
+	b.ReportMetric(float64(xact1-xact0-1)/n, "xacts/entry")
+	b.ReportMetric(float64(wal1-wal0)/n, "WAL-B/entry")
+	b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/entry")
+	if srv0 >= 0 && srv1 >= 0 {
+		b.ReportMetric(float64((srv1-srv0).Microseconds())/n, "pg-cpu-µs/entry")
+	}
 }
 
-// walState reads the next transaction id (taking one) and the WAL position.
-func walState(b *testing.B) (xact, wal int64) {
-	c, err := pgx.Connect(context.Background(), os.Getenv("SAFECLOSE_TEST_PG_DSN"))
+// serverState reads the next transaction id (taking one), the WAL position,
+// and the CPU time of the server processes serving c's database (its pool;
+// -1 when /proc cannot tell).
+func serverState(b *testing.B, c *pgx.Conn) (xact, wal int64, cpu time.Duration) {
+	ctx := context.Background()
+	if err := c.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint, pg_current_wal_lsn() - '0/0'::pg_lsn").Scan(&xact, &wal); err != nil {
+		b.Fatal(err)
+	}
+	rows, err := c.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close(context.Background())
-	if err := c.QueryRow(context.Background(), "SELECT pg_current_xact_id()::text::bigint, pg_current_wal_lsn() - '0/0'::pg_lsn").Scan(&xact, &wal); err != nil {
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
 		b.Fatal(err)
 	}
-	return xact, wal
+	for _, pid := range pids {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
+		if err != nil {
+			return xact, wal, -1
+		}
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64) // utime, stime: fields 14 and 15
+		sy, _ := strconv.ParseInt(f[12], 10, 64)
+		cpu += time.Duration(ut+sy) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	}
+	return xact, wal, cpu
+}
+
+// processCPU is this process's user+system CPU time so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

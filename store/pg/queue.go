@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -142,30 +141,41 @@ func (db *DB) dueNames(ctx context.Context, now time.Time, reread bool) ([]strin
 // its oldest due entry. Rows another replica is leasing right now are
 // skipped (FOR UPDATE SKIP LOCKED), so two leasers never get one entry.
 // The tenants come from dueList, so a lease is one statement while they
-// have entries due.
+// have entries due, and that statement shares its commit with the outcomes
+// being written (writes.go).
 func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (e store.Entry, ok bool, err error) {
 	now := db.now()
-	err = db.op(func(ctx context.Context) error {
-		for _, reread := range []bool{false, true} {
-			tenants, read, err := db.dueNames(ctx, now, reread)
-			if err != nil {
-				return err
-			}
-			if ok, err = db.leaseFrom(ctx, &e, tenants, owner, d, now, after, allow); ok || err != nil || read {
-				return err
-			}
+	for _, reread := range []bool{false, true} {
+		var tenants []string
+		var read bool
+		err := db.op(func(ctx context.Context) (err error) {
+			tenants, read, err = db.dueNames(ctx, now, reread)
+			return err
+		})
+		if err != nil {
+			return store.Entry{}, false, err
 		}
-		return nil
-	})
-	if err != nil {
-		return store.Entry{}, false, err
+		if ok, err = db.leaseFrom(&e, tenants, owner, d, now, after, allow); err != nil {
+			return store.Entry{}, false, err
+		}
+		if ok || read {
+			return e, ok, nil
+		}
 	}
-	return e, ok, nil
+	return store.Entry{}, false, nil
 }
 
+// leaseSQL leases tenant $2's oldest due entry at $1 with token $3 to
+// owner $4 until $5, skipping rows another transaction is leasing.
+const leaseSQL = `UPDATE sc_queue SET lease_token = $3, lease_owner = $4, lease_until = $5
+	WHERE id = (SELECT id FROM sc_queue WHERE tenant = $2 AND ` + due + ` ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+	RETURNING ` + entryCols
+
 // leaseFrom leases the oldest due entry of the first of tenants (sorted) in
-// turn after after that allow accepts and that has one.
-func (db *DB) leaseFrom(ctx context.Context, e *store.Entry, tenants []string, owner string, d time.Duration, now time.Time, after string, allow func(string) bool) (bool, error) {
+// turn after after that allow accepts and that has one. The lease UPDATE is
+// group-committed with the outcomes being written (writes.go): it is
+// committed before leaseFrom returns, and shares its commit with them.
+func (db *DB) leaseFrom(e *store.Entry, tenants []string, owner string, d time.Duration, now time.Time, after string, allow func(string) bool) (bool, error) {
 	names := make([]string, 0, len(tenants))
 	for _, t := range tenants {
 		if allow == nil || allow(t) {
@@ -181,15 +191,15 @@ func (db *DB) leaseFrom(ctx context.Context, e *store.Entry, tenants []string, o
 	}
 	for k := range names {
 		t := names[(start+k)%len(names)]
-		got, err := scanEntry(db.pool.QueryRow(ctx, `UPDATE sc_queue SET lease_token = $3, lease_owner = $4, lease_until = $5
-			WHERE id = (SELECT id FROM sc_queue WHERE tenant = $2 AND `+due+` ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-			RETURNING `+entryCols, now, t, newLeaseToken(), owner, now.Add(d)))
-		if errors.Is(err, pgx.ErrNoRows) {
-			db.due.stale() // t has nothing due now: the list is out of date
-			continue
-		}
+		var got store.Entry
+		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, err = scanEntry(row); return err },
+			leaseSQL, now, t, newLeaseToken(), owner, now.Add(d))
 		if err != nil {
 			return false, err
+		}
+		if !found {
+			db.due.stale() // t has nothing due now: the list is out of date
+			continue
 		}
 		*e = got
 		return true, nil

@@ -13,10 +13,11 @@ import (
 	"github.com/safeclose/safeclose/store"
 )
 
-// Group commit of the workers' single-row writes: the lease operations
-// (Complete, Retry, DeadLetter, Release, Extend) and RecordOrphan. Outcomes
-// are recorded in the background (proxy/webhook_worker.go, record), so
-// several are in flight at once; each used to be its own autocommit, so
+// Group commit of the workers' single-row writes: the lease itself (the
+// UPDATE of LeaseNext), the lease operations (Complete, Retry, DeadLetter,
+// Release, Extend) and RecordOrphan. Outcomes are recorded in the
+// background (proxy/webhook_worker.go, record), so several are in flight
+// at once, and a worker's next lease joins them; each used to be its own autocommit, so
 // its own commit record and WAL flush, and PostgreSQL's CPU per processed
 // webhook was what held intake back while a worker drained (issue 11).
 // Concurrent calls are now gathered, as Enqueue's are (enqueue.go), and
@@ -40,6 +41,9 @@ type writeReq struct {
 	key  string // a batch runs its statements in key order (see runWrites)
 	sql  string
 	args []any
+	// scan, if set, reads the statement's one row (a lease's RETURNING);
+	// no row is a row count of 0.
+	scan func(pgx.Row) error
 	done chan writeRes
 }
 
@@ -74,16 +78,58 @@ func (db *DB) stopWriter() {
 // concurrent writes and returns its row count after the commit. key names
 // the row it changes (see runWrites).
 func (db *DB) write(key, sql string, args ...any) (int64, error) {
+	return db.send(&writeReq{key: key, sql: sql, args: args})
+}
+
+// writeRow is write for a statement that returns at most one row, which
+// scan reads; found is whether there was one.
+func (db *DB) writeRow(key string, scan func(pgx.Row) error, sql string, args ...any) (found bool, err error) {
+	n, err := db.send(&writeReq{key: key, sql: sql, args: args, scan: scan})
+	return n > 0, err
+}
+
+func (db *DB) send(r *writeReq) (int64, error) {
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
 		return 0, store.ErrClosed
 	}
-	r := &writeReq{key: key, sql: sql, args: args, done: make(chan writeRes, 1)}
+	r.done = make(chan writeRes, 1)
 	db.writes <- r
 	db.closeMu.RUnlock()
 	res := <-r.done
 	return res.n, res.err
+}
+
+// exec runs r's statement alone, or as the next of a batch's results when
+// br is set. stmtErr is an error of the statement (a batch fails with it);
+// err is r's own (a record that does not decode), which fails only r.
+func (r *writeReq) exec(ctx context.Context, db *DB, br pgx.BatchResults) (n int64, stmtErr, err error) {
+	if r.scan == nil {
+		var tag pgconn.CommandTag
+		if br != nil {
+			tag, stmtErr = br.Exec()
+		} else {
+			tag, stmtErr = db.pool.Exec(ctx, r.sql, r.args...)
+		}
+		return tag.RowsAffected(), stmtErr, nil
+	}
+	var row pgx.Row
+	if br != nil {
+		row = br.QueryRow()
+	} else {
+		row = db.pool.QueryRow(ctx, r.sql, r.args...)
+	}
+	switch err := r.scan(row); {
+	case err == nil:
+		return 1, nil, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, nil, nil
+	case errors.Is(err, store.ErrCorrupt):
+		return 1, nil, err
+	default:
+		return 0, err, nil
+	}
 }
 
 func (db *DB) writer() {
@@ -126,8 +172,8 @@ func (db *DB) runWrites(batch []*writeReq) {
 	defer cancel()
 	if len(batch) == 1 {
 		r := batch[0]
-		tag, err := db.pool.Exec(ctx, r.sql, r.args...)
-		r.done <- writeRes{n: tag.RowsAffected(), err: mapErr(err)}
+		n, serr, err := r.exec(ctx, db, nil)
+		r.done <- writeRes{n: n, err: mapErr(cmp.Or(serr, err))}
 		return
 	}
 	slices.SortStableFunc(batch, func(a, b *writeReq) int { return cmp.Compare(a.key, b.key) })
@@ -135,22 +181,20 @@ func (db *DB) runWrites(batch []*writeReq) {
 	for _, r := range batch {
 		b.Queue(r.sql, r.args...)
 	}
-	n := make([]int64, len(batch))
+	res := make([]writeRes, len(batch))
 	br := db.pool.SendBatch(ctx, b)
 	var err error
-	for i := range batch {
-		var tag pgconn.CommandTag
-		if tag, err = br.Exec(); err != nil {
+	for i, r := range batch {
+		if res[i].n, err, res[i].err = r.exec(ctx, db, br); err != nil {
 			break
 		}
-		n[i] = tag.RowsAffected()
 	}
 	if cerr := br.Close(); err == nil { // Close reads up to the Sync: the commit
 		err = cerr
 	}
 	if err == nil {
 		for i, r := range batch {
-			r.done <- writeRes{n: n[i]}
+			r.done <- writeRes{n: res[i].n, err: mapErr(res[i].err)}
 		}
 		return
 	}
@@ -165,8 +209,8 @@ func (db *DB) runWrites(batch []*writeReq) {
 	// An SQL error rolled the whole batch back: run each statement alone.
 	for _, r := range batch {
 		ctx, cancel := context.WithTimeout(context.Background(), db.timeout)
-		tag, err := db.pool.Exec(ctx, r.sql, r.args...)
+		n, serr, err := r.exec(ctx, db, nil)
 		cancel()
-		r.done <- writeRes{n: tag.RowsAffected(), err: mapErr(err)}
+		r.done <- writeRes{n: n, err: mapErr(cmp.Or(serr, err))}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestWritesBatchAnswersEachCaller(t *testing.T) {
 	batch := []*writeReq{completeReq(es[0], es[0].LeaseToken), completeReq(es[1], es[1].LeaseToken+2),
 		completeReq(es[2], es[2].LeaseToken), completeReq(es[3], es[3].LeaseToken)}
 	x0 := xactID(t, c)
-	db.runWrites(batch)
+	db.runWrites(slices.Clone(batch)) // it sorts its argument
 	if n := xactID(t, c) - x0 - 1; n != 1 {
 		t.Errorf("a batch of 4 Completes took %d transactions, want 1", n)
 	}
@@ -112,6 +113,54 @@ func TestWritesBatchAnswersEachCaller(t *testing.T) {
 	}
 }
 
+func leaseReq(tenant string, got *store.Entry) *writeReq {
+	now := time.Now()
+	return &writeReq{sql: leaseSQL, args: []any{now, tenant, newLeaseToken(), "w2", now.Add(time.Minute)},
+		scan: func(row pgx.Row) (err error) { *got, err = scanEntry(row); return err }, done: make(chan writeRes, 1)}
+}
+
+// A lease shares its batch's commit: it answers the entry it leased, or
+// no row when its tenant has nothing due, and a record that does not
+// decode fails that lease alone.
+func TestWritesLeaseInBatch(t *testing.T) {
+	db, dsn := openTest(t)
+	es := leaseN(t, db, "t", 2)
+	want := enqueueBody(t, db, "u", "u-0")
+	bad := enqueueBody(t, db, "v", "v-0")
+	c, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(context.Background(), "UPDATE sc_queue SET rec = '\\x00' WHERE id = $1", bad); err != nil {
+		t.Fatal(err)
+	}
+	var got, none, corrupt store.Entry
+	batch := []*writeReq{completeReq(es[0], es[0].LeaseToken), leaseReq("u", &got), leaseReq("nobody", &none),
+		leaseReq("v", &corrupt), completeReq(es[1], es[1].LeaseToken)}
+	x0 := xactID(t, c)
+	reqs := slices.Clone(batch) // runWrites sorts batch
+	db.runWrites(batch)
+	if n := xactID(t, c) - x0 - 1; n != 1 {
+		t.Errorf("a batch of 2 Completes and 3 leases took %d transactions, want 1", n)
+	}
+	for i, wantN := range []int64{1, 1, 0, 1, 1} {
+		res := <-reqs[i].done
+		if i == 3 {
+			if !errors.Is(res.err, store.ErrCorrupt) {
+				t.Errorf("lease of a corrupt record = %v, want store.ErrCorrupt", res.err)
+			}
+			continue
+		}
+		if res.err != nil || res.n != wantN {
+			t.Errorf("write %d = %d, %v; want %d rows, no error", i, res.n, res.err, wantN)
+		}
+	}
+	if got.ID != want || got.LeaseOwner != "w2" || string(got.Body) != "u-0" {
+		t.Errorf("leased %+v, want %s leased to w2", got, want)
+	}
+}
+
 // A statement that fails rolls its batch back; the others then run alone
 // and succeed, and only its own caller gets the error.
 func TestWritesFailingStatementFailsOnlyItsCaller(t *testing.T) {
@@ -120,7 +169,7 @@ func TestWritesFailingStatementFailsOnlyItsCaller(t *testing.T) {
 	bad := &writeReq{key: "o\x00t\x00x", sql: "INSERT INTO sc_orphans (tenant, key, first_seen, rec) VALUES ($1, $2, $3, NULL)",
 		args: []any{"t", "x", time.Now()}, done: make(chan writeRes, 1)}
 	batch := []*writeReq{completeReq(es[0], es[0].LeaseToken), bad, completeReq(es[1], es[1].LeaseToken)}
-	db.runWrites(batch)
+	db.runWrites(slices.Clone(batch)) // it sorts its argument
 	for i, r := range batch {
 		res := <-r.done
 		if r == bad {
