@@ -1,8 +1,8 @@
 package pg_test
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"os"
 	"slices"

@@ -76,9 +76,9 @@ const dueFresh = 50 * time.Millisecond
 // when it is older than dueFresh, when a lease on one of its tenants finds
 // nothing, when this replica enqueues for a tenant not on it, and when it
 // gives an entry back (Release, Replay); LeaseNext answers "nothing due"
-// only from a list just read. So a tenant that gets due entries some other way (another replica's
-// enqueue, a retry time passing, a lease ending) joins the turns at most
-// dueFresh late, and nothing due is ever missed.
+// only from a list just read. So a tenant that gets due entries some other
+// way (another replica's enqueue, a retry time passing, a lease ending)
+// joins the turns at most dueFresh late, and nothing due is ever missed.
 type dueList struct {
 	mu    sync.Mutex
 	names []string  // sorted

@@ -17,10 +17,11 @@ import (
 // UPDATE of LeaseNext), the lease operations (Complete, Retry, DeadLetter,
 // Release, Extend) and RecordOrphan. Outcomes are recorded in the
 // background (proxy/webhook_worker.go, record), so several are in flight
-// at once, and a worker's next lease joins them; each used to be its own autocommit, so
-// its own commit record and WAL flush, and PostgreSQL's CPU per processed
-// webhook was what held intake back while a worker drained (issue 11).
-// Concurrent calls are now gathered, as Enqueue's are (enqueue.go), and
+// at once, and a worker's next lease joins them. Each used to be its own
+// autocommit, so its own commit and WAL flush: three per processed webhook,
+// queued beside the intake committer's flushes, and the server's work per
+// processed webhook was what held intake back while a worker drained
+// (issue 11). Concurrent calls are now gathered, as Enqueue's are (enqueue.go), and
 // sent as one pgx.Batch: one round trip, and since the statements sit
 // before one Sync, one implicit transaction and one commit. Every caller
 // gets its own statement's row count (so store.ErrStaleLease is decided per
