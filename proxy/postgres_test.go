@@ -108,3 +108,12 @@ func BenchmarkWebhookIntakePostgres(b *testing.B) {
 	}
 	benchIntake(b, envConfig{store: pgStore(pgtest.Database(b)), webhookOpt: WebhookOptions{Workers: 1, Poll: time.Hour}})
 }
+
+// BenchmarkWebhookEndToEndPostgres is BenchmarkWebhookEndToEnd with the queue
+// on PostgreSQL (4 workers forwarding while 32 senders post).
+func BenchmarkWebhookEndToEndPostgres(b *testing.B) {
+	if os.Getenv("SAFECLOSE_TEST_PG_DSN") == "" {
+		b.Skip("SAFECLOSE_TEST_PG_DSN is not set (run under scripts/with-postgres.sh)")
+	}
+	benchEndToEnd(b, envConfig{store: pgStore(pgtest.Database(b))})
+}

@@ -44,13 +44,12 @@ func (r *drainReceiver) count() int { r.mu.Lock(); defer r.mu.Unlock(); return l
 // with the default 4 workers forwarding to a loopback receiver, waits until
 // every event was forwarded (bounded), and returns the intake latencies,
 // the intake time, and the arrival times at the receiver.
-func runEndToEnd(tb testing.TB, n int) (lat []time.Duration, intake time.Duration, arrivals []time.Time, start time.Time, conns int64) {
+func runEndToEnd(tb testing.TB, n int, c envConfig) (lat []time.Duration, intake time.Duration, arrivals []time.Time, start time.Time, conns int64) {
 	tb.Helper()
 	rv, url := newDrainReceiver(tb)
-	e := startEnv(tb, envConfig{
-		forward:    []Destination{{Name: "app", URL: url, Secret: []byte("0123456789abcdef0123456789abcdef")}},
-		webhookOpt: WebhookOptions{Workers: 4},
-	})
+	c.forward = []Destination{{Name: "app", URL: url, Secret: []byte("0123456789abcdef0123456789abcdef")}}
+	c.webhookOpt = WebhookOptions{Workers: 4}
+	e := startEnv(tb, c)
 	ws := signWebhooks(tb, e.sim, n)
 	start = time.Now()
 	lat, _ = postWebhooks(tb, e.addr, ws, 32)
@@ -71,7 +70,7 @@ func runEndToEnd(tb testing.TB, n int) (lat []time.Duration, intake time.Duratio
 // webhook is forwarded once, over pooled connections.
 func TestWebhookEndToEndSetup(t *testing.T) {
 	t.Parallel()
-	_, _, arrivals, _, conns := runEndToEnd(t, 100)
+	_, _, arrivals, _, conns := runEndToEnd(t, 100, envConfig{})
 	if len(arrivals) != 100 {
 		t.Fatalf("receiver got %d events, want 100", len(arrivals))
 	}
@@ -88,9 +87,14 @@ func TestWebhookEndToEndSetup(t *testing.T) {
 // forwards (flat as the backlog drains means last/first ≈ 1), the drain
 // time and the connections the receiver accepted.
 func BenchmarkWebhookEndToEnd(b *testing.B) {
+	benchEndToEnd(b, envConfig{})
+}
+
+// benchEndToEnd measures BenchmarkWebhookEndToEnd on the store c configures.
+func benchEndToEnd(b *testing.B, c envConfig) {
 	n := b.N
 	cpu0 := cpuTime(b)
-	lat, intake, arr, start, conns := runEndToEnd(b, n)
+	lat, intake, arr, start, conns := runEndToEnd(b, n, c)
 	cpu := cpuTime(b) - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/webhook")

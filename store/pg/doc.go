@@ -12,7 +12,8 @@
 // River"). Leases are times, so entries leased by a replica that died come
 // back when their lease ends. Errors are package store's sentinels; a lost
 // connection is store.ErrUnavailable, and the pool reconnects by itself.
-// Enqueue is group-committed (enqueue.go). The plugins' key/value store
+// Enqueue is group-committed (enqueue.go), and so are the workers'
+// single-row writes: lease outcomes, Extend and RecordOrphan (writes.go). The plugins' key/value store
 // (hostabi.KVStore) is the table plugin_kv (kv.go).
 //
 // Imports: pgx and package store only.

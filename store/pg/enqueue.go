@@ -186,6 +186,9 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 			}
 			res[i] = enqueueRes{id: m.id, dup: m.dup || k > 0}
 		}
+		if err == nil && !m.dup {
+			db.due.noteDue(m.tenant) // before the answer: a lease after it sees the entry
+		}
 	}
 	for i, r := range batch {
 		r.done <- res[i]

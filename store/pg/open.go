@@ -63,6 +63,13 @@ type DB struct {
 	reqs   chan *enqueueReq
 	stop   chan struct{}
 	commit sync.WaitGroup
+
+	due dueList // LeaseNext's tenants with a due entry (queue.go)
+
+	// Group commit of the workers' single-row writes (writes.go).
+	writes chan *writeReq
+	wstop  chan struct{}
+	wdone  chan struct{}
 }
 
 var _ store.Backend = (*DB)(nil)
@@ -110,6 +117,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, err
 	}
 	db.startCommitters(1)
+	db.startWriter()
 	return db, nil
 }
 
@@ -187,9 +195,10 @@ func (db *DB) Close() error {
 		db.closeMu.Unlock()
 		return store.ErrClosed
 	}
-	db.closed = true // no Enqueue sends to the committers any more
+	db.closed = true // no Enqueue or write sends to the committers any more
 	db.closeMu.Unlock()
 	db.stopCommitters()
+	db.stopWriter()
 	db.closeMu.Lock() // wait for operations in flight
 	defer db.closeMu.Unlock()
 	db.pool.Close()

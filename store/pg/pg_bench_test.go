@@ -1,13 +1,20 @@
 package pg_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/safeclose/safeclose/store"
 	"github.com/safeclose/safeclose/store/pg"
@@ -122,4 +129,117 @@ func BenchmarkPGLeaseNext(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPGDrain drains b.N queued entries as a webhook worker does
+// (proxy/webhook_worker.go): one leaser, each entry's outcome (its orphan
+// record, then Complete) written in the background, at most 16 at once.
+// Besides the rate, which a busy machine moves, it reports what it does
+// not: the write transactions (xacts, each a commit and a WAL flush) and WAL
+// bytes per entry, and the CPU per entry of this process and of the
+// database's server processes (read from /proc; issue 11: the worker's
+// PostgreSQL work per entry is what slowed intake while it drained).
+func BenchmarkPGDrain(b *testing.B) {
+	dsn := pgtest.Database(b)
+	db, err := pg.Open(context.Background(), pg.Options{DSN: dsn, MaxConns: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	fill := make(chan struct{}, 64)
+	errs := make(chan error, b.N)
+	for i := range b.N {
+		fill <- struct{}{}
+		go func() {
+			defer func() { <-fill }()
+			e := store.Entry{Tenant: "t", Body: make([]byte, 512), ReceivedAt: time.Now()}
+			binary.LittleEndian.PutUint64(e.BodySHA256[:], uint64(i))
+			_, _, err := db.Enqueue(ctx, e)
+			errs <- err
+		}()
+	}
+	for range b.N {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(ctx)
+	xact0, wal0, srv0 := serverState(b, c)
+	cpu0 := processCPU(b)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	writing := make(chan struct{}, 16)
+	for range b.N {
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil || !ok {
+			b.Fatalf("LeaseNext = %v, %v", ok, err)
+		}
+		writing <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-writing }()
+			if _, err := db.RecordOrphan(store.Orphan{Kind: store.OrphanUnknownItem, Tenant: e.Tenant, ItemID: e.ID}); err != nil {
+				b.Error(err)
+			}
+			if err := db.Complete(e.ID, e.LeaseToken); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	b.StopTimer()
+	cpu := processCPU(b) - cpu0
+	xact1, wal1, srv1 := serverState(b, c)
+	n := float64(b.N)
+	b.ReportMetric(n/el.Seconds(), "entries/s")
+	b.ReportMetric(float64(xact1-xact0-1)/n, "xacts/entry")
+	b.ReportMetric(float64(wal1-wal0)/n, "WAL-B/entry")
+	b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/entry")
+	if srv0 >= 0 && srv1 >= 0 {
+		b.ReportMetric(float64((srv1-srv0).Microseconds())/n, "pg-cpu-µs/entry")
+	}
+}
+
+// serverState reads the next transaction id (taking one), the WAL position,
+// and the CPU time of the server processes serving c's database (its pool;
+// -1 when /proc cannot tell).
+func serverState(b *testing.B, c *pgx.Conn) (xact, wal int64, cpu time.Duration) {
+	ctx := context.Background()
+	if err := c.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint, pg_current_wal_lsn() - '0/0'::pg_lsn").Scan(&xact, &wal); err != nil {
+		b.Fatal(err)
+	}
+	rows, err := c.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, pid := range pids {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
+		if err != nil {
+			return xact, wal, -1
+		}
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64) // utime, stime: fields 14 and 15
+		sy, _ := strconv.ParseInt(f[12], 10, 64)
+		cpu += time.Duration(ut+sy) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	}
+	return xact, wal, cpu
+}
+
+// processCPU is this process's user+system CPU time so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -66,71 +66,158 @@ const dueTenants = `WITH RECURSIVE t(tenant) AS (
 	FROM t WHERE t.tenant IS NOT NULL
 ) SELECT tenant FROM t WHERE tenant IS NOT NULL`
 
+// dueFresh bounds how long LeaseNext trusts its list of tenants with a due
+// entry before reading it again.
+const dueFresh = 50 * time.Millisecond
+
+// dueList is LeaseNext's list of the tenants with a due entry (issue 11): a
+// lease used to read it (dueTenants) before every lease UPDATE, two round
+// trips a lease, both walking the front of sc_queue_due. It is read again
+// when it is older than dueFresh, when a lease on one of its tenants finds
+// nothing, when this replica enqueues for a tenant not on it, and when it
+// gives an entry back (Release, Replay); LeaseNext answers "nothing due"
+// only from a list just read. So a tenant that gets due entries some other
+// way (another replica's enqueue, a retry time passing, a lease ending)
+// joins the turns at most dueFresh late, and nothing due is ever missed.
+type dueList struct {
+	mu    sync.Mutex
+	names []string  // sorted
+	at    time.Time // when read; zero means read it again
+	gen   uint64    // counts stale calls, so a read they overlap is not trusted
+}
+
+// stale makes the next lease read the list again.
+func (l *dueList) stale() {
+	l.mu.Lock()
+	l.at = time.Time{}
+	l.gen++
+	l.mu.Unlock()
+}
+
+// noteDue makes the next lease read the list again if tenant is not on it:
+// tenant may have a due entry now.
+func (l *dueList) noteDue(tenant string) {
+	l.mu.Lock()
+	if _, on := slices.BinarySearch(l.names, tenant); !on {
+		l.at = time.Time{}
+		l.gen++
+	}
+	l.mu.Unlock()
+}
+
+// dueNames returns the due list, read again if it is not fresh or reread
+// is set, and whether it was just read.
+func (db *DB) dueNames(ctx context.Context, now time.Time, reread bool) ([]string, bool, error) {
+	l := &db.due
+	l.mu.Lock()
+	if !reread && !l.at.IsZero() && time.Since(l.at) < dueFresh {
+		names := l.names
+		l.mu.Unlock()
+		return names, false, nil
+	}
+	gen := l.gen
+	l.mu.Unlock()
+	at := time.Now()
+	rows, err := db.pool.Query(ctx, dueTenants, now)
+	if err != nil {
+		return nil, false, err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, false, err
+	}
+	slices.Sort(names)
+	l.mu.Lock()
+	if l.gen == gen {
+		l.names, l.at = names, at
+	}
+	l.mu.Unlock()
+	return names, true, nil
+}
+
 // LeaseNext leases one due entry to owner for d, with tenants taking turns
 // as in the Badger store: among the tenants with a due entry that allow
 // accepts, the first whose name sorts after after (wrapping around) gets
 // its oldest due entry. Rows another replica is leasing right now are
 // skipped (FOR UPDATE SKIP LOCKED), so two leasers never get one entry.
+// The tenants come from dueList, so a lease is one statement while they
+// have entries due, and that statement shares its commit with the outcomes
+// being written (writes.go).
 func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (e store.Entry, ok bool, err error) {
 	now := db.now()
-	err = db.op(func(ctx context.Context) error {
-		rows, err := db.pool.Query(ctx, dueTenants, now)
-		if err != nil {
+	for _, reread := range []bool{false, true} {
+		var tenants []string
+		var read bool
+		err := db.op(func(ctx context.Context) (err error) {
+			tenants, read, err = db.dueNames(ctx, now, reread)
 			return err
-		}
-		tenants, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		})
 		if err != nil {
-			return err
+			return store.Entry{}, false, err
 		}
-		names := tenants[:0]
-		for _, t := range tenants {
-			if allow == nil || allow(t) {
-				names = append(names, t)
-			}
+		if ok, err = db.leaseFrom(&e, tenants, owner, d, now, after, allow); err != nil {
+			return store.Entry{}, false, err
 		}
-		slices.Sort(names)
-		start := 0
-		if i, _ := slices.BinarySearch(names, after); i < len(names) {
-			if names[i] == after {
-				i++
-			}
-			start = i % max(len(names), 1)
+		if ok || read {
+			return e, ok, nil
 		}
-		for k := range names {
-			t := names[(start+k)%len(names)]
-			e, err = scanEntry(db.pool.QueryRow(ctx, `UPDATE sc_queue SET lease_token = $3, lease_owner = $4, lease_until = $5
-				WHERE id = (SELECT id FROM sc_queue WHERE tenant = $2 AND `+due+` ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-				RETURNING `+entryCols, now, t, newLeaseToken(), owner, now.Add(d)))
-			if errors.Is(err, pgx.ErrNoRows) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			ok = true
-			return nil
-		}
-		return nil
-	})
-	if err != nil {
-		return store.Entry{}, false, err
 	}
-	return e, ok, nil
+	return store.Entry{}, false, nil
 }
 
-// leased runs one statement on a leased entry; no row means the lease is no
-// longer held.
-func (db *DB) leased(id string, sql string, args ...any) error {
-	return db.op(func(ctx context.Context) error {
-		tag, err := db.pool.Exec(ctx, sql, args...)
+// leaseSQL leases tenant $2's oldest due entry at $1 with token $3 to
+// owner $4 until $5, skipping rows another transaction is leasing.
+const leaseSQL = `UPDATE sc_queue SET lease_token = $3, lease_owner = $4, lease_until = $5
+	WHERE id = (SELECT id FROM sc_queue WHERE tenant = $2 AND ` + due + ` ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+	RETURNING ` + entryCols
+
+// leaseFrom leases the oldest due entry of the first of tenants (sorted) in
+// turn after after that allow accepts and that has one. The lease UPDATE is
+// group-committed with the outcomes being written (writes.go): it is
+// committed before leaseFrom returns, and shares its commit with them.
+func (db *DB) leaseFrom(e *store.Entry, tenants []string, owner string, d time.Duration, now time.Time, after string, allow func(string) bool) (bool, error) {
+	names := make([]string, 0, len(tenants))
+	for _, t := range tenants {
+		if allow == nil || allow(t) {
+			names = append(names, t)
+		}
+	}
+	start := 0
+	if i, _ := slices.BinarySearch(names, after); i < len(names) {
+		if names[i] == after {
+			i++
+		}
+		start = i % max(len(names), 1)
+	}
+	for k := range names {
+		t := names[(start+k)%len(names)]
+		var got store.Entry
+		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, err = scanEntry(row); return err },
+			leaseSQL, now, t, newLeaseToken(), owner, now.Add(d))
 		if err != nil {
-			return err
+			return false, err
 		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: %s", store.ErrStaleLease, id)
+		if !found {
+			db.due.stale() // t has nothing due now: the list is out of date
+			continue
 		}
-		return nil
-	})
+		*e = got
+		return true, nil
+	}
+	return false, nil
+}
+
+// leased runs one statement on a leased entry, group-committed (writes.go);
+// no row means the lease is no longer held.
+func (db *DB) leased(id string, sql string, args ...any) error {
+	n, err := db.write("q\x00"+id, sql, args...)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s", store.ErrStaleLease, id)
+	}
+	return nil
 }
 
 const held = "id = $1 AND lease_token = $2 AND lease_token <> 0 AND NOT dead"
@@ -142,6 +229,7 @@ func (db *DB) Extend(id string, lease uint64, d time.Duration) error {
 
 // Release gives a leased entry back without counting an attempt.
 func (db *DB) Release(id string, lease uint64) error {
+	defer db.due.stale() // its tenant may not be on the due list
 	return db.leased(id, "UPDATE sc_queue SET lease_token = 0, lease_owner = '', lease_until = NULL WHERE "+held, id, int64(lease))
 }
 
@@ -185,6 +273,7 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 
 // Replay moves a dead letter back to the queue with its attempts reset.
 func (db *DB) Replay(id string) error {
+	defer db.due.stale() // its tenant may not be on the due list
 	return db.op(func(ctx context.Context) error {
 		tag, err := db.pool.Exec(ctx, "UPDATE sc_queue SET dead = false, attempts = 0, next_at = $2 WHERE id = $1 AND dead", id, db.now())
 		if err != nil {

@@ -149,14 +149,11 @@ func (db *DB) RecordOrphan(o store.Orphan) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	fresh := false
-	err = db.op(func(ctx context.Context) error {
-		tag, err := db.pool.Exec(ctx, "INSERT INTO sc_orphans (tenant, key, first_seen, rec) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-			o.Tenant, orphanKey(o), o.FirstSeen, rec)
-		fresh = tag.RowsAffected() == 1
-		return err
-	})
-	return fresh, err
+	key := orphanKey(o)
+	n, err := db.write("o\x00"+o.Tenant+"\x00"+key, // group-committed (writes.go)
+		"INSERT INTO sc_orphans (tenant, key, first_seen, rec) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+		o.Tenant, key, o.FirstSeen, rec)
+	return n == 1, err
 }
 
 // Orphans lists every recorded orphan, oldest first.
