@@ -199,7 +199,7 @@ func due(at, now, bound time.Duration) bool {
 func (c *deadlineConn) Read(b []byte) (int, error) {
 	c.used = true
 	if c.expired {
-		c.readAt = 0 // a past deadline: the next read sets a fresh one
+		c.readAt = 0                                                    // a past deadline: the next read sets a fresh one
 		if err := c.Conn.SetReadDeadline(time.Unix(1, 0)); err != nil { // freshTLS's check: buffered bytes only
 			return 0, err
 		}
