@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -81,30 +78,13 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 	up.Header.CopyTo(&resp.Header)
 	stripHopByHopResp(&resp.Header)
 	bs := up.BodyStream()
-	if bs == nil { // no body (HEAD, 204, 304) or already buffered
-		if b := up.Body(); len(b) > 0 {
-			resp.SetBody(b)
+	if bs == nil {
+		// No body (HEAD, 204, 304), or a small sized one the transport
+		// read whole (upstream_transport.go): its buffer moves to resp
+		// without a copy, and resp's empty one goes back to up.
+		if len(up.Body()) > 0 {
+			up.SwapBody(resp.SwapBody(up.SwapBody(nil)))
 		}
-		fasthttp.ReleaseResponse(up)
-		return nil
-	}
-	if cl >= 0 && cl <= maxBufferedResponse && !bytes.HasPrefix(up.Header.ContentType(), []byte("text/event-stream")) {
-		// A sized, ordinary response is read whole here (it is at most
-		// max bytes), which frees the upstream connection at once.
-		// The body is read into a pooled buffer (issue 12.1: no
-		// allocation per request) and copied into resp.
-		bp := bodyBufs.Get().(*[]byte)
-		b := slices.Grow((*bp)[:0], cl)[:cl]
-		_, err := io.ReadFull(bs, b)
-		up.CloseBodyStream() //nolint:errcheck // a short body fails below
-		if err != nil {
-			putBodyBuf(bp, b)
-			resp.Reset()
-			fasthttp.ReleaseResponse(up)
-			return upstreamError(err)
-		}
-		resp.SetBody(b)
-		putBodyBuf(bp, b)
 		fasthttp.ReleaseResponse(up)
 		return nil
 	}
@@ -115,20 +95,6 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 		up: up, r: bs, left: max, conn: ctx.Conn(), writeTimeout: s.opts.WriteTimeout, srv: s,
 	}, cl)
 	return nil
-}
-
-// bodyBufs holds the buffers sized response bodies are read into.
-var bodyBufs = sync.Pool{New: func() any { return new([]byte) }}
-
-// maxPooledBody bounds a buffer kept in bodyBufs; larger ones are dropped.
-const maxPooledBody = 64 << 10
-
-func putBodyBuf(bp *[]byte, b []byte) {
-	if cap(b) > maxPooledBody {
-		return
-	}
-	*bp = b[:0]
-	bodyBufs.Put(bp)
 }
 
 // errResponseCut ends a streamed response that grew past MaxResponseBytes.

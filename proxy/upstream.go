@@ -127,6 +127,7 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		StreamResponseBody:            true,
+		Transport:                     upstreamTransport{}, // small bodies are read whole (upstream_transport.go)
 		// An unparsable answer's error must not quote the upstream's bytes
 		// (cookies, tokens): it is logged as "request failed".
 		SecureErrorLogMessage: true,
