@@ -83,11 +83,14 @@ func TestUpstreamTransportBoundary(t *testing.T) {
 		body       string // want
 		wantErr    bool
 		reused     bool // the second request reuses the first's connection
+		partial    bool // the stream is closed after its first byte
 	}{
 		{name: "sized, exactly at the bound", ans: sized(maxBufferedResponse, "application/json", atBound), body: atBound, reused: true},
 		{name: "sized, one over the bound", ans: sized(maxBufferedResponse+1, "application/json", atBound+"b"), stream: true, body: atBound + "b", reused: true},
 		{name: "sized, empty", ans: sized(0, "text/plain", ""), body: "", reused: true},
+		{name: "sized, upstream says close", ans: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello", closeAfter: true, body: "hello"},
 		{name: "slow sized body", ans: sized(10, "text/plain", "hello"+pauseMark+"world"), body: "helloworld", reused: true},
+		{name: "stream closed before its end", ans: sized(maxBufferedResponse+1, "application/json", atBound+"b"), stream: true, partial: true, body: "a"},
 		{name: "chunked", ans: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", stream: true, body: "hello", reused: true},
 		{name: "small event stream", ans: sized(5, "text/event-stream", "data:"), stream: true, body: "data:", reused: true},
 		{name: "unsized, ends at close", ans: "HTTP/1.1 200 OK\r\n\r\nuntil close", closeAfter: true, stream: true, body: "until close"},
@@ -124,7 +127,14 @@ func TestUpstreamTransportBoundary(t *testing.T) {
 					t.Errorf("request %d: IsBodyStream = %v, want %v", i, got, tt.stream)
 				}
 				var body []byte
-				if bs := resp.BodyStream(); bs != nil {
+				if bs := resp.BodyStream(); bs != nil && tt.partial {
+					body = make([]byte, 1)
+					_, err = io.ReadFull(bs, body)
+					if err != nil {
+						t.Fatalf("request %d: reading the stream: %v", i, err)
+					}
+					resp.CloseBodyStream() //nolint:errcheck // it discards the connection
+				} else if bs != nil {
 					body, err = io.ReadAll(bs)
 					if err != nil {
 						t.Fatalf("request %d: reading the stream: %v", i, err)
