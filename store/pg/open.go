@@ -135,6 +135,8 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 // queued row of the tenant and a sort, to take the first) was kept as the
 // queue grew: 8 ms and 750 buffers a lease with 20,000 queued (issue 11).
 // Planning each execution costs tens of µs on these small statements.
+// It is a startup parameter: PostgreSQL 12 or newer, and a pooler in
+// between must pass it; a DSN that sets plan_cache_mode wins.
 const planCacheMode = "force_custom_plan"
 
 // SchemaVersion is the newest migration this binary has.
