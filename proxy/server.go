@@ -24,6 +24,7 @@ import (
 type Server struct {
 	depthAt      atomic.Int64                   // unix nanos of the last queue depth read (webhook_worker.go)
 	depthPending atomic.Bool                    // a trailing queue depth read is scheduled
+	depthGap     atomic.Int64                   // nanos to wait after the last queue depth read (depthGap)
 	intakeDL     atomic.Pointer[intakeDeadline] // webhook_intake.go
 	opts         Options
 	log          *slog.Logger

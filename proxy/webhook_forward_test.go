@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -76,6 +77,60 @@ type countingStore struct {
 func (c *countingStore) QueueLen() (int, error) {
 	c.queueLens.Add(1)
 	return c.Store.QueueLen()
+}
+
+// slowCountStore's QueueLen takes at least slow, like a PostgreSQL count
+// over a long queue.
+type slowCountStore struct {
+	countingStore
+	slow time.Duration
+}
+
+func (c *slowCountStore) QueueLen() (int, error) {
+	time.Sleep(c.slow)
+	return c.countingStore.QueueLen()
+}
+
+func TestDepthGap(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		took, want time.Duration
+	}{
+		{"instant", 0, depthEvery},
+		{"fast", 100 * time.Microsecond, depthEvery},
+		{"a long queue", 4 * time.Millisecond, depthCost * 4 * time.Millisecond},
+		{"a very long queue", time.Second, depthMost},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := depthGap(tt.took); got != tt.want {
+				t.Errorf("depthGap(%v) = %v, want %v", tt.took, got, tt.want)
+			}
+		})
+	}
+}
+
+// A store whose count is slow is asked less often: the gauge waits
+// depthCost times as long as the last read took.
+func TestQueueDepthSlowCountWidensGap(t *testing.T) {
+	t.Parallel()
+	var cs *slowCountStore
+	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1}, store: func(t testing.TB, kr *store.Keyring) Store {
+		db, err := store.Open(store.Options{Dir: t.TempDir(), Keyring: kr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		cs = &slowCountStore{countingStore: countingStore{Store: db}, slow: 5 * time.Millisecond}
+		return cs
+	}})
+	e.srv.depthAt.Store(0) // the next call reads
+	e.srv.queueDepth()
+	if gap, want := time.Duration(e.srv.depthGap.Load()), depthGap(5*time.Millisecond); gap < want {
+		t.Fatalf("gap after a read of 5ms or more = %v, want at least %v", gap, want)
+	}
 }
 
 // Issue 12: the depth gauge asks the store at most once every depthEvery

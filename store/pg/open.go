@@ -97,6 +97,11 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, errors.New("pg: the DSN does not parse") // its text may hold a password
 	}
 	cfg.MaxConns = o.MaxConns
+	// Every statement is planned for its own arguments and the tables as
+	// they are now (planCacheMode), unless the DSN says otherwise.
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = planCacheMode
+	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = o.OpTimeout
 	}
@@ -120,6 +125,19 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	db.startWriter()
 	return db, nil
 }
+
+// planCacheMode is the plan_cache_mode of the pool's sessions. pgx
+// prepares each statement once per connection, and PostgreSQL, after five
+// executions, may keep one generic plan for it for the connection's life,
+// costed on the tables as they were then. sc_queue swings from empty to
+// tens of thousands of rows in seconds and is rarely analyzed meanwhile, so
+// the lease's plan fixed on a near-empty queue (a bitmap scan of every
+// queued row of the tenant and a sort, to take the first) was kept as the
+// queue grew: 8 ms and 750 buffers a lease with 20,000 queued (issue 11).
+// Planning each execution costs tens of µs on these small statements.
+// It is a startup parameter: PostgreSQL 12 or newer, and a pooler in
+// between must pass it; a DSN that sets plan_cache_mode wins.
+const planCacheMode = "force_custom_plan"
 
 // SchemaVersion is the newest migration this binary has.
 func SchemaVersion() int {

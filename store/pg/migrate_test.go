@@ -1,0 +1,84 @@
+package pg
+
+import (
+	"context"
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/safeclose/safeclose/store"
+	"github.com/safeclose/safeclose/store/pg/pgtest"
+)
+
+// A version 2 database with dedupe markers migrates to version 3 (the
+// expiry index as BRIN), keeps its markers, and Sweep then deletes the
+// expired ones and only those.
+func TestMigrateDedupeExpiryBRIN(t *testing.T) {
+	dsn := pgtest.Database(t)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE TABLE sc_schema_version (version integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"); err != nil {
+		t.Fatal(err)
+	}
+	for v, name := range []string{"migrations/0001_init.sql", "migrations/0002_plugin_kv.sql"} {
+		sql, err := migrations.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, string(sql)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, "INSERT INTO sc_schema_version (version) VALUES ($1)", v+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := c.Exec(ctx, `INSERT INTO sc_dedupe (tenant, body_sha256, entry_id, expires_at) VALUES
+		('t1', '\x01', 'old', $1), ('t1', '\x02', 'new', $2)`, t0.Add(time.Hour), t0.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+
+	now := t0.Add(2 * time.Hour)
+	db, err := Open(ctx, Options{DSN: dsn, MaxConns: 2, DedupeTTL: time.Hour, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	var am string
+	if err := c.QueryRow(ctx, "SELECT max(version) FROM sc_schema_version").Scan(&v); err != nil || v != 3 {
+		t.Fatalf("schema version = %d, %v; want 3", v, err)
+	}
+	if err := c.QueryRow(ctx, `SELECT a.amname FROM pg_class i JOIN pg_am a ON a.oid = i.relam
+		WHERE i.relname = 'sc_dedupe_expiry'`).Scan(&am); err != nil || am != "brin" {
+		t.Fatalf("sc_dedupe_expiry access method = %q, %v; want brin", am, err)
+	}
+	body := []byte("fresh")
+	if _, dup, err := db.Enqueue(ctx, store.Entry{Tenant: "t1", Body: body, BodySHA256: sha256.Sum256(body)}); err != nil || dup {
+		t.Fatalf("Enqueue = dup %v, %v", dup, err)
+	}
+	if err := db.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := c.Query(ctx, "SELECT entry_id FROM sc_dedupe WHERE entry_id IN ('old', 'new') ORDER BY entry_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM sc_dedupe").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0] != "new" || n != 2 {
+		t.Fatalf("after Sweep: %v of old/new and %d markers; want [new] and 2 (new, fresh)", left, n)
+	}
+}
