@@ -15,10 +15,11 @@ import (
 	"time"
 )
 
-// lyingUpstream is a raw TCP upstream: it answers the very first request
-// with first (a hostile or broken answer, possibly with a second response
-// smuggled after it) and every later one, on any connection, with "good".
-func lyingUpstream(t *testing.T, first string) (string, *atomic.Int32) {
+// rawUpstream is a raw TCP upstream on loopback: for each request it reads
+// on a connection (the i-th on that connection, from 0), reply writes the
+// answer to c and says whether to read another one on c. It counts the
+// connections it accepted; each lives at most 10 s.
+func rawUpstream(t *testing.T, reply func(c net.Conn, i int) bool) (string, *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -26,7 +27,6 @@ func lyingUpstream(t *testing.T, first string) (string, *atomic.Int32) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	var conns atomic.Int32
-	var served atomic.Bool
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -38,17 +38,13 @@ func lyingUpstream(t *testing.T, first string) (string, *atomic.Int32) {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 				br := bufio.NewReader(c)
-				for i := 0; i < 8; i++ {
+				for i := 0; ; i++ {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
 					}
 					_, _ = io.Copy(io.Discard, req.Body)
-					ans := "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"
-					if served.CompareAndSwap(false, true) {
-						ans = first
-					}
-					if _, err := io.WriteString(c, ans); err != nil {
+					if !reply(c, i) {
 						return
 					}
 				}
@@ -56,6 +52,22 @@ func lyingUpstream(t *testing.T, first string) (string, *atomic.Int32) {
 		}
 	}()
 	return "http://" + ln.Addr().String(), &conns
+}
+
+// lyingUpstream is a raw TCP upstream: it answers the very first request
+// with first (a hostile or broken answer, possibly with a second response
+// smuggled after it) and every later one, on any connection, with "good";
+// a connection serves at most 8 requests.
+func lyingUpstream(t *testing.T, first string) (string, *atomic.Int32) {
+	var served atomic.Bool
+	return rawUpstream(t, func(c net.Conn, i int) bool {
+		ans := "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"
+		if served.CompareAndSwap(false, true) {
+			ans = first
+		}
+		_, err := io.WriteString(c, ans)
+		return err == nil && i < 7
+	})
 }
 
 const poison = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Poison: 1\r\n\r\nPOISON"

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -22,46 +21,17 @@ const pauseMark = "|PAUSE|"
 // closes the connection after it when closeAfter is set. It counts the
 // connections it accepted.
 func cannedUpstream(t *testing.T, ans string, closeAfter bool) (string, *atomic.Int32) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var conns atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	return rawUpstream(t, func(c net.Conn, _ int) bool {
+		for i, part := range strings.Split(ans, pauseMark) {
+			if i > 0 {
+				time.Sleep(20 * time.Millisecond)
 			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					for i, part := range strings.Split(ans, pauseMark) {
-						if i > 0 {
-							time.Sleep(20 * time.Millisecond)
-						}
-						if _, err := io.WriteString(c, part); err != nil {
-							return
-						}
-					}
-					if closeAfter {
-						return
-					}
-				}
-			}()
+			if _, err := io.WriteString(c, part); err != nil {
+				return false
+			}
 		}
-	}()
-	return "http://" + ln.Addr().String(), &conns
+		return !closeAfter
+	})
 }
 
 func sized(cl int, ctype, body string) string {

@@ -119,13 +119,27 @@ func build(pkg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	guests := filepath.Join(dir, "guests")
-	if err := os.MkdirAll(guests, 0o755); err != nil {
-		return "", fmt.Errorf("testguest: %w", err)
-	}
-	out := filepath.Join(guests, filepath.Base(pkg)+"-"+key+".wasm")
+	out := filepath.Join(dir, "guests", filepath.Base(pkg)+"-"+key+".wasm")
+	return buildOnce(out, pkg, func(tmp string) *exec.Cmd {
+		args := append([]string{"build"}, buildFlags...)
+		args = append(args, "-o", tmp, "./"+filepath.ToSlash(pkg))
+		cmd := exec.Command("go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		return cmd
+	})
+}
+
+// buildOnce returns out if it exists; otherwise, holding out's lock file
+// (other test processes build the same guests), it runs the command cmd
+// returns for a temporary path and renames the result to out, so a reader
+// never sees a partly written module. what names the guest in errors.
+func buildOnce(out, what string, cmd func(tmp string) *exec.Cmd) (string, error) {
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return "", fmt.Errorf("testguest: %w", err)
 	}
 	unlock, err := lockFile(out + ".lock")
 	if err != nil {
@@ -136,14 +150,9 @@ func build(pkg string) (string, error) {
 		return out, nil
 	}
 	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
-	args := append([]string{"build"}, buildFlags...)
-	args = append(args, "-o", tmp, "./"+filepath.ToSlash(pkg))
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if b, err := cmd.CombinedOutput(); err != nil {
+	if b, err := cmd(tmp).CombinedOutput(); err != nil {
 		os.Remove(tmp)
-		return "", fmt.Errorf("testguest: build %s: %w\n%s", pkg, err, b)
+		return "", fmt.Errorf("testguest: build %s: %w\n%s", what, err, b)
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		os.Remove(tmp)
@@ -316,38 +325,16 @@ func buildAS(entry string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	guests := filepath.Join(dir, "guests")
-	if err := os.MkdirAll(guests, 0o755); err != nil {
-		return "", fmt.Errorf("testguest: %w", err)
-	}
 	name := strings.TrimSuffix(filepath.Base(entry), ".ts")
 	if name == "main" {
 		name = filepath.Base(filepath.Dir(entry))
 	}
-	out := filepath.Join(guests, name+"-as-"+key+".wasm")
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
-	}
-	unlock, err := lockFile(out + ".lock")
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
-	}
-	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
-	cmd := exec.Command("bash", filepath.Join(asSDK, "asc.sh"), filepath.FromSlash(entry), tmp)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("testguest: asc %s: %w\n%s", entry, err, b)
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("testguest: %w", err)
-	}
-	return out, nil
+	out := filepath.Join(dir, "guests", name+"-as-"+key+".wasm")
+	return buildOnce(out, entry, func(tmp string) *exec.Cmd {
+		cmd := exec.Command("bash", filepath.Join(asSDK, "asc.sh"), filepath.FromSlash(entry), tmp)
+		cmd.Dir = root
+		return cmd
+	})
 }
 
 // asSourceKey hashes the entry's name, every .ts file beside it and in the

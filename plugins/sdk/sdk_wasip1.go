@@ -157,45 +157,10 @@ func Bearer() (string, bool) {
 // that the next SDK call overwrites (pass it straight to VerifyJWTBytes).
 func BearerBytes() ([]byte, bool) {
 	b, ok := HeaderBytes("Authorization")
-	if !ok || len(b) < 7 || !asciiEqualFold(b[:7], "bearer ") {
+	if !ok || len(b) < 7 || !bytes.EqualFold(b[:7], []byte("bearer ")) {
 		return nil, false
 	}
-	return trimSpace(b[7:]), true
-}
-
-// asciiEqualFold compares ASCII case-insensitively without allocating.
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// trimSpace trims ASCII white space, as strings.TrimSpace does for a token.
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && isSpace(b[0]) {
-		b = b[1:]
-	}
-	for len(b) > 0 && isSpace(b[len(b)-1]) {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+	return bytes.TrimSpace(b[7:]), true
 }
 
 // Cookie returns a request cookie's value.
