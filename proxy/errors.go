@@ -193,8 +193,14 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`)
 	}
+	jsonHeader(ctx, status)
+	ctx.SetBody(b)
+}
+
+// jsonHeader sets the status and headers of every JSON answer; the caller
+// sets the body.
+func jsonHeader(ctx *fasthttp.RequestCtx, status int) {
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	ctx.SetStatusCode(status)
-	ctx.SetBody(b)
 }

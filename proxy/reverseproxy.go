@@ -70,7 +70,7 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 	max := s.opts.MaxResponseBytes
 	cl := up.Header.ContentLength()
 	if int64(cl) > max {
-		up.CloseBodyStream() //nolint:errcheck // the connection is discarded either way
+		up.CloseBodyStream() //nolint:errcheck // a stream's connection is discarded; a small body was read whole
 		fasthttp.ReleaseResponse(up)
 		return ErrUpstreamTooLarge
 	}
@@ -83,7 +83,8 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 		// read whole (upstream_transport.go): its buffer moves to resp
 		// without a copy, and resp's empty one goes back to up.
 		if len(up.Body()) > 0 {
-			up.SwapBody(resp.SwapBody(up.SwapBody(nil)))
+			body := up.SwapBody(nil)
+			up.SwapBody(resp.SwapBody(body))
 		}
 		fasthttp.ReleaseResponse(up)
 		return nil

@@ -111,9 +111,7 @@ func writeIntakeAnswer(ctx *fasthttp.RequestCtx, dup bool, id string) {
 			return
 		}
 	}
-	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.Header.Set("Cache-Control", "no-store")
-	ctx.SetStatusCode(fasthttp.StatusOK)
+	jsonHeader(ctx, fasthttp.StatusOK)
 	ctx.Response.ResetBody()
 	ctx.Response.AppendBodyString(`{"status":"`)
 	ctx.Response.AppendBodyString(status)

@@ -138,10 +138,9 @@ func (db *DB) syncFiles() error {
 	if err := db.bdb.Sync(); err != nil {
 		return err
 	}
-	if db.listed && db.watch != nil && !db.watch.changed() {
+	if db.listings > 0 && db.watch != nil && !db.watch.changed() {
 		return nil
 	}
-	db.listed = true
 	db.listings++
 	es, err := os.ReadDir(db.dir)
 	if err != nil {

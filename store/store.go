@@ -98,8 +98,7 @@ type DB struct {
 	gs        *groupSync      // fsync rounds (durable.go); nil when in memory
 	oldSynced map[string]bool // rotated log files synced since (syncFiles)
 	watch     *dirWatch       // changes in dir since the last listing (syncFiles); nil: list every round
-	listed    bool            // syncFiles has listed dir once
-	listings  uint64          // times syncFiles listed dir (tests)
+	listings  uint64          // times syncFiles listed dir (0: never, so the first round lists)
 	roundDone func()          // tests: run at the end of each successful round
 	ids       idGen
 	dir       string

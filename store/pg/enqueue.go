@@ -106,26 +106,32 @@ func (db *DB) committer() {
 		case r := <-db.reqs:
 			batch = append(batch[:0], r)
 		}
-		// Gather what is waiting; yield once and gather again, so callers
-		// just answered by the previous batch (woken, not yet re-sent)
-		// join this one instead of forming the next: fewer, larger
-		// commits, each paying one WAL flush.
-		for pass := 0; pass < 2 && len(batch) < maxBatch; pass++ {
-			if pass == 1 {
-				runtime.Gosched()
-			}
-		fill:
-			for len(batch) < maxBatch {
-				select {
-				case r := <-db.reqs:
-					batch = append(batch, r)
-				default:
-					break fill
-				}
-			}
-		}
+		batch = gather(batch, db.reqs, maxBatch)
 		db.commitBatch(batch)
 	}
+}
+
+// gather appends to batch what is waiting on ch, up to max; then yields
+// once and gathers again, so callers just answered by the previous batch
+// (woken, not yet re-sent) join this one instead of forming the next:
+// fewer, larger commits, each paying one WAL flush. The Enqueue committer
+// and the writer (writes.go) batch this way.
+func gather[T any](batch []T, ch <-chan T, max int) []T {
+	for pass := 0; pass < 2 && len(batch) < max; pass++ {
+		if pass == 1 {
+			runtime.Gosched()
+		}
+	fill:
+		for len(batch) < max {
+			select {
+			case r := <-ch:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+	}
+	return batch
 }
 
 // marker is one distinct (tenant, body hash) of a batch and the requests

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"runtime"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -143,22 +142,7 @@ func (db *DB) writer() {
 		case r := <-db.writes:
 			batch = append(batch[:0], r)
 		}
-		// As the Enqueue committer: gather, yield once, gather again, so
-		// the callers the last batch woke join this one.
-		for pass := 0; pass < 2 && len(batch) < maxWrites; pass++ {
-			if pass == 1 {
-				runtime.Gosched()
-			}
-		fill:
-			for len(batch) < maxWrites {
-				select {
-				case r := <-db.writes:
-					batch = append(batch, r)
-				default:
-					break fill
-				}
-			}
-		}
+		batch = gather(batch, db.writes, maxWrites) // as the Enqueue committer
 		db.runWrites(batch)
 	}
 }
