@@ -137,20 +137,21 @@ function lenView(n: u32): Bytes {
   return view;
 }
 
-// Reads of (buf, limit) -> len, retried once with a buffer of len bytes.
-
-function readMethod(): Bytes {
+// read views a value read by a (buf, limit) -> len host function, retried
+// once with a buffer of len bytes.
+function read(f: (buf: usize, limit: u32) => u32): Bytes {
   ensureBuf();
-  let n = host.getMethod(buf, bufCap);
-  if (n > bufCap) { grow(n); n = host.getMethod(buf, bufCap); }
+  let n = f(buf, bufCap);
+  if (n > bufCap) { grow(n); n = f(buf, bufCap); }
   return lenView(n);
 }
 
+function readMethod(): Bytes {
+  return read((p: usize, n: u32): u32 => host.getMethod(p, n));
+}
+
 function readURI(): Bytes {
-  ensureBuf();
-  let n = host.getURI(buf, bufCap);
-  if (n > bufCap) { grow(n); n = host.getURI(buf, bufCap); }
-  return lenView(n);
+  return read((p: usize, n: u32): u32 => host.getURI(p, n));
 }
 
 // readList's last count (lists and lookups: the i64's high half).
@@ -280,18 +281,12 @@ export function cookie(name: string): string | null {
 
 // sourceAddr returns the client's "ip:port".
 export function sourceAddr(): string {
-  ensureBuf();
-  let n = host.getSourceAddr(buf, bufCap);
-  if (n > bufCap) { grow(n); n = host.getSourceAddr(buf, bufCap); }
-  return lenView(n).toString();
+  return read((p: usize, n: u32): u32 => host.getSourceAddr(p, n)).toString();
 }
 
 // body returns up to body_limit bytes of the request body (capability body).
 export function body(): Uint8Array {
-  ensureBuf();
-  let n = host.getBody(buf, bufCap);
-  if (n > bufCap) { grow(n); n = host.getBody(buf, bufCap); }
-  return lenView(n).copy();
+  return read((p: usize, n: u32): u32 => host.getBody(p, n)).copy();
 }
 
 // setSubject sets the authenticated user (1..256 bytes, no control bytes
@@ -323,10 +318,7 @@ export function setClaimBytes(name: string, value: Bytes): bool {
 // configBytes returns the plugin config as JSON (capability config); empty
 // when none. A view: parse it before the next SDK call.
 export function configBytes(): Bytes {
-  ensureBuf();
-  let n = host.getConfig(buf, bufCap);
-  if (n > bufCap) { grow(n); n = host.getConfig(buf, bufCap); }
-  return lenView(n);
+  return read((p: usize, n: u32): u32 => host.getConfig(p, n));
 }
 
 // config returns the plugin config as JSON text.
@@ -440,19 +432,13 @@ export function kvDelete(key: string): i32 {
 
 // eventBytes returns the verified Plaid webhook body (event plugins; a view).
 export function eventBytes(): Bytes {
-  ensureBuf();
-  let n = host.getEvent(buf, bufCap);
-  if (n > bufCap) { grow(n); n = host.getEvent(buf, bufCap); }
-  return lenView(n);
+  return read((p: usize, n: u32): u32 => host.getEvent(p, n));
 }
 
 // itemBytes returns the event's item context as JSON (tenant, user,
 // item_id, item_state; never the access token) as a view.
 export function itemBytes(): Bytes {
-  ensureBuf();
-  let n = host.getItemContext(buf, bufCap);
-  if (n > bufCap) { grow(n); n = host.getItemContext(buf, bufCap); }
-  return lenView(n);
+  return read((p: usize, n: u32): u32 => host.getItemContext(p, n));
 }
 
 // setPayload replaces the body forwarded to the destinations (at most 256 KiB).
