@@ -26,8 +26,9 @@ package datamerge
 import (
 	"bytes"
 	"cmp"
-	"errors"
 	"slices"
+
+	"github.com/safeclose/safeclose/hostabi/internal/wasmbin"
 )
 
 // Section ids.
@@ -50,8 +51,6 @@ var magic = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
 // few hundred bytes).
 const MaxGap = 4096
 
-var errTruncated = errors.New("datamerge: truncated module")
-
 // segment is an active data segment of memory 0.
 type segment struct {
 	off  uint32
@@ -66,13 +65,13 @@ func Merge(wasm []byte, maxGap int) (out []byte, before, after int) {
 	if !bytes.HasPrefix(wasm, magic) {
 		return wasm, 0, 0
 	}
-	r := &reader{b: wasm, off: len(magic)}
+	r := &wasmbin.Reader{B: wasm, Off: len(magic)}
 	dataAt, dataEnd := -1, -1
 	var payload []byte
-	for r.left() > 0 && r.err == nil {
-		start := r.off
-		id := r.byte()
-		p := r.bytes(uint64(r.u32()))
+	for r.Left() > 0 && r.Err == nil {
+		start := r.Off
+		id := r.Byte()
+		p := r.Bytes(uint64(r.U32()))
 		switch id {
 		case secDataCnt:
 			return wasm, 0, 0
@@ -80,10 +79,10 @@ func Merge(wasm []byte, maxGap int) (out []byte, before, after int) {
 			if dataAt >= 0 {
 				return wasm, 0, 0
 			}
-			dataAt, dataEnd, payload = start, r.off, p
+			dataAt, dataEnd, payload = start, r.Off, p
 		}
 	}
-	if r.err != nil || dataAt < 0 {
+	if r.Err != nil || dataAt < 0 {
 		return wasm, 0, 0
 	}
 	segs, ok := decode(payload)
@@ -95,18 +94,18 @@ func Merge(wasm []byte, maxGap int) (out []byte, before, after int) {
 		return wasm, len(segs), len(segs)
 	}
 	var p []byte
-	p = appendULEB(p, uint64(len(merged)))
+	p = wasmbin.AppendULEB(p, uint64(len(merged)))
 	for _, s := range merged {
 		p = append(p, 0x00, opI32Const)
-		p = appendSLEB(p, int64(int32(s.off)))
+		p = wasmbin.AppendSLEB(p, int64(int32(s.off)))
 		p = append(p, opEnd)
-		p = appendULEB(p, uint64(len(s.init)))
+		p = wasmbin.AppendULEB(p, uint64(len(s.init)))
 		p = append(p, s.init...)
 	}
 	out = make([]byte, 0, len(wasm)-(dataEnd-dataAt)+len(p)+6)
 	out = append(out, wasm[:dataAt]...)
 	out = append(out, secData)
-	out = appendULEB(out, uint64(len(p)))
+	out = wasmbin.AppendULEB(out, uint64(len(p)))
 	out = append(out, p...)
 	out = append(out, wasm[dataEnd:]...)
 	return out, len(segs), len(merged)
@@ -116,27 +115,27 @@ func Merge(wasm []byte, maxGap int) (out []byte, before, after int) {
 // active on memory 0 at an i32.const offset and no two overlap; they
 // come back in address order.
 func decode(p []byte) (segs []segment, ok bool) {
-	r := &reader{b: p}
-	n := r.u32()
-	if r.err != nil || uint64(n) > uint64(r.left()) {
+	r := &wasmbin.Reader{B: p}
+	n := r.Vec()
+	if r.Err != nil {
 		return nil, false
 	}
 	segs = make([]segment, 0, n)
 	for range n {
-		if r.u32() != 0 || r.byte() != opI32Const {
+		if r.U32() != 0 || r.Byte() != opI32Const {
 			return nil, false
 		}
-		off := uint32(r.sleb32())
-		if r.byte() != opEnd {
+		off := uint32(int32(r.SLEB(32)))
+		if r.Byte() != opEnd {
 			return nil, false
 		}
-		init := r.bytes(uint64(r.u32()))
-		if r.err != nil {
+		init := r.Bytes(uint64(r.U32()))
+		if r.Err != nil {
 			return nil, false
 		}
 		segs = append(segs, segment{off, init})
 	}
-	if r.err != nil || r.left() != 0 {
+	if r.Err != nil || r.Left() != 0 {
 		return nil, false
 	}
 	// Go's linker does not emit its segments in address order. Disjoint
@@ -174,100 +173,4 @@ func merge(segs []segment, maxGap int) []segment {
 		i = j
 	}
 	return out
-}
-
-// reader decodes a byte slice; the first error sticks.
-type reader struct {
-	b   []byte
-	off int
-	err error
-}
-
-func (r *reader) left() int { return len(r.b) - r.off }
-
-func (r *reader) byte() byte {
-	if r.off >= len(r.b) {
-		r.err, r.off = errTruncated, len(r.b)
-		return 0
-	}
-	c := r.b[r.off]
-	r.off++
-	return c
-}
-
-func (r *reader) bytes(n uint64) []byte {
-	if r.err != nil || n > uint64(r.left()) {
-		r.err, r.off = errTruncated, len(r.b)
-		return nil
-	}
-	s := r.b[r.off : r.off+int(n)]
-	r.off += int(n)
-	return s
-}
-
-// u32 reads an unsigned LEB128 of at most 32 bits.
-func (r *reader) u32() uint32 {
-	var v uint64
-	for shift := uint(0); shift < 35; shift += 7 {
-		c := r.byte()
-		if r.err != nil {
-			return 0
-		}
-		v |= uint64(c&0x7f) << shift
-		if c&0x80 == 0 {
-			if v > 1<<32-1 {
-				break
-			}
-			return uint32(v)
-		}
-	}
-	r.err, r.off = errors.New("datamerge: LEB128 overflow"), len(r.b)
-	return 0
-}
-
-// sleb32 reads a signed LEB128 of at most 32 bits.
-func (r *reader) sleb32() int32 {
-	var v int64
-	shift := uint(0)
-	for shift < 35 {
-		c := r.byte()
-		if r.err != nil {
-			return 0
-		}
-		v |= int64(c&0x7f) << shift
-		shift += 7
-		if c&0x80 == 0 {
-			if shift < 64 && c&0x40 != 0 {
-				v |= -1 << shift
-			}
-			if v < -1<<31 || v > 1<<31-1 {
-				break
-			}
-			return int32(v)
-		}
-	}
-	r.err, r.off = errors.New("datamerge: LEB128 overflow"), len(r.b)
-	return 0
-}
-
-func appendULEB(b []byte, v uint64) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v == 0 {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
-
-func appendSLEB(b []byte, v int64) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
 }

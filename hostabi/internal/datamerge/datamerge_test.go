@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/tetratelabs/wazero"
+
+	"github.com/safeclose/safeclose/hostabi/internal/wasmbin"
 )
 
 func mod(secs ...[]byte) []byte {
@@ -17,11 +19,11 @@ func mod(secs ...[]byte) []byte {
 }
 
 func sec(id byte, payload []byte) []byte {
-	return append(appendULEB([]byte{id}, uint64(len(payload))), payload...)
+	return append(wasmbin.AppendULEB([]byte{id}, uint64(len(payload))), payload...)
 }
 
 func vec(items ...[]byte) []byte {
-	b := appendULEB(nil, uint64(len(items)))
+	b := wasmbin.AppendULEB(nil, uint64(len(items)))
 	for _, it := range items {
 		b = append(b, it...)
 	}
@@ -30,9 +32,9 @@ func vec(items ...[]byte) []byte {
 
 // active is an active segment of memory 0 at offset off.
 func active(off int32, init string) []byte {
-	b := appendSLEB([]byte{0x00, opI32Const}, int64(off))
+	b := wasmbin.AppendSLEB([]byte{0x00, opI32Const}, int64(off))
 	b = append(b, opEnd)
-	return append(appendULEB(b, uint64(len(init))), init...)
+	return append(wasmbin.AppendULEB(b, uint64(len(init))), init...)
 }
 
 var (
@@ -76,7 +78,7 @@ func TestMergeKeepsMemory(t *testing.T) {
 // What Merge does not recognise, or must not touch, comes back unchanged.
 func TestMergeLeavesAlone(t *testing.T) {
 	two := func(a, b []byte) []byte { return sec(11, vec(a, b)) }
-	passive := append([]byte{0x01}, appendULEB(nil, 1)...)
+	passive := append([]byte{0x01}, wasmbin.AppendULEB(nil, 1)...)
 	passive = append(passive, 'p')
 	global := []byte{0x00, 0x23, 0x00, opEnd, 0x01, 'g'} // offset global.get 0
 	tests := []struct {

@@ -3,6 +3,8 @@ package fuel
 import (
 	"errors"
 	"fmt"
+
+	"github.com/safeclose/safeclose/hostabi/internal/wasmbin"
 )
 
 // maxDepth bounds the control nesting of one function (wazero's own limit
@@ -24,43 +26,43 @@ type site struct {
 //	if unreachable end
 func check(dst []byte, fuel, limit uint32, cost int64) []byte {
 	dst = append(dst, opGlobalGet)
-	dst = appendULEB(dst, uint64(fuel))
+	dst = wasmbin.AppendULEB(dst, uint64(fuel))
 	dst = append(dst, opI64Const)
-	dst = appendSLEB(dst, cost)
+	dst = wasmbin.AppendSLEB(dst, cost)
 	dst = append(dst, opI64Sub, opGlobalSet)
-	dst = appendULEB(dst, uint64(fuel))
+	dst = wasmbin.AppendULEB(dst, uint64(fuel))
 	dst = append(dst, opGlobalGet)
-	dst = appendULEB(dst, uint64(fuel))
+	dst = wasmbin.AppendULEB(dst, uint64(fuel))
 	dst = append(dst, opGlobalGet)
-	dst = appendULEB(dst, uint64(limit))
+	dst = wasmbin.AppendULEB(dst, uint64(limit))
 	return append(dst, opI64LtS, opIf, blockEmpty, opUnreachable, opEnd)
 }
 
 // instrumentBody appends the rewritten body (locals and code, without its
 // size) to dst.
 func instrumentBody(dst, body []byte, fuel, limit uint32, count bool) ([]byte, error) {
-	r := &reader{b: body}
-	for n := r.vec(); n > 0 && r.err == nil; n-- {
-		r.u32()
+	r := &wasmbin.Reader{B: body}
+	for n := r.Vec(); n > 0 && r.Err == nil; n-- {
+		r.U32()
 		skipValType(r)
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("locals: %w", r.err)
+	if r.Err != nil {
+		return nil, fmt.Errorf("locals: %w", r.Err)
 	}
-	sites := []site{{off: r.off}} // [0] is the function entry
+	sites := []site{{off: r.Off}} // [0] is the function entry
 	// attr is the site that pays for the current instruction; frames
 	// remember the attr of the enclosing block to restore at its end.
 	attr := 0
 	var frames []int
 	calls := false
-	for r.err == nil {
-		if r.left() == 0 {
+	for r.Err == nil {
+		if r.Left() == 0 {
 			return nil, errors.New("code: missing end")
 		}
-		op := r.byte()
+		op := r.Byte()
 		sites[attr].cost++
 		skipImmediates(r, op)
-		if r.err != nil {
+		if r.Err != nil {
 			break
 		}
 		switch {
@@ -69,10 +71,10 @@ func instrumentBody(dst, body []byte, fuel, limit uint32, count bool) ([]byte, e
 		case op == opLoop:
 			frames = append(frames, attr)
 			attr = len(sites)
-			sites = append(sites, site{off: r.off})
+			sites = append(sites, site{off: r.Off})
 		case op == opDelegate, op == opEnd:
 			if len(frames) == 0 {
-				if r.left() != 0 {
+				if r.Left() != 0 {
 					return nil, errors.New("code: bytes after the final end")
 				}
 				return emit(dst, body, sites, calls, fuel, limit, count), nil
@@ -86,7 +88,7 @@ func instrumentBody(dst, body []byte, fuel, limit uint32, count bool) ([]byte, e
 			return nil, errors.New("code: nesting too deep")
 		}
 	}
-	return nil, fmt.Errorf("code: %w", r.err)
+	return nil, fmt.Errorf("code: %w", r.Err)
 }
 
 func emit(dst, body []byte, sites []site, calls bool, fuel, limit uint32, count bool) []byte {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+
+	"github.com/safeclose/safeclose/hostabi/internal/wasmbin"
 )
 
 // Default export names of the two globals.
@@ -76,12 +78,12 @@ func Instrument(wasm []byte, o Options) ([]byte, error) {
 		return nil, errors.New("fuel: not a WebAssembly 1.0 binary")
 	}
 	var secs []section
-	r := &reader{b: wasm, off: len(magic)}
+	r := &wasmbin.Reader{B: wasm, Off: len(magic)}
 	last := 0
-	for r.left() > 0 && r.err == nil {
-		id := r.byte()
-		p := r.bytes(uint64(r.u32()))
-		if r.err != nil {
+	for r.Left() > 0 && r.Err == nil {
+		id := r.Byte()
+		p := r.Bytes(uint64(r.U32()))
+		if r.Err != nil {
 			break
 		}
 		if id != secCustom {
@@ -92,8 +94,8 @@ func Instrument(wasm []byte, o Options) ([]byte, error) {
 		}
 		secs = append(secs, section{id, p})
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 
 	var importedGlobals, definedGlobals uint32
@@ -103,8 +105,8 @@ func Instrument(wasm []byte, o Options) ([]byte, error) {
 		case secImport:
 			importedGlobals, err = countGlobalImports(s.payload)
 		case secGlobal:
-			sr := &reader{b: s.payload}
-			definedGlobals, err = sr.vec(), sr.err
+			sr := &wasmbin.Reader{B: s.payload}
+			definedGlobals, err = sr.Vec(), sr.Err
 		case secExport:
 			err = checkExportNames(s.payload, o.FuelExport, o.LimitExport)
 		}
@@ -128,7 +130,7 @@ func Instrument(wasm []byte, o Options) ([]byte, error) {
 		case secGlobal:
 			p, err = appendVec(p, func(b []byte) []byte {
 				b = append(b, valI64, 0x01, opI64Const)
-				b = appendSLEB(b, o.Initial)
+				b = wasmbin.AppendSLEB(b, o.Initial)
 				b = append(b, opEnd, valI64, 0x01, opI64Const, 0x00, opEnd)
 				return b
 			})
@@ -136,10 +138,10 @@ func Instrument(wasm []byte, o Options) ([]byte, error) {
 			p, err = appendVec(p, func(b []byte) []byte {
 				b = appendName(b, o.FuelExport)
 				b = append(b, 0x03)
-				b = appendULEB(b, uint64(fuel))
+				b = wasmbin.AppendULEB(b, uint64(fuel))
 				b = appendName(b, o.LimitExport)
 				b = append(b, 0x03)
-				return appendULEB(b, uint64(limit))
+				return wasmbin.AppendULEB(b, uint64(limit))
 			})
 		case secCode:
 			p, err = instrumentCode(p, fuel, limit, o.CountInstructions)
@@ -148,7 +150,7 @@ func Instrument(wasm []byte, o Options) ([]byte, error) {
 			return nil, err
 		}
 		out = append(out, s.id)
-		out = appendULEB(out, uint64(len(p)))
+		out = wasmbin.AppendULEB(out, uint64(len(p)))
 		out = append(out, p...)
 	}
 	return out, nil
@@ -173,30 +175,30 @@ func ensure(secs []section, id byte) []section {
 // appendVec returns a vector payload with two more elements, appended by
 // add after the existing ones.
 func appendVec(p []byte, add func([]byte) []byte) ([]byte, error) {
-	r := &reader{b: p}
-	n := r.vec()
-	if r.err != nil {
-		return nil, r.err
+	r := &wasmbin.Reader{B: p}
+	n := r.Vec()
+	if r.Err != nil {
+		return nil, r.Err
 	}
-	out := appendULEB(nil, uint64(n)+2)
-	out = append(out, p[r.off:]...)
+	out := wasmbin.AppendULEB(nil, uint64(n)+2)
+	out = append(out, p[r.Off:]...)
 	return add(out), nil
 }
 
 func appendName(b []byte, s string) []byte {
-	b = appendULEB(b, uint64(len(s)))
+	b = wasmbin.AppendULEB(b, uint64(len(s)))
 	return append(b, s...)
 }
 
 func countGlobalImports(p []byte) (uint32, error) {
-	r := &reader{b: p}
+	r := &wasmbin.Reader{B: p}
 	var globals uint32
-	for n := r.vec(); n > 0 && r.err == nil; n-- {
-		r.bytes(uint64(r.u32())) // module
-		r.bytes(uint64(r.u32())) // name
-		switch kind := r.byte(); kind {
+	for n := r.Vec(); n > 0 && r.Err == nil; n-- {
+		r.Bytes(uint64(r.U32())) // module
+		r.Bytes(uint64(r.U32())) // name
+		switch kind := r.Byte(); kind {
 		case 0x00: // function: type index
-			r.u32()
+			r.U32()
 		case 0x01: // table: reftype, limits
 			skipValType(r)
 			skipLimits(r)
@@ -204,55 +206,55 @@ func countGlobalImports(p []byte) (uint32, error) {
 			skipLimits(r)
 		case 0x03: // global: valtype, mutability
 			skipValType(r)
-			r.byte()
+			r.Byte()
 			globals++
 		case 0x04: // tag: attribute, type index
-			r.byte()
-			r.u32()
+			r.Byte()
+			r.U32()
 		default:
-			r.fail(fmt.Errorf("fuel: import kind %#x", kind))
+			r.Fail(fmt.Errorf("fuel: import kind %#x", kind))
 		}
 	}
-	if r.err != nil {
-		return 0, fmt.Errorf("fuel: import section: %w", r.err)
+	if r.Err != nil {
+		return 0, fmt.Errorf("fuel: import section: %w", r.Err)
 	}
 	return globals, nil
 }
 
-func skipLimits(r *reader) {
-	flags := r.u32()
-	r.uleb(64)
+func skipLimits(r *wasmbin.Reader) {
+	flags := r.U32()
+	r.ULEB(64)
 	if flags&1 != 0 {
-		r.uleb(64)
+		r.ULEB(64)
 	}
 }
 
 func checkExportNames(p []byte, names ...string) error {
-	r := &reader{b: p}
-	for n := r.vec(); n > 0 && r.err == nil; n-- {
-		name := r.bytes(uint64(r.u32()))
+	r := &wasmbin.Reader{B: p}
+	for n := r.Vec(); n > 0 && r.Err == nil; n-- {
+		name := r.Bytes(uint64(r.U32()))
 		for _, want := range names {
 			if string(name) == want {
 				return fmt.Errorf("fuel: the module already exports %q", want)
 			}
 		}
-		r.byte()
-		r.u32()
+		r.Byte()
+		r.U32()
 	}
-	if r.err != nil {
-		return fmt.Errorf("fuel: export section: %w", r.err)
+	if r.Err != nil {
+		return fmt.Errorf("fuel: export section: %w", r.Err)
 	}
 	return nil
 }
 
 func instrumentCode(p []byte, fuel, limit uint32, count bool) ([]byte, error) {
-	r := &reader{b: p}
-	n := r.vec()
-	out := appendULEB(make([]byte, 0, len(p)+len(p)/8), uint64(n))
+	r := &wasmbin.Reader{B: p}
+	n := r.Vec()
+	out := wasmbin.AppendULEB(make([]byte, 0, len(p)+len(p)/8), uint64(n))
 	var body []byte
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		b := r.bytes(uint64(r.u32()))
-		if r.err != nil {
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		b := r.Bytes(uint64(r.U32()))
+		if r.Err != nil {
 			break
 		}
 		var err error
@@ -260,13 +262,13 @@ func instrumentCode(p []byte, fuel, limit uint32, count bool) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fuel: function %d: %w", i, err)
 		}
-		out = appendULEB(out, uint64(len(body)))
+		out = wasmbin.AppendULEB(out, uint64(len(body)))
 		out = append(out, body...)
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("fuel: code section: %w", r.err)
+	if r.Err != nil {
+		return nil, fmt.Errorf("fuel: code section: %w", r.Err)
 	}
-	if r.left() != 0 {
+	if r.Left() != 0 {
 		return nil, errors.New("fuel: code section: trailing bytes")
 	}
 	return out, nil

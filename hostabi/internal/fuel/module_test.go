@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/safeclose/safeclose/hostabi/internal/wasmbin"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
@@ -18,7 +19,7 @@ func mod(secs ...[]byte) []byte {
 	out := append([]byte(nil), magic...)
 	for _, s := range secs {
 		out = append(out, s[0])
-		out = appendULEB(out, uint64(len(s)-1))
+		out = wasmbin.AppendULEB(out, uint64(len(s)-1))
 		out = append(out, s[1:]...)
 	}
 	return out
@@ -33,7 +34,7 @@ func sec(id byte, parts ...[]byte) []byte {
 }
 
 func vec(items ...[]byte) []byte {
-	b := appendULEB(nil, uint64(len(items)))
+	b := wasmbin.AppendULEB(nil, uint64(len(items)))
 	for _, it := range items {
 		b = append(b, it...)
 	}
@@ -44,7 +45,7 @@ func name(s string) []byte { return appendName(nil, s) }
 
 func body(locals []byte, code ...byte) []byte {
 	b := append(append([]byte(nil), locals...), code...)
-	return append(appendULEB(nil, uint64(len(b))), b...)
+	return append(wasmbin.AppendULEB(nil, uint64(len(b))), b...)
 }
 
 // testModule exports count(n) (a counting loop), fib(n) (recursion without
