@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/cputime"
 )
 
 // BenchmarkAuthenticate is the per-request cost of a pooled Go-guest auth
@@ -96,7 +97,7 @@ func BenchmarkEnforcement(b *testing.B) {
 				p := load(b, newEngineWith(b, m.enf), g.guest, g.opts)
 				b.ReportAllocs()
 				b.ResetTimer()
-				cpu0 := processCPU()
+				cpu0 := cputime.Process()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						if d, err := p.Authenticate(context.Background(), g.r); err != nil || !d.Allow {
@@ -104,7 +105,7 @@ func BenchmarkEnforcement(b *testing.B) {
 						}
 					}
 				})
-				if cpu := processCPU() - cpu0; cpu > 0 {
+				if cpu := cputime.Process() - cpu0; cpu > 0 {
 					b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 				}
 			})

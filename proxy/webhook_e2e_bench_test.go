@@ -7,9 +7,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/safeclose/safeclose/internal/cputime"
 )
 
 // drainReceiver is a real forwarding destination on 127.0.0.1 that records
@@ -93,9 +94,9 @@ func BenchmarkWebhookEndToEnd(b *testing.B) {
 // benchEndToEnd measures BenchmarkWebhookEndToEnd on the store c configures.
 func benchEndToEnd(b *testing.B, c envConfig) {
 	n := b.N
-	cpu0 := cpuTime(b)
+	cpu0 := cputime.Process()
 	lat, intake, arr, start, conns := runEndToEnd(b, n, c)
-	cpu := cpuTime(b) - cpu0
+	cpu := cputime.Process() - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/webhook")
 	slices.Sort(lat)
@@ -121,15 +122,4 @@ func benchEndToEnd(b *testing.B, c envConfig) {
 		b.ReportMetric(rate(arr[:tenth]), "fwd-first10%/s")
 		b.ReportMetric(rate(arr[len(arr)-tenth:]), "fwd-last10%/s")
 	}
-}
-
-// cpuTime is the process's user+system CPU time so far: on a shared machine
-// CPU per operation is steadier than wall-clock rates.
-func cpuTime(tb testing.TB) time.Duration {
-	tb.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -6,11 +6,12 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/safeclose/safeclose/internal/cputime"
 )
 
 // BenchmarkEnqueue measures durable (synced) webhook intake from 32
@@ -23,7 +24,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	b.SetParallelism(16) // 16 × GOMAXPROCS senders
 	b.ReportAllocs()
 	b.ResetTimer() // opening the store is not intake
-	start, cpu0, r0 := time.Now(), cpuTime(b), db.gs.roundCount()
+	start, cpu0, r0 := time.Now(), cputime.Process(), db.gs.roundCount()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			e := Entry{Tenant: "t", Body: body, ReceivedAt: time.Now()}
@@ -37,18 +38,8 @@ func BenchmarkEnqueue(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 	// CPU per write (the whole process) is the figure to trust on a shared
 	// machine; rounds/write is how well fsyncs are shared.
-	b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/write")
+	b.ReportMetric(float64((cputime.Process()-cpu0).Microseconds())/float64(b.N), "cpu-µs/write")
 	b.ReportMetric(float64(db.gs.roundCount()-r0)/float64(b.N), "rounds/write")
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime(tb testing.TB) time.Duration {
-	tb.Helper()
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkSaveItem is one exchange's save (sealed token, owner index,

@@ -10,12 +10,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/safeclose/safeclose/internal/cputime"
 	"github.com/safeclose/safeclose/store"
 	"github.com/safeclose/safeclose/store/pg"
 	"github.com/safeclose/safeclose/store/pg/pgtest"
@@ -170,7 +170,7 @@ func BenchmarkPGDrain(b *testing.B) {
 	}
 	defer c.Close(ctx)
 	xact0, wal0, srv0 := serverState(b, c)
-	cpu0 := processCPU(b)
+	cpu0 := cputime.Process()
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -194,7 +194,7 @@ func BenchmarkPGDrain(b *testing.B) {
 	wg.Wait()
 	el := time.Since(start)
 	b.StopTimer()
-	cpu := processCPU(b) - cpu0
+	cpu := cputime.Process() - cpu0
 	xact1, wal1, srv1 := serverState(b, c)
 	n := float64(b.N)
 	b.ReportMetric(n/el.Seconds(), "entries/s")
@@ -233,13 +233,4 @@ func serverState(b *testing.B, c *pgx.Conn) (xact, wal int64, cpu time.Duration)
 		cpu += time.Duration(ut+sy) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 	}
 	return xact, wal, cpu
-}
-
-// processCPU is this process's user+system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
