@@ -3,6 +3,7 @@ module github.com/safeclose/safeclose
 go 1.26.8
 
 require (
+	filippo.io/nistec v0.0.4
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
 	github.com/coder/websocket v1.8.15

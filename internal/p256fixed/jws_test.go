@@ -1,0 +1,61 @@
+package p256fixed
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"testing"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// After RegisterJWS, jwx's ES256 verification takes a *Key, and every key
+// type it took before still verifies as before (the rest of the process
+// uses jwx's ES256 too).
+func TestRegisterJWS(t *testing.T) {
+	RegisterJWS()
+	RegisterJWS() // idempotent
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := New(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jk, err := jwk.FromRaw(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte("a webhook's signing input")
+	tok, err := jws.Sign(payload, jws.WithKey(jwa.ES256, priv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ko, _ := New(&other.PublicKey)
+	for _, c := range []struct {
+		name string
+		key  any
+		ok   bool
+	}{
+		{"*Key", k, true},
+		{"*ecdsa.PublicKey", &priv.PublicKey, true},
+		{"ecdsa.PublicKey", priv.PublicKey, true},
+		{"jwk.Key", jk, true},
+		{"another *Key", ko, false},
+		{"another *ecdsa.PublicKey", &other.PublicKey, false},
+	} {
+		got, err := jws.Verify(tok, jws.WithKey(jwa.ES256, c.key))
+		if (err == nil) != c.ok || (c.ok && string(got) != string(payload)) {
+			t.Errorf("%s: jws.Verify = %q, %v; want ok=%v", c.name, got, err, c.ok)
+		}
+	}
+	// A signature of the wrong length is refused before any arithmetic.
+	ver, _ := jws.NewVerifier(jwa.ES256)
+	if err := ver.Verify(payload, make([]byte, 63), k); err == nil {
+		t.Error("a 63-byte signature was accepted")
+	}
+}
