@@ -140,7 +140,7 @@ func TestVerifyChosenU2Digits(t *testing.T) {
 	priv, k := newKey(t)
 	d := priv.D
 	for _, pat := range []string{
-		"2082082082082082082082082082082082082082082082082082082082082082", // 100000 patterns
+		"2082082082082082082082082082082082082082082082082082082082082082",  // 100000 patterns
 		"fbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefb", // 111110 patterns
 		"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
 		"0000000000000000000000000000000000000000000000000000000000000001",
