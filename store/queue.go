@@ -43,7 +43,9 @@ func DecodeEntry(b []byte) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("store: decode entry: %w", err)
 	}
-	if err := json.Unmarshal(b, &e); err != nil {
+	if fast, ok := decodeEntryJSON(b); ok {
+		e = fast
+	} else if err := json.Unmarshal(b, &e); err != nil {
 		return Entry{}, fmt.Errorf("store: decode entry: %w", err)
 	}
 	if e.ID == "" || e.Tenant == "" {
