@@ -143,10 +143,17 @@ func benchIntake(b *testing.B, c envConfig) {
 	e := startEnv(b, c)
 	ws := signWebhooks(b, e.sim, b.N)
 	b.ResetTimer()
+	var r0 uint64
+	if e.db != nil {
+		r0 = e.db.SyncRounds()
+	}
 	t0, cpu0 := time.Now(), cputime.Process()
 	lat, _ := postWebhooks(b, e.addr, ws, 32)
 	el, cpu := time.Since(t0), cputime.Process()-cpu0
 	b.StopTimer()
+	if e.db != nil { // Badger: how many webhooks shared each fsync round
+		b.ReportMetric(float64(len(ws))/float64(e.db.SyncRounds()-r0), "webhooks/round")
+	}
 	// What the worker drained meanwhile: intake competes with it for the
 	// machine, so a store whose worker drains more per second of its CPU
 	// leaves intake more.

@@ -262,3 +262,12 @@ func (d *Deferred) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item
 
 // RecordOrphan is DB.RecordOrphan without waiting for its sync round.
 func (d *Deferred) RecordOrphan(o Orphan) (bool, error) { return d.db.recordOrphan(o, syncLater) }
+
+// SyncRounds is the number of fsync rounds run since Open (0 in memory):
+// writes per round is how well concurrent writers share their fsyncs.
+func (db *DB) SyncRounds() uint64 {
+	if db.gs == nil {
+		return 0
+	}
+	return db.gs.roundCount()
+}
