@@ -248,8 +248,18 @@ func main() {
 		last, _ := r.get(e2e, "fwd-last10%/s")
 		drain, _ := r.get(e2e, "drain-s")
 		conns, _ := r.get(e2e, "conns")
-		t.row("forwarding while the backlog drains", fmt.Sprintf("%.0f/s; first tenth %.0f/s, last tenth %.0f/s; drained in %.1f s; %.0f connections", fw, first, last, drain, conns),
-			fmt.Sprintf("intake %.0f/s", w), fmt.Sprintf("%.2f× intake; last/first %.2f", fw/w, last/first), "≥ intake rate, flat", t.oldVal(e2e, "forwards/s", 1, "/s"))
+		during, _ := r.get(e2e, "fwd-during-intake-%")
+		t.row("forwarding, intake running meanwhile (BenchmarkWebhookEndToEnd)", fmt.Sprintf("%.0f/s from the first webhook to the last forward; first tenth %.0f/s, last tenth %.0f/s; %.0f%% forwarded during intake; drained in %.1f s; %.0f connections", fw, first, last, during, drain, conns),
+			fmt.Sprintf("intake %.0f/s", w), fmt.Sprintf("%.2f× intake", fw/w), "report", t.oldVal(e2e, "forwards/s", 1, "/s"))
+	}
+	const dr = "BenchmarkWebhookDrain"
+	if fw, ok := r.get(dr, "forwards/s"); ok {
+		in, _ := r.get(dr, "webhooks/s")
+		first, _ := r.get(dr, "fwd-first10%/s")
+		last, _ := r.get(dr, "fwd-last10%/s")
+		cpuf, _ := r.get(dr, "cpu-µs/forward")
+		t.row("forwarding while a 20k backlog drains, default workers (BenchmarkWebhookDrain)", fmt.Sprintf("%.0f/s; first tenth %.0f/s, last tenth %.0f/s; %.0f CPU-µs each", fw, first, last, cpuf),
+			fmt.Sprintf("the intake that queued it %.0f/s", in), fmt.Sprintf("%.2f× intake; last/first %.2f", fw/in, last/first), "≥ intake rate, flat", t.oldVal(dr, "forwards/s", 1, "/s"))
 	}
 	if v, ok := r.get("BenchmarkVerify", "ns/op"); ok {
 		al, _ := r.get("BenchmarkVerify", "allocs/op")
