@@ -9,6 +9,8 @@ import (
 	mrand "math/rand/v2"
 	"runtime"
 	"testing"
+
+	"filippo.io/nistec"
 )
 
 func newKey(t testing.TB) (*ecdsa.PrivateKey, *Key) {
@@ -138,7 +140,11 @@ func b32mod(x *big.Int) []byte {
 // point R = u1·G + u2·Q with the private key.
 func TestVerifyChosenU2Digits(t *testing.T) {
 	priv, k := newKey(t)
-	d := priv.D
+	raw, err := priv.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := new(big.Int).SetBytes(raw)
 	for _, pat := range []string{
 		"2082082082082082082082082082082082082082082082082082082082082082",  // 100000 patterns
 		"fbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefbefb", // 111110 patterns
@@ -155,8 +161,15 @@ func TestVerifyChosenU2Digits(t *testing.T) {
 		// s = r/u2, and u1 = e/s must equal (k' - u2·d)·... : choose e so
 		// that u1·G + u2·Q = R, i.e. e = s·(k' - u2·d) mod n.
 		kk, _ := rand.Int(rand.Reader, n)
-		rx, _ := elliptic.P256().ScalarBaseMult(b32(kk))
-		r := new(big.Int).Mod(rx, n)
+		R, err := nistec.NewP256Point().ScalarBaseMult(b32(kk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rx, err := R.BytesX()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := new(big.Int).Mod(new(big.Int).SetBytes(rx), n)
 		s := new(big.Int).Mul(r, new(big.Int).ModInverse(u2, n))
 		s.Mod(s, n)
 		e := new(big.Int).Sub(kk, new(big.Int).Mul(u2, d))
@@ -178,8 +191,13 @@ func TestNewSharesAndValidates(t *testing.T) {
 		t.Fatalf("New of the same point = %p, %v; want the shared %p", k2, err, k)
 	}
 	runtime.KeepAlive(k)
-	bad := pub
-	bad.X = new(big.Int).Add(pub.X, big.NewInt(1))
+	enc, err := pub.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc[64] ^= 1 // y off by one: not on the curve
+	//lint:ignore SA1019 an off-curve key can only be built from raw coordinates
+	bad := ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(enc[1:33]), Y: new(big.Int).SetBytes(enc[33:])}
 	if _, err := New(&bad); err == nil {
 		t.Fatal("a point off the curve was accepted")
 	}
