@@ -11,9 +11,16 @@ import (
 // out, read without blocking. The kernel queues an event inside the system
 // call that creates the file, so a file created before changed is called is
 // reported by that call or an earlier one.
+//
+// changed is called by one sync round at a time (groupSync), so its buffer
+// and results live in the struct: a 4 KiB buffer captured by the read
+// closure escaped to the heap on every round.
 type dirWatch struct {
-	f  *os.File // closing it is safe while a read is under way
-	rc syscall.RawConn
+	f            *os.File // closing it is safe while a read is under way
+	rc           syscall.RawConn
+	drainFn      func(fd uintptr) bool // w.drain, made once
+	buf          [4096]byte
+	seen, failed bool
 }
 
 // newDirWatch watches dir; nil when inotify is unavailable (then syncFiles
@@ -35,7 +42,9 @@ func newDirWatch(dir string) *dirWatch {
 		f.Close()
 		return nil
 	}
-	return &dirWatch{f: f, rc: rc}
+	w := &dirWatch{f: f, rc: rc}
+	w.drainFn = w.drain
+	return w
 }
 
 // changed drains the pending events and reports whether there were any
@@ -43,24 +52,26 @@ func newDirWatch(dir string) *dirWatch {
 // otherwise than "nothing pending" counts as a change, so the caller looks
 // at the directory itself.
 func (w *dirWatch) changed() bool {
-	var buf [4096]byte
-	seen, failed := false, false
-	err := w.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err := syscall.Read(int(fd), buf[:])
-			switch {
-			case n > 0:
-				seen = true
-			case errors.Is(err, syscall.EINTR):
-			case errors.Is(err, syscall.EAGAIN):
-				return true // drained; never wait for more
-			default:
-				failed = true
-				return true
-			}
+	w.seen, w.failed = false, false
+	err := w.rc.Read(w.drainFn)
+	return w.seen || w.failed || err != nil
+}
+
+// drain reads every pending event without waiting (rc.Read's callback).
+func (w *dirWatch) drain(fd uintptr) bool {
+	for {
+		n, err := syscall.Read(int(fd), w.buf[:])
+		switch {
+		case n > 0:
+			w.seen = true
+		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, syscall.EAGAIN):
+			return true // drained; never wait for more
+		default:
+			w.failed = true
+			return true
 		}
-	})
-	return seen || failed || err != nil
+	}
 }
 
 func (w *dirWatch) close() { w.f.Close() }
