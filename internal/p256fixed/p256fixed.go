@@ -109,42 +109,55 @@ func New(pub *ecdsa.PublicKey) (*Key, error) {
 // message's SHA-256 (a longer hash is cut to its leftmost 256 bits, as
 // crypto/ecdsa does).
 func (k *Key) Verify(hash, r, s []byte) bool {
-	ri, si := new(big.Int).SetBytes(r), new(big.Int).SetBytes(s)
+	v := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(v)
+	ri, si := v.r.SetBytes(r), v.s.SetBytes(s)
 	if ri.Sign() == 0 || si.Sign() == 0 || ri.Cmp(n) >= 0 || si.Cmp(n) >= 0 {
 		return false
 	}
 	if len(hash) > 32 {
 		hash = hash[:32]
 	}
-	e := new(big.Int).SetBytes(hash)
-	w := new(big.Int).ModInverse(si, n)
-	u1 := e.Mul(e, w)
+	e := v.e.SetBytes(hash)
+	w := v.w.ModInverse(si, n)
+	u1 := v.u1.Mul(e, w)
 	u1.Mod(u1, n)
-	u2 := w.Mul(ri, w)
+	u2 := v.u2.Mul(ri, w)
 	u2.Mod(u2, n)
 
-	var b1, b2 [32]byte
-	p, err := nistec.NewP256Point().ScalarBaseMult(u1.FillBytes(b1[:]))
+	p, err := v.p.ScalarBaseMult(u1.FillBytes(v.b1[:]))
 	if err != nil {
 		return false
 	}
-	p.Add(p, k.mul(u2.FillBytes(b2[:])))
+	p.Add(p, k.mul(&v.acc, &v.neg, u2.FillBytes(v.b2[:])))
 	x, err := p.BytesX() // fails for the point at infinity
 	if err != nil {
 		return false
 	}
-	xi := new(big.Int).SetBytes(x)
+	xi := v.x.SetBytes(x)
 	if xi.Cmp(n) >= 0 { // x < p < 2n
 		xi.Sub(xi, n)
 	}
 	return xi.Cmp(ri) == 0
 }
 
+// scratch is one verification's working values, pooled so that the
+// big.Ints keep their buffers (issue 12: ~1 KiB of garbage a webhook).
+type scratch struct {
+	r, s, e, w, u1, u2, x big.Int
+	b1, b2                [32]byte
+	p, acc, neg           nistec.P256Point
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// infinity is the point at infinity (the sum of no points); read only.
+var infinity = nistec.NewP256Point()
+
 // mul returns u·Q for a 32-byte big-endian u < n, from the table: one
 // addition per non-zero signed digit.
-func (k *Key) mul(u []byte) *nistec.P256Point {
-	acc := nistec.NewP256Point() // the point at infinity
-	var neg nistec.P256Point
+func (k *Key) mul(acc, neg *nistec.P256Point, u []byte) *nistec.P256Point {
+	acc.Set(infinity)
 	carry := 0
 	for i := range windows {
 		d := bits(u, i*window) + carry

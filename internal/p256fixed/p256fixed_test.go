@@ -5,9 +5,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 	"math/big"
 	mrand "math/rand/v2"
 	"runtime"
+	"sync"
 	"testing"
 
 	"filippo.io/nistec"
@@ -271,5 +273,48 @@ func BenchmarkNew(b *testing.B) {
 		if _, err := New(&priv.PublicKey); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Verifications running at once (they share pooled scratch values) each
+// give their own answer.
+func TestVerifyConcurrent(t *testing.T) {
+	priv, k := newKey(t)
+	type sig struct {
+		h    [32]byte
+		r, s []byte
+		ok   bool
+	}
+	var sigs []sig
+	for i := range 16 {
+		h := sha256.Sum256([]byte{byte(i)})
+		r, s, err := ecdsa.Sign(rand.Reader, priv, h[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			h[0] ^= 1 // damaged: must be refused
+		}
+		sigs = append(sigs, sig{h, b32(r), b32(s), i%2 == 0})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 40 {
+				c := sigs[(g+j)%len(sigs)]
+				if got := k.Verify(c.h[:], c.r, c.s); got != c.ok {
+					errs <- fmt.Sprintf("signature %d: Verify = %v, want %v", (g+j)%len(sigs), got, c.ok)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
