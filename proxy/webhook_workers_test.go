@@ -7,8 +7,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/safeclose/safeclose/store"
 )
 
 // receiver is a forwarding destination that counts deliveries per
@@ -151,5 +154,54 @@ func TestShutdownReleasesLeasedEntries(t *testing.T) {
 	}
 	if es[0].Attempts != 0 || es[0].LastError != "" {
 		t.Errorf("released entry attempts = %d (%q), want 0", es[0].Attempts, es[0].LastError)
+	}
+}
+
+// staleExtendStore is a Badger store that refuses every lease extension as
+// stale, as when another worker took the entry after the lease ran out.
+type staleExtendStore struct {
+	*store.DB
+	extends atomic.Int64
+}
+
+func (s *staleExtendStore) Extend(string, uint64, time.Duration) error {
+	s.extends.Add(1)
+	return store.ErrStaleLease
+}
+
+// A lost lease cancels the work on its entry at once: the delivery in
+// flight is abandoned (context canceled), not waited out until the
+// destination answers or the client times out, and the attempt is
+// retried.
+func TestLostLeaseCancelsWork(t *testing.T) {
+	t.Parallel()
+	rv := &receiver{block: make(chan struct{})}
+	ts := newReceiver(t, rv)
+	t.Cleanup(func() { close(rv.block) })
+	var logs lockedBuf
+	var st *staleExtendStore
+	e := startEnv(t, envConfig{
+		forward:    []Destination{{Name: "app", URL: ts.URL, Secret: []byte("0123456789abcdef0123456789abcdef")}},
+		webhookOpt: WebhookOptions{Workers: 1, Lease: 60 * time.Millisecond, Backoff: time.Hour},
+		logTo:      &logs,
+		store: func(t testing.TB, kr *store.Keyring) Store {
+			db, err := store.Open(store.Options{Dir: t.TempDir(), Keyring: kr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			st = &staleExtendStore{DB: db}
+			return st
+		},
+	})
+	if r := e.postSigned("t1.test", event(1)); r.status != 200 {
+		t.Fatalf("webhook = %d %s", r.status, r.body)
+	}
+	eventually(t, "the attempt abandoned and retried", func() bool {
+		l := logs.String()
+		return strings.Contains(l, "webhook lease lost") && strings.Contains(l, "will retry") && strings.Contains(l, "context canceled")
+	})
+	if n := st.extends.Load(); n != 1 {
+		t.Errorf("%d extensions tried after the lease was lost, want 1", n)
 	}
 }
