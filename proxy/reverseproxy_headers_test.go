@@ -249,7 +249,7 @@ func TestSetForwarding(t *testing.T) {
 // canonical form would be a second, differently spelled header.
 func TestCanonicalKeys(t *testing.T) {
 	t.Parallel()
-	for _, k := range [][]byte{keyXForwardedFor, keyXForwardedHost, keyXForwardedProto, keyForwarded, keyRequestID} {
+	for _, k := range [][]byte{keyXForwardedFor, keyXForwardedHost, keyXForwardedProto, keyForwarded, keyRequestID, keyUser, keyTenant} {
 		var h fasthttp.RequestHeader
 		h.Set(strings.ToLower(string(k)), "client")
 		h.SetCanonical(k, []byte("safeclose"))
