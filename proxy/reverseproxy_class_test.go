@@ -2,7 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 // The list-based definitions headerClass replaced (one scan of every list
@@ -76,4 +81,32 @@ func FuzzHeaderClass(f *testing.F) {
 		f.Add([]byte(n))
 	}
 	f.Fuzz(func(t *testing.T, k []byte) { checkClass(t, k) })
+}
+
+// More names to delete than stripHopByHop and sanitizeRequest keep on the
+// stack (8 names, 256 bytes): every one still goes, and nothing else.
+func TestStripManyHeaders(t *testing.T) {
+	t.Parallel()
+	var h fasthttp.RequestHeader
+	h.SetHost("t1.test")
+	h.Set("Authorization", "Bearer k")
+	var conn []string
+	for i := range 12 {
+		name := fmt.Sprintf("X-Hop-%02d-%s", i, strings.Repeat("n", 40))
+		h.Set(name, "v")
+		h.Set(fmt.Sprintf("X_Forwarded_%02d_%s", i, strings.Repeat("f", 40)), "forged")
+		conn = append(conn, name)
+	}
+	h.Set("Connection", strings.Join(conn, ", "))
+	if err := sanitizeRequest(&h); err != nil {
+		t.Fatal(err)
+	}
+	stripHopByHop(&h)
+	var left []string
+	for k := range h.All() {
+		left = append(left, string(k))
+	}
+	if want := []string{"Host", "Authorization"}; !slices.Equal(left, want) {
+		t.Errorf("headers left %q, want %q", left, want)
+	}
 }

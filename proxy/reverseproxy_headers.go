@@ -191,17 +191,22 @@ func isTokenChar(c byte) bool {
 // the auth plugin nor the upstream ever sees a forged one. A clean request
 // costs one scan and no allocation.
 func sanitizeRequest(h *fasthttp.RequestHeader) error {
-	var del [][]byte
+	var nb [256]byte // names to delete, as in stripHopByHop
+	var eb [8]int
+	names, ends := nb[:0], eb[:0]
 	for k := range h.All() {
 		if !isToken(k) {
 			return errHeaderName
 		}
 		if headerClass(k)&classSafecloseSet != 0 {
-			del = append(del, append([]byte(nil), k...))
+			names = append(names, k...)
+			ends = append(ends, len(names))
 		}
 	}
-	for _, k := range del {
-		h.DelBytes(k)
+	start := 0
+	for _, end := range ends {
+		h.DelBytes(names[start:end])
+		start = end
 	}
 	return nil
 }
@@ -212,50 +217,73 @@ func sanitizeRequest(h *fasthttp.RequestHeader) error {
 // framing header or a header Safeclose sets (those are set after this runs
 // and must reach the upstream).
 func stripHopByHop(h *fasthttp.RequestHeader) {
-	var conn []byte // all Connection values, comma-joined
-	drop := false
+	var cb [128]byte // the Connection values, comma-joined
+	conn, named, drop := cb[:0], false, false
 	for k, v := range h.All() {
 		c := headerClass(k)
 		if c&classConnection != 0 {
-			conn = append(append(conn, ','), v...)
+			conn, named = append(append(conn, ','), v...), true
 		}
 		drop = drop || c&(classHop|classFramingVariant) != 0
 	}
-	if !drop && conn == nil { // the usual request: nothing to remove
-		return
-	}
-	var del [][]byte
-	for k := range h.All() {
-		if dropHopHeader(k, conn) {
-			del = append(del, append([]byte(nil), k...))
+	if drop || named { // else the usual message: nothing to remove
+		if !named {
+			conn = nil // no Connection header: no tokens to honour
 		}
-	}
-	for _, k := range del {
-		h.DelBytes(k)
+		// The names to delete once the iteration is done, one after
+		// another in names, each ending at its offset in ends: on the
+		// stack for up to 8 names and 256 bytes.
+		var nb [256]byte
+		var eb [8]int
+		names, ends := nb[:0], eb[:0]
+		for k := range h.All() {
+			if dropHopHeader(k, conn) {
+				names = append(names, k...)
+				ends = append(ends, len(names))
+			}
+		}
+		start := 0
+		for _, end := range ends {
+			h.DelBytes(names[start:end])
+			start = end
+		}
 	}
 }
 
 // stripHopByHopResp is stripHopByHop for the upstream's response: its own
-// Connection header's tokens are applied, then it is removed.
+// Connection header's tokens are applied, then it is removed. (The same
+// code as stripHopByHop: over an iterator passed in, the loops' closures
+// would go to the heap.)
 func stripHopByHopResp(h *fasthttp.ResponseHeader) {
-	var conn []byte
-	drop := false
+	var cb [128]byte // the Connection values, comma-joined
+	conn, named, drop := cb[:0], false, false
 	for k, v := range h.All() {
 		c := headerClass(k)
 		if c&classConnection != 0 {
-			conn = append(append(conn, ','), v...)
+			conn, named = append(append(conn, ','), v...), true
 		}
 		drop = drop || c&(classHop|classFramingVariant) != 0
 	}
-	if drop || conn != nil {
-		var del [][]byte
+	if drop || named { // else the usual message: nothing to remove
+		if !named {
+			conn = nil // no Connection header: no tokens to honour
+		}
+		// The names to delete once the iteration is done, one after
+		// another in names, each ending at its offset in ends: on the
+		// stack for up to 8 names and 256 bytes.
+		var nb [256]byte
+		var eb [8]int
+		names, ends := nb[:0], eb[:0]
 		for k := range h.All() {
 			if dropHopHeader(k, conn) {
-				del = append(del, append([]byte(nil), k...))
+				names = append(names, k...)
+				ends = append(ends, len(names))
 			}
 		}
-		for _, k := range del {
-			h.DelBytes(k)
+		start := 0
+		for _, end := range ends {
+			h.DelBytes(names[start:end])
+			start = end
 		}
 	}
 	// The upstream's "Connection: close" is about its connection to us, not
