@@ -28,7 +28,7 @@ func bookkeeping(w io.Writer) (*Server, *tenant, *fasthttp.RequestCtx) {
 func runBookkeeping(s *Server, tn *tenant, ctx *fasthttp.RequestCtx) {
 	var buf [maxRequestIDLen]byte
 	rid := s.requestID(&ctx.Request.Header, buf[:0])
-	s.finishRequest(ctx, tn, "proxy", []byte("/app/orders"), rid, true)
+	s.finishRequest(ctx, tn, "proxy", []byte("/app/orders"), rid, true, monoNow())
 }
 
 func TestBookkeeping(t *testing.T) {

@@ -47,3 +47,30 @@ func median(xs []float64) float64 {
 	}
 	return xs[len(xs)/2]
 }
+
+// The header work of a browser's request (a Connection header to honour,
+// a Cookie) allocates nothing: the names to delete are collected on the
+// stack (stripHopByHop, sanitizeRequest).
+func TestPlainPathHeadersAllocs(t *testing.T) {
+	s := &Server{}
+	up := upstreamResponse(t)
+	for _, c := range headerCases {
+		var req fasthttp.Request
+		if err := req.ReadLimitBody(bufioReader(c.raw), 0); err != nil {
+			t.Fatal(err)
+		}
+		ctx := headerCtx(t, c.raw, up)
+		run := func() {
+			req.CopyTo(&ctx.Request)
+			_ = ctx.Host()
+			ctx.Response.Reset()
+			if err := plainPathHeaders(s, ctx, up); err != nil {
+				t.Fatal(err)
+			}
+		}
+		run()
+		if n := testing.AllocsPerRun(100, run); n > 0 {
+			t.Errorf("%s: %v allocations per request, want 0", c.name, n)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/internal/cputime"
 )
 
 // benchUpstream is the app: a fasthttp server answering 200 with a small
@@ -133,7 +134,7 @@ func BenchmarkProxy(b *testing.B) {
 			b.SetParallelism(16)
 			b.ReportAllocs()
 			b.ResetTimer()
-			t0 := time.Now()
+			t0, cpu0 := time.Now(), cputime.Process()
 			b.RunParallel(func(pb *testing.PB) {
 				req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 				for pb.Next() {
@@ -144,6 +145,12 @@ func BenchmarkProxy(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "req/s")
+			// The whole process's CPU per request: client, proxy and upstream
+			// (one process), so compare differences, not ratios. Steadier
+			// than req/s on a shared machine.
+			if cpu := cputime.Process() - cpu0; cpu > 0 {
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+			}
 		})
 	}
 }

@@ -40,11 +40,7 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	ws := isWebSocketUpgrade(h)
 	closeConn := h.ConnectionClose()
 	stripHopByHop(h)
-	h.Set(HeaderUser, id.Subject)
-	h.Set(HeaderTenant, tn.Name)
-	for _, c := range id.Claims {
-		h.Set(HeaderClaimPrefix+c.Name, c.Value)
-	}
+	setIdentity(h, id, tn.Name)
 	setForwarding(ctx, h)
 	if ws {
 		return s.proxyWebSocket(ctx, tn)
@@ -61,6 +57,18 @@ func (s *Server) proxyRequest(ctx *fasthttp.RequestCtx, tn *tenant) error {
 		ctx.SetConnectionClose() // the client asked to close; honour it after the answer
 	}
 	return nil
+}
+
+// setIdentity sets the identity headers: user, tenant and claims. The
+// fixed keys go in by SetCanonical (Set would copy and normalise them each
+// time).
+func setIdentity(h *fasthttp.RequestHeader, id Identity, tenant string) {
+	var vb [128]byte // SetCanonical copies the value: one buffer serves both
+	h.SetCanonical(keyUser, append(vb[:0], id.Subject...))
+	h.SetCanonical(keyTenant, append(vb[:0], tenant...))
+	for _, c := range id.Claims {
+		h.Set(HeaderClaimPrefix+c.Name, c.Value)
+	}
 }
 
 // relayResponse moves the upstream's response into ctx: headers now, the

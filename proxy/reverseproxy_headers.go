@@ -16,7 +16,12 @@ import (
 // errHeaderName refuses a header name outside the RFC 9110 token charset.
 var errHeaderName = badRequest("invalid_header", "a request header name contains characters outside the RFC 9110 token set")
 
-// Folded lower-case names ('-' stands for any of "-_.").
+// The header names Safeclose acts on, folded and lower case ('-' stands for
+// any of "-_."). headerClass recognises them with a switch on the first
+// byte, so an ordinary name (Authorization, Accept, Cookie…) costs one
+// comparison per pass instead of a scan of every list below. The lists are
+// the specification; TestHeaderClassMatchesLists and FuzzHeaderClass hold
+// headerClass to them.
 var (
 	// Safeclose sets every X-Safeclose-* header itself (identity).
 	identityPrefix = "x-safeclose-"
@@ -41,6 +46,74 @@ var (
 	// dropped.
 	framing = []string{"host", "content-length", "transfer-encoding"}
 )
+
+// Classes of a header name (headerClass), as bits.
+const (
+	classSafecloseSet   = 1 << iota // identity or forwarding: an identityPrefix or forwardPrefix name, or one of forwardNames
+	classHop                        // one of hopByHop
+	classFramingVariant             // folds to a framing header without being its exact name
+	classConnection                 // folds to "connection"
+	classRequestID                  // folds to "x-request-id"
+)
+
+// headerClass classifies a header name: the lists above, looked up by the
+// folded first byte and the length. fasthttp yields its special headers
+// under their exact names (Host, Content-Length), which are compared first.
+func headerClass(k []byte) uint8 {
+	if len(k) < 2 {
+		return 0
+	}
+	switch foldByte(k[0]) {
+	case 'x':
+		switch {
+		case foldHasPrefix(k, identityPrefix), foldHasPrefix(k, forwardPrefix):
+			return classSafecloseSet
+		case foldEqual(k, "x-request-id"):
+			return classRequestID
+		case foldIn(k, forwardNames):
+			return classSafecloseSet
+		}
+	case 'f':
+		if foldEqual(k, "forwarded") {
+			return classSafecloseSet
+		}
+	case 't':
+		switch len(k) {
+		case 2, 7: // te, trailer
+			if foldIn(k, hopByHop) {
+				return classHop
+			}
+		case 14:
+			if foldEqual(k, "true-client-ip") {
+				return classSafecloseSet
+			}
+		case 17:
+			if string(k) != "Transfer-Encoding" && foldEqual(k, "transfer-encoding") && !bytes.EqualFold(k, []byte("transfer-encoding")) {
+				return classFramingVariant
+			}
+		}
+	case 'c':
+		switch len(k) {
+		case 10:
+			if foldEqual(k, "connection") {
+				return classHop | classConnection
+			}
+		case 14:
+			if string(k) != "Content-Length" && foldEqual(k, "content-length") && !bytes.EqualFold(k, []byte("content-length")) {
+				return classFramingVariant
+			}
+		}
+	case 'h':
+		if string(k) != "Host" && foldEqual(k, "host") && !bytes.EqualFold(k, []byte("host")) {
+			return classFramingVariant
+		}
+	case 'p', 'k', 'u': // proxy-*, keep-alive, upgrade
+		if foldIn(k, hopByHop) {
+			return classHop
+		}
+	}
+	return 0
+}
 
 // foldByte maps a header-name byte to its folded form.
 func foldByte(c byte) byte {
@@ -79,24 +152,27 @@ func foldIn(name []byte, list []string) bool {
 	return false
 }
 
-// isSafecloseSet reports whether name is, or folds to, a header Safeclose
-// itself sets or that claims to describe the client (identity, forwarding).
-func isSafecloseSet(name []byte) bool {
-	return foldHasPrefix(name, identityPrefix) || foldHasPrefix(name, forwardPrefix) || foldIn(name, forwardNames)
-}
-
 // isToken reports whether name is a non-empty RFC 9110 token.
 func isToken(name []byte) bool {
 	if len(name) == 0 {
 		return false
 	}
 	for _, c := range name {
-		if !isTokenChar(c) {
+		if !tokenChars[c] {
 			return false
 		}
 	}
 	return true
 }
+
+// tokenChars[c] is isTokenChar(c), by table: isToken runs over every
+// request header name.
+var tokenChars = func() (t [256]bool) {
+	for c := range t {
+		t[c] = isTokenChar(byte(c))
+	}
+	return t
+}()
 
 func isTokenChar(c byte) bool {
 	if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
@@ -115,17 +191,22 @@ func isTokenChar(c byte) bool {
 // the auth plugin nor the upstream ever sees a forged one. A clean request
 // costs one scan and no allocation.
 func sanitizeRequest(h *fasthttp.RequestHeader) error {
-	var del [][]byte
+	var nb [256]byte // names to delete, as in stripHopByHop
+	var eb [8]int
+	names, ends := nb[:0], eb[:0]
 	for k := range h.All() {
 		if !isToken(k) {
 			return errHeaderName
 		}
-		if isSafecloseSet(k) {
-			del = append(del, append([]byte(nil), k...))
+		if headerClass(k)&classSafecloseSet != 0 {
+			names = append(names, k...)
+			ends = append(ends, len(names))
 		}
 	}
-	for _, k := range del {
-		h.DelBytes(k)
+	start := 0
+	for _, end := range ends {
+		h.DelBytes(names[start:end])
+		start = end
 	}
 	return nil
 }
@@ -136,57 +217,93 @@ func sanitizeRequest(h *fasthttp.RequestHeader) error {
 // framing header or a header Safeclose sets (those are set after this runs
 // and must reach the upstream).
 func stripHopByHop(h *fasthttp.RequestHeader) {
-	var conn []byte // all Connection values, comma-joined
-	var del [][]byte
+	var cb [128]byte // the Connection values, comma-joined
+	conn, named, drop := cb[:0], false, false
 	for k, v := range h.All() {
-		if foldEqual(k, "connection") {
-			conn = append(append(conn, ','), v...)
+		c := headerClass(k)
+		if c&classConnection != 0 {
+			conn, named = append(append(conn, ','), v...), true
 		}
+		drop = drop || c&(classHop|classFramingVariant) != 0
 	}
-	for k := range h.All() {
-		if dropHopHeader(k, conn) {
-			del = append(del, append([]byte(nil), k...))
+	if drop || named { // else the usual message: nothing to remove
+		if !named {
+			conn = nil // no Connection header: no tokens to honour
 		}
-	}
-	for _, k := range del {
-		h.DelBytes(k)
+		// The names to delete once the iteration is done, one after
+		// another in names, each ending at its offset in ends: on the
+		// stack for up to 8 names and 256 bytes.
+		var nb [256]byte
+		var eb [8]int
+		names, ends := nb[:0], eb[:0]
+		for k := range h.All() {
+			if dropHopHeader(k, conn) {
+				names = append(names, k...)
+				ends = append(ends, len(names))
+			}
+		}
+		start := 0
+		for _, end := range ends {
+			h.DelBytes(names[start:end])
+			start = end
+		}
 	}
 }
 
 // stripHopByHopResp is stripHopByHop for the upstream's response: its own
-// Connection header's tokens are applied, then it is removed.
+// Connection header's tokens are applied, then it is removed. (The same
+// code as stripHopByHop: over an iterator passed in, the loops' closures
+// would go to the heap.)
 func stripHopByHopResp(h *fasthttp.ResponseHeader) {
-	var conn []byte
-	var del [][]byte
+	var cb [128]byte // the Connection values, comma-joined
+	conn, named, drop := cb[:0], false, false
 	for k, v := range h.All() {
-		if foldEqual(k, "connection") {
-			conn = append(append(conn, ','), v...)
+		c := headerClass(k)
+		if c&classConnection != 0 {
+			conn, named = append(append(conn, ','), v...), true
 		}
+		drop = drop || c&(classHop|classFramingVariant) != 0
 	}
-	for k := range h.All() {
-		if dropHopHeader(k, conn) {
-			del = append(del, append([]byte(nil), k...))
+	if drop || named { // else the usual message: nothing to remove
+		if !named {
+			conn = nil // no Connection header: no tokens to honour
 		}
-	}
-	for _, k := range del {
-		h.DelBytes(k)
+		// The names to delete once the iteration is done, one after
+		// another in names, each ending at its offset in ends: on the
+		// stack for up to 8 names and 256 bytes.
+		var nb [256]byte
+		var eb [8]int
+		names, ends := nb[:0], eb[:0]
+		for k := range h.All() {
+			if dropHopHeader(k, conn) {
+				names = append(names, k...)
+				ends = append(ends, len(names))
+			}
+		}
+		start := 0
+		for _, end := range ends {
+			h.DelBytes(names[start:end])
+			start = end
+		}
 	}
 	// The upstream's "Connection: close" is about its connection to us, not
 	// ours to the client.
 	h.ResetConnectionClose()
 }
 
+// dropHopHeader reports whether k goes: a hop-by-hop header, a framing
+// header's name variant, or a header a Connection value names (conn, its
+// values comma-joined; never one Safeclose sets).
 func dropHopHeader(k, conn []byte) bool {
-	if foldIn(k, hopByHop) {
+	c := headerClass(k)
+	if c&(classHop|classFramingVariant) != 0 {
 		return true
 	}
-	if foldIn(k, framing) {
-		// The exact names are fasthttp's; only variants are dropped.
-		return !bytes.EqualFold(k, []byte("host")) && !bytes.EqualFold(k, []byte("content-length")) &&
-			!bytes.EqualFold(k, []byte("transfer-encoding"))
-	}
-	return conn != nil && !isSafecloseSet(k) && namedIn(conn, k)
+	return conn != nil && c&classSafecloseSet == 0 && !isFraming(k) && namedIn(conn, k)
 }
+
+// isFraming reports whether k folds to a framing header (exact name or not).
+func isFraming(k []byte) bool { return foldIn(k, framing) }
 
 // namedIn reports whether name is one of the comma-separated tokens of
 // Connection header values (case-insensitive).
@@ -211,6 +328,8 @@ var (
 	keyXForwardedProto = []byte("X-Forwarded-Proto")
 	keyForwarded       = []byte("Forwarded")
 	keyRequestID       = []byte(HeaderRequestID)
+	keyUser            = []byte(HeaderUser)
+	keyTenant          = []byte(HeaderTenant)
 	protoHTTP          = []byte("http")
 	protoHTTPS         = []byte("https")
 )

@@ -218,6 +218,9 @@ func TestSetForwarding(t *testing.T) {
 		{"ipv4", "192.0.2.60:5000", "t1.test", "for=192.0.2.60;host=t1.test;proto=http", "192.0.2.60"},
 		{"ipv6", "[2001:db8::1]:443", "t1.test:8080", `for="[2001:db8::1]";host="t1.test:8080";proto=http`, "2001:db8::1"},
 		{"mapped", "[::ffff:10.0.0.1]:80", "a.test", "for=10.0.0.1;host=a.test;proto=http", "10.0.0.1"},
+		{"ipv4 in 16 bytes", "203.0.113.255:1", "a.test", "for=203.0.113.255;host=a.test;proto=http", "203.0.113.255"},
+		{"ipv4 zeros", "0.0.0.0:1", "a.test", "for=0.0.0.0;host=a.test;proto=http", "0.0.0.0"},
+		{"ipv6 loopback", "[::1]:1", "a.test", `for="[::1]";host=a.test;proto=http`, "::1"},
 		{"quote in host", "192.0.2.1:1", `t1.test:"x\`, `for=192.0.2.1;host="t1.test:\"x\\";proto=http`, "192.0.2.1"},
 	}
 	for _, tt := range tests {
@@ -228,6 +231,10 @@ func TestSetForwarding(t *testing.T) {
 			req.Header.SetHost(tt.host)
 			var ctx fasthttp.RequestCtx
 			ctx.Init(&req, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tt.remote)), nil)
+			if tt.name == "ipv4 in 16 bytes" { // as an IPv6 listener reports an IPv4 client
+				a := ctx.RemoteAddr().(*net.TCPAddr)
+				ctx.Init(&req, &net.TCPAddr{IP: a.IP.To16(), Port: a.Port}, nil)
+			}
 			setForwarding(&ctx, &ctx.Request.Header)
 			h := &ctx.Request.Header
 			if g := string(h.Peek("Forwarded")); g != tt.want {
@@ -249,7 +256,7 @@ func TestSetForwarding(t *testing.T) {
 // canonical form would be a second, differently spelled header.
 func TestCanonicalKeys(t *testing.T) {
 	t.Parallel()
-	for _, k := range [][]byte{keyXForwardedFor, keyXForwardedHost, keyXForwardedProto, keyForwarded, keyRequestID} {
+	for _, k := range [][]byte{keyXForwardedFor, keyXForwardedHost, keyXForwardedProto, keyForwarded, keyRequestID, keyUser, keyTenant} {
 		var h fasthttp.RequestHeader
 		h.Set(strings.ToLower(string(k)), "client")
 		h.SetCanonical(k, []byte("safeclose"))

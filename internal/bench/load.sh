@@ -9,6 +9,7 @@
 #   nginx-plain        nginx proxying, no auth
 #   nginx-auth_request nginx + auth_request to a Go JWT service
 #   safeclose-nocache  jwtauth.wasm plugin (HS256 checked in the host), decision cache off
+#   safeclose-nocache-as  the same config with jwtauth-as.wasm (the AssemblyScript SDK's port)
 #   safeclose          the same with cache_ttl=$CACHE_TTL (default 30s)
 #   safeclose-apikeys  built-in api_keys, no plugin
 #
@@ -26,10 +27,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ANCHORS="${ANCHORS:-$ROOT/../shared/perf-anchors}"
 BASE="${BASE:-/tmp/safeclose-bench}"
 DURATION="${DURATION:-10s}"; ROUNDS="${ROUNDS:-3}"; CONNS="${CONNS:-32}"; THREADS="${THREADS:-1}"; WARMUP="${WARMUP:-2s}"; CACHE_TTL="${CACHE_TTL:-30s}"
-TARGETS=(rp-fasthttp nginx-plain nginx-auth_request safeclose-nocache safeclose safeclose-apikeys)
+TARGETS=(rp-fasthttp nginx-plain nginx-auth_request safeclose-nocache safeclose safeclose-apikeys safeclose-nocache-as)
 declare -A PORT=([upstream]=18081 [rp-fasthttp]=18082 [nginx-auth_request]=18084 [authsvc]=18085 [nginx-plain]=18087
-  [safeclose]=18090 [safeclose-nocache]=18090 [safeclose-apikeys]=18090)
-declare -A HOSTHDR=([safeclose]=cached.bench [safeclose-nocache]=nocache.bench [safeclose-apikeys]=apikeys.bench)
+  [safeclose]=18090 [safeclose-nocache]=18090 [safeclose-apikeys]=18090 [safeclose-nocache-as]=18090)
+declare -A HOSTHDR=([safeclose]=cached.bench [safeclose-nocache]=nocache.bench [safeclose-apikeys]=apikeys.bench
+  [safeclose-nocache-as]=nocache-as.bench)
 RUN="$BASE/run-$(date +%Y%m%d-%H%M%S)"; BIN="$BASE/bin"
 mkdir -p "$RUN"/{wrk,logs,nginx/logs,nginx/tmp} "$BIN"
 PIDS=()
@@ -52,6 +54,8 @@ log "building baselines from $ANCHORS and Safeclose from $ROOT"
 (cd "$ROOT" && go build -trimpath -o "$BIN/safeclose" ./cmd/safeclose && bash plugins/build.sh >/dev/null)
 WASM="$ROOT/plugins/bin/jwtauth.wasm"
 SUM=$(sha256sum "$WASM" | cut -d' ' -f1)
+WASM_AS="$ROOT/plugins/bin/jwtauth-as.wasm"
+SUM_AS=$(sha256sum "$WASM_AS" | cut -d' ' -f1)
 SECRET="perf-anchors-demo-hs256-secret!!"  # the anchors' demo HS256 key (authz.DefaultSecret)
 TOKEN=$("$BIN/tool" token -ttl 1h)
 TOKEN_SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)  # the api_keys tenant accepts the same bearer
@@ -90,6 +94,19 @@ tenants:
         cache_ttl: 0s
         config: {jwt: {issuer: perf-anchors, audience: edge-proxy}}
         secrets: {main: env:BENCH_JWT_SECRET}
+  - name: nocache-as
+    hosts: [nocache-as.bench]
+    upstream: http://127.0.0.1:${PORT[upstream]}
+    plaid: {env: emulator, client_name: Bench, products: [transactions], country_codes: [US], language: en}
+    auth:
+      plugin:
+        name: jwtauth-as
+        path: $WASM_AS
+        sha256: $SUM_AS
+        capabilities: [config, crypto, log]
+        cache_ttl: 0s
+        config: {jwt: {issuer: perf-anchors, audience: edge-proxy}}
+        secrets: {main: env:BENCH_JWT_SECRET}
   - name: apikeys
     hosts: [apikeys.bench]
     upstream: http://127.0.0.1:${PORT[upstream]}
@@ -112,7 +129,7 @@ for t in "${TARGETS[@]}"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${HOSTHDR[$t]:-127.0.0.1}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}/")
   [[ $code == 200 ]] || die "$t answered $code with a valid token"
 done
-for t in nginx-auth_request safeclose-nocache safeclose safeclose-apikeys; do
+for t in nginx-auth_request safeclose-nocache safeclose safeclose-apikeys safeclose-nocache-as; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: ${HOSTHDR[$t]:-127.0.0.1}" -H "Authorization: Bearer bad" "http://127.0.0.1:${PORT[$t]}/")
   [[ $code == 401 ]] || die "$t answered $code to a bad token"
 done
@@ -148,10 +165,12 @@ done
     printf '%-20s %12.0f %24s %10s %8s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad"
   done
   awk -v c="${MED[safeclose]}" -v u="${MED[safeclose-nocache]}" -v k="${MED[safeclose-apikeys]}" -v f="${MED[rp-fasthttp]}" \
-      -v n="${MED[nginx-auth_request]}" -v p="${MED[nginx-plain]}" 'BEGIN {
+      -v n="${MED[nginx-auth_request]}" -v p="${MED[nginx-plain]}" -v a="${MED[safeclose-nocache-as]}" 'BEGIN {
     printf "safeclose-nocache / rp-fasthttp        = %.3f  (target >= 0.85)\n", u/f
     printf "safeclose-nocache / nginx-auth_request = %.3f  (target >= 2.5)\n", u/n
     printf "safeclose (cached) / rp-fasthttp       = %.3f  (target >= 0.95)\n", c/f
+    printf "safeclose-nocache-as / rp-fasthttp     = %.3f  (AssemblyScript guest; target as nocache >= 0.85)\n", a/f
+    printf "safeclose-nocache-as / nginx-auth_req  = %.3f  (target as nocache >= 2.5)\n", a/n
     printf "safeclose-apikeys / nginx-plain        = %.3f  (target >= 0.80)\n", k/p
     printf "safeclose-apikeys / rp-fasthttp        = %.3f\n", k/f
     printf "nginx-auth_request / rp-fasthttp       = %.3f\n", n/f }'

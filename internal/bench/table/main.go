@@ -148,6 +148,8 @@ func main() {
 	}
 	lrow("Wasm JWT plugin (jwtauth), decision cache off ÷ plain fasthttp RP", "safeclose-nocache", "rp-fasthttp", "≥ 0.85×")
 	lrow("same ÷ nginx + auth_request", "safeclose-nocache", "nginx-auth_request", "≥ 2.5×")
+	lrow("jwtauth-as (AssemblyScript guest), cache off ÷ plain fasthttp RP", "safeclose-nocache-as", "rp-fasthttp", "≥ 0.85×")
+	lrow("same ÷ nginx + auth_request", "safeclose-nocache-as", "nginx-auth_request", "≥ 2.5×")
 	lrow("jwtauth with cache_ttl: 30s ÷ plain fasthttp RP", "safeclose", "rp-fasthttp", "keep ≥ 0.95×")
 	lrow("built-in api_keys, no plugin ÷ nginx plain", "safeclose-apikeys", "nginx-plain", "≥ 0.80×")
 	lrow("built-in api_keys, no plugin ÷ plain fasthttp RP", "safeclose-apikeys", "rp-fasthttp", "—")
