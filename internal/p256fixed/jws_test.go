@@ -1,9 +1,6 @@
 package p256fixed
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"testing"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -17,14 +14,7 @@ import (
 func TestRegisterJWS(t *testing.T) {
 	RegisterJWS()
 	RegisterJWS() // idempotent
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := New(&priv.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	priv, k := newKey(t)
 	jk, err := jwk.FromRaw(&priv.PublicKey)
 	if err != nil {
 		t.Fatal(err)
@@ -34,8 +24,7 @@ func TestRegisterJWS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ko, _ := New(&other.PublicKey)
+	other, ko := newKey(t)
 	for _, c := range []struct {
 		name string
 		key  any
