@@ -43,36 +43,21 @@ func TestDecodeEntryJSONRoundTrip(t *testing.T) {
 		}
 		return string(b)
 	}
-	tm := func() time.Time {
-		if r.IntN(5) == 0 {
-			return time.Time{}
-		}
-		return time.Unix(r.Int64N(1<<34), r.Int64N(1e9)).In(time.FixedZone("z", (r.IntN(48)-24)*900))
-	}
 	fast := 0
 	for range 5000 {
-		e := Entry{ID: "id" + plain(), Tenant: "t" + plain(), ReceivedAt: tm(), NextAt: tm(), LeaseUntil: tm(),
-			Attempts: r.IntN(100) - 5, LastError: plain(), LeaseOwner: plain()}
+		var body []byte
 		switch r.IntN(3) {
 		case 0:
-			e.Body = nil
 		case 1:
-			e.Body = []byte{}
+			body = []byte{}
 		default:
-			e.Body = make([]byte, r.IntN(600))
-			for i := range e.Body {
-				e.Body[i] = byte(r.IntN(256))
+			body = make([]byte, r.IntN(600))
+			for i := range body {
+				body[i] = byte(r.IntN(256))
 			}
 		}
-		if r.IntN(2) == 0 {
-			e.LeaseToken = r.Uint64()
-		}
-		for range r.IntN(3) {
-			e.Headers = append(e.Headers, Header{plain(), plain()})
-		}
-		for i := range e.BodySHA256 {
-			e.BodySHA256[i] = byte(r.IntN(256))
-		}
+		e := randomEntry(r, plain, body)
+		e.ID, e.Tenant = "id"+e.ID, "t"+e.Tenant // never empty
 		rec, err := EncodeEntry(e)
 		if err != nil {
 			t.Fatal(err)

@@ -85,27 +85,12 @@ func TestEntryJSONRandom(t *testing.T) {
 		}
 		return string(b)
 	}
-	tm := func() time.Time {
-		if r.IntN(5) == 0 {
-			return time.Time{}
-		}
-		return time.Unix(r.Int64N(1<<34), r.Int64N(1e9)).In(time.FixedZone("z", (r.IntN(48)-24)*900))
-	}
 	for range 5000 {
-		e := Entry{ID: str(), Tenant: str(), ReceivedAt: tm(), NextAt: tm(), LeaseUntil: tm(),
-			Attempts: r.IntN(100) - 5, LastError: str(), LeaseOwner: str()}
+		var body []byte
 		if r.IntN(3) > 0 {
-			e.Body = []byte(str())
+			body = []byte(str())
 		}
-		if r.IntN(2) == 0 {
-			e.LeaseToken = r.Uint64()
-		}
-		for range r.IntN(3) {
-			e.Headers = append(e.Headers, Header{str(), str()})
-		}
-		for i := range e.BodySHA256 {
-			e.BodySHA256[i] = byte(r.IntN(256))
-		}
+		e := randomEntry(r, str, body)
 		got, err := EncodeEntry(e)
 		if err != nil {
 			t.Fatalf("EncodeEntry(%+v): %v", e, err)
@@ -117,6 +102,30 @@ func TestEntryJSONRandom(t *testing.T) {
 			t.Fatalf("DecodeEntry(EncodeEntry(%+v)): %v", e, err)
 		}
 	}
+}
+
+// randomEntry is an Entry with body and random fields: strings from str,
+// times in random zones (one in five zero), attempts from -5, a lease token
+// one time in two, up to two headers, a random body hash.
+func randomEntry(r *rand.Rand, str func() string, body []byte) Entry {
+	tm := func() time.Time {
+		if r.IntN(5) == 0 {
+			return time.Time{}
+		}
+		return time.Unix(r.Int64N(1<<34), r.Int64N(1e9)).In(time.FixedZone("z", (r.IntN(48)-24)*900))
+	}
+	e := Entry{ID: str(), Tenant: str(), Body: body, ReceivedAt: tm(), NextAt: tm(), LeaseUntil: tm(),
+		Attempts: r.IntN(100) - 5, LastError: str(), LeaseOwner: str()}
+	if r.IntN(2) == 0 {
+		e.LeaseToken = r.Uint64()
+	}
+	for range r.IntN(3) {
+		e.Headers = append(e.Headers, Header{str(), str()})
+	}
+	for i := range e.BodySHA256 {
+		e.BodySHA256[i] = byte(r.IntN(256))
+	}
+	return e
 }
 
 // TestEntryJSONRefusesLikeMarshal: a time json.Marshal refuses is refused.
