@@ -309,8 +309,10 @@ export function equal(a: Uint8Array, b: Uint8Array): bool {
 
 // isField reports whether an object member's name selects a Go struct
 // field whose JSON name is upper (given in upper case, ASCII): Go matches
-// names exactly or else case-insensitively, upper-casing each rune, so
-// "ı" (U+0131) folds to I and "ſ" (U+017F) to S.
+// names exactly or else case-insensitively (encoding/json's foldName: each
+// rune to the smallest of its simple fold set), so "ſ" (U+017F) counts as
+// S and the Kelvin sign (U+212A) as K; no other non-ASCII rune folds to
+// ASCII.
 export function isField(name: Uint8Array, upper: string): bool {
   let j = 0;
   const n = name.length;
@@ -320,10 +322,10 @@ export function isField(name: Uint8Array, upper: string): bool {
     if (c < 0x80) {
       if (c >= 0x61 && c <= 0x7a) c -= 0x20;
       i++;
-    } else if (i + 1 < n && c == 0xc4 && unchecked(name[i + 1]) == 0xb1) {
-      c = 0x49; i += 2;
     } else if (i + 1 < n && c == 0xc5 && unchecked(name[i + 1]) == 0xbf) {
       c = 0x53; i += 2;
+    } else if (i + 2 < n && c == 0xe2 && unchecked(name[i + 1]) == 0x84 && unchecked(name[i + 2]) == 0xaa) {
+      c = 0x4b; i += 3;
     } else return false;
     if (c != upper.charCodeAt(j)) return false;
   }
