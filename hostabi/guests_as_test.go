@@ -22,7 +22,7 @@ import (
 func TestASModulesRewrite(t *testing.T) {
 	rt := wazero.NewRuntime(context.Background())
 	defer rt.Close(context.Background())
-	for _, n := range []string{"allow-as", "loop-as", "oom-as", "probe-as", "event-as", "jwtauth-as", "apikey-as"} {
+	for _, n := range []string{"allow-as", "loop-as", "oom-as", "probe-as", "event-as", "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as"} {
 		t.Run(n, func(t *testing.T) {
 			w := wasm(t, n)
 			merged, before, after := datamerge.Merge(w, datamerge.MaxGap)
