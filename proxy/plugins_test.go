@@ -35,7 +35,7 @@ func guestWasmTB(t testing.TB, name string) []byte {
 	switch name {
 	case "jwtauth", "apikey", "pathrule", "webhookfilter":
 		return testguest.Wasm(t, "plugins/examples/"+name)
-	case "jwtauth-as", "apikey-as": // AssemblyScript ports; skip without npm unless CI=true
+	case "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as": // AssemblyScript ports; skip without npm unless CI=true
 		return testguest.WasmAS(t, "plugins/examples-as/"+strings.TrimSuffix(name, "-as")+"/main.ts")
 	case "allow-as":
 		return testguest.WasmAS(t, "hostabi/testdata/guests-as/allow.ts")
