@@ -13,8 +13,9 @@
 //
 // Addresses and prefixes are read as Go's net/netip reads them (the same
 // forms accepted and refused), the config as encoding/json decodes it
-// (gojson.ts), and paths compared as bytes.
+// (gojson.ts); the source address and the path are read as bytes.
 import * as sdk from "../../sdk-as/assembly";
+import { getSourceAddr } from "../../sdk-as/assembly/imports";
 import { Kind, StringSlice, isField, parse } from "./gojson";
 
 // Addr is a netip.Addr: 128 bits (an IPv4 address in its last 32), its
@@ -305,13 +306,26 @@ function loadConfig(): bool {
   return true;
 }
 
+// sourceAddr returns the client's "ip:port" as the host's bytes (the Go
+// plugin reads bytes; sdk.sourceAddr decodes UTF-8, which would drop or
+// replace an invalid byte).
+function sourceAddr(): Uint8Array {
+  let b = new Uint8Array(64);
+  let n = getSourceAddr(b.dataStart, <u32>b.length);
+  if (n > <u32>b.length) {
+    b = new Uint8Array(<i32>n);
+    n = getSourceAddr(b.dataStart, <u32>b.length);
+    if (n > <u32>b.length) unreachable(); // the ABI is broken: fail closed
+  }
+  return b.slice(0, <i32>n);
+}
+
 export function auth_handle(): i64 {
   if (!loaded) {
     if (!loadConfig()) return sdk.deny(503);
     loaded = true;
   }
-  const src = String.UTF8.encode(sdk.sourceAddr());
-  let ip = parseAddrPort(Uint8Array.wrap(src));
+  const ip = parseAddrPort(sourceAddr());
   if (ip == null) return sdk.deny(403);
   // Unmap: an IPv4-mapped IPv6 address is its IPv4 address (zone dropped).
   if (!ip.v4 && ip.hi == 0 && (ip.lo >> 32) == 0xffff) { ip.v4 = true; ip.zone = false; }
