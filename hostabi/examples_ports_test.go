@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/hostabi/abi"
 )
 
 // The AssemblyScript ports of pathrule and webhookfilter answer exactly as
@@ -162,7 +163,8 @@ func TestWebhookFilterPortAgrees(t *testing.T) {
 		{Tenant: "t<1>", User: "bob&\u2028\x01\"", ItemID: "", ItemState: "pending_expiration"},
 		{Tenant: "t\xff", User: "é😀", ItemID: "i\x00", ItemState: ""},
 	}
-	compare := func(t *testing.T, goP, asP *hostabi.Plugin, cfg, body string, it hostabi.Event) {
+	// compare runs both and returns the Go plugin's error.
+	compare := func(t *testing.T, goP, asP *hostabi.Plugin, cfg, body string, it hostabi.Event) error {
 		t.Helper()
 		it.Body = []byte(body)
 		rg, eg := goP.HandleEvent(context.Background(), it)
@@ -176,6 +178,7 @@ func TestWebhookFilterPortAgrees(t *testing.T) {
 			}
 			t.Errorf("config %s, event %q, item %+v:\nGo             %s\nAssemblyScript %s", cfg, b, it, g, a)
 		}
+		return eg
 	}
 	for i, cfg := range configs {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
@@ -191,6 +194,17 @@ func TestWebhookFilterPortAgrees(t *testing.T) {
 	t.Run("random", func(t *testing.T) {
 		goP := load(t, e, "webhookfilter", portOpts("gr", "-", hostabi.KindEvent))
 		asP := load(t, e, "webhookfilter-as", portOpts("ar", "-", hostabi.KindEvent))
+		// Payloads at set_payload's limit, and over it once each < is
+		// written as 6 bytes.
+		const frame = len(`{"a":"","safeclose":{"item_state":"ok","tenant":"t1","user":"alice"}}`)
+		for _, n := range []int{abi.MaxPayload - frame, abi.MaxPayload - frame + 1} {
+			if err := compare(t, goP, asP, "none", `{"a":"`+strings.Repeat("x", n)+`"}`, items[0]); (err == nil) != (n == abi.MaxPayload-frame) {
+				t.Errorf("a payload of %d bytes: %v", n+frame, err)
+			}
+		}
+		if err := compare(t, goP, asP, "none", `{"a":"`+strings.Repeat("<", abi.MaxPayload/5)+`"}`, items[0]); err == nil {
+			t.Errorf("a payload of %d bytes: no error", abi.MaxPayload/5*6+frame)
+		}
 		rng := rand.New(rand.NewPCG(1, 2))
 		for range 300 {
 			compare(t, goP, asP, "none", randomJSON(rng, 0), items[0])
