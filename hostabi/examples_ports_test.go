@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -114,6 +115,66 @@ func TestPathRulePortAgrees(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Random addresses and prefixes built from the pieces netip's parsers
+// care about; most sources and every prefix (but a few) valid for Go.
+func TestPathRulePortAgreesRandom(t *testing.T) {
+	e := newEngine(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	pieces := []string{"0", "1", "10", "255", "256", "01", "ffff", "FFFF", "abcd", "12345", "a", "g",
+		":", ":", "::", ".", ".", "%", "%eth0", "1.2.3.4", "::ffff:", "0:0", "/"}
+	gen := func() string {
+		var b strings.Builder
+		for range 1 + rng.IntN(8) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	allowed := 0
+	for c := range 40 {
+		var cidrs []string
+		for len(cidrs) < 3 {
+			p := gen() + "/" + strconv.Itoa(rng.IntN(20))
+			if _, err := netip.ParsePrefix(p); err == nil || rng.IntN(50) == 0 {
+				cidrs = append(cidrs, strconv.Quote(p))
+			}
+		}
+		cfg := `{"allow_cidrs":[` + strings.Join(cidrs, ",") + `],"allow_paths":["/"]}`
+		goP := load(t, e, "pathrule", portOpts(fmt.Sprint("g", c), cfg, hostabi.KindAuth))
+		asP := load(t, e, "pathrule-as", portOpts(fmt.Sprint("a", c), cfg, hostabi.KindAuth))
+		for range 300 {
+			src := gen()
+			if rng.IntN(10) < 7 { // a valid address, bracketed as it should be
+				for range 2000 {
+					if a, err := netip.ParseAddr(src); err == nil {
+						if a.Is6() {
+							src = "[" + src + "]"
+						}
+						break
+					}
+					src = gen()
+				}
+			} else if rng.IntN(2) == 0 {
+				src = "[" + src + "]"
+			}
+			src += ":" + strconv.Itoa(rng.IntN(70000))
+			r := &req{source: src, uri: "/x"}
+			dg, eg := goP.Authenticate(context.Background(), r)
+			da, ea := asP.Authenticate(context.Background(), r)
+			g := fmt.Sprintf("%v %d %q %s", dg.Allow, dg.Status, dg.Subject, errClass(eg))
+			a := fmt.Sprintf("%v %d %q %s", da.Allow, da.Status, da.Subject, errClass(ea))
+			if g != a {
+				t.Errorf("config %s, %s: Go %s, AssemblyScript %s", cfg, src, g, a)
+			}
+			if dg.Allow {
+				allowed++
+			}
+		}
+	}
+	if allowed < 100 {
+		t.Errorf("%d of 12000 random requests allowed; the test no longer covers the allowed answers", allowed)
 	}
 }
 
