@@ -219,11 +219,13 @@ function slowFloat(digits: u8[], e10: i32): f64 {
   return reinterpret<f64>(bits);
 }
 
-// shortest returns the shortest digits that read back as v (> 0, finite),
-// the nearest of them to v, and sets point: v ≈ 0.digits × 10^point
-// (Steele & White / Burger & Dybvig, with exact integers).
+// shortest's decimal point: v ≈ 0.digits × 10^point.
 export let point: i32 = 0;
 
+// shortest returns the shortest digits that read back as v (> 0, finite),
+// the nearest of them to v (of two as near, the one ending in an even
+// digit, as strconv does), and sets point (Steele & White / Burger &
+// Dybvig, with exact integers).
 export function shortest(v: f64): u8[] {
   const bits = reinterpret<u64>(v);
   const be = <i32>(bits >> 52) & 0x7ff;
