@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -125,51 +126,94 @@ func testExampleAPIKey(t *testing.T, guest string) {
 }
 
 func TestExamplePathRule(t *testing.T) {
+	for _, g := range []string{"pathrule", "pathrule-as"} {
+		t.Run(g, func(t *testing.T) { testExamplePathRule(t, g) })
+	}
+}
+
+func testExamplePathRule(t *testing.T, guest string) {
 	e := newEngine(t)
-	p := load(t, e, "pathrule", hostabi.PluginOptions{
-		Config: []byte(`{"allow_cidrs":["10.0.0.0/8"],"allow_paths":["/internal/"]}`),
+	p := load(t, e, guest, hostabi.PluginOptions{
+		Config: []byte(`{"allow_cidrs":["10.0.0.0/8","2001:db8::/32"],"allow_paths":["/internal/","/health"]}`),
 		Caps:   hostabi.Capabilities{Config: true},
 	})
 	for _, tc := range []struct {
 		src, uri string
-		allow    bool
+		user     string // "" = denied with 403
 	}{
-		{"10.1.2.3:999", "/internal/x?y=1", true},
-		{"10.1.2.3:999", "/public", false},
-		{"192.168.1.1:999", "/internal/x", false},
-		{"[::ffff:10.0.0.1]:80", "/internal/", true},
+		{"10.1.2.3:999", "/internal/x?y=1", "net:10.1.2.3"},
+		{"10.1.2.3:999", "/healthz", "net:10.1.2.3"}, // a prefix, not a segment
+		{"10.1.2.3:999", "/public", ""},
+		{"10.1.2.3:999", "/public?/internal/", ""},
+		{"192.168.1.1:999", "/internal/x", ""},
+		{"[::ffff:10.0.0.1]:80", "/internal/", "net:10.0.0.1"},
+		{"[2001:db8:0:0:1:0:0:1]:443", "/health", "net:2001:db8::1:0:0:1"},
+		{"[2001:DB8::a:0:0:0:1]:443", "/health", "net:2001:db8:0:a::1"},
+		{"[2001:db9::1]:443", "/health", ""},
+		{"[fe80::1%eth0]:80", "/health", ""},
+		{"10.1.2.3", "/health", ""},       // no port
+		{"010.1.2.3:1", "/health", ""},    // a leading zero
+		{"10.1.2.3:65536", "/health", ""}, // port out of range
+		{"[10.1.2.3]:1", "/health", ""},   // brackets around IPv4
+		{"2001:db8::1:80", "/health", ""}, // IPv6 without brackets
 	} {
 		d, err := p.Authenticate(context.Background(), &req{source: tc.src, uri: tc.uri})
-		if err != nil || d.Allow != tc.allow {
-			t.Errorf("%s %s: %+v, %v; want allow=%v", tc.src, tc.uri, d, err, tc.allow)
+		if err != nil || d.Allow != (tc.user != "") || d.Subject != tc.user {
+			t.Errorf("%s %s: %+v, %v; want user %q", tc.src, tc.uri, d, err, tc.user)
 		}
-		if !tc.allow && d.Status != 403 {
+		if tc.user == "" && d.Status != 403 {
 			t.Errorf("%s %s: Status %d, want 403", tc.src, tc.uri, d.Status)
+		}
+	}
+	for i, cfg := range []string{`{"allow_cidrs":["10.0.0.0/33"]}`, `{"allow_cidrs":["10.0.0.0/08"]}`, `{"allow_cidrs":"10.0.0.0/8"}`, `[1]`} {
+		bad := load(t, e, guest, hostabi.PluginOptions{Tenant: fmt.Sprint("bad", i), Config: []byte(cfg), Caps: hostabi.Capabilities{Config: true}})
+		for range 2 { // the config is retried, and fails again
+			if d, err := bad.Authenticate(context.Background(), &req{source: "10.1.2.3:1", uri: "/health"}); err != nil || d.Status != 503 {
+				t.Errorf("config %s: %+v, %v; want 503", cfg, d, err)
+			}
 		}
 	}
 }
 
 func TestExampleWebhookFilter(t *testing.T) {
+	for _, g := range []string{"webhookfilter", "webhookfilter-as"} {
+		t.Run(g, func(t *testing.T) { testExampleWebhookFilter(t, g) })
+	}
+}
+
+func testExampleWebhookFilter(t *testing.T, guest string) {
 	e := newEngine(t)
-	p := load(t, e, "webhookfilter", hostabi.PluginOptions{
+	p := load(t, e, guest, hostabi.PluginOptions{
 		Kind: hostabi.KindEvent, Caps: hostabi.Capabilities{Config: true},
 		Config: []byte(`{"drop_codes":["SYNC_UPDATES_AVAILABLE"],"forward_to":"app"}`),
 	})
 	ev := hostabi.Event{Tenant: "t1", User: "alice", ItemID: "i", ItemState: "ok",
-		Body: []byte(`{"webhook_type":"ITEM","webhook_code":"PENDING_EXPIRATION","item_id":"i"}`)}
+		Body: []byte(`{"webhook_type":"ITEM","webhook_code":"PENDING_EXPIRATION","item_id":"i","n":[1,2.50,1e3]}`)}
 	res, err := p.HandleEvent(context.Background(), ev)
 	if err != nil || res.Action != hostabi.ActionForward || len(res.Forward) != 1 || res.Forward[0] != "app" {
 		t.Fatalf("HandleEvent = %+v, %v", res, err)
 	}
-	var got map[string]any
-	if err := json.Unmarshal(res.Payload, &got); err != nil {
-		t.Fatal(err)
-	}
-	if sc, _ := got["safeclose"].(map[string]any); sc["user"] != "alice" || got["webhook_code"] != "PENDING_EXPIRATION" {
-		t.Errorf("payload = %s", res.Payload)
+	// encoding/json's map[string]any, encoded again: keys sorted, numbers
+	// as float64, the item context (never the access token) added.
+	const want = `{"item_id":"i","n":[1,2.5,1000],"safeclose":{"item_state":"ok","tenant":"t1","user":"alice"},` +
+		`"webhook_code":"PENDING_EXPIRATION","webhook_type":"ITEM"}`
+	if string(res.Payload) != want {
+		t.Errorf("payload = %s, want %s", res.Payload, want)
 	}
 	ev.Body = []byte(`{"webhook_type":"TRANSACTIONS","webhook_code":"SYNC_UPDATES_AVAILABLE"}`)
 	if res, err := p.HandleEvent(context.Background(), ev); err != nil || res.Action != hostabi.ActionDrop {
 		t.Errorf("sync event: %+v, %v; want drop", res, err)
+	}
+	keep := load(t, e, guest, hostabi.PluginOptions{Tenant: "t2", Kind: hostabi.KindEvent, Caps: hostabi.Capabilities{Config: true}})
+	ev.Body = []byte(`{"webhook_code":"SYNC_UPDATES_AVAILABLE","x":"<&>"}`)
+	const wantKeep = `{"safeclose":{"item_state":"ok","tenant":"t1","user":"alice"},"webhook_code":"SYNC_UPDATES_AVAILABLE","x":"\u003c\u0026\u003e"}`
+	if res, err := keep.HandleEvent(context.Background(), ev); err != nil || res.Action != hostabi.ActionKeep || string(res.Payload) != wantKeep {
+		t.Errorf("no config: %+v (%s), %v; want keep with %s", res, res.Payload, err, wantKeep)
+	}
+	for _, body := range []string{`[1]`, `{"a":1e400}`, `{"a":01}`, ``} {
+		ev.Body = []byte(body)
+		if res, err := p.HandleEvent(context.Background(), ev); !errors.Is(err, hostabi.ErrBadResult) {
+			t.Errorf("event %q: %+v, %v; want ErrBadResult", body, res, err)
+		}
 	}
 }

@@ -66,11 +66,11 @@ func testEnforcementLoop(t *testing.T, e *hostabi.Engine, guest string) {
 // the fuel rewrite (the Go runtime's own code included).
 func TestFuelRunsEveryGuest(t *testing.T) {
 	e := newEngineWith(t, hostabi.EnforceFuel)
-	for _, n := range append(append([]string(nil), exampleNames...), "allow", "probe", "event", "allow-as", "probe-as", "event-as", "jwtauth-as", "apikey-as") {
+	for _, n := range append(append([]string(nil), exampleNames...), "allow", "probe", "event", "allow-as", "probe-as", "event-as", "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as") {
 		t.Run(n, func(t *testing.T) {
 			o := hostabi.PluginOptions{Tenant: "t1", Name: n, Wasm: wasm(t, n), PoolSize: 1, Timeout: 5 * time.Second,
 				Caps: hostabi.Capabilities{Config: true, Log: true, Clock: true, KV: true, Crypto: true, Body: true}}
-			if n == "webhookfilter" || n == "event" || n == "event-as" {
+			if n == "webhookfilter" || n == "webhookfilter-as" || n == "event" || n == "event-as" {
 				o.Kind = hostabi.KindEvent
 			}
 			p, err := e.Load(context.Background(), o)

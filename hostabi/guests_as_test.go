@@ -22,7 +22,7 @@ import (
 func TestASModulesRewrite(t *testing.T) {
 	rt := wazero.NewRuntime(context.Background())
 	defer rt.Close(context.Background())
-	for _, n := range []string{"allow-as", "loop-as", "oom-as", "probe-as", "event-as", "jwtauth-as", "apikey-as"} {
+	for _, n := range []string{"allow-as", "loop-as", "oom-as", "probe-as", "event-as", "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as"} {
 		t.Run(n, func(t *testing.T) {
 			w := wasm(t, n)
 			merged, before, after := datamerge.Merge(w, datamerge.MaxGap)
@@ -48,8 +48,9 @@ func TestASModulesRewrite(t *testing.T) {
 }
 
 // An AssemblyScript instance stays small across requests: thousands of
-// calls of the trivial guest and of the jwtauth port (claims loop included)
-// leave it at its one page of linear memory: what a plugin allocates per
+// calls of the trivial guest and of the jwtauth (claims loop included),
+// pathrule and webhookfilter ports (which parse and write JSON on every
+// event) leave it at its one page of linear memory: what a plugin allocates per
 // request is collected by the incremental runtime (with --runtime stub it
 // would pile up to the memory cap; RATIONALE "Why an AssemblyScript SDK").
 // This bounds the memory; it does not show that the SDK's view forms
@@ -67,12 +68,24 @@ func TestASInstanceStaysOnePage(t *testing.T) {
 		{"jwtauth-as", hostabi.PluginOptions{Config: []byte(`{"claims":["email"]}`),
 			Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true}, Secrets: map[string][]byte{"main": key}},
 			&req{headers: hdr("Authorization", "Bearer "+tok)}},
+		{"pathrule-as", hostabi.PluginOptions{Config: []byte(`{"allow_cidrs":["10.0.0.0/8","::/0"],"allow_paths":["/internal/"]}`),
+			Caps: hostabi.Capabilities{Config: true}}, &req{source: "[2001:db8::1]:443", uri: "/internal/x"}},
+		{"webhookfilter-as", hostabi.PluginOptions{Kind: hostabi.KindEvent, Config: []byte(`{"drop_codes":["X"],"forward_to":"app"}`),
+			Caps: hostabi.Capabilities{Config: true}}, nil},
 	} {
 		t.Run(tc.guest, func(t *testing.T) {
 			o := tc.opts
 			o.PoolSize = 1
 			p := load(t, e, tc.guest, o)
+			ev := hostabi.Event{Tenant: "t1", User: "alice", ItemState: "ok",
+				Body: []byte(`{"webhook_type":"ITEM","webhook_code":"ERROR","error":{"error_code":"ITEM_LOGIN_REQUIRED","status":400},"n":[1.5,1e300]}`)}
 			for i := range 5000 {
+				if o.Kind == hostabi.KindEvent {
+					if res, err := p.HandleEvent(context.Background(), ev); err != nil || res.Action != hostabi.ActionForward {
+						t.Fatalf("call %d = %+v, %v", i, res, err)
+					}
+					continue
+				}
 				if d, err := p.Authenticate(context.Background(), tc.r); err != nil || !d.Allow {
 					t.Fatalf("call %d = %+v, %v", i, d, err)
 				}

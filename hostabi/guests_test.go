@@ -26,16 +26,18 @@ var (
 	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event", "deeprec", "kv", "sdkallocs"}
 	exampleNames = []string{"jwtauth", "apikey", "pathrule", "webhookfilter"}
 	// AssemblyScript guests (plugins/sdk-as), by name: the ports of allow,
-	// loop, oom and of the jwtauth and apikey examples. Tests that use them
-	// skip when npm is missing, unless CI=true.
+	// loop, oom and of the four examples. Tests that use them skip when npm
+	// is missing, unless CI=true.
 	asGuests = map[string]string{
-		"allow-as":   "hostabi/testdata/guests-as/allow.ts",
-		"loop-as":    "hostabi/testdata/guests-as/loop.ts",
-		"oom-as":     "hostabi/testdata/guests-as/oom.ts",
-		"probe-as":   "hostabi/testdata/guests-as/probe.ts",
-		"event-as":   "hostabi/testdata/guests-as/event.ts",
-		"jwtauth-as": "plugins/examples-as/jwtauth/main.ts",
-		"apikey-as":  "plugins/examples-as/apikey/main.ts",
+		"allow-as":         "hostabi/testdata/guests-as/allow.ts",
+		"loop-as":          "hostabi/testdata/guests-as/loop.ts",
+		"oom-as":           "hostabi/testdata/guests-as/oom.ts",
+		"probe-as":         "hostabi/testdata/guests-as/probe.ts",
+		"event-as":         "hostabi/testdata/guests-as/event.ts",
+		"jwtauth-as":       "plugins/examples-as/jwtauth/main.ts",
+		"apikey-as":        "plugins/examples-as/apikey/main.ts",
+		"pathrule-as":      "plugins/examples-as/pathrule/main.ts",
+		"webhookfilter-as": "plugins/examples-as/webhookfilter/main.ts",
 	}
 )
 

@@ -36,7 +36,7 @@ func instanceMemory(tb testing.TB, name string) memFigures {
 	o := hostabi.PluginOptions{Timeout: 5 * time.Second,
 		Caps:    hostabi.Capabilities{Config: true, Log: true, Crypto: true, KV: true},
 		Secrets: map[string][]byte{"main": []byte("tenant-jwt-secret-0123456789abcd")}}
-	if name == "webhookfilter" {
+	if name == "webhookfilter" || name == "webhookfilter-as" {
 		o.Kind = hostabi.KindEvent
 	}
 	e := newEngine(tb)
@@ -95,7 +95,7 @@ func vmRSS() (n uint64, ok bool) {
 // headers alone were 0.86 MB an instance). The totals are reported by the
 // benchmark, not asserted; the goal is ≤ 4 MiB.
 func TestInstanceMemory(t *testing.T) {
-	for _, name := range append(slices.Clone(exampleNames), "jwtauth-as", "apikey-as") {
+	for _, name := range append(slices.Clone(exampleNames), "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as") {
 		f := instanceMemory(t, name)
 		if f.linear <= 0 || f.heap <= 0 {
 			t.Errorf("%s: linear %.0f B, heap %.0f B per instance; want both > 0", name, f.linear, f.heap)
@@ -113,7 +113,7 @@ func TestInstanceMemory(t *testing.T) {
 // instances (plugin-heap-B). Issue 12: goal ≤ 4 MiB an instance. The loop
 // itself does nothing; the figures are the setup's.
 func BenchmarkInstanceMemory(b *testing.B) {
-	for _, name := range append(slices.Clone(exampleNames), "jwtauth-as", "apikey-as") {
+	for _, name := range append(slices.Clone(exampleNames), "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as") {
 		b.Run(name, func(b *testing.B) {
 			f := instanceMemory(b, name)
 			for b.Loop() {

@@ -35,7 +35,7 @@ func guestWasmTB(t testing.TB, name string) []byte {
 	switch name {
 	case "jwtauth", "apikey", "pathrule", "webhookfilter":
 		return testguest.Wasm(t, "plugins/examples/"+name)
-	case "jwtauth-as", "apikey-as": // AssemblyScript ports; skip without npm unless CI=true
+	case "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as": // AssemblyScript ports; skip without npm unless CI=true
 		return testguest.WasmAS(t, "plugins/examples-as/"+strings.TrimSuffix(name, "-as")+"/main.ts")
 	case "allow-as":
 		return testguest.WasmAS(t, "hostabi/testdata/guests-as/allow.ts")
@@ -341,6 +341,77 @@ func TestWebhookPluginDropsEnrichesForwards(t *testing.T) {
 	}
 	if m["webhook_code"] != "PENDING_EXPIRATION" || m["safeclose_user"] != "alice" || m["safeclose_item_state"] != "pending_expiration" {
 		t.Errorf("forwarded payload = %s", got["app"][0])
+	}
+	if containsAny(got["app"][0], "access-sandbox") {
+		t.Error("an access token reached the plugin's output")
+	}
+}
+
+// The shipped webhookfilter example and its AssemblyScript port, end to
+// end: the code in drop_codes is dropped, the other event reaches only
+// forward_to, as encoding/json writes it (keys sorted) with the item
+// context under "safeclose" and never the access token.
+func TestWebhookFilterExample(t *testing.T) {
+	for _, g := range []string{"webhookfilter", "webhookfilter-as"} {
+		t.Run(g, func(t *testing.T) { testWebhookFilterExample(t, g) })
+	}
+}
+
+func testWebhookFilterExample(t *testing.T, guest string) {
+	t.Parallel()
+	eng := pluginEngine(t)
+	ev, err := eng.Load(context.Background(), hostabi.PluginOptions{
+		Tenant: "t1", Name: guest, Kind: hostabi.KindEvent, Wasm: guestWasm(t, guest), PoolSize: 2,
+		Timeout: 5 * time.Second, MemoryLimitPages: 256, Caps: hostabi.Capabilities{Config: true},
+		Config: []byte(`{"drop_codes":["SYNC_UPDATES_AVAILABLE"],"forward_to":"app"}`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close(context.Background()) })
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	var mu sync.Mutex
+	got := map[string][]string{}
+	recv := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got[name] = append(got[name], string(b))
+			mu.Unlock()
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	app, other := recv("app"), recv("other")
+	e := startEnv(t, envConfig{tenantsFn: func(base, plaidURL string) []Tenant {
+		ts := defaultTenants(t, base[len("http://"):], plaidURL, "", []Destination{
+			{Name: "app", URL: app.URL, Secret: secret}, {Name: "other", URL: other.URL, Secret: secret}})
+		ts[0].EventPlugins = []*hostabi.Plugin{ev}
+		return ts
+	}})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	for _, body := range []map[string]any{
+		{"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE", "item_id": itemID, "environment": "sandbox"},
+		{"webhook_type": "ITEM", "webhook_code": "PENDING_EXPIRATION", "item_id": itemID, "environment": "sandbox",
+			"consent_expiration_time": "2026-12-25T00:00:00Z", "n": 1.50},
+	} {
+		if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultNone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "forwarded", func() bool { mu.Lock(); defer mu.Unlock(); return len(got["app"]) >= 1 })
+	eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got["app"]) != 1 || len(got["other"]) != 0 {
+		t.Fatalf("forwards: app %d, other %d; want only the PENDING_EXPIRATION event to app", len(got["app"]), len(got["other"]))
+	}
+	want := `{"consent_expiration_time":"2026-12-25T00:00:00Z","environment":"sandbox","item_id":"` + itemID +
+		`","n":1.5,"safeclose":{"item_state":"pending_expiration","tenant":"t1","user":"alice"},` +
+		`"webhook_code":"PENDING_EXPIRATION","webhook_type":"ITEM"}`
+	if got["app"][0] != want {
+		t.Errorf("forwarded payload = %s, want %s", got["app"][0], want)
 	}
 	if containsAny(got["app"][0], "access-sandbox") {
 		t.Error("an access token reached the plugin's output")

@@ -6,24 +6,23 @@ import (
 	"time"
 
 	"github.com/safeclose/safeclose/hostabi"
-	"github.com/safeclose/safeclose/internal/testguest"
 )
-
-// buildExample returns one example plugin from plugins/examples, built from
-// the tree, so the test runs the plugin that ships.
-func buildExample(t *testing.T, name string) []byte {
-	t.Helper()
-	return testguest.Wasm(t, "plugins/examples/"+name)
-}
 
 // Issue 9.4: the shipped pathrule plugin and the upstream see the same
 // normalised path, so /public/../admin and its encoded variants never reach
-// /admin as allowed.
+// /admin as allowed. The same over the shipped Go plugin and its
+// AssemblyScript port (both built from the tree).
 func TestPathRuleSeesNormalisedPath(t *testing.T) {
+	for _, g := range []string{"pathrule", "pathrule-as"} {
+		t.Run(g, func(t *testing.T) { testPathRuleSeesNormalisedPath(t, g) })
+	}
+}
+
+func testPathRuleSeesNormalisedPath(t *testing.T, guest string) {
 	t.Parallel()
 	eng := pluginEngine(t)
 	p, err := eng.Load(context.Background(), hostabi.PluginOptions{
-		Tenant: "pr", Name: "pathrule", Kind: hostabi.KindAuth, Wasm: buildExample(t, "pathrule"),
+		Tenant: "pr", Name: guest, Kind: hostabi.KindAuth, Wasm: guestWasm(t, guest),
 		PoolSize: 1, Timeout: 5 * time.Second, MemoryLimitPages: 256,
 		Config: []byte(`{"allow_cidrs":["127.0.0.0/8"],"allow_paths":["/public/"]}`),
 		Caps:   hostabi.Capabilities{Config: true},
