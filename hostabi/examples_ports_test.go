@@ -1,7 +1,6 @@
 package hostabi_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,22 +21,6 @@ import (
 // more than the examples' own cases (addresses, prefixes and configs Go's
 // netip and encoding/json refuse or read in odd ways; events with every
 // kind of number, escape and invalid byte), and compare every answer.
-
-// The two ports read JSON with the same gojson.ts (an AssemblyScript guest
-// imports its own directory and the SDK only, so each has a copy).
-func TestASPortsShareGoJSON(t *testing.T) {
-	a, err := os.ReadFile("../plugins/examples-as/pathrule/gojson.ts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile("../plugins/examples-as/webhookfilter/gojson.ts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(a, b) {
-		t.Error("plugins/examples-as/{pathrule,webhookfilter}/gojson.ts differ; keep one copy and copy it over the other")
-	}
-}
 
 // errClass names how a call failed, for comparing a guest with its port.
 func errClass(err error) string {

@@ -16,7 +16,7 @@
 // (gojson.ts); the source address and the path are read as bytes.
 import * as sdk from "../../sdk-as/assembly";
 import { getSourceAddr } from "../../sdk-as/assembly/imports";
-import { Kind, StringSlice, isField, parse } from "./gojson";
+import { Kind, StringSlice, isField, parse } from "../../sdk-as/assembly/gojson";
 
 // Addr is a netip.Addr: 128 bits (an IPv4 address in its last 32), its
 // family, and whether it has an IPv6 zone.

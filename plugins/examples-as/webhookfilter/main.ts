@@ -14,7 +14,7 @@
 // sorted, repeated keys: the last wins; numbers as float64; <, > and &
 // escaped). gojson.ts reads JSON as Go does; number.ts writes the numbers.
 import * as sdk from "../../sdk-as/assembly";
-import { Buf, Kind, StringSlice, Value, decodeString, equal, isField, parse, runeLen } from "./gojson";
+import { Buf, Kind, StringSlice, Value, decodeString, equal, isField, parse, runeLen } from "../../sdk-as/assembly/gojson";
 import { format, rangeError, toFloat } from "./number";
 
 // Not a valid event_handle result: the host retries, then dead-letters

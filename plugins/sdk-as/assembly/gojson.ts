@@ -1,8 +1,7 @@
 // gojson: JSON read the way Go's encoding/json reads it, so a port decodes
-// exactly what its Go example decodes. The same file is in
-// plugins/examples-as/pathrule and plugins/examples-as/webhookfilter (an
-// AssemblyScript guest imports its own directory and the SDK only);
-// hostabi's TestASPortsShareGoJSON keeps the two copies equal.
+// exactly what its Go example decodes (plugins/examples-as/pathrule and
+// webhookfilter import it; json.ts's parseJSON is the SDK's small, lenient
+// config reader).
 //
 //   - the grammar of Go's scanner: strict numbers, the eight escapes, no
 //     control bytes in strings, white space " \t\n\r", one value, nesting
