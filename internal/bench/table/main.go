@@ -268,7 +268,7 @@ func main() {
 		bv, _ := r.get("BenchmarkP256VerifyBaseline", "ns/op")
 		t.row("BenchmarkVerify (one webhook)", fmt.Sprintf("%.0f µs, %.0f allocs", v/1000, al), fmt.Sprintf("P-256 verify alone %.0f µs", bv/1000), fmt.Sprintf("%.2f×", v/bv), "≤ 80 µs (P-256 alone ≈ 65 µs)", t.oldVal("BenchmarkVerify", "ns/op", 1000, " µs")+t.oldVal("BenchmarkVerify", "allocs/op", 1, " allocs"))
 	}
-	for _, name := range []string{"jwtauth", "apikey", "pathrule", "webhookfilter"} {
+	for _, name := range []string{"jwtauth", "apikey", "pathrule", "webhookfilter", "jwtauth-as", "apikey-as", "pathrule-as", "webhookfilter-as"} {
 		heap, ok := r.get("BenchmarkInstanceMemory/"+name, "heap-B/instance")
 		if !ok {
 			continue
