@@ -139,7 +139,9 @@ func TestExamplesJWTSection(t *testing.T) {
 	}
 	// Fill the shell's variables with values of the right shape.
 	y := regexp.MustCompile(`\$\{PORT\[[a-z-]+\]\}`).ReplaceAllString(string(m[1]), "18090")
-	y = strings.NewReplacer("$RUN", "/tmp/run", "$WASM", "/tmp/jwtauth.wasm", "$SUM", strings.Repeat("0", 64),
+	// The longer names first: the comparisons go in argument order.
+	y = strings.NewReplacer("$RUN", "/tmp/run", "$WASM_AS", "/tmp/jwtauth-as.wasm", "$SUM_AS", strings.Repeat("2", 64),
+		"$WASM", "/tmp/jwtauth.wasm", "$SUM", strings.Repeat("0", 64),
 		"$CACHE_TTL", "30s", "$TOKEN_SHA", strings.Repeat("1", 64)).Replace(y)
 	f, err := Decode(strings.NewReader(y))
 	if err != nil {
