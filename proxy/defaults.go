@@ -21,7 +21,7 @@ const (
 // The defaults New applies to zero WebhookOptions fields.
 const (
 	DefaultWebhookMaxBodyBytes = 64 << 10
-	DefaultWebhookWorkers      = 4
+	DefaultWebhookWorkers      = 8
 	DefaultWebhookMaxAttempts  = 8
 	DefaultWebhookLease        = 30 * time.Second
 	DefaultWebhookBackoff      = time.Second

@@ -72,7 +72,7 @@ type Options struct {
 // WebhookOptions tune the durable webhook pipeline.
 type WebhookOptions struct {
 	MaxBodyBytes int           // zero means 64 KiB
-	Workers      int           // zero means 4; negative means no workers (intake only)
+	Workers      int           // zero means 8; negative means no workers (intake only)
 	MaxAttempts  int           // zero means 8, then dead-letter
 	Lease        time.Duration // zero means 30s
 	Backoff      time.Duration // first retry delay, doubled per attempt; zero means 1s

@@ -42,14 +42,14 @@ func newDrainReceiver(tb testing.TB) (*drainReceiver, string) {
 func (r *drainReceiver) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.at) }
 
 // runEndToEnd posts n distinct verified webhooks from 32 senders to a proxy
-// with the default 4 workers forwarding to a loopback receiver, waits until
+// with the default 8 workers forwarding to a loopback receiver, waits until
 // every event was forwarded (bounded), and returns the intake latencies,
 // the intake time, and the arrival times at the receiver.
 func runEndToEnd(tb testing.TB, n int, c envConfig) (lat []time.Duration, intake time.Duration, arrivals []time.Time, start time.Time, conns int64) {
 	tb.Helper()
 	rv, url := newDrainReceiver(tb)
 	c.forward = []Destination{{Name: "app", URL: url, Secret: []byte("0123456789abcdef0123456789abcdef")}}
-	c.webhookOpt = WebhookOptions{Workers: 4}
+	c.webhookOpt = WebhookOptions{Workers: DefaultWebhookWorkers}
 	e := startEnv(tb, c)
 	ws := signWebhooks(tb, e.sim, n)
 	start = time.Now()
@@ -80,7 +80,7 @@ func TestWebhookEndToEndSetup(t *testing.T) {
 	}
 }
 
-// BenchmarkWebhookEndToEnd: the default configuration (4 workers) over HTTP:
+// BenchmarkWebhookEndToEnd: the default configuration (8 workers) over HTTP:
 // b.N distinct verified webhooks from 32 senders (run with
 // -benchtime=20000x for the 20k backlog). It reports intake
 // webhooks/s and p99, the forwarding rate from the first webhook until the
@@ -125,7 +125,7 @@ func benchEndToEnd(b *testing.B, c envConfig) {
 }
 
 // runDrain queues n distinct verified webhooks over HTTP with no worker
-// running, then starts the default 4 workers (forwarding to a loopback
+// running, then starts the default 8 workers (forwarding to a loopback
 // receiver) and waits until the backlog is forwarded (bounded). It returns
 // the intake time, the arrival times at the receiver and when the workers
 // started.
@@ -142,7 +142,7 @@ func runDrain(tb testing.TB, n int, c envConfig) (intake time.Duration, arrivals
 	if rv.count() != 0 {
 		tb.Fatalf("%d forwarded with no worker running", rv.count())
 	}
-	e.srv.opts.Webhooks.Workers = 4 // the default; startWorkers reads it once
+	e.srv.opts.Webhooks.Workers = DefaultWebhookWorkers // startWorkers reads it once
 	start, cpu0 := time.Now(), cputime.Process()
 	e.srv.startWorkers()
 	for i := 0; rv.count() < n; i++ { // bounded: 120000 × 1 ms
@@ -176,7 +176,7 @@ func TestWebhookDrainSetup(t *testing.T) {
 // beside the intake rate that queued it, in the same run: b.N distinct
 // verified webhooks are queued from 32 senders with no worker running
 // (run with -benchtime=20000x for the 20k backlog), then the
-// default 4 workers forward them to a loopback receiver. drain/intake ≥ 1
+// default 8 workers forward them to a loopback receiver. drain/intake ≥ 1
 // means the workers empty a backlog at least as fast as intake fills it;
 // last10%/first10% ≈ 1 means the rate stays flat as the backlog drains
 // (each lease costs the same with 20k queued as with 10).
