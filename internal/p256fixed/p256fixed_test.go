@@ -240,7 +240,7 @@ func FuzzVerifyMatchesCryptoECDSA(f *testing.F) {
 	})
 }
 
-func BenchmarkVerify(b *testing.B) {
+func BenchmarkFixedKeyVerify(b *testing.B) {
 	priv, k := newKey(b)
 	h := sha256.Sum256([]byte("bench"))
 	r, s, _ := ecdsa.Sign(rand.Reader, priv, h[:])
