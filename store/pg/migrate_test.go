@@ -1,8 +1,10 @@
 package pg
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"slices"
 	"testing"
 	"time"
 
@@ -52,8 +54,8 @@ func TestMigrateDedupeExpiryBRIN(t *testing.T) {
 	defer db.Close()
 	var v int
 	var am string
-	if err := c.QueryRow(ctx, "SELECT max(version) FROM sc_schema_version").Scan(&v); err != nil || v != 3 {
-		t.Fatalf("schema version = %d, %v; want 3", v, err)
+	if err := c.QueryRow(ctx, "SELECT max(version) FROM sc_schema_version").Scan(&v); err != nil || v != SchemaVersion() || v < 3 {
+		t.Fatalf("schema version = %d, %v; want %d (at least 3)", v, err, SchemaVersion())
 	}
 	if err := c.QueryRow(ctx, `SELECT a.amname FROM pg_class i JOIN pg_am a ON a.oid = i.relam
 		WHERE i.relname = 'sc_dedupe_expiry'`).Scan(&am); err != nil || am != "brin" {
@@ -80,5 +82,41 @@ func TestMigrateDedupeExpiryBRIN(t *testing.T) {
 	}
 	if len(left) != 1 || left[0] != "new" || n != 2 {
 		t.Fatalf("after Sweep: %v of old/new and %d markers; want [new] and 2 (new, fresh)", left, n)
+	}
+}
+
+// Version 4: queue records up to a page stay inline and uncompressed
+// (toast_tuple_target), and a webhook-sized record is stored so.
+func TestMigrateQueueInlineRecords(t *testing.T) {
+	dsn := pgtest.Database(t)
+	ctx := context.Background()
+	db, err := Open(ctx, Options{DSN: dsn, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var opts []string
+	if err := c.QueryRow(ctx, "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE relname = 'sc_queue'").Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(opts, "toast_tuple_target=8160") {
+		t.Fatalf("sc_queue reloptions = %v; want toast_tuple_target=8160", opts)
+	}
+	body := bytes.Repeat([]byte(`{"webhook_type":"ITEM","n":12345}`), 80) // ~2.6 KB, ~3.5 KB as a record
+	if _, _, err := db.Enqueue(ctx, store.Entry{Tenant: "t1", Body: body, BodySHA256: sha256.Sum256(body)}); err != nil {
+		t.Fatal(err)
+	}
+	var compressed *string
+	var stored, raw int
+	if err := c.QueryRow(ctx, "SELECT pg_column_compression(rec), pg_column_size(rec), octet_length(rec) FROM sc_queue").Scan(&compressed, &stored, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if compressed != nil || raw < 3000 || stored < raw {
+		t.Fatalf("a %d-byte record is stored in %d bytes, compression %v; want it inline and uncompressed", raw, stored, compressed)
 	}
 }
