@@ -356,3 +356,34 @@ func TestVerifyRefusesSignatureOfWrongLength(t *testing.T) {
 		}
 	}
 }
+
+// Tenants that verify with the same Plaid key share one precomputed key
+// (its 132 KiB table is built once), and a signature by another key is
+// still refused with it.
+func TestVerifiersSharePrecomputedKey(t *testing.T) {
+	t.Parallel()
+	s := newSigner(t, "shared")
+	body := []byte(`{"webhook_type":"ITEM"}`)
+	tok := s.sign(t, s.hdr(), time.Now().Unix(), body)
+	var vs []*Verifier
+	for range 2 {
+		v, err := NewVerifier(Options{Fetch: func(context.Context, string) (Key, error) { return s.jwk(), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(context.Background(), tok, body); err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+		vs = append(vs, v)
+	}
+	a, b := vs[0].keys["shared"], vs[1].keys["shared"]
+	if a == nil || b == nil || a.pub != b.pub {
+		t.Fatalf("two tenants' cached keys %p, %p: want one shared precomputed key", a, b)
+	}
+	other := newSigner(t, "shared") // same kid, another key
+	forged := other.sign(t, other.hdr(), time.Now().Unix(), body)
+	var ve *VerifyError
+	if _, err := vs[0].Verify(context.Background(), forged, body); !errors.As(err, &ve) || ve.Step != StepSignature {
+		t.Fatalf("a signature by another key: %v; want a signature failure", err)
+	}
+}
