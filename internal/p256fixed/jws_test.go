@@ -8,13 +8,11 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
-// After RegisterJWS, jwx's ES256 verification takes a *Key, and every key
+// Once a Key exists, jwx's ES256 verification takes it, and every key
 // type it took before still verifies as before (the rest of the process
 // uses jwx's ES256 too).
 func TestRegisterJWS(t *testing.T) {
-	RegisterJWS()
-	RegisterJWS() // idempotent
-	priv, k := newKey(t)
+	priv, k := newKey(t) // New registers the verifier (once)
 	jk, err := jwk.FromRaw(&priv.PublicKey)
 	if err != nil {
 		t.Fatal(err)

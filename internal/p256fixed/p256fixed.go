@@ -67,8 +67,11 @@ var shared = struct {
 
 // New returns the precomputed key for pub. Keys are shared: while any
 // caller holds the Key of a point, New returns that one instead of
-// building another (every tenant verifies Plaid's same keys).
+// building another (every tenant verifies Plaid's same keys). The first
+// call registers the jwx verifier that takes a *Key (registerJWS), so
+// wherever a Key exists, jws.NewVerifier(jwa.ES256) accepts it.
 func New(pub *ecdsa.PublicKey) (*Key, error) {
+	registerOnce.Do(registerJWS)
 	if pub == nil || pub.Curve != elliptic.P256() {
 		return nil, ErrNotP256
 	}
@@ -197,7 +200,7 @@ func bits(u []byte, off int) int {
 // (so the rest of the process sees jwx's behaviour unchanged).
 type jwsVerifier struct{ next jws.Verifier }
 
-func (v jwsVerifier) Verify(payload, sig []byte, key any) error {
+func (v *jwsVerifier) Verify(payload, sig []byte, key any) error {
 	k, ok := key.(*Key)
 	if !ok {
 		return v.next.Verify(payload, sig, key)
@@ -214,18 +217,16 @@ func (v jwsVerifier) Verify(payload, sig []byte, key any) error {
 
 var registerOnce sync.Once
 
-// RegisterJWS registers, once per process, jwx's ES256 verifier extended
-// to accept a *Key (jws.RegisterVerifier, jwx's extension point for
-// algorithm implementations): jws.NewVerifier(jwa.ES256).Verify(input,
-// sig, key) then uses the table for a *Key and jwx's own code otherwise.
-func RegisterJWS() {
-	registerOnce.Do(func() {
-		next, err := jws.NewVerifier(jwa.ES256)
-		if err != nil {
-			panic("p256fixed: jwx has no ES256 verifier: " + err.Error())
-		}
-		jws.RegisterVerifier(jwa.ES256, jws.VerifierFactoryFn(func() (jws.Verifier, error) {
-			return jwsVerifier{next}, nil
-		}))
-	})
+// registerJWS registers, through jwx's extension point for algorithm
+// implementations (jws.RegisterVerifier), jwx's ES256 verifier extended to
+// accept a *Key: jws.NewVerifier(jwa.ES256).Verify(input, sig, key) then
+// uses the table for a *Key and jwx's own code otherwise. The one verifier
+// is made here, not per call.
+func registerJWS() {
+	next, err := jws.NewVerifier(jwa.ES256)
+	if err != nil {
+		panic("p256fixed: jwx has no ES256 verifier: " + err.Error())
+	}
+	v := &jwsVerifier{next}
+	jws.RegisterVerifier(jwa.ES256, jws.VerifierFactoryFn(func() (jws.Verifier, error) { return v, nil }))
 }
