@@ -49,7 +49,7 @@ func decodeEntryJSON(b []byte) (e Entry, ok bool) {
 			}
 			e.Headers = append(e.Headers, h)
 		}
-		if len(e.Headers) == 0 || !d.lit("]") {
+		if !d.lit("]") { // at least one header: "headers":[] fails above
 			return Entry{}, false
 		}
 	}
@@ -146,7 +146,7 @@ func (d *entryDecoder) str(out *string) bool {
 // does.
 func (d *entryDecoder) time(t *time.Time) bool {
 	var s []byte
-	if len(d.b) == 0 || !d.raw(&s) {
+	if !d.raw(&s) {
 		return false
 	}
 	q := d.b[:0:0]
