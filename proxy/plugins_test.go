@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -288,13 +289,12 @@ func TestReloadUnderLoadDropsNothing(t *testing.T) {
 	}
 }
 
-// A tenant's webhook plugin sees the verified event with its item context,
-// drops what it does not want and forwards an enriched payload only to the
-// destination it names.
-func TestWebhookPluginDropsEnrichesForwards(t *testing.T) {
-	t.Parallel()
-	eng := pluginEngine(t)
-	ev := loadPlugin(t, eng, "t1", "event", hostabi.KindEvent, time.Second)
+// forwardedByEventPlugin runs ev as tenant t1's webhook plugin with two
+// destinations, app and other, links an item for alice, sends bodies as
+// Plaid webhooks for it (item_id set), waits until app got one and the
+// queue is empty, and returns what each destination received and the item.
+func forwardedByEventPlugin(t *testing.T, ev *hostabi.Plugin, bodies ...map[string]any) (map[string][]string, string) {
+	t.Helper()
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	var mu sync.Mutex
 	got := map[string][]string{}
@@ -317,21 +317,30 @@ func TestWebhookPluginDropsEnrichesForwards(t *testing.T) {
 	}})
 	r := e.link("t1.test", "alice-key", "ins_109508")
 	itemID, _ := r.json(t)["item_id"].(string)
-	send := func(typ, code string) {
-		body := map[string]any{"webhook_type": typ, "webhook_code": code, "item_id": itemID, "environment": "sandbox"}
-		if code == "PENDING_EXPIRATION" {
-			body["consent_expiration_time"] = "2026-12-25T00:00:00Z"
-		}
+	for _, body := range bodies {
+		body["item_id"] = itemID
 		if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultNone); err != nil {
 			t.Fatal(err)
 		}
 	}
-	send("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE")
-	send("ITEM", "PENDING_EXPIRATION")
 	eventually(t, "forwarded", func() bool { mu.Lock(); defer mu.Unlock(); return len(got["app"]) >= 1 })
 	eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
 	mu.Lock()
 	defer mu.Unlock()
+	return maps.Clone(got), itemID
+}
+
+// A tenant's webhook plugin sees the verified event with its item context,
+// drops what it does not want and forwards an enriched payload only to the
+// destination it names.
+func TestWebhookPluginDropsEnrichesForwards(t *testing.T) {
+	t.Parallel()
+	eng := pluginEngine(t)
+	ev := loadPlugin(t, eng, "t1", "event", hostabi.KindEvent, time.Second)
+	got, _ := forwardedByEventPlugin(t, ev,
+		map[string]any{"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE", "environment": "sandbox"},
+		map[string]any{"webhook_type": "ITEM", "webhook_code": "PENDING_EXPIRATION", "environment": "sandbox",
+			"consent_expiration_time": "2026-12-25T00:00:00Z"})
 	if len(got["app"]) != 1 || len(got["other"]) != 0 {
 		t.Fatalf("forwards: app %d, other %d; want only the PENDING_EXPIRATION event to app", len(got["app"]), len(got["other"]))
 	}
@@ -369,41 +378,10 @@ func testWebhookFilterExample(t *testing.T, guest string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ev.Close(context.Background()) })
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	var mu sync.Mutex
-	got := map[string][]string{}
-	recv := func(name string) *httptest.Server {
-		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			mu.Lock()
-			got[name] = append(got[name], string(b))
-			mu.Unlock()
-		}))
-		t.Cleanup(s.Close)
-		return s
-	}
-	app, other := recv("app"), recv("other")
-	e := startEnv(t, envConfig{tenantsFn: func(base, plaidURL string) []Tenant {
-		ts := defaultTenants(t, base[len("http://"):], plaidURL, "", []Destination{
-			{Name: "app", URL: app.URL, Secret: secret}, {Name: "other", URL: other.URL, Secret: secret}})
-		ts[0].EventPlugins = []*hostabi.Plugin{ev}
-		return ts
-	}})
-	r := e.link("t1.test", "alice-key", "ins_109508")
-	itemID, _ := r.json(t)["item_id"].(string)
-	for _, body := range []map[string]any{
-		{"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE", "item_id": itemID, "environment": "sandbox"},
-		{"webhook_type": "ITEM", "webhook_code": "PENDING_EXPIRATION", "item_id": itemID, "environment": "sandbox",
-			"consent_expiration_time": "2026-12-25T00:00:00Z", "n": 1.50},
-	} {
-		if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultNone); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eventually(t, "forwarded", func() bool { mu.Lock(); defer mu.Unlock(); return len(got["app"]) >= 1 })
-	eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
-	mu.Lock()
-	defer mu.Unlock()
+	got, itemID := forwardedByEventPlugin(t, ev,
+		map[string]any{"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE", "environment": "sandbox"},
+		map[string]any{"webhook_type": "ITEM", "webhook_code": "PENDING_EXPIRATION", "environment": "sandbox",
+			"consent_expiration_time": "2026-12-25T00:00:00Z", "n": 1.50})
 	if len(got["app"]) != 1 || len(got["other"]) != 0 {
 		t.Fatalf("forwards: app %d, other %d; want only the PENDING_EXPIRATION event to app", len(got["app"]), len(got["other"]))
 	}
