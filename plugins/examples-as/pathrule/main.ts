@@ -38,6 +38,14 @@ let paths = new Array<Uint8Array>(0);
 
 function at(p: usize, i: i32): i32 { return <i32>load<u8>(p + <usize>i); }
 
+// lastIndex is the index of the last byte c among the n at p, or -1.
+function lastIndex(p: usize, n: i32, c: i32): i32 {
+  for (let i = n - 1; i >= 0; i--) {
+    if (at(p, i) == c) return i;
+  }
+  return -1;
+}
+
 function isDigit(c: i32): bool { return c >= 0x30 && c <= 0x39; }
 
 // ipv4 is netip's parseIPv4Fields over [p, p+n): the address, or -1.
@@ -166,10 +174,7 @@ function parseAddr(p: usize, n: i32): Addr | null {
 // parsePrefix is netip.ParsePrefix.
 function parsePrefix(s: Uint8Array): Prefix | null {
   const p = s.dataStart, n = s.length;
-  let slash = -1;
-  for (let i = n - 1; i >= 0; i--) {
-    if (at(p, i) == 0x2f) { slash = i; break; }
-  }
+  const slash = lastIndex(p, n, 0x2f);
   if (slash < 0) return null;
   const ip = parseAddr(p, slash);
   if (ip == null || ip.zone) return null;
@@ -189,10 +194,7 @@ function parsePrefix(s: Uint8Array): Prefix | null {
 // parseAddrPort is netip.ParseAddrPort's address (the port checked).
 function parseAddrPort(s: Uint8Array): Addr | null {
   const p = s.dataStart, n = s.length;
-  let colon = -1;
-  for (let i = n - 1; i >= 0; i--) {
-    if (at(p, i) == 0x3a) { colon = i; break; }
-  }
+  const colon = lastIndex(p, n, 0x3a);
   if (colon < 0) return null;
   let ipP = p, ipN = colon;
   const portP = p + <usize>(colon + 1), portN = n - colon - 1;
