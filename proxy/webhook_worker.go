@@ -81,9 +81,9 @@ func (s *Server) startWorkers() {
 		limit = max(1, n/2)
 	}
 	// Outcomes wait in record for a shared sync round, which begins when
-	// 64 of them wait (the store's lazyMax) or after 10 ms: fewer slots
-	// than that would make a lone worker wait for the timer.
-	tr := &turns{busy: map[string]int{}, limit: limit, writing: make(chan struct{}, max(128, 16*n))}
+	// store.OutcomeBatch of them wait or after a delay: fewer slots than
+	// that would make a lone worker wait for the timer.
+	tr := &turns{busy: map[string]int{}, limit: limit, writing: make(chan struct{}, max(2*store.OutcomeBatch, 16*n))}
 	s.workers.Add(1)
 	go func() { // idle forwarding connections end with the workers
 		defer s.workers.Done()

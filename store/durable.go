@@ -48,8 +48,14 @@ type groupSync struct {
 // A crash inside the delay re-forwards those entries (at least once).
 const (
 	lazyDelay = 10 * time.Millisecond
-	lazyMax   = 64
+	lazyMax   = OutcomeBatch
 )
+
+// OutcomeBatch is how many outcome writes (Complete, Retry, DeadLetter,
+// Release) waiting for their sync round begin one at once; fewer wait up
+// to 10 ms for company. A caller that bounds its outcomes in flight should
+// allow more than this many.
+const OutcomeBatch = 64
 
 func newGroupSync(fn func() error) *groupSync {
 	g := &groupSync{fn: fn, begun: make(chan struct{})}
