@@ -179,6 +179,7 @@ type deadlineConn struct {
 	idle, writeIdle time.Duration
 	readAt, writeAt time.Duration // monoNow when the deadline in force was set; 0: none (or a past one)
 	freshConn                     // checks a reused connection before each request (upstream_fresh.go)
+	sendConn                      // sends a request's last bytes and waits for the answer (upstream_send.go)
 }
 
 const rearmDiv = 64
@@ -199,6 +200,11 @@ func due(at, now, bound time.Duration) bool {
 
 func (c *deadlineConn) Read(b []byte) (int, error) {
 	c.used = true
+	if c.waitErr != nil { // sendLast's wait for the answer failed (upstream_send.go)
+		err := c.waitErr
+		c.waitErr = nil
+		return 0, err
+	}
 	if c.expired {
 		c.readAt = 0                                                    // a past deadline: the next read sets a fresh one
 		if err := c.Conn.SetReadDeadline(time.Unix(1, 0)); err != nil { // freshTLS's check: buffered bytes only
@@ -217,14 +223,36 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
 
 func (c *deadlineConn) Write(b []byte) (int, error) {
-	if c.used && c.redial != nil { // the first write of the next request on a reused connection
-		c.used = false
-		if c.stale() {
-			if err := c.replace(); err != nil {
-				return 0, err
+	check := c.used && c.redial != nil // the first write of the next request on a reused connection
+	c.used = false
+	if c.last {
+		c.last = false
+		if c.raw != nil && c.redial != nil {
+			sent, checked, stale := c.sendLast(b, check)
+			switch {
+			case sent == len(b):
+				return sent, nil
+			case stale:
+				if err := c.replace(); err != nil {
+					return 0, err
+				}
+			case sent > 0: // the socket's buffer filled: the rest goes the usual way
+				n, err := c.write(b[sent:])
+				return sent + n, err
 			}
+			check = check && !checked
 		}
 	}
+	if check && c.stale() {
+		if err := c.replace(); err != nil {
+			return 0, err
+		}
+	}
+	return c.write(b)
+}
+
+// write writes b under the write deadline.
+func (c *deadlineConn) write(b []byte) (int, error) {
 	if now := monoNow(); due(c.writeAt, now, c.writeIdle) {
 		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle)); err != nil {
 			return 0, err

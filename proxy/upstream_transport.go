@@ -34,7 +34,14 @@ func (upstreamTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Reques
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
 	if err == nil {
+		dc, _ := conn.(*deadlineConn)
+		if dc != nil {
+			dc.last = true // the flush ends the request: it also waits for the answer (upstream_send.go)
+		}
 		err = bw.Flush()
+		if dc != nil {
+			dc.last = false // nothing was left to flush
+		}
 	}
 	hc.ReleaseWriter(bw)
 	if x, ok := err.(interface{ Timeout() bool }); ok && x.Timeout() {

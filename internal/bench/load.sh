@@ -135,9 +135,30 @@ for t in nginx-auth_request safeclose-nocache safeclose safeclose-apikeys safecl
 done
 log "sanity checks passed (200 with the token, 401 with a bad one)"
 
-wrk_run() { # target duration out
-  wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Host: ${HOSTHDR[$1]:-127.0.0.1}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+# CPU a target's serving processes used (utime+stime, clock ticks): the
+# proxy itself; for nginx its workers, plus the auth service for
+# auth_request. Sampled around each run, it gives CPU-µs per request, which
+# a busy VM's speed swings move much less than req/s.
+declare -A CPUPIDS
+cpu_ticks() { # pids...: sum of utime+stime
+  local t=0 p f
+  for p in "$@"; do
+    f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    f=${f##*) }; set -- $f
+    t=$((t + ${12} + ${13}))
+  done
+  echo "$t"
 }
+wrk_run() { # target duration out
+  local pids=${CPUPIDS[$1]:-} c0 c1
+  c0=$(cpu_ticks $pids)
+  wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "Host: ${HOSTHDR[$1]:-127.0.0.1}" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+  c1=$(cpu_ticks $pids)
+  echo "cpu_ticks $((c1 - c0)) hz $(getconf CLK_TCK)" >>"$3"
+}
+NGINXW=$(pgrep -P "${PIDS[3]}" | tr '\n' ' ') # nginx's workers (the master only forks them)
+CPUPIDS=([rp-fasthttp]=${PIDS[1]} [nginx-plain]=$NGINXW [nginx-auth_request]="$NGINXW ${PIDS[2]}"
+  [safeclose]=${PIDS[4]} [safeclose-nocache]=${PIDS[4]} [safeclose-apikeys]=${PIDS[4]} [safeclose-nocache-as]=${PIDS[4]})
 for t in "${TARGETS[@]}"; do wrk_run "$t" "$WARMUP" "$RUN/logs/warmup-$t.txt"; done
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
@@ -149,20 +170,22 @@ done
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 p99() { awk '$1=="99%" {print $2}' "$1"; }
 non2xx() { awk '/Non-2xx/ {print $4}' "$1"; }
+cpureq() { awk '/requests in/ {n=$1} /^cpu_ticks/ {t=$2; hz=$4} END {if (n > 0 && hz > 0) printf "%.1f\n", t*1e6/hz/n}' "$1"; } # CPU-µs per request
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # Medians are computed here, in this shell: the report below runs in a
 # "{ } | tee" subshell, whose assignments would not reach the SUMMARY lines.
-declare -A MED
+declare -A MED CPU
 for t in "${TARGETS[@]}"; do
   MED[$t]=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | median)
+  CPU[$t]=$(for r in $(seq "$ROUNDS"); do cpureq "$RUN/wrk/$t.$r.txt"; done | median)
 done
 {
   echo "Safeclose load harness $(date -u +%FT%TZ) · cached tenant cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
-  printf '%-20s %12s %24s %10s %8s\n' target "req/s(med)" "req/s per round" "p99" non2xx
+  printf '%-20s %12s %24s %10s %8s %12s\n' target "req/s(med)" "req/s per round" "p99" non2xx "CPU-µs/req"
   for t in "${TARGETS[@]}"; do
     all=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | tr '\n' ' ')
     bad=$(for r in $(seq "$ROUNDS"); do non2xx "$RUN/wrk/$t.$r.txt"; done | awk '{s+=$1} END {print s+0}')
-    printf '%-20s %12.0f %24s %10s %8s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad"
+    printf '%-20s %12.0f %24s %10s %8s %12s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad" "${CPU[$t]}"
   done
   awk -v c="${MED[safeclose]}" -v u="${MED[safeclose-nocache]}" -v k="${MED[safeclose-apikeys]}" -v f="${MED[rp-fasthttp]}" \
       -v n="${MED[nginx-auth_request]}" -v p="${MED[nginx-plain]}" -v a="${MED[safeclose-nocache-as]}" 'BEGIN {
