@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -40,24 +41,51 @@ var errPermanent = errors.New("proxy: permanent webhook failure")
 // another tenant waiting behind its backlog.
 type turns struct {
 	mu    sync.Mutex
-	busy  map[string]int
-	last  string // tenant leased last; the next lease starts after it
+	busy  map[string]int // entries in work, and slots held by leases under way
+	last  string         // tenant leased last; the next lease starts after it
 	limit int
 	// writing bounds the outcomes being recorded in the background (see
 	// record): a worker waits for a slot before it records another.
 	writing chan struct{}
 }
 
-// lease takes the next entry in turn. Leases are serialised (the store
-// serialises them anyway), so the per-tenant limit holds exactly.
+// lease takes the next entry in turn. Workers lease concurrently: on
+// PostgreSQL a lease waits for a commit, and concurrent leases share one
+// (store/pg writes.go), where leases taken one at a time capped forwarding
+// at one lease per commit (issue 12). The per-tenant limit still holds
+// exactly: the store asks allow before it leases from a tenant, and allow
+// takes one of the tenant's slots for this lease there and then; the slots
+// of tenants the lease did not land on are given back when it returns.
 func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
+	var held []string // tenants this lease holds a slot of
+	allow := func(tenant string) bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		if slices.Contains(held, tenant) {
+			return true
+		}
+		if tr.busy[tenant] >= tr.limit {
+			return false
+		}
+		tr.busy[tenant]++
+		held = append(held, tenant)
+		return true
+	}
+	tr.mu.Lock()
+	after := tr.last
+	tr.mu.Unlock()
+	e, ok, err := s.db.LeaseNext(owner, s.opts.Webhooks.Lease, after, allow)
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	e, ok, err := s.db.LeaseNext(owner, s.opts.Webhooks.Lease, tr.last, func(tenant string) bool {
-		return tr.busy[tenant] < tr.limit
-	})
+	for _, t := range held {
+		if ok && t == e.Tenant {
+			continue // the entry's slot, given back by done
+		}
+		if tr.busy[t]--; tr.busy[t] <= 0 {
+			delete(tr.busy, t)
+		}
+	}
 	if ok {
-		tr.busy[e.Tenant]++
 		tr.last = e.Tenant
 	}
 	return e, ok, err

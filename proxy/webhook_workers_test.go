@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -203,5 +204,86 @@ func TestLostLeaseCancelsWork(t *testing.T) {
 	})
 	if n := st.extends.Load(); n != 1 {
 		t.Errorf("%d extensions tried after the lease was lost, want 1", n)
+	}
+}
+
+// heldLease is a real store whose LeaseNext holds its answer a while after
+// the store has leased, so that concurrent leases overlap; it records how
+// many were under way at once.
+type heldLease struct {
+	*store.DB
+	hold      time.Duration
+	cur, peak atomic.Int32
+}
+
+func (h *heldLease) LeaseNext(owner string, d time.Duration, after string, allow func(string) bool) (store.Entry, bool, error) {
+	n := h.cur.Add(1)
+	defer h.cur.Add(-1)
+	for p := h.peak.Load(); n > p && !h.peak.CompareAndSwap(p, n); p = h.peak.Load() {
+	}
+	e, ok, err := h.DB.LeaseNext(owner, d, after, allow)
+	time.Sleep(h.hold)
+	return e, ok, err
+}
+
+// Issue 12: workers lease concurrently (on PostgreSQL concurrent leases
+// share a commit; taken one at a time they capped forwarding at one lease
+// per commit), and the per-tenant limit still holds exactly while leases
+// overlap: a tenant's slot is taken when the store chooses it, not when
+// the lease returns.
+func TestConcurrentLeasesKeepTenantLimit(t *testing.T) {
+	kr, err := store.ParseKeyring(testKeyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(store.Options{Dir: t.TempDir(), Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	for i := range 10 {
+		for _, tn := range []string{"t1", "t2"} {
+			body := fmt.Appendf(nil, `{"n":%d,"tenant":%q}`, i, tn)
+			if _, _, err := db.Enqueue(t.Context(), store.Entry{Tenant: tn, Body: body, ReceivedAt: time.Now(), BodySHA256: sha256.Sum256(body)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	h := &heldLease{DB: db, hold: 100 * time.Millisecond}
+	s := &Server{db: h, opts: Options{Webhooks: WebhookOptions{Lease: time.Minute}}}
+	const limit, leasers = 2, 8
+	tr := &turns{busy: map[string]int{}, limit: limit}
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		got = map[string]int{}
+	)
+	for i := range leasers {
+		wg.Go(func() {
+			e, ok, err := s.lease(tr, fmt.Sprint("w", i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if ok {
+				mu.Lock()
+				got[e.Tenant]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if got["t1"] != limit || got["t2"] != limit {
+		t.Fatalf("%d overlapping leases over two tenants with limit %d got %v, want %d each", leasers, limit, got, limit)
+	}
+	if p := h.peak.Load(); p < 2*limit {
+		t.Fatalf("at most %d leases were under way at once, want the %d that succeeded overlapping", p, 2*limit)
+	}
+	if tr.busy["t1"] != limit || tr.busy["t2"] != limit || len(tr.busy) != 2 {
+		t.Fatalf("busy = %v after the leases, want %d per tenant (no slot of a failed lease kept)", tr.busy, limit)
+	}
+	tr.done("t1")
+	if e, ok, err := s.lease(tr, "again"); err != nil || !ok || e.Tenant != "t1" {
+		t.Fatalf("after one t1 entry is done, a lease got %q, %v, %v; want t1's next entry", e.Tenant, ok, err)
 	}
 }
