@@ -19,7 +19,7 @@
 #
 # Knobs: DURATION=10s ROUNDS=3 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
 #        CACHE_TTL=30s (the cached tenant's decision cache)
-#        SUMMARY=path (also write "target<TAB>median req/s<TAB>p99" lines there,
+#        SUMMARY=path (also write "target<TAB>median req/s<TAB>p99<TAB>CPU-µs/req" lines there,
 #        for internal/bench/table)
 # Without the anchors folder (CI, a fresh clone) it says so and exits 0.
 set -euo pipefail
@@ -200,5 +200,5 @@ done
   echo "raw wrk output: $RUN/wrk"
 } | tee "$RUN/results.txt"
 if [[ -n ${SUMMARY:-} ]]; then
-  for t in "${TARGETS[@]}"; do printf '%s\t%s\t%s\n' "$t" "${MED[$t]}" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")"; done >"$SUMMARY"
+  for t in "${TARGETS[@]}"; do printf '%s\t%s\t%s\t%s\n' "$t" "${MED[$t]}" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "${CPU[$t]}"; done >"$SUMMARY"
 fi

@@ -87,6 +87,18 @@ func (r results) find(re string) string {
 	return names[0]
 }
 
+// cpuSuffix keys a load target's CPU-µs per request in parseLoad's map.
+const cpuSuffix = "#cpu"
+
+// withCPU is "N req/s", with the CPU per request when load.sh measured it.
+func withCPU(load map[string]float64, target string) string {
+	s := fmt.Sprintf("%.0f req/s", load[target])
+	if c, ok := load[target+cpuSuffix]; ok {
+		s += fmt.Sprintf(", %.1f CPU-µs/req", c)
+	}
+	return s
+}
+
 func parseLoad(path string) map[string]float64 {
 	out := map[string]float64{}
 	b, err := os.ReadFile(path)
@@ -100,6 +112,11 @@ func parseLoad(path string) map[string]float64 {
 		}
 		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
 			out[f[0]] = v
+		}
+		if len(f) >= 4 { // the serving processes' CPU per request (load.sh)
+			if v, err := strconv.ParseFloat(f[3], 64); err == nil {
+				out[f[0]+cpuSuffix] = v
+			}
 		}
 	}
 	return out
@@ -144,7 +161,7 @@ func main() {
 			t.row(path, "not in this run (load.sh needs ../shared/perf-anchors, wrk, nginx)", "", "", goal, "")
 			return
 		}
-		t.row(path, fmt.Sprintf("%.0f req/s", n), fmt.Sprintf("%s %.0f req/s", den, d), fmt.Sprintf("%.2f×", n/d), goal, "")
+		t.row(path, withCPU(load, num), den+" "+withCPU(load, den), fmt.Sprintf("%.2f×", n/d), goal, "")
 	}
 	lrow("Wasm JWT plugin (jwtauth), decision cache off ÷ plain fasthttp RP", "safeclose-nocache", "rp-fasthttp", "≥ 0.85×")
 	lrow("same ÷ nginx + auth_request", "safeclose-nocache", "nginx-auth_request", "≥ 2.5×")
