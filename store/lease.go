@@ -16,8 +16,10 @@ import (
 // around), and leases that tenant's oldest due entry. ok is false when
 // nothing is due.
 //
-// allow is called with the store's lease lock held and must not call the
-// store. Leasing reads one record and writes nothing: leases live in memory
+// allow is asked about a tenant just before its entry is leased (so the
+// tenant leased from is the last one allow accepted; the proxy's allow
+// takes a slot of each tenant it accepts), with the store's lease lock
+// held, and must not call the store. Leasing reads one record and writes nothing: leases live in memory
 // (qindex.go), so its cost does not grow with the queue and concurrent
 // leasers never conflict. See RATIONALE.md "Why one lease per entry, and
 // tenants take turns" and "Why leases live in memory".

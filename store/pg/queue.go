@@ -172,25 +172,23 @@ const leaseSQL = `UPDATE sc_queue SET lease_token = $3, lease_owner = $4, lease_
 	RETURNING ` + entryCols
 
 // leaseFrom leases the oldest due entry of the first of tenants (sorted) in
-// turn after after that allow accepts and that has one. The lease UPDATE is
-// group-committed with the outcomes being written (writes.go): it is
-// committed before leaseFrom returns, and shares its commit with them.
+// turn after after that allow accepts and that has one. allow is asked
+// about each tenant just before its lease is tried, not about all of them
+// first: the caller's allow may take a slot of the tenant it accepts
+// (proxy/webhook_worker.go), and should not for tenants never tried. The
+// lease UPDATE is group-committed with the outcomes being written
+// (writes.go): it is committed before leaseFrom returns, and shares its
+// commit with them.
 func (db *DB) leaseFrom(e *store.Entry, tenants []string, owner string, d time.Duration, now time.Time, after string, allow func(string) bool) (bool, error) {
-	names := make([]string, 0, len(tenants))
-	for _, t := range tenants {
-		if allow == nil || allow(t) {
-			names = append(names, t)
-		}
+	start, _ := slices.BinarySearch(tenants, after)
+	if start < len(tenants) && tenants[start] == after {
+		start++
 	}
-	start := 0
-	if i, _ := slices.BinarySearch(names, after); i < len(names) {
-		if names[i] == after {
-			i++
+	for k := range tenants {
+		t := tenants[(start+k)%len(tenants)]
+		if allow != nil && !allow(t) {
+			continue
 		}
-		start = i % max(len(names), 1)
-	}
-	for k := range names {
-		t := names[(start+k)%len(names)]
 		var got store.Entry
 		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, err = scanEntry(row); return err },
 			leaseSQL, now, t, newLeaseToken(), owner, now.Add(d))

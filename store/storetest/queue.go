@@ -164,13 +164,24 @@ func testQueueTurns(t *testing.T, open Opener) {
 		}
 		c.Add(time.Millisecond)
 	}
-	var got []string
+	var got, asked []string
 	last := ""
+	allow := func(tn string) bool {
+		asked = append(asked, tn)
+		return tn != "c"
+	}
 	for range 4 {
-		e, ok, err := s.LeaseNext("w", time.Minute, last, func(tn string) bool { return tn != "c" })
+		asked = asked[:0]
+		e, ok, err := s.LeaseNext("w", time.Minute, last, allow)
 		must(t, err)
 		if !ok {
 			t.Fatal("nothing leased")
+		}
+		// allow is asked about a tenant just before its lease is tried, so
+		// the tenant leased from is the last one asked: the proxy's allow
+		// takes a slot of each tenant it accepts.
+		if len(asked) == 0 || asked[len(asked)-1] != e.Tenant {
+			t.Fatalf("leased from %s after allow was asked about %v; want it asked last", e.Tenant, asked)
 		}
 		got = append(got, string(e.Body))
 		last = e.Tenant
