@@ -17,7 +17,7 @@
 # (ANCHORS=…, default ../shared/perf-anchors next to the repo). Needs wrk and
 # nginx-light (installed from Debian when missing and running as root).
 #
-# Knobs: DURATION=10s ROUNDS=3 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
+# Knobs: DURATION=6s ROUNDS=5 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
 #        CACHE_TTL=30s (the cached tenant's decision cache)
 #        SUMMARY=path (also write "target<TAB>median req/s<TAB>p99<TAB>CPU-µs/req" lines there,
 #        for internal/bench/table)
@@ -26,7 +26,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ANCHORS="${ANCHORS:-$ROOT/../shared/perf-anchors}"
 BASE="${BASE:-/tmp/safeclose-bench}"
-DURATION="${DURATION:-10s}"; ROUNDS="${ROUNDS:-3}"; CONNS="${CONNS:-32}"; THREADS="${THREADS:-1}"; WARMUP="${WARMUP:-2s}"; CACHE_TTL="${CACHE_TTL:-30s}"
+DURATION="${DURATION:-6s}"; ROUNDS="${ROUNDS:-5}"; CONNS="${CONNS:-32}"; THREADS="${THREADS:-1}"; WARMUP="${WARMUP:-2s}"; CACHE_TTL="${CACHE_TTL:-30s}"
 TARGETS=(rp-fasthttp nginx-plain nginx-auth_request safeclose-nocache safeclose safeclose-apikeys safeclose-nocache-as)
 declare -A PORT=([upstream]=18081 [rp-fasthttp]=18082 [nginx-auth_request]=18084 [authsvc]=18085 [nginx-plain]=18087
   [safeclose]=18090 [safeclose-nocache]=18090 [safeclose-apikeys]=18090 [safeclose-nocache-as]=18090)
