@@ -232,7 +232,7 @@ func TestSendLastSavesARead(t *testing.T) {
 			if _, err := c.Read(buf); err != nil {
 				return
 			}
-			time.Sleep(300 * time.Microsecond) // the answer comes after the client's first read
+			time.Sleep(time.Millisecond) // the answer comes after the client's first read
 			io.WriteString(c, "answer")
 		}
 	}
