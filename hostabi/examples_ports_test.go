@@ -46,6 +46,13 @@ func portOpts(tenant, config string, kind hostabi.Kind) hostabi.PluginOptions {
 	return o
 }
 
+// loadPort loads the Go example name and its AssemblyScript port
+// (name-as) with config ("-": none), as tenants "g"+id and "a"+id.
+func loadPort(t *testing.T, e *hostabi.Engine, name, id, config string, kind hostabi.Kind) (goP, asP *hostabi.Plugin) {
+	t.Helper()
+	return load(t, e, name, portOpts("g"+id, config, kind)), load(t, e, name+"-as", portOpts("a"+id, config, kind))
+}
+
 func TestPathRulePortAgrees(t *testing.T) {
 	e := newEngine(t)
 	configs := []string{
@@ -82,8 +89,7 @@ func TestPathRulePortAgrees(t *testing.T) {
 	uris := []string{"/internal/x?y=1", "/health", "/", "/public?/internal/", "/\xc3\xa9x", "/\xffx", "/\xef\xbf\xbd"}
 	for i, cfg := range configs {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			goP := load(t, e, "pathrule", portOpts(fmt.Sprint("g", i), cfg, hostabi.KindAuth))
-			asP := load(t, e, "pathrule-as", portOpts(fmt.Sprint("a", i), cfg, hostabi.KindAuth))
+			goP, asP := loadPort(t, e, "pathrule", fmt.Sprint(i), cfg, hostabi.KindAuth)
 			for _, src := range sources {
 				for _, uri := range uris {
 					r := &req{source: src, uri: uri}
@@ -124,8 +130,7 @@ func TestPathRulePortAgreesRandom(t *testing.T) {
 			}
 		}
 		cfg := `{"allow_cidrs":[` + strings.Join(cidrs, ",") + `],"allow_paths":["/"]}`
-		goP := load(t, e, "pathrule", portOpts(fmt.Sprint("g", c), cfg, hostabi.KindAuth))
-		asP := load(t, e, "pathrule-as", portOpts(fmt.Sprint("a", c), cfg, hostabi.KindAuth))
+		goP, asP := loadPort(t, e, "pathrule", fmt.Sprint(c), cfg, hostabi.KindAuth)
 		for range 300 {
 			src := gen()
 			if rng.IntN(10) < 7 { // a valid address, bracketed as it should be
@@ -225,8 +230,7 @@ func TestWebhookFilterPortAgrees(t *testing.T) {
 	}
 	for i, cfg := range configs {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			goP := load(t, e, "webhookfilter", portOpts(fmt.Sprint("g", i), cfg, hostabi.KindEvent))
-			asP := load(t, e, "webhookfilter-as", portOpts(fmt.Sprint("a", i), cfg, hostabi.KindEvent))
+			goP, asP := loadPort(t, e, "webhookfilter", fmt.Sprint(i), cfg, hostabi.KindEvent)
 			for _, ev := range events {
 				for _, it := range items {
 					compare(t, goP, asP, cfg, ev, it)
@@ -235,8 +239,7 @@ func TestWebhookFilterPortAgrees(t *testing.T) {
 		})
 	}
 	t.Run("random", func(t *testing.T) {
-		goP := load(t, e, "webhookfilter", portOpts("gr", "-", hostabi.KindEvent))
-		asP := load(t, e, "webhookfilter-as", portOpts("ar", "-", hostabi.KindEvent))
+		goP, asP := loadPort(t, e, "webhookfilter", "r", "-", hostabi.KindEvent)
 		// Payloads at set_payload's limit, and over it once each < is
 		// written as 6 bytes.
 		const frame = len(`{"a":"","safeclose":{"item_state":"ok","tenant":"t1","user":"alice"}}`)

@@ -143,15 +143,14 @@ func (d *entryDecoder) str(out *string) bool {
 }
 
 // time reads a quoted time with time.Time.UnmarshalJSON, as encoding/json
-// does.
+// does, given the quoted bytes where they are (raw consumed exactly them).
 func (d *entryDecoder) time(t *time.Time) bool {
+	quoted := d.b
 	var s []byte
 	if !d.raw(&s) {
 		return false
 	}
-	q := d.b[:0:0]
-	q = append(append(append(q, '"'), s...), '"')
-	return t.UnmarshalJSON(q) == nil
+	return t.UnmarshalJSON(quoted[:len(quoted)-len(d.b)]) == nil
 }
 
 // uint reads a non-negative integer as strconv writes it (no sign, no

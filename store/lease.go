@@ -19,9 +19,9 @@ import (
 // allow is asked about a tenant just before its entry is leased (so the
 // tenant leased from is the last one allow accepted; the proxy's allow
 // takes a slot of each tenant it accepts), with the store's lease lock
-// held, and must not call the store. Leasing reads one record and writes nothing: leases live in memory
-// (qindex.go), so its cost does not grow with the queue and concurrent
-// leasers never conflict. See RATIONALE.md "Why one lease per entry, and
+// held, and must not call the store. Leasing reads one record and writes
+// nothing: leases live in memory (qindex.go), so its cost does not grow
+// with the queue and concurrent leasers never conflict. See RATIONALE.md "Why one lease per entry, and
 // tenants take turns" and "Why leases live in memory".
 func (db *DB) LeaseNext(owner string, d time.Duration, after string, allow func(tenant string) bool) (e Entry, ok bool, err error) {
 	db.leaseMu.Lock()
