@@ -206,14 +206,19 @@ func (v *jwsVerifier) Verify(payload, sig []byte, key any) error {
 		return v.next.Verify(payload, sig, key)
 	}
 	if len(sig) != 64 { // JWS ES256: r‖s, 32 bytes each (RFC 7518 3.4)
-		return errors.New("p256fixed: ES256 signature is not 64 bytes")
+		return errSigLength
 	}
 	h := sha256.Sum256(payload)
 	if !k.Verify(h[:], sig[:32], sig[32:]) {
-		return errors.New("p256fixed: signature does not verify")
+		return errBadSignature
 	}
 	return nil
 }
+
+var (
+	errSigLength    = errors.New("p256fixed: ES256 signature is not 64 bytes")
+	errBadSignature = errors.New("p256fixed: signature does not verify")
+)
 
 var registerOnce sync.Once
 
