@@ -44,6 +44,15 @@ type Server struct {
 	workers sync.WaitGroup
 	wake    chan struct{} // intake → workers: new entries are due
 	started atomic.Bool
+
+	// Listeners given to Serve, and whether Shutdown has begun. fasthttp
+	// learns of a listener only once its Serve runs: a Shutdown that came
+	// first found none, returned, and the listener then served for ever
+	// (a SIGTERM at the end of start-up hung the process, serving with
+	// its plugins closed). Shutdown closes these itself.
+	lnMu sync.Mutex
+	lns  []net.Listener
+	down bool
 }
 
 // table is an immutable routing snapshot; Reload swaps it atomically.
@@ -278,9 +287,17 @@ func (s *Server) Reload(ts []Tenant) error {
 // Serve accepts connections on ln and starts the webhook workers. It returns
 // nil after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if s.started.CompareAndSwap(false, true) {
-		s.startWorkers()
+	s.lnMu.Lock()
+	if s.down {
+		s.lnMu.Unlock()
+		ln.Close()
+		return nil
 	}
+	s.lns = append(s.lns, ln)
+	if s.started.CompareAndSwap(false, true) {
+		s.startWorkers() // under lnMu: its workers.Add precedes Shutdown's Wait
+	}
+	s.lnMu.Unlock()
 	err := s.fs.Serve(ln)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
@@ -292,7 +309,14 @@ func (s *Server) Serve(ln net.Listener) error {
 // and stops the workers. A leased webhook left unfinished becomes visible
 // again after its lease.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.lnMu.Lock()
+	s.down = true
+	lns := s.lns
+	s.lnMu.Unlock()
 	err := s.fs.ShutdownWithContext(ctx)
+	for _, ln := range lns { // fasthttp closed those it knew of
+		ln.Close()
+	}
 	t := s.table.Load()
 	closeTunnels(t) // hijacked connections are not the server's any more
 	s.cancel()
