@@ -90,6 +90,13 @@ func serveFlagSet(o *serveOpts) *flag.FlagSet {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// SIGHUP is caught from the start: Go's default for it is to exit, and
+	// start-up (store, plugin compilation) takes long enough for a reload
+	// sent right after a start to land in it. One that does is kept and
+	// reloads once serving.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var o serveOpts
 	if err := parseFlags(serveFlagSet(&o), args, stdout); err != nil {
 		return err
@@ -203,9 +210,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log.Info("safeclose listening", "addr", ln.Addr().String(), "admin", adminLn.Addr().String(), "tenants", len(tenants), "emulator", emuAddr)
 	fmt.Fprintf(stdout, "safeclose listening on %s://%s (admin http://%s)\n", scheme, ln.Addr(), adminLn.Addr())
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var watch <-chan time.Time
 	if *cfgPath != "" && *watchEvery > 0 {
 		t := time.NewTicker(*watchEvery)
