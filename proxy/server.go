@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -298,11 +299,41 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.startWorkers() // under lnMu: its workers.Add precedes Shutdown's Wait
 	}
 	s.lnMu.Unlock()
-	err := s.fs.Serve(ln)
+	err := s.fs.Serve(retryListener{ln, s.log})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// retryListener keeps accepting through errors that pass, as net/http's
+// Serve does: fasthttp's Serve returns on any accept error but a timeout,
+// so a process out of file descriptors (EMFILE under a flood of
+// connections) stopped serving and exited. It waits 5 ms, doubling up to
+// 1 s, between tries; a closed listener still ends Accept at once.
+type retryListener struct {
+	net.Listener
+	log *slog.Logger
+}
+
+func (l retryListener) Accept() (net.Conn, error) {
+	var wait time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil || !acceptRetryable(err) {
+			return c, err
+		}
+		wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+		l.log.Warn("accept failed; retrying", "err", err, "in", wait)
+		time.Sleep(wait)
+	}
+}
+
+// acceptRetryable reports accept errors that end when connections close or
+// memory frees up.
+func acceptRetryable(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // Shutdown stops accepting, waits for in-flight requests (bounded by ctx)
