@@ -260,17 +260,10 @@ func (t *table) add(tn *tenant) error {
 	return nil
 }
 
-// Reload atomically swaps in a new tenant set. In-flight requests finish on
-// the tenant they started with. The caller closes plugins of the old set
-// afterwards (their Close waits for in-flight calls).
-// ReloadGrace is how long a caller of Reload must keep the old tenants'
-// plugins open: a request that picked the old table just before the swap
-// still authenticates with them. Authentication happens at the start of a
-// request, so a second is ample.
-const ReloadGrace = time.Second
-
-// Reload swaps in a new tenant table atomically. The caller closes the old
-// tenants' plugins after ReloadGrace.
+// Reload swaps in a new tenant table atomically. Requests and webhook
+// events in flight finish on the tenant they picked, old or new; the caller
+// closes the old tenants' plugins only once ReloadGrace has passed (a
+// plugin's Close then still waits for the calls in flight).
 func (s *Server) Reload(ts []Tenant) error {
 	t, err := s.buildTable(ts)
 	if err != nil {
@@ -283,6 +276,36 @@ func (s *Server) Reload(ts []Tenant) error {
 	}
 	s.log.Info("config reloaded", "tenants", len(ts))
 	return nil
+}
+
+// reloadMargin is what ReloadGrace adds to the bounds it covers. A request
+// that does not read its body whole authenticates as soon as it is routed,
+// within the margin alone; it also absorbs the moments between picking the
+// table and the start of those bounds (routing a request, decoding a
+// webhook body before its attempt's deadline is set).
+const reloadMargin = time.Second
+
+// ReloadGrace is how long after Reload the caller must keep the old tenants'
+// plugins open: the longest a request or a webhook event that picked the old
+// table can hold it before it calls the tenant's plugins, plus reloadMargin.
+// It covers:
+//   - a Plaid route (/api/plaid/...), which reads the whole request body
+//     before it authenticates, and a proxied request of a tenant whose auth
+//     plugin may read the body (buffered first): Options.ReadTimeout, for a
+//     body that has arrived in full within ReadTimeout of the request being
+//     routed;
+//   - a webhook worker, which calls the tenant's event plugins after Plaid's
+//     /item/get: the attempt's deadline, PlaidTimeout + 10s (eventTimeout),
+//     after which the worker calls no plugin (the attempt fails and is
+//     retried, as it would at its forwards).
+//
+// With the defaults it is 26s. It does not cover a body that keeps arriving
+// for longer than ReadTimeout: each read of it waits up to ReadTimeout for
+// more, so a body trickled (or sent slowly) may reach its plugin after the
+// grace; that plugin is closed by then, and the request fails closed with
+// 503 auth_unavailable.
+func (s *Server) ReloadGrace() time.Duration {
+	return max(s.opts.ReadTimeout, s.eventTimeout()) + reloadMargin
 }
 
 // Serve accepts connections on ln and starts the webhook workers. It returns

@@ -360,7 +360,7 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 	if err := json.Unmarshal(e.Body, &ev); err != nil {
 		return nil, fmt.Errorf("%w: body is not JSON: %w", errPermanent, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.PlaidTimeout+10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, s.eventTimeout())
 	defer cancel()
 
 	item, err := s.db.Item(tn.Name, ev.ItemID)
@@ -384,6 +384,11 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 	payload := e.Body
 	forwardAll, named := true, map[string]bool{}
 	for _, p := range tn.EventPlugins {
+		// Past the deadline no plugin is called: ReloadGrace counts on it,
+		// as tn may be from a table a reload has since retired.
+		if err := ctx.Err(); err != nil {
+			return later, fmt.Errorf("webhook plugin: %w", err)
+		}
 		res, err := p.HandleEvent(ctx, hostabi.Event{
 			Tenant: tn.Name, User: item.User, ItemID: ev.ItemID, ItemState: string(item.State), Body: payload,
 		})
@@ -417,6 +422,11 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 	}
 	return later, nil
 }
+
+// eventTimeout bounds one attempt at a webhook event (process): Plaid's
+// /item/get, the tenant's event plugins and the forwards. ReloadGrace
+// covers it.
+func (s *Server) eventTimeout() time.Duration { return s.opts.PlaidTimeout + 10*time.Second }
 
 // applyEvent moves the item's state. Login state is confirmed with /item/get,
 // so duplicates and out-of-order ERROR / LOGIN_REPAIRED settle on the truth.

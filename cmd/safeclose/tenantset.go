@@ -128,8 +128,9 @@ func reload(ctx context.Context, path string, b *builder, srv *proxy.Server, cur
 			retire = append(retire, ob)
 		}
 	}
-	go func() { // requests that picked the old table finish first
-		time.Sleep(proxy.ReloadGrace)
+	grace := srv.ReloadGrace()
+	go func() { // requests and webhook events that picked the old table call its plugins first
+		time.Sleep(grace)
 		closeSet(retire)
 	}()
 	return next
