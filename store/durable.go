@@ -22,7 +22,10 @@ import (
 //
 // A failed round is sticky: after a failed fsync the kernel may have dropped
 // the dirty pages and a later fsync can succeed without them, so every later
-// write reports the failure until the process restarts.
+// write reports the failure until the process restarts. A round that
+// stopped before an fsync could run (no descriptor to list the directory
+// or open an older log: EMFILE) dropped nothing: it fails the writes that
+// waited for it, and the next round tries again.
 type groupSync struct {
 	fn      func() error // one round: makes every committed write durable
 	mu      sync.Mutex
@@ -31,6 +34,8 @@ type groupSync struct {
 	done    uint64 // rounds finished
 	running bool
 	err     error // sticky
+	failed  uint64 // the last round that could not run (unsyncedError)
+	failErr error  // its error
 	rounds  uint64
 	// begun is closed when a round begins (then replaced): lazy waiters
 	// ride it. lazy counts them; lazyMax of them begin a round at once.
@@ -98,9 +103,15 @@ func (g *groupSync) waitLazy() error {
 }
 
 // waitFor returns once round want has finished, running it if nobody is;
-// g.mu is held.
+// g.mu is held. A round that could not run (unsyncedError: no file
+// descriptor for the directory or an older log) fails the writes that
+// needed it, and only them: it synced nothing, so no page was dropped,
+// and the next round tries again.
 func (g *groupSync) waitFor(want uint64) error {
 	for g.done < want && g.err == nil {
+		if g.failed >= want {
+			return g.failErr
+		}
 		if g.running {
 			g.cond.Wait()
 			continue
@@ -113,15 +124,30 @@ func (g *groupSync) waitFor(want uint64) error {
 		g.mu.Unlock()
 		err := g.fn()
 		g.mu.Lock()
-		g.running, g.done = false, n
+		g.running = false
 		g.rounds++
-		if err != nil {
+		var un *unsyncedError
+		switch {
+		case err == nil:
+			g.done = n
+		case errors.As(err, &un):
+			g.failed, g.failErr = n, fmt.Errorf("store: sync: %w", err)
+		default:
+			g.done = n
 			g.err = fmt.Errorf("store: sync: %w", err)
 		}
 		g.cond.Broadcast()
 	}
 	return g.err
 }
+
+// unsyncedError is a round that stopped before an fsync it needed could
+// run (open or list failed, EMFILE above all): unlike a failed fsync it
+// is not sticky.
+type unsyncedError struct{ err error }
+
+func (e *unsyncedError) Error() string { return e.err.Error() }
+func (e *unsyncedError) Unwrap() error { return e.err }
 
 // roundCount is the number of fsync rounds run so far.
 func (g *groupSync) roundCount() uint64 {
@@ -155,7 +181,8 @@ func (db *DB) syncFiles() error {
 	db.listings++
 	es, err := os.ReadDir(db.dir)
 	if err != nil {
-		return err
+		db.listings = 0 // the next round lists again
+		return &unsyncedError{err}
 	}
 	names := make([]string, 0, len(es))
 	for _, e := range es {
@@ -163,6 +190,10 @@ func (db *DB) syncFiles() error {
 	}
 	for _, name := range olderLogs(names, db.oldSynced) {
 		if err := fsyncFile(filepath.Join(db.dir, name)); err != nil {
+			var un *unsyncedError
+			if errors.As(err, &un) {
+				db.listings = 0 // name is still unsynced: the next round lists again
+			}
 			return err
 		}
 		db.oldSynced[name] = true
@@ -216,7 +247,7 @@ func fsyncFile(path string) error {
 		return nil
 	}
 	if err != nil {
-		return err
+		return &unsyncedError{err}
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

@@ -125,6 +125,38 @@ func TestGroupSyncFailureIsSticky(t *testing.T) {
 	}
 }
 
+// A round that could not run (unsyncedError: EMFILE while opening a file it
+// had to fsync) fails the wait that needed it, runs no more rounds by
+// itself, and the next wait runs a fresh round that succeeds.
+func TestGroupSyncUnsyncedRoundIsNotSticky(t *testing.T) {
+	t.Parallel()
+	calls := 0
+	g := newGroupSync(func() error {
+		calls++
+		if calls == 2 {
+			return &unsyncedError{errors.New("open: too many open files")}
+		}
+		return nil
+	})
+	if err := g.wait(); err != nil {
+		t.Fatalf("first wait = %v, want nil", err)
+	}
+	if err := g.wait(); err == nil {
+		t.Fatal("wait on the round that could not run = nil, want its error")
+	}
+	if calls != 2 {
+		t.Fatalf("rounds after the failed one, before anyone waited again = %d, want 0", calls-2)
+	}
+	for i := range 2 {
+		if err := g.wait(); err != nil {
+			t.Fatalf("wait %d after the failed round = %v, want nil", i, err)
+		}
+	}
+	if calls != 4 {
+		t.Errorf("rounds = %d, want 4 (one each)", calls)
+	}
+}
+
 // Issue 12.3: a worker's effects (orphans, item state) take no sync round of
 // their own; the round that records the entry's outcome, committed after
 // them, makes them durable.
