@@ -245,7 +245,20 @@ func (db *DB) Rotate() (int, error) {
 				if err != nil {
 					return fmt.Errorf("store: rotate: %w", db.corrupt(err, "item", r.Tenant, r.ItemID))
 				}
-				if si.SealKeyID == primary && si.MACKeyID == primary {
+				// UpdateItem re-authenticates the item but not its owner
+				// record, so the owner's key is checked on its own.
+				var orec []byte
+				ownerMAC := primary
+				switch err := tx.QueryRow(ctx, "SELECT rec FROM sc_owners WHERE item_id = $1 FOR UPDATE", r.ItemID).Scan(&orec); {
+				case errors.Is(err, pgx.ErrNoRows):
+				case err != nil:
+					return err
+				default:
+					if _, _, ownerMAC, err = db.kr.DecodeOwner(r.ItemID, orec); err != nil {
+						return fmt.Errorf("store: rotate: %w", db.corrupt(err, "owner index", "", r.ItemID))
+					}
+				}
+				if si.SealKeyID == primary && si.MACKeyID == primary && ownerMAC == primary {
 					continue
 				}
 				rec, err := db.kr.Reencode(si, si.Item)
