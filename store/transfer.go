@@ -37,6 +37,32 @@ const (
 	RecKV      = "kv"       // Key: tenant \x00 plugin key; Value: the value; ExpiresAt: its expiry, zero for none
 )
 
+// MigrateMark is the key id of the RecKeyUsed record `safeclose migrate`
+// imports into its destination before any other record and removes with
+// Unmark once every record is in. Until then a store opened there reports
+// ErrKeyMismatch naming this id (tokens refused, /readyz not ready), so a
+// copy cut short is not served as if it were the whole store.
+const MigrateMark = "safeclose-migrate-unfinished"
+
+// Marked reports whether the store holds the MigrateMark record.
+func (db *DB) Marked() (bool, error) {
+	found := false
+	err := db.view(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte("ku/" + MigrateMark))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	return found, err
+}
+
+// Unmark removes the MigrateMark record.
+func (db *DB) Unmark() error {
+	return db.update(func(txn *badger.Txn) error { return txn.Delete([]byte("ku/" + MigrateMark)) })
+}
+
 var exportPrefixes = []struct{ prefix, kind string }{
 	{"kc/", RecCanary}, {"ku/", RecKeyUsed}, {"i/", RecItem}, {"x/", RecOwner}, {"lk/", RecLink},
 	{"ei/", RecIntent}, {"o/", RecOrphan}, {"q/", RecQueue}, {"d/", RecDead},

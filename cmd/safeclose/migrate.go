@@ -27,7 +27,9 @@ func migrateFlagSet(o *migrateOpts) *flag.FlagSet {
 // runMigrate copies every record of the Badger store in data_dir into the
 // PostgreSQL store at store.dsn (or back with -reverse). Records move as
 // stored bytes: tokens stay sealed and no key is needed. A record already
-// at the destination is left alone, so a migration can be run again. Plugin
+// at the destination is left alone, so a migration can be run again; until
+// one runs to the end the destination carries store.MigrateMark, so a serve
+// there refuses tokens rather than serve part of the store. Plugin
 // KV entries move too (unexpired ones, with their expiry; the quota is not
 // applied, see store.(*DB).importKV). Stop every replica first: the queue
 // must not move under it.
@@ -60,17 +62,28 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("open postgres: %w", err)
 	}
 	defer pdb.Close()
-	type exporter interface {
+	type side interface {
 		Export(func(store.Record) error) error
-	}
-	type importer interface {
 		Import(store.Record) (bool, error)
+		Marked() (bool, error)
+		Unmark() error
 	}
-	var from exporter = bdb
-	var to importer = pdb
-	what := cfg.DataDir + " → postgres"
+	var from, to side = bdb, pdb
+	what, source := cfg.DataDir+" → postgres", cfg.DataDir
 	if *reverse {
-		from, to, what = pdb, bdb, "postgres → "+cfg.DataDir
+		from, to, what, source = pdb, bdb, "postgres → "+cfg.DataDir, "postgres"
+	}
+	// A source that is itself a copy cut short would pass on its gaps, and
+	// the destination's mark is only written once the source is known whole.
+	if marked, err := from.Marked(); err != nil {
+		return fmt.Errorf("migrate: read %s: %w", source, err)
+	} else if marked {
+		return fmt.Errorf("migrate: %s is the destination of a migrate that did not finish; run that migrate again to the end first", source)
+	}
+	// Until the last record is in, the destination carries store.MigrateMark:
+	// a serve there refuses tokens and is not ready, and a second run resumes.
+	if _, err := to.Import(store.Record{Kind: store.RecKeyUsed, Key: store.MigrateMark}); err != nil {
+		return fmt.Errorf("migrate: mark the destination unfinished: %w", err)
 	}
 	var read, wrote int
 	progress := func() {
@@ -95,8 +108,11 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	})
 	progress()
 	fmt.Fprintln(stdout)
+	if err == nil {
+		err = to.Unmark()
+	}
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return fmt.Errorf("migrate: %w (the destination refuses tokens until a migrate runs to the end: run it again)", err)
 	}
 	return nil
 }

@@ -100,6 +100,23 @@ func (db *DB) Import(r store.Record) (bool, error) {
 	return n == 1, err
 }
 
+// Marked reports whether the database holds the store.MigrateMark record.
+func (db *DB) Marked() (bool, error) {
+	var found bool
+	err := db.op(func(ctx context.Context) error {
+		return db.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM sc_keys WHERE id = $1 AND used)", store.MigrateMark).Scan(&found)
+	})
+	return found, err
+}
+
+// Unmark removes the store.MigrateMark record.
+func (db *DB) Unmark() error {
+	return db.op(func(ctx context.Context) error {
+		_, err := db.pool.Exec(ctx, "DELETE FROM sc_keys WHERE id = $1", store.MigrateMark)
+		return err
+	})
+}
+
 // Export calls fn with every record that defines the store's state, in the
 // form store.(*DB).Import takes. Expired plugin KV entries are left behind.
 func (db *DB) Export(fn func(store.Record) error) error {
