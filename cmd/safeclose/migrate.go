@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/safeclose/safeclose/store"
@@ -49,6 +51,13 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	dsn, err := cfg.Store.DSN.Resolve()
 	if err != nil {
 		return fmt.Errorf("store.dsn: %w", err)
+	}
+	// Opening a missing data_dir makes an empty store there, which would be
+	// copied as the whole store: a relative data_dir (./data by default)
+	// names another directory when migrate runs from elsewhere than serve.
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "MANIFEST")); !*reverse && err != nil {
+		abs, _ := filepath.Abs(cfg.DataDir)
+		return fmt.Errorf("migrate: data_dir %s (%s) holds no store to copy: %w", cfg.DataDir, abs, err)
 	}
 	bdb, err := store.Open(store.Options{Dir: cfg.DataDir, Logger: newLogger(stderr, "error")})
 	if err != nil {

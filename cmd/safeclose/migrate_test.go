@@ -217,3 +217,33 @@ func mustRead(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// A migrate run from another directory than serve's, with a relative
+// data_dir (the default is ./data), must not copy an empty store made on the
+// spot and report success: PostgreSQL would then be served as the whole
+// store, with no items in it.
+func TestMigrateRefusesMissingDataDir(t *testing.T) {
+	dsn := pgtest.Database(t)
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "not-here")
+	cfg := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cfg, []byte(`data_dir: `+missing+`
+store: {backend: postgres, dsn: env:SAFECLOSE_MIGRATE_DSN}
+tenants:
+  - name: t1
+    hosts: [a.example]
+    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
+    auth: {api_keys: [{sha256: "`+strings.Repeat("b", 64)+`", user: u}]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SAFECLOSE_MIGRATE_DSN", dsn)
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"migrate", "-config", cfg}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("migrate from a missing data_dir = %v (said %q), want an error naming it", err, out.String())
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Fatalf("migrate made the missing data_dir (Stat = %v)", err)
+	}
+}
