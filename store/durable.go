@@ -33,7 +33,7 @@ type groupSync struct {
 	started uint64 // rounds begun
 	done    uint64 // rounds finished
 	running bool
-	err     error // sticky
+	err     error  // sticky
 	failed  uint64 // the last round that could not run (unsyncedError)
 	failErr error  // its error
 	rounds  uint64
