@@ -63,6 +63,19 @@ func (db *DB) Unmark() error {
 	return db.update(func(txn *badger.Txn) error { return txn.Delete([]byte("ku/" + MigrateMark)) })
 }
 
+// errHolds stops the Export that Holds runs at the first record.
+var errHolds = errors.New("store: holds a record")
+
+// Holds reports whether the store holds any record Export would move (the
+// MigrateMark record counts too), reading no further than the first.
+func (db *DB) Holds() (bool, error) {
+	err := db.Export(func(Record) error { return errHolds })
+	if errors.Is(err, errHolds) {
+		return true, nil
+	}
+	return false, err
+}
+
 var exportPrefixes = []struct{ prefix, kind string }{
 	{"kc/", RecCanary}, {"ku/", RecKeyUsed}, {"i/", RecItem}, {"x/", RecOwner}, {"lk/", RecLink},
 	{"ei/", RecIntent}, {"o/", RecOrphan}, {"q/", RecQueue}, {"d/", RecDead},

@@ -17,12 +17,14 @@ import (
 type migrateOpts struct {
 	config  string
 	reverse bool
+	merge   bool
 }
 
 func migrateFlagSet(o *migrateOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.StringVar(&o.config, "config", "", "config file: data_dir is the Badger side, store.dsn the PostgreSQL side")
-	fs.BoolVar(&o.reverse, "reverse", false, "copy PostgreSQL into data_dir instead")
+	fs.BoolVar(&o.reverse, "reverse", false, "copy PostgreSQL into data_dir instead; data_dir must hold no records, unless it is the destination of an unfinished -reverse (which this resumes)")
+	fs.BoolVar(&o.merge, "merge", false, "with -reverse: copy into a data_dir that already holds records, keeping every record it has as it is there")
 	return fs
 }
 
@@ -35,12 +37,22 @@ func migrateFlagSet(o *migrateOpts) *flag.FlagSet {
 // KV entries move too (unexpired ones, with their expiry; the quota is not
 // applied, see store.(*DB).importKV). Stop every replica first: the queue
 // must not move under it.
+//
+// -reverse refuses a data_dir that already holds records (typically the
+// store from before the move to PostgreSQL) unless -merge is given: since
+// records already there are left alone, items removed or changed on
+// PostgreSQL would come back in their old form, tokens with them, and
+// delivered webhooks would be queued again. A data_dir carrying the mark is
+// the destination of a -reverse cut short and is resumed without -merge.
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o migrateOpts
 	if err := parseFlags(migrateFlagSet(&o), args, stdout); err != nil {
 		return err
 	}
 	cfgPath, reverse := &o.config, &o.reverse
+	if o.merge && !o.reverse {
+		return usageErrorf("migrate", "-merge applies to -reverse only")
+	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
@@ -89,6 +101,13 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	} else if marked {
 		return fmt.Errorf("migrate: %s is the destination of a migrate that did not finish; run that migrate again to the end first", source)
 	}
+	// Checked before the mark is written: a data_dir with the mark is one a
+	// -reverse (or -reverse -merge) was already let into, so it resumes.
+	if *reverse && !o.merge {
+		if err := refuseHeldDataDir(bdb, cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	// Until the last record is in, the destination carries store.MigrateMark:
 	// a serve there refuses tokens and is not ready, and a second run resumes.
 	if _, err := to.Import(store.Record{Kind: store.RecKeyUsed, Key: store.MigrateMark}); err != nil {
@@ -122,6 +141,25 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if err != nil {
 		return fmt.Errorf("migrate: %w (the destination refuses tokens until a migrate runs to the end: run it again)", err)
+	}
+	return nil
+}
+
+// refuseHeldDataDir returns an error when the Badger store in dir holds
+// records and does not carry store.MigrateMark.
+func refuseHeldDataDir(bdb *store.DB, dir string) error {
+	if marked, err := bdb.Marked(); err != nil {
+		return fmt.Errorf("migrate: read %s: %w", dir, err)
+	} else if marked {
+		return nil
+	}
+	held, err := bdb.Holds()
+	if err != nil {
+		return fmt.Errorf("migrate: read %s: %w", dir, err)
+	}
+	if held {
+		abs, _ := filepath.Abs(dir)
+		return fmt.Errorf("migrate: data_dir %s (%s) already holds records; -reverse would merge PostgreSQL into them, and items, tokens and queue entries removed or changed on PostgreSQL since would come back as they are there: move the directory aside (or set data_dir to a new one) and run again, or pass -merge to merge on purpose", dir, abs)
 	}
 	return nil
 }

@@ -187,3 +187,100 @@ tenants:
 		t.Fatalf("migrate printed an access token:\n%s", printed.String())
 	}
 }
+
+// A `migrate -reverse` SIGKILLed midway leaves a fresh data_dir holding some
+// records and the mark. Running it again without -merge resumes it (the
+// mark tells it from a data_dir with old records, which is refused), and
+// the data_dir is then whole and served.
+func TestMigrateReverseKilledMidwayResumes(t *testing.T) {
+	dsn := pgtest.Database(t)
+	bin := binaryPath(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	const keys = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	kr, err := store.ParseKeyring(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const items = 1500
+	ctx := context.Background()
+	pdb, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 2, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range items {
+		it := store.Item{Tenant: "t1", User: "alice", ItemID: fmt.Sprintf("item-%04d", i), State: store.StateOK, CreatedAt: now}
+		if err := pdb.SaveItem(it, fmt.Sprintf("access-sandbox-%04d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pdb.Close()
+	cfg := filepath.Join(dir, "c.yaml")
+	writeMigrateConfig(t, cfg, data)
+	env := append(os.Environ(), "SAFECLOSE_MIGRATE_DSN="+dsn, "A_ID=x", "A_SECRET=y")
+
+	cmd := exec.Command(bin, "migrate", "-config", cfg, "-reverse")
+	cmd.Env = env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var printed bytes.Buffer
+	sc := bufio.NewScanner(out)
+	sc.Split(func(b []byte, atEOF bool) (int, []byte, error) { // progress lines end in \r
+		if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
+			return i + 1, b[:i], nil
+		}
+		if atEOF && len(b) > 0 {
+			return len(b), b, nil
+		}
+		return 0, nil, nil
+	})
+	var once sync.Once
+	for sc.Scan() {
+		printed.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "500 records read") {
+			once.Do(func() { cmd.Process.Kill() })
+		}
+	}
+	if ee, ok := errors.AsType[*exec.ExitError](cmd.Wait()); !ok || ee.Success() {
+		t.Fatalf("migrate -reverse was not killed; output:\n%s", printed.String())
+	}
+	bdb, err := store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	its, err := bdb.Items("t1", "alice")
+	if err != nil || len(its) == 0 || len(its) >= items {
+		t.Fatalf("data_dir holds %d items (%v) after the kill; want some, not all", len(its), err)
+	}
+	if marked, err := bdb.Marked(); err != nil || !marked {
+		t.Fatalf("Marked() after the kill = %v, %v, want true", marked, err)
+	}
+	bdb.Close()
+
+	cmd = exec.Command(bin, "migrate", "-config", cfg, "-reverse")
+	cmd.Env = env
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("migrate -reverse again (no -merge): %v\n%s", err, b)
+	}
+	bdb, err = store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	if err := bdb.KeyStatus(); err != nil {
+		t.Fatalf("KeyStatus after the resumed -reverse = %v", err)
+	}
+	if its, err := bdb.Items("t1", "alice"); err != nil || len(its) != items {
+		t.Fatalf("data_dir after the resumed -reverse holds %d items (%v), want %d", len(its), err, items)
+	}
+	if tok, err := bdb.AccessToken("t1", "alice", "item-1499"); err != nil || tok != "access-sandbox-1499" {
+		t.Fatalf("AccessToken(item-1499) = %q, %v", tok, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -166,7 +167,8 @@ tenants:
 	if out := migrate("-reverse"); !strings.Contains(out, "15 records read, 15 written") {
 		t.Fatalf("reverse migrate said %q", out)
 	}
-	if out := migrate("-reverse"); !strings.Contains(out, "15 records read, 0 written, 15 already there") {
+	// Once finished, data_dir holds records: running it again takes -merge.
+	if out := migrate("-reverse", "-merge"); !strings.Contains(out, "15 records read, 0 written, 15 already there") {
 		t.Fatalf("second reverse migrate (idempotent) said %q", out)
 	}
 	bdb, err = store.Open(store.Options{Dir: back, Keyring: kr, MinFreeBytes: -1})
@@ -245,5 +247,159 @@ tenants:
 	}
 	if _, err := os.Stat(missing); !os.IsNotExist(err) {
 		t.Fatalf("migrate made the missing data_dir (Stat = %v)", err)
+	}
+}
+
+// writeMigrateConfig writes a config whose data_dir is data and whose
+// store.dsn is read from SAFECLOSE_MIGRATE_DSN.
+func writeMigrateConfig(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(`data_dir: `+data+`
+store: {backend: postgres, dsn: env:SAFECLOSE_MIGRATE_DSN}
+tenants:
+  - name: t1
+    hosts: [a.example]
+    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
+    auth: {api_keys: [{sha256: "`+strings.Repeat("b", 64)+`", user: u}]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A `migrate -reverse` into a data_dir that still holds the store from
+// before the move to PostgreSQL merged the two: an item removed on
+// PostgreSQL since came back with its access token, and a webhook already
+// delivered was queued again. It is refused, with nothing written, unless
+// -merge says the merge is meant; a data_dir that carries the mark of an
+// unfinished migrate is still resumed without -merge.
+func TestMigrateReverseRefusesAStoreWithRecords(t *testing.T) {
+	dsn := pgtest.Database(t)
+	t.Setenv("SAFECLOSE_MIGRATE_DSN", dsn)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	kr, err := store.ParseKeyring("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	openBadger := func(d string) *store.DB {
+		t.Helper()
+		db, err := store.Open(store.Options{Dir: d, Keyring: kr, MinFreeBytes: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	bdb := openBadger(data)
+	now := time.Now().UTC()
+	for _, id := range []string{"removed", "kept"} {
+		if err := bdb.SaveItem(store.Item{Tenant: "t1", User: "alice", ItemID: id, State: store.StateOK, CreatedAt: now}, "access-"+id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := bdb.Enqueue(context.Background(), store.Entry{Tenant: "t1", Body: []byte("w"), BodySHA256: sha256.Sum256([]byte("w"))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "c.yaml")
+	writeMigrateConfig(t, cfg, data)
+	migrate := func(args ...string) (string, error) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		err := run(context.Background(), append([]string{"migrate", "-config", cfg}, args...), &out, &errb)
+		return out.String() + errb.String(), err
+	}
+	if out, err := migrate(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+
+	// On PostgreSQL since: the user removed an item, the webhook was
+	// delivered, another item was linked.
+	pdb, err := pg.Open(context.Background(), pg.Options{DSN: dsn, MaxConns: 2, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pdb.DeleteItem("t1", "removed"); err != nil {
+		t.Fatal(err)
+	}
+	e, ok, err := pdb.LeaseNext("w", time.Minute, "", nil)
+	if err != nil || !ok {
+		t.Fatalf("LeaseNext = %v, %v", ok, err)
+	}
+	if err := pdb.Complete(e.ID, e.LeaseToken); err != nil {
+		t.Fatal(err)
+	}
+	if err := pdb.SaveItem(store.Item{Tenant: "t1", User: "alice", ItemID: "new", State: store.StateOK, CreatedAt: now}, "access-new"); err != nil {
+		t.Fatal(err)
+	}
+	var recs []store.Record
+	if err := pdb.Export(func(r store.Record) error { recs = append(recs, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	pdb.Close()
+
+	// Back into the old data_dir: refused, naming it, nothing written.
+	out, err := migrate("-reverse")
+	if err == nil || !strings.Contains(err.Error(), data) || !strings.Contains(err.Error(), "-merge") {
+		t.Fatalf("migrate -reverse into a data_dir holding records = %v (said %q), want an error naming %s and -merge", err, out, data)
+	}
+	bdb = openBadger(data)
+	if marked, err := bdb.Marked(); err != nil || marked {
+		t.Fatalf("Marked() after the refused -reverse = %v, %v, want false", marked, err)
+	}
+	if _, err := bdb.Item("t1", "new"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Item(new) after the refused -reverse = %v, want ErrNotFound (nothing copied)", err)
+	}
+	bdb.Close()
+
+	// -merge is without -reverse a mistake, not a silent no-op.
+	if out, err := migrate("-merge"); err == nil {
+		t.Fatalf("migrate -merge without -reverse succeeded (said %q)", out)
+	}
+
+	// -merge does what it says: PostgreSQL's new records come in, those
+	// already in data_dir are kept as they are there.
+	if out, err := migrate("-reverse", "-merge"); err != nil {
+		t.Fatalf("migrate -reverse -merge: %v\n%s", err, out)
+	}
+	bdb = openBadger(data)
+	for _, id := range []string{"removed", "kept", "new"} {
+		if tok, err := bdb.AccessToken("t1", "alice", id); err != nil || tok != "access-"+id {
+			t.Fatalf("AccessToken(%s) after -reverse -merge = %q, %v", id, tok, err)
+		}
+	}
+	bdb.Close()
+
+	// A -reverse into a fresh data_dir cut short leaves the mark and some
+	// records; running it again without -merge finishes it.
+	fresh := filepath.Join(dir, "fresh")
+	bdb = openBadger(fresh)
+	if _, err := bdb.Import(store.Record{Kind: store.RecKeyUsed, Key: store.MigrateMark}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs[:3] {
+		if _, err := bdb.Import(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bdb.Close()
+	writeMigrateConfig(t, cfg, fresh)
+	if out, err := migrate("-reverse"); err != nil {
+		t.Fatalf("migrate -reverse resuming into %s: %v\n%s", fresh, err, out)
+	}
+	bdb = openBadger(fresh)
+	defer bdb.Close()
+	if err := bdb.KeyStatus(); err != nil {
+		t.Fatalf("KeyStatus after the resumed -reverse = %v", err)
+	}
+	if its, err := bdb.Items("t1", "alice"); err != nil || len(its) != 2 {
+		t.Fatalf("Items after the resumed -reverse = %+v, %v, want kept and new", its, err)
+	}
+	if _, err := bdb.Item("t1", "removed"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Item(removed) after the resumed -reverse = %v, want ErrNotFound", err)
+	}
+	if n, err := bdb.QueueLen(); err != nil || n != 0 {
+		t.Fatalf("QueueLen after the resumed -reverse = %d, %v, want 0 (delivered on PostgreSQL)", n, err)
 	}
 }
