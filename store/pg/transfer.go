@@ -3,6 +3,7 @@ package pg
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -117,9 +118,39 @@ func (db *DB) Unmark() error {
 	})
 }
 
+// afterExportTable, when not nil, is called by Export after each table with
+// its query: a test's way in between two tables. Nil outside tests.
+var afterExportTable func(sql string)
+
 // Export calls fn with every record that defines the store's state, in the
 // form store.(*DB).Import takes. Expired plugin KV entries are left behind.
-func (db *DB) Export(fn func(store.Record) error) error {
+//
+// Every table is read in one REPEATABLE READ, read-only transaction, so
+// the records are one snapshot even with replicas writing meanwhile: no
+// item without its owner record, no queue entry from after the others.
+// Each query is bounded as an op is; fn is called between queries, a table
+// at a time, with the transaction open.
+func (db *DB) Export(fn func(store.Record) error) (err error) {
+	var tx pgx.Tx
+	if err := db.op(func(ctx context.Context) error {
+		var err error
+		tx, err = db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		return err
+	}); err != nil {
+		return err
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Not through op, which refuses once Close has begun: Close waits
+		// for this connection to come back to the pool.
+		ctx, cancel := context.WithTimeout(context.Background(), db.timeout)
+		defer cancel()
+		if rerr := tx.Rollback(ctx); rerr != nil {
+			err = errors.Join(err, mapErr(rerr))
+		}
+	}()
 	type q struct {
 		sql  string
 		conv func(row pgx.Rows) (store.Record, error)
@@ -181,7 +212,7 @@ func (db *DB) Export(fn func(store.Record) error) error {
 	each := func(x q, args ...any) error {
 		var recs []store.Record
 		err := db.op(func(ctx context.Context) error {
-			rows, err := db.pool.Query(ctx, x.sql, args...)
+			rows, err := tx.Query(ctx, x.sql, args...)
 			if err != nil {
 				return err
 			}
@@ -209,6 +240,12 @@ func (db *DB) Export(fn func(store.Record) error) error {
 		if err := each(x); err != nil {
 			return err
 		}
+		if afterExportTable != nil {
+			afterExportTable(x.sql)
+		}
 	}
-	return each(q{"SELECT tenant, key, value, expires_at FROM plugin_kv WHERE expires_at IS NULL OR expires_at > $1", kvConv}, db.now())
+	if err := each(q{"SELECT tenant, key, value, expires_at FROM plugin_kv WHERE expires_at IS NULL OR expires_at > $1", kvConv}, db.now()); err != nil {
+		return err
+	}
+	return db.op(func(ctx context.Context) error { return tx.Commit(ctx) })
 }
