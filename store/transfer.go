@@ -66,10 +66,17 @@ func (db *DB) Unmark() error {
 // errHolds stops the Export that Holds runs at the first record.
 var errHolds = errors.New("store: holds a record")
 
-// Holds reports whether the store holds any record Export would move (the
-// MigrateMark record counts too), reading no further than the first.
+// Holds reports whether the store holds data Export would move: any record
+// but the keys' (canaries and key-in-use marks, which a serve writes at
+// start and a copy never brings back in an old form). It reads no further
+// than the first.
 func (db *DB) Holds() (bool, error) {
-	err := db.Export(func(Record) error { return errHolds })
+	err := db.Export(func(r Record) error {
+		if r.Kind == RecCanary || r.Kind == RecKeyUsed {
+			return nil
+		}
+		return errHolds
+	})
 	if errors.Is(err, errHolds) {
 		return true, nil
 	}

@@ -60,16 +60,18 @@ examples:
 examples:
   safeclose items orphans -config prod.yaml
   safeclose items orphans -config prod.yaml -forget acme item-123`},
-		{"migrate", "copy a Badger data_dir into PostgreSQL (store.dsn), or back with -reverse; records stay sealed", `usage: safeclose migrate -config FILE [-reverse [-merge]]
+		{"migrate", "copy a Badger data_dir into PostgreSQL (store.dsn), or back with -reverse; records stay sealed", `usage: safeclose migrate -config FILE [-reverse] [-merge]
 
--reverse refuses a data_dir that already holds records (such as the store
-from before the move to PostgreSQL): records already there are kept as they
-are, so items, tokens and queue entries removed or changed on PostgreSQL
-since would come back. Move it aside, or pass -merge to merge on purpose. A
-data_dir left by a -reverse that did not finish is resumed without -merge.
+The destination must hold no data: records already there are kept as they
+are, so copying into a store that lived on after an earlier move (the
+data_dir from before the move to PostgreSQL, or a database replicas served
+from) would keep or bring back items, tokens and queue entries removed or
+changed since. Copy into an empty one, or pass -merge to merge on purpose.
+A destination left by a migrate that did not finish is resumed without
+-merge.
 
 examples:
-  safeclose migrate -config prod.yaml                    # data_dir → store.dsn
+  safeclose migrate -config prod.yaml                    # data_dir → an empty store.dsn
   safeclose migrate -config prod.yaml -reverse           # store.dsn → an empty data_dir
   safeclose migrate -config prod.yaml -reverse -merge    # store.dsn → data_dir, keeping what it holds`},
 		{"help", "print this help, or a subcommand's usage", `usage: safeclose help [SUBCOMMAND]

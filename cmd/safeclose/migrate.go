@@ -23,8 +23,8 @@ type migrateOpts struct {
 func migrateFlagSet(o *migrateOpts) *flag.FlagSet {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
 	fs.StringVar(&o.config, "config", "", "config file: data_dir is the Badger side, store.dsn the PostgreSQL side")
-	fs.BoolVar(&o.reverse, "reverse", false, "copy PostgreSQL into data_dir instead; data_dir must hold no records, unless it is the destination of an unfinished -reverse (which this resumes)")
-	fs.BoolVar(&o.merge, "merge", false, "with -reverse: copy into a data_dir that already holds records, keeping every record it has as it is there")
+	fs.BoolVar(&o.reverse, "reverse", false, "copy PostgreSQL into data_dir instead")
+	fs.BoolVar(&o.merge, "merge", false, "copy into a destination that already holds data, keeping every record it has as it is there")
 	return fs
 }
 
@@ -38,21 +38,19 @@ func migrateFlagSet(o *migrateOpts) *flag.FlagSet {
 // applied, see store.(*DB).importKV). Stop every replica first: the queue
 // must not move under it.
 //
-// -reverse refuses a data_dir that already holds records (typically the
-// store from before the move to PostgreSQL) unless -merge is given: since
-// records already there are left alone, items removed or changed on
-// PostgreSQL would come back in their old form, tokens with them, and
-// delivered webhooks would be queued again. A data_dir carrying the mark is
-// the destination of a -reverse cut short and is resumed without -merge.
+// The destination must hold no data (key records aside) unless -merge is
+// given: records already there are left alone, so copying into a store
+// that lived on after an earlier move (the Badger data_dir from before the
+// move to PostgreSQL, or a database replicas served from) would keep or
+// bring back items removed or changed since, tokens with them, and queue
+// delivered webhooks again. A destination carrying the mark is one a
+// migrate cut short was let into, and is resumed without -merge.
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o migrateOpts
 	if err := parseFlags(migrateFlagSet(&o), args, stdout); err != nil {
 		return err
 	}
 	cfgPath, reverse := &o.config, &o.reverse
-	if o.merge && !o.reverse {
-		return usageErrorf("migrate", "-merge applies to -reverse only")
-	}
 	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
@@ -88,11 +86,15 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Import(store.Record) (bool, error)
 		Marked() (bool, error)
 		Unmark() error
+		Holds() (bool, error)
 	}
 	var from, to side = bdb, pdb
 	what, source := cfg.DataDir+" → postgres", cfg.DataDir
+	abs, _ := filepath.Abs(cfg.DataDir)
+	dest := "the PostgreSQL database (store.dsn)"
 	if *reverse {
 		from, to, what, source = pdb, bdb, "postgres → "+cfg.DataDir, "postgres"
+		dest = fmt.Sprintf("data_dir %s (%s)", cfg.DataDir, abs)
 	}
 	// A source that is itself a copy cut short would pass on its gaps, and
 	// the destination's mark is only written once the source is known whole.
@@ -101,10 +103,10 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	} else if marked {
 		return fmt.Errorf("migrate: %s is the destination of a migrate that did not finish; run that migrate again to the end first", source)
 	}
-	// Checked before the mark is written: a data_dir with the mark is one a
-	// -reverse (or -reverse -merge) was already let into, so it resumes.
-	if *reverse && !o.merge {
-		if err := refuseHeldDataDir(bdb, cfg.DataDir); err != nil {
+	// Checked before the mark is written: a destination with the mark is
+	// one a migrate (or a migrate -merge) was already let into: it resumes.
+	if !o.merge {
+		if err := refuseHeld(to, dest); err != nil {
 			return err
 		}
 	}
@@ -145,21 +147,25 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// refuseHeldDataDir returns an error when the Badger store in dir holds
-// records and does not carry store.MigrateMark.
-func refuseHeldDataDir(bdb *store.DB, dir string) error {
-	if marked, err := bdb.Marked(); err != nil {
-		return fmt.Errorf("migrate: read %s: %w", dir, err)
+// refuseHeld returns an error when the destination holds data and does
+// not carry store.MigrateMark: records already there are left alone, so
+// what was removed or changed on the source's side since would come back as
+// the destination has it.
+func refuseHeld(to interface {
+	Marked() (bool, error)
+	Holds() (bool, error)
+}, dest string) error {
+	if marked, err := to.Marked(); err != nil {
+		return fmt.Errorf("migrate: read %s: %w", dest, err)
 	} else if marked {
 		return nil
 	}
-	held, err := bdb.Holds()
+	held, err := to.Holds()
 	if err != nil {
-		return fmt.Errorf("migrate: read %s: %w", dir, err)
+		return fmt.Errorf("migrate: read %s: %w", dest, err)
 	}
 	if held {
-		abs, _ := filepath.Abs(dir)
-		return fmt.Errorf("migrate: data_dir %s (%s) already holds records; -reverse would merge PostgreSQL into them, and items, tokens and queue entries removed or changed on PostgreSQL since would come back as they are there: move the directory aside (or set data_dir to a new one) and run again, or pass -merge to merge on purpose", dir, abs)
+		return fmt.Errorf("migrate: %s already holds data; a copy would merge into it, and items, tokens and queue entries it holds in another form (removed, changed or delivered since) would stay or come back as they are there: copy into an empty one (move a data_dir aside, or drop the database's tables), or pass -merge to merge on purpose", dest)
 	}
 	return nil
 }

@@ -116,7 +116,8 @@ tenants:
 	if !strings.Contains(out, "15 records read, 15 written, 0 already there") {
 		t.Fatalf("first migrate said %q", out)
 	}
-	if out := migrate(); !strings.Contains(out, "15 records read, 0 written, 15 already there") {
+	// Once finished, the database holds data: running it again takes -merge.
+	if out := migrate("-merge"); !strings.Contains(out, "15 records read, 0 written, 15 already there") {
 		t.Fatalf("second migrate (idempotent) said %q", out)
 	}
 
@@ -353,10 +354,22 @@ func TestMigrateReverseRefusesAStoreWithRecords(t *testing.T) {
 	}
 	bdb.Close()
 
-	// -merge is without -reverse a mistake, not a silent no-op.
-	if out, err := migrate("-merge"); err == nil {
-		t.Fatalf("migrate -merge without -reverse succeeded (said %q)", out)
+	// The other way, Badger into the database replicas served from since:
+	// refused too, nothing written (the removed item stays removed).
+	if out, err := migrate(); err == nil || !strings.Contains(err.Error(), "PostgreSQL") || !strings.Contains(err.Error(), "-merge") {
+		t.Fatalf("migrate into a database holding data = %v (said %q), want an error naming PostgreSQL and -merge", err, out)
 	}
+	pdb, err = pg.Open(context.Background(), pg.Options{DSN: dsn, MaxConns: 2, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pdb.Item("t1", "removed"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Item(removed) on PostgreSQL after the refused migrate = %v, want ErrNotFound", err)
+	}
+	if marked, err := pdb.Marked(); err != nil || marked {
+		t.Fatalf("PostgreSQL Marked() after the refused migrate = %v, %v, want false", marked, err)
+	}
+	pdb.Close()
 
 	// -merge does what it says: PostgreSQL's new records come in, those
 	// already in data_dir are kept as they are there.

@@ -118,6 +118,19 @@ func (db *DB) Unmark() error {
 	})
 }
 
+// Holds reports whether the database holds data Export would move: any
+// record but the keys' (store.(*DB).Holds).
+func (db *DB) Holds() (bool, error) {
+	var held bool
+	err := db.op(func(ctx context.Context) error {
+		return db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sc_items) OR EXISTS (SELECT 1 FROM sc_owners)
+			OR EXISTS (SELECT 1 FROM sc_link_sessions) OR EXISTS (SELECT 1 FROM sc_intents)
+			OR EXISTS (SELECT 1 FROM sc_orphans) OR EXISTS (SELECT 1 FROM sc_queue)
+			OR EXISTS (SELECT 1 FROM plugin_kv WHERE expires_at IS NULL OR expires_at > $1)`, db.now()).Scan(&held)
+	})
+	return held, err
+}
+
 // afterExportTable, when not nil, is called by Export after each table with
 // its query: a test's way in between two tables. Nil outside tests.
 var afterExportTable func(sql string)
