@@ -70,6 +70,10 @@ type DB struct {
 	writes chan *writeReq
 	wstop  chan struct{}
 	wdone  chan struct{}
+
+	// afterExportTable, when not nil, is called by Export after each table
+	// with its query: a test's way in between two tables. Nil outside tests.
+	afterExportTable func(sql string)
 }
 
 var _ store.Backend = (*DB)(nil)

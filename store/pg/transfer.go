@@ -131,10 +131,6 @@ func (db *DB) Holds() (bool, error) {
 	return held, err
 }
 
-// afterExportTable, when not nil, is called by Export after each table with
-// its query: a test's way in between two tables. Nil outside tests.
-var afterExportTable func(sql string)
-
 // Export calls fn with every record that defines the store's state, in the
 // form store.(*DB).Import takes. Expired plugin KV entries are left behind.
 //
@@ -253,8 +249,8 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 		if err := each(x); err != nil {
 			return err
 		}
-		if afterExportTable != nil {
-			afterExportTable(x.sql)
+		if db.afterExportTable != nil {
+			db.afterExportTable(x.sql)
 		}
 	}
 	if err := each(q{"SELECT tenant, key, value, expires_at FROM plugin_kv WHERE expires_at IS NULL OR expires_at > $1", kvConv}, db.now()); err != nil {

@@ -54,7 +54,7 @@ func TestExportIsOneSnapshot(t *testing.T) {
 	// Another replica's writes, each committed while the export runs: after
 	// the first table, and between the items and the owners tables.
 	var fired []string
-	afterExportTable = func(sql string) {
+	db.afterExportTable = func(sql string) {
 		switch {
 		case len(fired) == 0:
 			fired = append(fired, "first")
@@ -76,7 +76,6 @@ func TestExportIsOneSnapshot(t *testing.T) {
 			}
 		}
 	}
-	t.Cleanup(func() { afterExportTable = nil })
 
 	got := map[string][]string{}
 	if err := db.Export(func(r store.Record) error {
@@ -85,7 +84,7 @@ func TestExportIsOneSnapshot(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	afterExportTable = nil
+	db.afterExportTable = nil
 	if !slices.Equal(fired, []string{"first", "items"}) {
 		t.Fatalf("the writes ran at %v, want after the first and the items tables", fired)
 	}
