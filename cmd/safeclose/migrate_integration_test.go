@@ -69,39 +69,7 @@ tenants:
 	var printed bytes.Buffer // everything migrate wrote, both runs
 
 	// First run: SIGKILL once it has copied 500 records.
-	cmd := exec.Command(bin, "migrate", "-config", cfg)
-	cmd.Env = env
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	sc := bufio.NewScanner(out)
-	sc.Split(func(b []byte, atEOF bool) (int, []byte, error) { // progress lines end in \r
-		if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
-			return i + 1, b[:i], nil
-		}
-		if atEOF && len(b) > 0 {
-			return len(b), b, nil
-		}
-		return 0, nil, nil
-	})
-	for sc.Scan() {
-		printed.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "500 records read") {
-			once.Do(func() { cmd.Process.Kill() })
-		}
-	}
-	err = cmd.Wait()
-	printed.Write(stderr.Bytes())
-	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.Success() {
-		t.Fatalf("first migrate was not killed (%v); output:\n%s", err, printed.String())
-	}
+	printed.WriteString(killMigrateAfter(t, bin, env, 500, "-config", cfg))
 
 	ctx := context.Background()
 	openPG := func() *pg.DB {
@@ -143,7 +111,7 @@ tenants:
 	bdb.Close()
 
 	// Copying the half-copied side back is refused, and leaves the whole one unmarked.
-	cmd = exec.Command(bin, "migrate", "-config", cfg, "-reverse")
+	cmd := exec.Command(bin, "migrate", "-config", cfg, "-reverse")
 	cmd.Env = env
 	b, err := cmd.CombinedOutput()
 	printed.Write(b)
@@ -220,36 +188,7 @@ func TestMigrateReverseKilledMidwayResumes(t *testing.T) {
 	writeMigrateConfig(t, cfg, data)
 	env := append(os.Environ(), "SAFECLOSE_MIGRATE_DSN="+dsn, "A_ID=x", "A_SECRET=y")
 
-	cmd := exec.Command(bin, "migrate", "-config", cfg, "-reverse")
-	cmd.Env = env
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var printed bytes.Buffer
-	sc := bufio.NewScanner(out)
-	sc.Split(func(b []byte, atEOF bool) (int, []byte, error) { // progress lines end in \r
-		if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
-			return i + 1, b[:i], nil
-		}
-		if atEOF && len(b) > 0 {
-			return len(b), b, nil
-		}
-		return 0, nil, nil
-	})
-	var once sync.Once
-	for sc.Scan() {
-		printed.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "500 records read") {
-			once.Do(func() { cmd.Process.Kill() })
-		}
-	}
-	if ee, ok := errors.AsType[*exec.ExitError](cmd.Wait()); !ok || ee.Success() {
-		t.Fatalf("migrate -reverse was not killed; output:\n%s", printed.String())
-	}
+	killMigrateAfter(t, bin, env, 500, "-config", cfg, "-reverse")
 	bdb, err := store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +202,7 @@ func TestMigrateReverseKilledMidwayResumes(t *testing.T) {
 	}
 	bdb.Close()
 
-	cmd = exec.Command(bin, "migrate", "-config", cfg, "-reverse")
+	cmd := exec.Command(bin, "migrate", "-config", cfg, "-reverse")
 	cmd.Env = env
 	b, err := cmd.CombinedOutput()
 	if err != nil {
@@ -283,4 +222,47 @@ func TestMigrateReverseKilledMidwayResumes(t *testing.T) {
 	if tok, err := bdb.AccessToken("t1", "alice", "item-1499"); err != nil || tok != "access-sandbox-1499" {
 		t.Fatalf("AccessToken(item-1499) = %q, %v", tok, err)
 	}
+}
+
+// killMigrateAfter runs the binary's migrate with args and SIGKILLs it once
+// its progress line counts n records read; it returns everything it
+// printed, and fails the test if it was not killed.
+func killMigrateAfter(t *testing.T, bin string, env []string, n int, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"migrate"}, args...)...)
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var printed bytes.Buffer
+	var once sync.Once
+	sc := bufio.NewScanner(out)
+	sc.Split(func(b []byte, atEOF bool) (int, []byte, error) { // progress lines end in \r
+		if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
+			return i + 1, b[:i], nil
+		}
+		if atEOF && len(b) > 0 {
+			return len(b), b, nil
+		}
+		return 0, nil, nil
+	})
+	mark := fmt.Sprintf("%d records read", n)
+	for sc.Scan() {
+		printed.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), mark) {
+			once.Do(func() { cmd.Process.Kill() })
+		}
+	}
+	err = cmd.Wait()
+	printed.Write(stderr.Bytes())
+	if ee, ok := errors.AsType[*exec.ExitError](err); !ok || ee.Success() {
+		t.Fatalf("migrate %v was not killed (%v); output:\n%s", args, err, printed.String())
+	}
+	return printed.String()
 }
