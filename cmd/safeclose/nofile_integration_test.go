@@ -40,23 +40,8 @@ tenants:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &procLog{}
 	cmd := exec.Command("/bin/sh", "-c", `ulimit -n 128 && exec "$0" "$@"`, binaryPath(t), "serve", "-config", cfgPath, "-watch", "0")
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
-	cmd.ExtraFiles = []*os.File{sock.f}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-exited
-		if t.Failed() {
-			t.Logf("output:\n%s", logs.String())
-		}
-	})
+	logs, exited := launchWatched(t, cmd, sock)
 	alive := func(when string) {
 		t.Helper()
 		select {

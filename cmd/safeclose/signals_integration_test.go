@@ -50,23 +50,8 @@ tenants:
 		t.Fatal(err)
 	}
 
-	logs := &procLog{}
 	cmd := exec.Command(binaryPath(t), "serve", "-config", cfgPath, "-watch", "0")
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
-	cmd.ExtraFiles = []*os.File{sock.f}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-exited
-		if t.Failed() {
-			t.Logf("output:\n%s", logs.String())
-		}
-	})
+	logs, exited := launchWatched(t, cmd, sock)
 
 	started := func() bool { return strings.Contains(logs.String(), "no keyring configured") }
 	listening := func() bool { return strings.Contains(logs.String(), "safeclose listening on") }
@@ -132,4 +117,29 @@ tenants:
 	case <-time.After(30 * time.Second):
 		t.Fatal("still running 30 s after SIGTERM")
 	}
+}
+
+// launchWatched starts cmd (a serve of the binary) with sock as its
+// socket-activated listener (fd 3) and its output in the returned log; the
+// channel receives its exit (put it back after reading, for the cleanup).
+// The test's cleanup SIGKILLs it and prints the log if the test failed.
+func launchWatched(t *testing.T, cmd *exec.Cmd, sock *socket) (*procLog, chan error) {
+	t.Helper()
+	logs := &procLog{}
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
+	cmd.ExtraFiles = []*os.File{sock.f}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+		if t.Failed() {
+			t.Logf("output:\n%s", logs.String())
+		}
+	})
+	return logs, exited
 }
