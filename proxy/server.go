@@ -373,6 +373,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	t := s.table.Load()
 	closeTunnels(t) // hijacked connections are not the server's any more
+	closeUpstreams(t)
 	s.cancel()
 	done := make(chan struct{})
 	go func() { s.workers.Wait(); waitTunnels(t); close(done) }()

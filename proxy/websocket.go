@@ -365,6 +365,20 @@ func waitTunnels(t *table) {
 }
 
 // closeTunnels closes every tenant's tunnels (shutdown).
+// closeUpstreams closes every tenant's idle upstream connections: after
+// Shutdown no request will reuse them, and they would stay open until their
+// idle timeout.
+func closeUpstreams(t *table) {
+	if t == nil {
+		return
+	}
+	for _, tn := range t.tenants {
+		if tn.upstream != nil {
+			tn.upstream.closeIdle()
+		}
+	}
+}
+
 func closeTunnels(t *table) {
 	if t == nil {
 		return
