@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,6 +150,12 @@ func loadPair(certFile, keyFile string, now time.Time) (*tls.Certificate, error)
 	if err != nil {
 		return nil, fmt.Errorf("%s with %s: %w", certFile, keyFile, err)
 	}
+	// X509KeyPair stops at the first block it cannot decode: a chain
+	// read while it is being written keeps its leaf, which matches the
+	// key, and loses the intermediates clients need.
+	if incompletePEM(certPEM) {
+		return nil, fmt.Errorf("%s: a PEM block after the leaf is incomplete (file read while being written?)", certFile)
+	}
 	if crt.Leaf == nil {
 		if crt.Leaf, err = x509.ParseCertificate(crt.Certificate[0]); err != nil {
 			return nil, fmt.Errorf("%s: %w", certFile, err)
@@ -158,6 +165,18 @@ func loadPair(certFile, keyFile string, now time.Time) (*tls.Certificate, error)
 		return nil, fmt.Errorf("%s: certificate expired at %s", certFile, crt.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return &crt, nil
+}
+
+// incompletePEM reports whether b has a "-----BEGIN" after its last
+// block that decodes: a block cut short or malformed.
+func incompletePEM(b []byte) bool {
+	for {
+		blk, rest := pem.Decode(b)
+		if blk == nil {
+			return strings.Contains(string(b), "-----BEGIN")
+		}
+		b = rest
+	}
 }
 
 // certificate picks by SNI: an exact tenant host, then a "*." tenant host
