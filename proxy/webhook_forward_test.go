@@ -160,3 +160,49 @@ func TestQueueDepthReadsAreSpaced(t *testing.T) {
 		t.Errorf("1000 gauge updates read QueueLen %d times, want about 2", n)
 	}
 }
+
+// A destination that answers a redirect has not taken the event. The
+// forwarder followed 301/302/303 as net/http does: the POST became a GET
+// without the body to the Location, whose 200 marked the event delivered,
+// and it was gone with nothing dead-lettered. A redirect is now a failed
+// attempt (retried, then dead-lettered, replayable) and is not followed.
+func TestForwardRedirectIsNotDelivery(t *testing.T) {
+	t.Parallel()
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		t.Run(http.StatusText(code), func(t *testing.T) {
+			t.Parallel()
+			var followed atomic.Int64
+			mux := http.NewServeMux()
+			mux.HandleFunc("/hook", func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "/moved", code)
+			})
+			mux.HandleFunc("/moved", func(w http.ResponseWriter, _ *http.Request) {
+				followed.Add(1)
+				w.WriteHeader(http.StatusOK)
+			})
+			ts := httptest.NewServer(mux)
+			t.Cleanup(ts.Close)
+			e := startEnv(t, envConfig{
+				forward:    []Destination{{Name: "app", URL: ts.URL + "/hook", Secret: []byte("0123456789abcdef0123456789abcdef")}},
+				webhookOpt: WebhookOptions{Workers: 1, MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond},
+			})
+			if r := e.postSigned("t1.test", event(0)); r.status != 200 {
+				t.Fatalf("webhook = %d %s", r.status, r.body)
+			}
+			var dead []store.Entry
+			eventually(t, "event dead-lettered", func() bool {
+				dead, _ = e.db.DeadLetters(10)
+				return len(dead) == 1
+			})
+			if got := dead[0].Attempts; got != 2 {
+				t.Errorf("dead letter attempts = %d, want 2", got)
+			}
+			if !strings.Contains(dead[0].LastError, "redirect") {
+				t.Errorf("dead letter reason = %q, want it to name the redirect", dead[0].LastError)
+			}
+			if n := followed.Load(); n != 0 {
+				t.Errorf("the redirect was followed %d times, want never", n)
+			}
+		})
+	}
+}

@@ -507,11 +507,25 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 		s.log.Debug("webhook destination answer not read", "destination", d.Name, "err", err) // the status decides
 	}
 	resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		loc := resp.Header.Get("Location")
+		if len(loc) > 200 {
+			loc = loc[:200] + "…"
+		}
+		return fmt.Errorf("destination answered %d, a redirect (not followed) to %q: fix the destination URL", resp.StatusCode, loc)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("destination answered %d", resp.StatusCode)
 	}
 	return nil
 }
+
+// noRedirect makes a forward's redirect its answer. Followed, a 301, 302 or
+// 303 turns the POST into a GET without the event, whose 2xx would count as
+// delivered; a 307 or 308 sends the signed event to a URL nobody
+// configured. Either way the event must stay queued until the destination
+// itself answers 2xx.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // forwardClients holds one keep-alive HTTP client per destination (scheme and
 // host), so forwarding reuses connections instead of dialling per event
@@ -519,19 +533,26 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 // transport, which keeps two idle connections a host and dropped those whose
 // answer was not read). The zero value is ready to use.
 type forwardClients struct {
-	mu sync.Mutex
-	m  map[string]*http.Client
+	mu  sync.Mutex
+	m   map[string]*http.Client
+	own *http.Client // Options.HTTPClient, copied with noRedirect
 }
 
-// client returns the pooled client for u's host, or Options.HTTPClient when
-// one is configured (its owner then decides pooling).
+// client returns the pooled client for u's host, or a copy of
+// Options.HTTPClient when one is configured (its owner then decides
+// pooling). Neither follows redirects (noRedirect).
 func (f *forwardClients) client(s *Server, u *url.URL) *http.Client {
-	if s.opts.HTTPClient != nil {
-		return s.opts.HTTPClient
-	}
-	key := u.Scheme + "://" + u.Host
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if s.opts.HTTPClient != nil {
+		if f.own == nil {
+			c := *s.opts.HTTPClient
+			c.CheckRedirect = noRedirect
+			f.own = &c
+		}
+		return f.own
+	}
+	key := u.Scheme + "://" + u.Host
 	if c := f.m[key]; c != nil {
 		return c
 	}
@@ -539,7 +560,7 @@ func (f *forwardClients) client(s *Server, u *url.URL) *http.Client {
 		f.m = map[string]*http.Client{}
 	}
 	idle := max(2, s.opts.Webhooks.Workers) // every worker may be forwarding to this host
-	c := &http.Client{Timeout: s.opts.PlaidTimeout, Transport: &http.Transport{
+	c := &http.Client{Timeout: s.opts.PlaidTimeout, CheckRedirect: noRedirect, Transport: &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:   true,
