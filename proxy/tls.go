@@ -41,10 +41,18 @@ type Certs struct {
 }
 
 type certSet struct {
+	now      time.Time // when the set was loaded
+	hosts    []certHost
 	cfg      *tls.Config
 	def      *tls.Certificate
 	exact    map[string]*tls.Certificate
 	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
+}
+
+// certHost is a tenant host with its own certificate; name is what a
+// client sends as SNI for it ("x.example.com" for "*.example.com").
+type certHost struct {
+	tenant, host, name, certFile string
 }
 
 // LoadCerts reads and checks every certificate. A file that cannot be read,
@@ -61,9 +69,16 @@ func LoadCerts(o TLSOptions) (*Certs, error) {
 }
 
 // Reload loads o and swaps it in; on error the current set keeps serving.
+// Besides LoadCerts' checks, a tenant certificate that does not cover a
+// host the current, unexpired certificate for it covers is refused: it
+// is another name's certificate, written by mistake, and clients would
+// refuse it.
 func (c *Certs) Reload(o TLSOptions) error {
 	set, err := buildCertSet(o)
 	if err != nil {
+		return err
+	}
+	if err := set.keepsCoverage(c.cur.Load()); err != nil {
 		return err
 	}
 	c.cur.Store(set)
@@ -103,7 +118,7 @@ func buildCertSet(o TLSOptions) (*certSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: tls: default certificate: %w", err)
 	}
-	s := &certSet{def: def, exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	s := &certSet{now: now(), def: def, exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
 	for _, tc := range o.Tenants {
 		crt, err := loadPair(tc.CertFile, tc.KeyFile, now())
 		if err != nil {
@@ -116,7 +131,11 @@ func buildCertSet(o TLSOptions) (*certSet, error) {
 			} else {
 				s.exact[h] = crt
 			}
-			if err := crt.Leaf.VerifyHostname(strings.Replace(h, "*", "x", 1)); err != nil {
+			name := strings.Replace(h, "*", "x", 1)
+			if net.ParseIP(h) == nil { // clients send no IP address as SNI
+				s.hosts = append(s.hosts, certHost{tenant: tc.Tenant, host: h, name: name, certFile: tc.CertFile})
+			}
+			if err := crt.Leaf.VerifyHostname(name); err != nil {
 				log.Warn("tls: certificate does not cover a tenant host; clients will refuse it",
 					"tenant", tc.Tenant, "host", h, "cert_file", tc.CertFile)
 			}
@@ -134,6 +153,24 @@ func buildCertSet(o TLSOptions) (*certSet, error) {
 		GetCertificate: s.certificate,
 	}
 	return s, nil
+}
+
+// keepsCoverage returns an error for the first tenant host that s's
+// certificate does not cover and old's unexpired one does.
+func (s *certSet) keepsCoverage(old *certSet) error {
+	for _, h := range s.hosts {
+		hello := &tls.ClientHelloInfo{ServerName: h.name}
+		crt, _ := s.certificate(hello)
+		if crt.Leaf.VerifyHostname(h.name) == nil {
+			continue
+		}
+		was, _ := old.certificate(hello)
+		if s.now.Before(was.Leaf.NotAfter) && was.Leaf.VerifyHostname(h.name) == nil {
+			return fmt.Errorf("proxy: tls: tenant %q: %s does not cover host %s, which the certificate served now does (another name's certificate?)",
+				h.tenant, h.certFile, h.host)
+		}
+	}
+	return nil
 }
 
 // loadPair reads a PEM chain and key; errors name the file and the reason.
