@@ -19,8 +19,9 @@ var keptHeaders = []string{"Plaid-Verification", "Content-Type", "User-Agent"}
 
 // receiveWebhook verifies a Plaid webhook and stores it durably before the 200.
 // Invalid → 400/401 and nothing stored; a key lookup that is throttled or
-// fails (credentials included) or store trouble → 503 so Plaid retries. A
-// duplicate answers the id of the event first stored.
+// fails (credentials included), a genuine signature whose iat is outside
+// the window (the host clock is off), or store trouble → 503 so Plaid
+// retries. A duplicate answers the id of the event first stored.
 func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	start := time.Now()
 	if ctx.Request.Header.ContentLength() > s.opts.Webhooks.MaxBodyBytes || len(ctx.PostBody()) > s.opts.Webhooks.MaxBodyBytes {
@@ -132,6 +133,16 @@ func (s *Server) rejectWebhook(tn *tenant, err error) error {
 		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "key_unavailable").Inc()
 		s.log.Warn("webhook key fetch failed; answering 503 so Plaid retries", "tenant", tn.Name, "err", err)
 		return fmt.Errorf("%w: %w", ErrKeyUnavailable, err)
+	}
+	if skew, ok := webhook.Stale(err); ok {
+		// Plaid's signature verified: the clock, not the webhook, is the
+		// likely fault. 503 so Plaid retries until it is fixed.
+		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "clock_skew").Inc()
+		if n, report := tn.verifier.ReportStale(s.now()); report {
+			s.log.Warn("webhook signed by Plaid but outside its 5-minute iat window; if every webhook says this, the host clock is off (check NTP); answering 503 so Plaid retries",
+				"tenant", tn.Name, "skew", skew.Round(time.Second).String(), "refused", n, "err", err)
+		}
+		return &WebhookRejected{Status: http.StatusServiceUnavailable, Step: step, Err: err}
 	}
 	status := http.StatusUnauthorized
 	if ve != nil && ve.Step == webhook.StepHeader {

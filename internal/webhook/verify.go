@@ -74,12 +74,29 @@ func (s Step) String() string {
 type VerifyError struct {
 	Step Step
 	Err  error
+	// Skew is set when a webhook whose signature verified is refused at
+	// StepIssuedAt: the verifier's clock minus the signed iat (negative when
+	// the iat is ahead of the clock). See Stale.
+	Skew time.Duration
 }
 
 func (e *VerifyError) Error() string { return "webhook: " + e.Step.String() + ": " + e.Err.Error() }
 func (e *VerifyError) Unwrap() error { return e.Err }
 
 func fail(s Step, err error) error { return &VerifyError{Step: s, Err: err} }
+
+// Stale reports whether err refused a genuinely signed webhook only for its
+// iat, and the skew seen (see VerifyError.Skew). Plaid signs each attempt
+// when it sends it, so a stale iat from Plaid means the host clock is off
+// (or the webhook is a replay, which gains nothing from a retryable
+// answer): the caller should answer so that Plaid retries.
+func Stale(err error) (skew time.Duration, ok bool) {
+	var ve *VerifyError
+	if errors.As(err, &ve) && ve.Step == StepIssuedAt && ve.Skew != 0 {
+		return ve.Skew, true
+	}
+	return 0, false
+}
 
 // Key is Plaid's JWK as /webhook_verification_key/get returns it.
 type Key struct {
@@ -147,6 +164,27 @@ type Verifier struct {
 	flights  map[string]*flight
 	lastMiss time.Time
 	health   error // the last credential refusal; nil once Plaid answers again
+	// staleAt is when ReportStale last said to report; staleN counts the
+	// stale webhooks since.
+	staleAt time.Time
+	staleN  int
+}
+
+// staleEvery is the least time between two reports of stale webhooks.
+const staleEvery = time.Minute
+
+// ReportStale counts a webhook refused as Stale at now and reports whether
+// to tell the operator: at most once a minute per Verifier (so per tenant),
+// with how many were refused since the last report.
+func (v *Verifier) ReportStale(now time.Time) (since int, report bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.staleN++
+	if !v.staleAt.IsZero() && now.Sub(v.staleAt) < staleEvery && now.Sub(v.staleAt) > -staleEvery {
+		return 0, false
+	}
+	since, v.staleN, v.staleAt = v.staleN, 0, now
+	return since, true
 }
 
 // NewVerifier builds a Verifier.
@@ -285,10 +323,12 @@ func check(tok, kid string, body []byte, pub *p256fixed.Key, now time.Time, maxA
 	}
 	at := time.Unix(iat, 0)
 	if now.Sub(at) > maxAge {
-		return Claims{}, fail(StepIssuedAt, fmt.Errorf("issued %s ago, more than %s", now.Sub(at).Round(time.Second), maxAge))
+		return Claims{}, &VerifyError{Step: StepIssuedAt, Skew: now.Sub(at),
+			Err: fmt.Errorf("issued %s ago, more than %s", now.Sub(at).Round(time.Second), maxAge)}
 	}
 	if at.Sub(now) > skew {
-		return Claims{}, fail(StepIssuedAt, errors.New("issued in the future"))
+		return Claims{}, &VerifyError{Step: StepIssuedAt, Skew: now.Sub(at),
+			Err: fmt.Errorf("issued %s in the future, more than %s", at.Sub(now).Round(time.Second), skew)}
 	}
 	sum := sha256.Sum256(body)
 	var want [64]byte

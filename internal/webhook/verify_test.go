@@ -180,7 +180,46 @@ func TestVerifyRejections(t *testing.T) {
 			if got := stepOf(err); got != tt.step || (tt.step == 0 && err != nil) {
 				t.Errorf("Verify = %v (step %v), want step %v", err, got, tt.step)
 			}
+			// Only a verified signature with an out-of-window iat is Stale:
+			// the caller answers it so that Plaid retries.
+			if _, stale := Stale(err); stale != (tt.step == StepIssuedAt) {
+				t.Errorf("Stale(%v) = %v, want %v", err, stale, tt.step == StepIssuedAt)
+			}
 		})
+	}
+	stale := func(iat time.Time) error {
+		_, err := ver.Verify(t.Context(), good.sign(t, good.hdr(), iat.Unix(), body), body)
+		return err
+	}
+	if skew, ok := Stale(stale(now.Add(-10 * time.Minute))); !ok || skew != 10*time.Minute {
+		t.Errorf("Stale(iat 10m ago) = %v, %v; want 10m0s, true", skew, ok)
+	}
+	if skew, ok := Stale(stale(now.Add(10 * time.Minute))); !ok || skew != -10*time.Minute {
+		t.Errorf("Stale(iat 10m ahead) = %v, %v; want -10m0s, true", skew, ok)
+	}
+	// A forged signature with a stale iat is refused at the signature.
+	forged := other.sign(t, good.hdr(), now.Add(-10*time.Minute).Unix(), body)
+	if _, err := ver.Verify(t.Context(), forged, body); stepOf(err) != StepSignature {
+		t.Errorf("forged token with a stale iat: Verify = %v, want step signature", err)
+	} else if _, ok := Stale(err); ok {
+		t.Errorf("Stale(forged) = true, want false")
+	}
+}
+
+// ReportStale says to report at most once a minute, with the count since.
+func TestReportStaleOncePerMinute(t *testing.T) {
+	t.Parallel()
+	v, _ := NewVerifier(Options{Fetch: func(context.Context, string) (Key, error) { return Key{}, ErrUnknownKey }})
+	t0 := time.Unix(1_800_000_000, 0)
+	steps := []struct {
+		at     time.Duration
+		since  int
+		report bool
+	}{{0, 1, true}, {time.Second, 0, false}, {59 * time.Second, 0, false}, {61 * time.Second, 3, true}, {62 * time.Second, 0, false}}
+	for _, st := range steps {
+		if since, report := v.ReportStale(t0.Add(st.at)); since != st.since || report != st.report {
+			t.Errorf("ReportStale(+%v) = %d, %v; want %d, %v", st.at, since, report, st.since, st.report)
+		}
 	}
 }
 
