@@ -21,8 +21,10 @@ type TLSOptions struct {
 	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13; zero means TLS 1.2.
 	MinVersion uint16
 	Tenants    []TenantCert
-	Logger     *slog.Logger // warnings (a certificate that does not cover a host); nil means discard
-	Now        func() time.Time
+	// Logger gets warnings: a certificate that does not cover a host, and
+	// one close to its end (see Certs); nil means discard.
+	Logger *slog.Logger
+	Now    func() time.Time // nil means time.Now
 }
 
 // TenantCert is a tenant's own certificate, chosen by SNI among Hosts
@@ -36,17 +38,36 @@ type TenantCert struct {
 // Certs is the public listener's certificate set. Reload swaps the whole
 // set atomically: handshakes that already started keep the set they read,
 // open connections are not touched. Safe for concurrent use.
+//
+// A certificate close to its end (within 14 days, or a third of its
+// lifetime if that is shorter: its renewal has failed) is logged as a
+// warning, "tls: certificate expires soon", naming the file; one past its
+// end as an error. This is checked at load and reload, then at most once
+// an hour, on a handshake.
 type Certs struct {
-	cur atomic.Pointer[certSet]
+	cur       atomic.Pointer[certSet]
+	nextCheck atomic.Int64 // unix seconds of the next expiry check
 }
+
+// expiryCheckEvery is how often handshakes check for expiring certificates.
+const expiryCheckEvery = time.Hour
 
 type certSet struct {
 	now      time.Time // when the set was loaded
+	clock    func() time.Time
+	log      *slog.Logger
+	files    []certFile // every pair loaded, the default first
 	hosts    []certHost
 	cfg      *tls.Config
 	def      *tls.Certificate
 	exact    map[string]*tls.Certificate
 	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
+}
+
+// certFile is a loaded pair, for the expiry check.
+type certFile struct {
+	tenant, file string // tenant is "(default)" for the default certificate
+	leaf         *x509.Certificate
 }
 
 // certHost is a tenant host with its own certificate; name is what a
@@ -65,6 +86,7 @@ func LoadCerts(o TLSOptions) (*Certs, error) {
 	}
 	c := &Certs{}
 	c.cur.Store(set)
+	c.checkExpiry(set)
 	return c, nil
 }
 
@@ -82,7 +104,43 @@ func (c *Certs) Reload(o TLSOptions) error {
 		return err
 	}
 	c.cur.Store(set)
+	c.checkExpiry(set)
 	return nil
+}
+
+// checkExpiry logs s's certificates that are close to or past their end,
+// and schedules the next check.
+func (c *Certs) checkExpiry(s *certSet) {
+	now := s.clock()
+	c.nextCheck.Store(now.Add(expiryCheckEvery).Unix())
+	s.logExpiry(now)
+}
+
+func (s *certSet) logExpiry(now time.Time) {
+	for _, f := range s.files {
+		left := f.leaf.NotAfter.Sub(now)
+		warnBefore := min(14*24*time.Hour, f.leaf.NotAfter.Sub(f.leaf.NotBefore)/3)
+		notAfter := f.leaf.NotAfter.UTC().Format(time.RFC3339)
+		switch {
+		case left <= 0:
+			s.log.Error("tls: certificate has expired; clients refuse it: renew it",
+				"tenant", f.tenant, "cert_file", f.file, "not_after", notAfter)
+		case left < warnBefore:
+			s.log.Warn("tls: certificate expires soon; its renewal may have failed",
+				"tenant", f.tenant, "cert_file", f.file, "not_after", notAfter, "days_left", int(left.Hours()/24))
+		}
+	}
+}
+
+// maybeCheckExpiry logs expiring certificates when the last check is an
+// hour old; one handshake of those arriving then does.
+func (c *Certs) maybeCheckExpiry(s *certSet) {
+	now := s.clock()
+	next := c.nextCheck.Load()
+	if now.Unix() < next || !c.nextCheck.CompareAndSwap(next, now.Add(expiryCheckEvery).Unix()) {
+		return
+	}
+	s.logExpiry(now)
 }
 
 // Listener wraps ln so that it terminates TLS with the current set.
@@ -97,7 +155,9 @@ func (c *Certs) Config() *tls.Config {
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"http/1.1"},
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return c.cur.Load().cfg, nil
+			s := c.cur.Load()
+			c.maybeCheckExpiry(s)
+			return s.cfg, nil
 		},
 	}
 }
@@ -118,12 +178,14 @@ func buildCertSet(o TLSOptions) (*certSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: tls: default certificate: %w", err)
 	}
-	s := &certSet{now: now(), def: def, exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	s := &certSet{now: now(), clock: now, log: log, def: def, exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	s.files = append(s.files, certFile{tenant: "(default)", file: o.CertFile, leaf: def.Leaf})
 	for _, tc := range o.Tenants {
 		crt, err := loadPair(tc.CertFile, tc.KeyFile, now())
 		if err != nil {
 			return nil, fmt.Errorf("proxy: tls: tenant %q: %w", tc.Tenant, err)
 		}
+		s.files = append(s.files, certFile{tenant: tc.Tenant, file: tc.CertFile, leaf: crt.Leaf})
 		for _, h := range tc.Hosts {
 			h = strings.ToLower(h)
 			if rest, ok := strings.CutPrefix(h, "*."); ok {

@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/tls"
 	"encoding/pem"
+	"log/slog"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -95,5 +100,83 @@ func TestTLSReloadRefusesCertificateForOtherNames(t *testing.T) {
 	}
 	if st, err := e.handshake("t1.test", 0, 0); err != nil || st.PeerCertificates[0].SerialNumber.Cmp(before.PeerCertificates[0].SerialNumber) == 0 {
 		t.Errorf("after the good Reload: %v, want the renewed certificate", err)
+	}
+}
+
+// expiryLog is a log destination safe for the handshakes' goroutines.
+type expiryLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *expiryLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *expiryLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A certificate whose renewal failed used to go unnoticed until clients
+// refused it: nothing was logged before it expired. A certificate close
+// to its end (within 14 days, or a third of its lifetime if shorter) is
+// logged as a warning naming the file, at load and then at most hourly
+// while handshakes arrive; an expired one is logged as an error.
+func TestTLSLogsCertificateNearExpiry(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	notAfter := time.Now().Add(30 * day)
+	defCert, defKey := ca.leaf("default", time.Now().Add(90*day), "default.test")
+	t1Cert, t1Key := ca.leaf("t1", notAfter, "t1.test")
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	var logs expiryLog
+	certs, err := LoadCerts(TLSOptions{
+		CertFile: defCert, KeyFile: defKey,
+		Tenants: []TenantCert{{Tenant: "t1", Hosts: []string{"t1.test"}, CertFile: t1Cert, KeyFile: t1Key}},
+		Logger:  slog.New(slog.NewJSONHandler(&logs, nil)),
+		Now:     func() time.Time { return time.Unix(0, clock.Load()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := func() {
+		t.Helper()
+		if _, err := certs.Config().GetConfigForClient(&tls.ClientHelloInfo{ServerName: "t1.test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hello()
+	if l := logs.String(); strings.Contains(l, "expire") {
+		t.Fatalf("30 days before expiry: logged %s", l)
+	}
+
+	clock.Store(notAfter.Add(-10 * day).UnixNano())
+	hello()
+	hello() // at most once an hour
+	if l := logs.String(); strings.Count(l, "expires soon") != 1 || !strings.Contains(l, t1Cert) || !strings.Contains(l, `"tenant":"t1"`) || strings.Contains(l, defCert) {
+		t.Fatalf("10 days before expiry: logged %s, want one warning naming %s", l, t1Cert)
+	}
+
+	clock.Store(notAfter.Add(time.Hour).UnixNano())
+	hello()
+	if l := logs.String(); !strings.Contains(l, `"level":"ERROR"`) || !strings.Contains(l, "has expired") || !strings.Contains(l, t1Cert) {
+		t.Fatalf("after expiry: logged %s, want an error naming %s", l, t1Cert)
+	}
+
+	// Loading a set that is already close to its end warns at once.
+	logs.mu.Lock()
+	logs.b.Reset()
+	logs.mu.Unlock()
+	threeDaysLeft := func() time.Time { return notAfter.Add(-3 * day) }
+	if _, err := LoadCerts(TLSOptions{CertFile: t1Cert, KeyFile: t1Key, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Now: threeDaysLeft}); err != nil {
+		t.Fatal(err)
+	}
+	if l := logs.String(); !strings.Contains(l, "expires soon") || !strings.Contains(l, t1Cert) {
+		t.Errorf("LoadCerts(3 days left): logged %s, want a warning naming %s", l, t1Cert)
 	}
 }
