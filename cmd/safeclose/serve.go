@@ -224,10 +224,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			closeSet(set)
 			return err
 		case <-hup:
-			set = reload(ctx, *cfgPath, b, srv, set, log)
+			// Fingerprints first, as the watch does: a file that changes
+			// while it is being reloaded differs from them and is
+			// reloaded again at the next tick.
 			last = fingerprint(*cfgPath)
-			reloadCerts(*cfgPath, certs, log)
+			set = reload(ctx, *cfgPath, b, srv, set, log)
 			lastTLS = tlsFingerprint(*cfgPath)
+			reloadCerts(*cfgPath, certs, log)
 		case <-watch:
 			if fp := fingerprint(*cfgPath); fp != last {
 				last = fp
