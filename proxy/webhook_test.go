@@ -214,3 +214,37 @@ func TestWebhookStoreDownAnswers503(t *testing.T) {
 		t.Fatalf("store down: last delivery status = %v, want 503", ds)
 	}
 }
+
+// Out of order: Plaid sent PENDING_EXPIRATION before the item needed
+// re-login, but its delivery (a retry) arrives after ITEM/ERROR. The
+// warning overwrote login_required, which the status route no longer
+// re-reads, so the app stopped prompting a re-login the item still needed.
+// A pending_* warning never replaces login_required; only a state Plaid
+// confirms (/item/get) leaves it.
+func TestWebhookLatePendingExpirationKeepsLoginRequired(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	at, err := e.db.AccessToken("t1", "alice", itemID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := newPlaidClient(PlaidOptions{BaseURL: e.simTS.URL, ClientID: simClientID, Secret: simSecret}, http.DefaultClient)
+	if _, _, err := pc.api.PlaidApi.SandboxItemResetLogin(t.Context()).
+		SandboxItemResetLoginRequest(*plaid.NewSandboxItemResetLoginRequest(at)).Execute(); err != nil {
+		t.Fatalf("sandbox/item/reset_login: %v", err)
+	}
+	eventually(t, "state login_required", func() bool { return e.itemState("t1.test", "alice-key", itemID) == "login_required" })
+	for _, code := range []string{"PENDING_EXPIRATION", "PENDING_DISCONNECT"} {
+		body := map[string]any{"webhook_type": "ITEM", "webhook_code": code, "item_id": itemID, "environment": "sandbox",
+			"consent_expiration_time": "2030-01-15T13:25:17Z", "reason": "INSTITUTION_MIGRATION"}
+		if err := e.sim.SendWebhook(t.Context(), itemID, body, plaidsim.FaultNone); err != nil {
+			t.Fatalf("SendWebhook %s: %v", code, err)
+		}
+		eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
+		if s := e.itemState("t1.test", "alice-key", itemID); s != "login_required" {
+			t.Errorf("state after a late %s = %q, want login_required", code, s)
+		}
+	}
+}

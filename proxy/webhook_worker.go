@@ -465,6 +465,12 @@ func (s *Server) applyEvent(ctx context.Context, tn *tenant, item store.Item, ev
 		next = store.StateRevoked
 	}
 	return s.effects().UpdateItem(tn.Name, item.ItemID, func(it *store.Item) error {
+		// A pending_* warning never hides login_required (it may be a late
+		// delivery, and either way the item needs re-login now); only a
+		// state /item/get confirmed, or revoked, leaves login_required.
+		if (next == store.StatePendingExpiration || next == store.StatePendingDisconnect) && it.State == store.StateLoginRequired {
+			next = ""
+		}
 		if next != "" && it.State != store.StateRevoked && it.State != next {
 			it.State = next
 			it.UpdatedAt = s.now().UTC()
