@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TLSOptions describe the public listener's certificates. See RATIONALE.md
@@ -294,4 +296,24 @@ func (s *certSet) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 		}
 	}
 	return s.def, nil
+}
+
+// certExpiryDesc is the gauge Certs exports: each loaded certificate's end.
+var certExpiryDesc = prometheus.NewDesc("safeclose_tls_certificate_not_after_seconds",
+	"When each loaded TLS certificate expires (Unix seconds): alert on it minus time() falling below the renewal margin.",
+	[]string{"tenant", "cert_file"}, nil)
+
+// Describe implements prometheus.Collector.
+func (c *Certs) Describe(ch chan<- *prometheus.Desc) { ch <- certExpiryDesc }
+
+// Collect implements prometheus.Collector: the certificates serving now.
+func (c *Certs) Collect(ch chan<- prometheus.Metric) {
+	s := c.cur.Load()
+	if s == nil {
+		return
+	}
+	for _, f := range s.files {
+		ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue,
+			float64(f.leaf.NotAfter.Unix()), f.tenant, f.file)
+	}
 }

@@ -5,12 +5,15 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"log/slog"
+	"maps"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // A renewal that writes fullchain.pem in place is read half-written: the
@@ -178,5 +181,64 @@ func TestTLSLogsCertificateNearExpiry(t *testing.T) {
 	}
 	if l := logs.String(); !strings.Contains(l, "expires soon") || !strings.Contains(l, t1Cert) {
 		t.Errorf("LoadCerts(3 days left): logged %s, want a warning naming %s", l, t1Cert)
+	}
+}
+
+// Every loaded certificate's end is a gauge an operator can alert on
+// (safeclose_tls_certificate_not_after_seconds{tenant,cert_file}), and it
+// follows a reload.
+func TestTLSCertificateExpiryMetric(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t)
+	defEnd, t1End := time.Now().Add(20*day).Truncate(time.Second), time.Now().Add(3*day).Truncate(time.Second)
+	defCert, defKey := ca.leaf("default", defEnd, "default.test")
+	t1Cert, t1Key := ca.leaf("t1", t1End, "t1.test")
+	opts := TLSOptions{CertFile: defCert, KeyFile: defKey, Tenants: []TenantCert{
+		{Tenant: "t1", Hosts: []string{"t1.test"}, CertFile: t1Cert, KeyFile: t1Key},
+	}}
+	certs, err := LoadCerts(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(certs)
+	ends := func() map[string]float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() != "safeclose_tls_certificate_not_after_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, p := range m.GetLabel() {
+					l[p.GetName()] = p.GetValue()
+				}
+				out[l["tenant"]+" "+l["cert_file"]] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	want := map[string]float64{
+		"(default) " + defCert: float64(defEnd.Unix()),
+		"t1 " + t1Cert:         float64(t1End.Unix()),
+	}
+	if got := ends(); !maps.Equal(got, want) {
+		t.Fatalf("expiry gauge = %v, want %v", got, want)
+	}
+	renewed := time.Now().Add(60 * day).Truncate(time.Second)
+	newCert, newKey := ca.leaf("t1-renewed", renewed, "t1.test")
+	copyFile(t, newCert, t1Cert)
+	copyFile(t, newKey, t1Key)
+	if err := certs.Reload(opts); err != nil {
+		t.Fatal(err)
+	}
+	want["t1 "+t1Cert] = float64(renewed.Unix())
+	if got := ends(); !maps.Equal(got, want) {
+		t.Fatalf("expiry gauge after the renewal = %v, want %v", got, want)
 	}
 }

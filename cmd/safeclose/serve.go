@@ -149,6 +149,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tenants := proxyTenants(set)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if certs != nil {
+		reg.MustRegister(certs) // safeclose_tls_certificate_not_after_seconds
+	}
 	srv, err := proxy.New(proxy.Options{
 		Tenants:      tenants,
 		Store:        db,

@@ -188,6 +188,19 @@ tenants:
 		t.Errorf("access log line missing or leaking:\n%s", l)
 	}
 
+	// Each certificate's end is on /metrics, to alert on.
+	if _, rest, ok := strings.Cut(out.String(), "(admin http://"); !ok {
+		t.Fatalf("serve printed no admin address: %q", out.String())
+	} else if mres, err := http.Get("http://" + strings.TrimSuffix(strings.Fields(rest)[0], ")") + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		mb, _ := io.ReadAll(mres.Body)
+		mres.Body.Close()
+		if want := `safeclose_tls_certificate_not_after_seconds{cert_file="` + aCert + `",tenant="a"}`; !strings.Contains(string(mb), want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+
 	// Redirect listener.
 	if redirAddr == "" {
 		t.Fatalf("no redirect listener printed: %q", out.String())
