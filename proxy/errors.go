@@ -72,7 +72,7 @@ func (e *PlaidError) Error() string {
 
 // WebhookRejected is a webhook that failed verification.
 type WebhookRejected struct {
-	Status int // 400 malformed, 401 bad signature/stale/unknown key
+	Status int // 400 malformed, 401 bad signature or unknown key, 503 a genuine signature with a stale iat (our clock)
 	Step   string
 	Err    error
 }

@@ -135,7 +135,12 @@ func (c *plaidClient) webhookKey(ctx context.Context, kid string) (webhook.Key, 
 			if credentialRefused(pe) {
 				return webhook.Key{}, fmt.Errorf("%w: %s", webhook.ErrKeyAuth, pe.Code)
 			}
-			if pe.HTTPStatus >= 400 && pe.HTTPStatus < 500 && pe.HTTPStatus != http.StatusTooManyRequests {
+			// Only Plaid's own refusal of the request says the kid is not
+			// one of its keys (400 INVALID_INPUT, INVALID_WEBHOOK_VERIFICATION_KEY_ID).
+			// Any other answer (a wrong base URL's 404, an egress proxy's
+			// 407, a timeout page) says nothing about the kid: the webhook
+			// gets 503 and Plaid retries it.
+			if pe.HTTPStatus == http.StatusBadRequest && (pe.Type == "INVALID_INPUT" || pe.Type == "INVALID_REQUEST") {
 				return webhook.Key{}, fmt.Errorf("%w: %s", webhook.ErrUnknownKey, pe.Code)
 			}
 		}

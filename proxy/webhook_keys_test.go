@@ -111,3 +111,27 @@ func TestWebhookWrongCredentials503AndNotReady(t *testing.T) {
 		t.Errorf("/readyz?tenant=t1 = %d %s, want 503 with webhook_keys credentials_refused", res.StatusCode, b)
 	}
 }
+
+// A key endpoint that answers something that is not Plaid (a wrong base
+// URL, an egress proxy's 404 or 407 page) says nothing about the kid: a
+// genuine webhook gets 503 key_unavailable, so Plaid retries, not 401, and
+// the kid is not remembered as unknown. Before, any 4xx counted as "no such
+// key": the webhook was refused for good.
+func TestWebhookKeyEndpointNotPlaid503(t *testing.T) {
+	t.Parallel()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/webhook_verification_key/get" {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, "<html><body>404 Not Found</body></html>")
+			return
+		}
+		http.Error(w, "front: only the key route is tested", http.StatusBadGateway)
+	}))
+	t.Cleanup(front.Close)
+	e := startEnv(t, envConfig{plaidURL: front.URL, webhookOpt: WebhookOptions{Workers: -1}})
+	r := e.postSigned("t1.test", []byte(`{"webhook_type":"ITEM"}`))
+	if r.status != 503 || r.errCode(t) != "key_unavailable" {
+		t.Fatalf("genuine webhook, key endpoint answering 404 HTML = %d %s, want 503 key_unavailable", r.status, r.body)
+	}
+}
