@@ -61,10 +61,10 @@ type Limits struct {
 type Webhooks struct {
 	MaxBodyBytes int      `yaml:"max_body_bytes"` // default 64 KiB
 	Workers      int      `yaml:"workers"`        // default 8
-	MaxAttempts  int      `yaml:"max_attempts"`   // default 8, then dead-letter
+	MaxAttempts  int      `yaml:"max_attempts"`   // default 20, then dead-letter
 	Lease        Duration `yaml:"lease"`          // default 30s
 	Backoff      Duration `yaml:"backoff"`        // first retry delay, doubled each time; default 1s
-	MaxBackoff   Duration `yaml:"max_backoff"`    // default 5m
+	MaxBackoff   Duration `yaml:"max_backoff"`    // default 1h
 	DedupeTTL    Duration `yaml:"dedupe_ttl"`     // default 48h
 }
 
@@ -195,8 +195,8 @@ func Default() File {
 			MaxResponseBytes: 64 << 20, MaxWebSockets: 1000, WebSocketIdleTimeout: Duration(60e9),
 		},
 		Webhooks: Webhooks{
-			MaxBodyBytes: 64 << 10, Workers: 8, MaxAttempts: 8, Lease: Duration(30e9),
-			Backoff: Duration(1e9), MaxBackoff: Duration(300e9), DedupeTTL: Duration(48 * 3600e9),
+			MaxBodyBytes: 64 << 10, Workers: 8, MaxAttempts: 20, Lease: Duration(30e9),
+			Backoff: Duration(1e9), MaxBackoff: Duration(3600e9), DedupeTTL: Duration(48 * 3600e9),
 		},
 		Emulator: Emulator{Listen: "127.0.0.1:8099", ClientID: "safeclose-dev", Secret: "safeclose-dev-secret"},
 	}

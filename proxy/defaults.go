@@ -22,10 +22,10 @@ const (
 const (
 	DefaultWebhookMaxBodyBytes = 64 << 10
 	DefaultWebhookWorkers      = 8
-	DefaultWebhookMaxAttempts  = 8
+	DefaultWebhookMaxAttempts  = 20 // with the backoffs: a destination may be down ~8 h before dead letters
 	DefaultWebhookLease        = 30 * time.Second
 	DefaultWebhookBackoff      = time.Second
-	DefaultWebhookMaxBackoff   = 5 * time.Minute
+	DefaultWebhookMaxBackoff   = time.Hour
 	DefaultWebhookPoll         = 200 * time.Millisecond
 	DefaultWebhookMaxAge       = 5 * time.Minute
 )

@@ -242,6 +242,27 @@ func (s *Server) heartbeat(cancel context.CancelFunc, e store.Entry) (stop func(
 	}
 }
 
+// retryDelay is how long an entry waits after its attempts-th failed
+// attempt (0 for the first): Backoff doubled each time, at most MaxBackoff.
+func (w WebhookOptions) retryDelay(attempts int) time.Duration {
+	d := w.Backoff << min(attempts, 20)
+	if d > w.MaxBackoff || d <= 0 {
+		d = w.MaxBackoff
+	}
+	return d
+}
+
+// retryWindow is how long a destination can stay down before an entry's
+// last attempt fails and it is dead-lettered: the sum of the delays
+// between its MaxAttempts attempts.
+func (w WebhookOptions) retryWindow() time.Duration {
+	var sum time.Duration
+	for a := range w.MaxAttempts - 1 {
+		sum += w.retryDelay(a)
+	}
+	return sum
+}
+
 // finish records the outcome of one attempt.
 func (s *Server) finish(e store.Entry, perr error) {
 	w := s.opts.Webhooks
@@ -261,10 +282,7 @@ func (s *Server) finish(e store.Entry, perr error) {
 		m.WithLabelValues(e.Tenant, "dead_letter").Inc()
 		s.log.Error("webhook dead-lettered", "tenant", e.Tenant, "id", e.ID, "attempts", e.Attempts+1, "err", perr)
 	default:
-		d := w.Backoff << min(e.Attempts, 20)
-		if d > w.MaxBackoff || d <= 0 {
-			d = w.MaxBackoff
-		}
+		d := w.retryDelay(e.Attempts)
 		err = s.db.Retry(e.ID, e.LeaseToken, s.now().Add(d), perr.Error())
 		m.WithLabelValues(e.Tenant, "retry").Inc()
 		s.log.Warn("webhook processing failed; will retry", "tenant", e.Tenant, "id", e.ID, "attempt", e.Attempts+1, "in", d, "err", perr)
