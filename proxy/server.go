@@ -480,11 +480,23 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		writeError(ctx, err)
 		status, _ := classify(err)
-		if status >= 500 && !errors.Is(err, ErrAuthUnavailable) && !errors.Is(err, ErrTenantUnavailable) { // plugin failures are logged, throttled, by PluginAuth; broken tenants at build
+		if status >= 500 && !loggedThrottled(err) {
 			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "request_id", string(rid), "err", err)
 		}
 	}
 	s.finishRequest(ctx, tn, route, path, rid, true, start)
+}
+
+// loggedThrottled reports 5xx answers whose cause is logged elsewhere,
+// rate-limited, so that a flood of them adds no line each: plugin failures
+// (PluginAuth), broken tenants (at build), and genuine webhooks refused for
+// a stale iat (the intake's clock warning).
+func loggedThrottled(err error) bool {
+	if errors.Is(err, ErrAuthUnavailable) || errors.Is(err, ErrTenantUnavailable) {
+		return true
+	}
+	var wr *WebhookRejected
+	return errors.As(err, &wr) && wr.Status == http.StatusServiceUnavailable
 }
 
 func isOwnRoute(p []byte) bool {

@@ -51,6 +51,9 @@ func TestWebhookClockSkewAnswers503AndSaysSo(t *testing.T) {
 			if n := strings.Count(out, "host clock"); n != 1 {
 				t.Errorf("clock warnings = %d, want 1 (rate-limited); logs:\n%s", n, out)
 			}
+			if n := strings.Count(out, `"request failed"`); n != 0 {
+				t.Errorf("%d unthrottled request-failed lines for the refused webhooks, want 0 (the clock warning is the rate-limited one); logs:\n%s", n, out)
+			}
 			if !regexp.MustCompile(tt.want).MatchString(out) {
 				t.Errorf("logs do not name the skew %q:\n%s", tt.want, out)
 			}
