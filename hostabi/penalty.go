@@ -81,8 +81,9 @@ func (b *penaltyBox) stillClosed() bool {
 }
 
 // done records a call's outcome. failed means the guest failed (trap,
-// timeout, invalid result); other errors (busy, closed) go to abandon.
-func (b *penaltyBox) done(probe, failed bool) {
+// timeout, invalid result); other errors (busy, closed) go to abandon. It
+// reports whether this outcome opened (or reopened) the box.
+func (b *penaltyBox) done(probe, failed bool) (opened bool) {
 	if !failed {
 		if probe {
 			b.mu.Lock()
@@ -93,19 +94,22 @@ func (b *penaltyBox) done(probe, failed bool) {
 		} else if b.fails.Load() != 0 && b.state.Load() == boxClosed {
 			b.fails.Store(0)
 		}
-		return
+		return false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
 	case probe:
 		b.open(min(2*b.backoff, b.max))
+		return true
 	case b.state.Load() == boxClosed:
 		if b.fails.Add(1) >= b.after {
 			b.open(b.base)
+			return true
 		}
 	}
 	// A straggler admitted before the box opened changes nothing.
+	return false
 }
 
 // abandon ends a probe that never reached the guest (no instance free, the

@@ -112,6 +112,7 @@ type instance struct {
 	deadline atomic.Int64 // nanoseconds after Plugin.epoch; 0 when idle
 	timedOut atomic.Bool
 	stack    [1]uint64
+	used     bool // has run a call; only its holder reads or writes it
 	stderr   capWriter
 	fuelInst // under EnforceFuel, cancel also raises the fuel limit
 
@@ -288,6 +289,7 @@ func (p *Plugin) watchdog() {
 // watchdog alone does not guarantee a late result is never used.
 func (p *Plugin) call(in *instance) (uint64, error) {
 	p.calls.Add(1)
+	in.used = true
 	in.stderr.Reset()
 	// Two monotonic clock reads per call, no wall clock: time.Now costs
 	// two clock reads, and a clock read is ~0.1 µs on a KVM guest
@@ -323,7 +325,7 @@ func (p *Plugin) elapsed() time.Duration {
 
 // enter admits a call through the penalty box and borrows an instance.
 // probe says the call is the box's half-open probe; the caller reports the
-// outcome with p.box.done. On error nothing is held.
+// outcome with p.done. On error nothing is held.
 func (p *Plugin) enter() (in *instance, probe bool, err error) {
 	if p.closed.Load() {
 		return nil, false, ErrClosed // not ErrPenalty: a reload, not a fault
@@ -352,6 +354,37 @@ func (p *Plugin) enter() (in *instance, probe bool, err error) {
 	return in, probe, nil
 }
 
+// done reports a call's outcome to the penalty box. When that opens the
+// box, the idle instances that have served a call are retired: the failures
+// may be wear (a guest that leaks fills every pooled instance at about the
+// same call), and a probe that ran on the next worn instance would fail and
+// double the window once per instance left. Never-used instances are kept,
+// so a guest that fails on fresh instances costs no extra instantiation.
+func (p *Plugin) done(probe, failed bool) {
+	if !p.box.done(probe, failed) {
+		return
+	}
+	var keep []*instance
+	for range cap(p.pool) {
+		var in *instance
+		select {
+		case in = <-p.pool:
+		default:
+		}
+		if in == nil {
+			break
+		}
+		if in.used {
+			p.discard(in)
+		} else {
+			keep = append(keep, in)
+		}
+	}
+	for _, in := range keep {
+		p.pool <- in
+	}
+}
+
 // Authenticate runs auth_handle for one request. The Request is only read
 // during the call. Any error means the caller must fail closed.
 func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
@@ -374,7 +407,7 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 	in.reads, in.values, in.uncacheable, in.jwtExp = in.reads[:0], in.values[:0], false, time.Time{}
 	v, err := p.call(in)
 	if err != nil {
-		p.box.done(probe, true)
+		p.done(probe, true)
 		return Decision{}, err
 	}
 	allow, status, ok := abi.AuthStatus(int64(v))
@@ -399,7 +432,7 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 		}
 	}
 	p.release(in)
-	p.box.done(probe, err != nil)
+	p.done(probe, err != nil)
 	return d, err
 }
 
@@ -417,7 +450,7 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 	in.payload, in.payloadSet, in.forward = nil, false, nil
 	v, err := p.call(in)
 	if err != nil {
-		p.box.done(probe, true)
+		p.done(probe, true)
 		return EventResult{}, err
 	}
 	res := EventResult{Action: Action(int32(uint32(v))), Forward: in.forward}
@@ -427,10 +460,10 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 	p.release(in)
 	switch res.Action {
 	case ActionKeep, ActionDrop, ActionForward:
-		p.box.done(probe, false)
+		p.done(probe, false)
 		return res, nil
 	}
-	p.box.done(probe, true)
+	p.done(probe, true)
 	return EventResult{}, fmt.Errorf("%w: event_handle returned %d", ErrBadResult, int32(uint32(v)))
 }
 
