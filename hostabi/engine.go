@@ -170,6 +170,7 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	}
 	fail := func(err error) (*Plugin, error) {
 		_ = rt.Close(ctx)
+		p.closeCompiled()
 		return nil, fmt.Errorf("%w: %s/%s: %w", ErrRefused, o.Tenant, o.Name, err)
 	}
 	t0 := time.Now()
@@ -188,6 +189,7 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if err != nil {
 		return fail(fmt.Errorf("compile: %w", err))
 	}
+	p.compiled = cm
 	p.compileTime = time.Since(t0)
 	info, err := Inspect(cm)
 	if err != nil {
@@ -196,7 +198,7 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if err := info.check(o.Kind, o.Caps); err != nil {
 		return fail(err)
 	}
-	p.compiled, p.initialize = cm, info.Initialize
+	p.initialize = info.Initialize
 	if o.Caps.Crypto {
 		if p.jwt, err = newJWTVerifier(o.JWT, o.Secrets, e.now); err != nil {
 			return fail(err)

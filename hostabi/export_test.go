@@ -1,6 +1,11 @@
 package hostabi
 
-import "time"
+import (
+	"reflect"
+	"testing"
+	"time"
+	"unsafe"
+)
 
 // SetCallClock replaces the clock call deadlines are measured with, so a
 // test can make a call overrun its deadline without a slow guest. Call it
@@ -27,4 +32,24 @@ func InstanceMemory(p *Plugin) (n int, bytes uint64) {
 		bytes += uint64(in.mem.Size())
 	}
 	return n, bytes
+}
+
+// CompiledModules returns how many compiled modules (guests and host
+// modules) wazero's engine behind e's compilation cache holds in memory. It
+// reads wazero's unexported fields (v1.12: cache.engs), so it is for tests
+// only; 0 once every plugin of e is closed.
+func CompiledModules(t testing.TB, e *Engine) uint32 {
+	t.Helper()
+	v := reflect.ValueOf(e.cache).Elem().FieldByName("engs")
+	if !v.IsValid() {
+		t.Fatal("wazero's compilation cache has no engs field: update CompiledModules")
+	}
+	v = reflect.NewAt(v.Type(), unsafe.Pointer(v.UnsafeAddr())).Elem()
+	var n uint32
+	for i := range v.Len() {
+		if eng := v.Index(i); !eng.IsNil() {
+			n += eng.MethodByName("CompiledModuleCount").Call(nil)[0].Interface().(uint32)
+		}
+	}
+	return n
 }

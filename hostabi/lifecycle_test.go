@@ -3,6 +3,7 @@ package hostabi_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -65,4 +66,59 @@ func TestLeakingGuestRecoversAfterOneWindow(t *testing.T) {
 	}
 	s := p.Stats()
 	t.Logf("traps %d, probes %d, stats %+v", traps, probes, s)
+}
+
+// Hundreds of reloads of a plugin (Load the new one, Close the old one, on
+// one long-lived Engine, as serve does) release everything: wazero's
+// compiled code of each module is freed once no plugin uses it, also for a
+// load refused after compiling (here: its _initialize fails), and no
+// goroutine is left behind.
+func TestReloadsReleaseCompiledModules(t *testing.T) {
+	e, err := hostabi.NewEngine(context.Background(), hostabi.Options{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(context.Background())
+	ok, bad := wasm(t, "allow"), wasm(t, "initloop")
+	g0 := runtime.NumGoroutine()
+	const reloads = 100
+	var cur *hostabi.Plugin
+	for i := range reloads {
+		p, err := e.Load(context.Background(), hostabi.PluginOptions{
+			Tenant: "t1", Name: "allow", Wasm: ok, PoolSize: 1, Timeout: 5 * time.Second,
+		})
+		if err != nil {
+			t.Fatalf("reload %d: Load = %v", i, err)
+		}
+		if cur != nil {
+			cur.Close(context.Background())
+		}
+		cur = p
+		if d, err := cur.Authenticate(context.Background(), &req{headers: hdr("X-User", "u")}); err != nil || !d.Allow {
+			t.Fatalf("reload %d: Authenticate = %+v, %v", i, d, err)
+		}
+	}
+	if n := hostabi.CompiledModules(t, e); n > 3 {
+		t.Errorf("with one plugin open after %d reloads, the engine holds %d compiled modules, want <= 3 (guest, wasi, host module)", reloads, n)
+	}
+	cur.Close(context.Background())
+	if n := hostabi.CompiledModules(t, e); n != 0 {
+		t.Errorf("after closing every plugin, the engine holds %d compiled modules, want 0", n)
+	}
+	// A refused load (its _initialize loops until the init timeout) leaves
+	// nothing either.
+	if _, err := e.Load(context.Background(), hostabi.PluginOptions{
+		Tenant: "t1", Name: "initloop", Wasm: bad, PoolSize: 1, Timeout: 10 * time.Millisecond,
+	}); err == nil {
+		t.Fatal("Load(initloop) = nil, want refused")
+	}
+	if n := hostabi.CompiledModules(t, e); n != 0 {
+		t.Errorf("after a refused load, the engine holds %d compiled modules, want 0", n)
+	}
+	for i := 0; runtime.NumGoroutine() > g0; i++ {
+		if i == 500 {
+			t.Fatalf("goroutines: %d before the reloads, %d after", g0, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -489,7 +489,20 @@ func (p *Plugin) Close(ctx context.Context) error {
 	}
 	p.bg.Wait()
 	p.closeInstances(ctx)
-	return p.rt.Close(context.Background())
+	err := p.rt.Close(context.Background())
+	p.closeCompiled()
+	return err
+}
+
+// closeCompiled releases the plugin's compiled module. The runtime shares
+// its engine with every plugin through the Engine's compilation cache, so
+// closing the runtime does not release it: without this, each reload kept
+// its module's compiled code in the engine for the life of the process.
+// (wazero frees the code itself once no instance can run it.)
+func (p *Plugin) closeCompiled() {
+	if p.compiled != nil {
+		_ = p.compiled.Close(context.Background())
+	}
 }
 
 func (p *Plugin) closeInstances(ctx context.Context) {
