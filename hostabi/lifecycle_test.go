@@ -1,9 +1,13 @@
 package hostabi_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,5 +124,58 @@ func TestReloadsReleaseCompiledModules(t *testing.T) {
 			t.Fatalf("goroutines: %d before the reloads, %d after", g0, runtime.NumGoroutine())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a log destination for tests.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A plugin's penalty box says when it opens and when the plugin is back, so
+// an operator does not have to infer recovery from a counter that stops
+// rising.
+func TestPenaltyBoxOpenAndCloseAreLogged(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	e, err := hostabi.NewEngine(context.Background(), hostabi.Options{
+		CacheDir: cacheDir, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(context.Background()) })
+	p := load(t, e, "panic", hostabi.PluginOptions{PoolSize: 1, PenaltyAfter: 2})
+	clk := &fakeClock{now: time.Unix(1e9, 0)}
+	hostabi.SetPenaltyClock(p, clk.Now)
+	for range 2 {
+		waitInstances(t, p, 1)
+		if _, err := p.Authenticate(context.Background(), &req{headers: hdr("X-Panic", "1")}); !isTrap(err) {
+			t.Fatalf("panicking call = %v, want a trap", err)
+		}
+	}
+	if got := logs.String(); !strings.Contains(got, "plugin in its penalty box") || !strings.Contains(got, "window=1s") {
+		t.Errorf("log after the box opened:\n%s\nwant a line saying so, with its window", got)
+	}
+	waitInstances(t, p, 1)
+	clk.Add(time.Second)
+	if d, err := p.Authenticate(context.Background(), &req{}); err != nil || !d.Allow {
+		t.Fatalf("probe = %+v, %v; want allowed", d, err)
+	}
+	if got := logs.String(); !strings.Contains(got, "plugin out of its penalty box") || !strings.Contains(got, "tenant=t1 plugin=panic") {
+		t.Errorf("log after a good probe:\n%s\nwant a line saying the plugin is back, naming it", got)
 	}
 }

@@ -82,8 +82,9 @@ func (b *penaltyBox) stillClosed() bool {
 
 // done records a call's outcome. failed means the guest failed (trap,
 // timeout, invalid result); other errors (busy, closed) go to abandon. It
-// reports whether this outcome opened (or reopened) the box.
-func (b *penaltyBox) done(probe, failed bool) (opened bool) {
+// returns boxOpen when this outcome opened (or reopened) the box, boxClosed
+// when it closed it (a good probe), and -1 when the state did not change.
+func (b *penaltyBox) done(probe, failed bool) (changed int32) {
 	if !failed {
 		if probe {
 			b.mu.Lock()
@@ -91,25 +92,33 @@ func (b *penaltyBox) done(probe, failed bool) (opened bool) {
 			b.fails.Store(0)
 			b.state.Store(boxClosed)
 			b.mu.Unlock()
+			return boxClosed
 		} else if b.fails.Load() != 0 && b.state.Load() == boxClosed {
 			b.fails.Store(0)
 		}
-		return false
+		return -1
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
 	case probe:
 		b.open(min(2*b.backoff, b.max))
-		return true
+		return boxOpen
 	case b.state.Load() == boxClosed:
 		if b.fails.Add(1) >= b.after {
 			b.open(b.base)
-			return true
+			return boxOpen
 		}
 	}
 	// A straggler admitted before the box opened changes nothing.
-	return false
+	return -1
+}
+
+// window returns the current open window.
+func (b *penaltyBox) window() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.backoff
 }
 
 // abandon ends a probe that never reached the guest (no instance free, the
