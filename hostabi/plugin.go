@@ -214,11 +214,14 @@ func (p *Plugin) discard(in *instance) {
 	_ = in.mod.Close(context.Background())
 	p.mu.Lock()
 	delete(p.all, in)
-	p.mu.Unlock()
 	if p.closed.Load() {
+		p.mu.Unlock()
 		return
 	}
+	// Under p.mu, as Close sets closed: a refill is either counted before
+	// Close's bg.Wait or not started.
 	p.bg.Add(1)
+	p.mu.Unlock()
 	go p.refill()
 }
 
@@ -479,7 +482,13 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 // Close stops the plugin: new calls get ErrClosed, in-flight calls finish
 // (bounded by ctx), then every instance and the runtime are released.
 func (p *Plugin) Close(ctx context.Context) error {
-	if !p.closed.CompareAndSwap(false, true) {
+	// Set under p.mu, as discard reads it: a call still running that
+	// discards its instance either counted its refill before this, so
+	// bg.Wait below waits for it, or sees closed and starts none.
+	p.mu.Lock()
+	closing := p.closed.CompareAndSwap(false, true)
+	p.mu.Unlock()
+	if !closing {
 		return nil
 	}
 	close(p.stop)
