@@ -224,6 +224,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for {
 		select {
 		case err := <-errc:
+			// The listener failed for good: stop as on a signal, so the
+			// requests in flight finish and leases are given back.
+			log.Error("public listener failed; shutting down", "err", err)
+			sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			_ = srv.Shutdown(sctx)
+			_ = admin.Shutdown(sctx)
+			cancel()
 			closeSet(set)
 			return err
 		case <-hup:
