@@ -268,11 +268,16 @@ func mapErr(err error) error {
 
 // unavailable marks connection-level failures store.ErrUnavailable (503,
 // so clients and Plaid retry); SQL errors from a live server stay as they are.
+// A statement the server cancelled for its statement_timeout or lock_timeout
+// (57014, 55P03) is a wait that ran out, as the operation timeout is: it is
+// unavailable too, and the writer does not run its batch again statement by
+// statement (writes.go), each waiting out the server's timeout once more.
 func unavailable(err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
-		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "53"), strings.HasPrefix(pe.Code, "57P"):
+		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "53"), strings.HasPrefix(pe.Code, "57P"),
+			pe.Code == "57014", pe.Code == "55P03":
 		default:
 			return fmt.Errorf("pg: %s (SQLSTATE %s)", pe.Message, pe.Code)
 		}
