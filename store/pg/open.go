@@ -109,6 +109,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = o.OpTimeout
 	}
+	cfg.AfterRelease = writable
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("pg: open: %w", unavailable(err))
@@ -142,6 +143,18 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 // It is a startup parameter: PostgreSQL 12 or newer, and a pooler in
 // between must pass it; a DSN that sets plan_cache_mode wins.
 const planCacheMode = "force_custom_plan"
+
+// writable keeps a released connection in the pool unless its session
+// refuses writes. A session takes default_transaction_read_only when it
+// starts, and one set per database or role (ALTER DATABASE … SET, as a
+// failover or a disk-full guard may do) stays with it for its life: kept,
+// it would fail every write for up to the pool's connection lifetime after
+// the database is writable again. PostgreSQL 14 and newer report the
+// setting to the client (older ones report nothing: the connection is kept).
+// While the database is read-only each operation so opens a connection.
+func writable(c *pgx.Conn) bool {
+	return c.PgConn().ParameterStatus("default_transaction_read_only") != "on"
+}
 
 // SchemaVersion is the newest migration this binary has.
 func SchemaVersion() int {
@@ -272,12 +285,15 @@ func mapErr(err error) error {
 // (57014, 55P03) is a wait that ran out, as the operation timeout is: it is
 // unavailable too, and the writer does not run its batch again statement by
 // statement (writes.go), each waiting out the server's timeout once more.
+// So is a database that refuses writes (25006: read-only after a failover,
+// or a disk-full guard), and the writer does not retry each statement
+// against it either.
 func unavailable(err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
 		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "53"), strings.HasPrefix(pe.Code, "57P"),
-			pe.Code == "57014", pe.Code == "55P03":
+			pe.Code == "57014", pe.Code == "55P03", pe.Code == "25006":
 		default:
 			return fmt.Errorf("pg: %s (SQLSTATE %s)", pe.Message, pe.Code)
 		}

@@ -95,3 +95,50 @@ func TestServerStatementTimeoutIsUnavailable(t *testing.T) {
 		t.Fatalf("Enqueue after the lock = %v", err)
 	}
 }
+
+// A database that refuses writes (default_transaction_read_only, as a
+// failover or a disk-full guard sets it) answers every write
+// store.ErrUnavailable, and the store writes again as soon as it is
+// writable. Sessions started while it was read-only keep that default for
+// their life when it was set per database or role (ALTER DATABASE … SET):
+// the pool kept them, so every write on them failed for up to the
+// connections' lifetime (an hour) after the database was writable again,
+// and as a 500 (SQLSTATE 25006).
+func TestReadOnlyDatabase(t *testing.T) {
+	db, dsn := openTest(t)
+	es := leaseN(t, db, "t", 4)
+	ac := adminConn(t, dsn)
+	mustExec(t, ac, "DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END$$")
+	// A failover: the pool's connections are lost and come back read-only.
+	mustExec(t, ac, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+	for range 3 { // the first may meet a terminated connection
+		_ = db.Extend(es[0].ID, es[0].LeaseToken, time.Minute)
+	}
+	checks := map[string]func() error{
+		"Extend":     func() error { return db.Extend(es[0].ID, es[0].LeaseToken, time.Minute) },
+		"Enqueue":    func() error { return enqueueOne(db, "read-only") },
+		"ProbeStore": db.ProbeStore,
+	}
+	for name, f := range checks {
+		if err := f(); !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s on a read-only database = %v, want store.ErrUnavailable", name, err)
+		}
+	}
+	mustExec(t, ac, "DO $$BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', current_database()); END$$")
+	deadline := time.Now().Add(3 * time.Second)
+	for name, f := range map[string]func() error{
+		"Extend":  func() error { return db.Extend(es[1].ID, es[1].LeaseToken, time.Minute) },
+		"Enqueue": func() error { return enqueueOne(db, "writable") },
+	} {
+		for {
+			err := f()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s 3 s after the database is writable again = %v", name, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
