@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -51,12 +50,7 @@ tenants:
 	}
 	cmd := exec.Command(binaryPath(t), "serve", "-config", cfgPath, "-watch", "0")
 	logs, exited := launchWatched(t, cmd, sock)
-	for i := 0; !strings.Contains(logs.String(), "safeclose listening on"); i++ {
-		if i == 3000 {
-			t.Fatal("not listening after 60 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitListening(t, logs, exited)
 
 	type answer struct {
 		status int

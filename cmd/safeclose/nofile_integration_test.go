@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -51,13 +50,7 @@ tenants:
 		default:
 		}
 	}
-	for i := 0; !strings.Contains(logs.String(), "safeclose listening on"); i++ {
-		alive("during start-up")
-		if i == 3000 {
-			t.Fatal("not listening after 60 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitListening(t, logs, exited)
 
 	var flood []net.Conn
 	for range 300 {
@@ -92,14 +85,5 @@ tenants:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("still running 30 s after SIGTERM")
-	}
+	stopCleanly(t, cmd, exited)
 }

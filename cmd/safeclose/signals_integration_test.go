@@ -107,16 +107,7 @@ tenants:
 		t.Fatal("/healthz never answered 200")
 	}
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("still running 30 s after SIGTERM")
-	}
+	stopCleanly(t, cmd, exited)
 }
 
 // launchWatched starts cmd (a serve of the binary) with sock as its
@@ -142,4 +133,38 @@ func launchWatched(t *testing.T, cmd *exec.Cmd, sock *socket) (*procLog, chan er
 		}
 	})
 	return logs, exited
+}
+
+// stopCleanly sends SIGTERM to a process started by launchWatched and
+// fails the test unless it exits with status 0 within 30 s.
+func stopCleanly(t *testing.T, cmd *exec.Cmd, exited chan error) {
+	t.Helper()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("still running 30 s after SIGTERM")
+	}
+}
+
+// waitListening waits (bounded: 60 s) for the process started by
+// launchWatched to print its listening line, failing if it exits first.
+func waitListening(t *testing.T, logs *procLog, exited chan error) {
+	t.Helper()
+	for i := 0; !strings.Contains(logs.String(), "safeclose listening on"); i++ {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("the process exited during start-up: %v", err)
+		default:
+		}
+		if i == 3000 {
+			t.Fatal("not listening after 60 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
