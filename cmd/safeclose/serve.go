@@ -97,6 +97,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// A log whose reader went away (a shipper restarted, `serve | tee` with
+	// tee killed) must not take the proxy with it: Go ends a program on
+	// SIGPIPE from its standard output or error. Ignored, such a write
+	// fails with EPIPE; the lines lost are counted
+	// (safeclose_log_write_errors_total).
+	signal.Ignore(syscall.SIGPIPE)
 	var o serveOpts
 	if err := parseFlags(serveFlagSet(&o), args, stdout); err != nil {
 		return err
@@ -152,6 +158,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if certs != nil {
 		reg.MustRegister(certs) // safeclose_tls_certificate_not_after_seconds
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "safeclose_log_write_errors_total",
+		Help: "Log and access-log lines that could not be written (their reader gone: a broken pipe, a full disk).",
+	}, func() float64 { return float64(logw.errs.Load()) }))
 	srv, err := proxy.New(proxy.Options{
 		Tenants:      tenants,
 		Store:        db,

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/safeclose/safeclose/configs"
@@ -135,12 +136,17 @@ func accessLogWriter(cfg *configs.File, w io.Writer) io.Writer {
 // lockedWriter serialises Write calls: the log and the access log's writer
 // share one stream and each Write is one or more whole lines.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu   sync.Mutex
+	w    io.Writer
+	errs atomic.Uint64 // writes that failed (safeclose_log_write_errors_total)
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	n, err := l.w.Write(p)
+	if err != nil {
+		l.errs.Add(1)
+	}
+	return n, err
 }
