@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -156,6 +157,7 @@ func registeredMetrics(t *testing.T) func(string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	registerServeMetrics(reg, &proxy.Certs{}, &lockedWriter{w: io.Discard})
 	return func(name string) bool {
 		for _, suffix := range []string{"_bucket", "_sum", "_count"} { // histogram series
 			if base, ok := strings.CutSuffix(name, suffix); ok && reg.Register(prometheus.NewGauge(prometheus.GaugeOpts{Name: base, Help: "probe"})) != nil {

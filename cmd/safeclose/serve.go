@@ -155,13 +155,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tenants := proxyTenants(set)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if certs != nil {
-		reg.MustRegister(certs) // safeclose_tls_certificate_not_after_seconds
-	}
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "safeclose_log_write_errors_total",
-		Help: "Log and access-log lines that could not be written (their reader gone: a broken pipe, a full disk).",
-	}, func() float64 { return float64(logw.errs.Load()) }))
+	registerServeMetrics(reg, certs, logw)
 	srv, err := proxy.New(proxy.Options{
 		Tenants:      tenants,
 		Store:        db,
@@ -366,4 +360,16 @@ func fingerprint(path string) string {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// registerServeMetrics registers what serve itself exports beside the
+// proxy's metrics: each certificate's end (with TLS) and the log lines lost.
+func registerServeMetrics(reg prometheus.Registerer, certs *proxy.Certs, logw *lockedWriter) {
+	if certs != nil {
+		reg.MustRegister(certs) // safeclose_tls_certificate_not_after_seconds
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "safeclose_log_write_errors_total",
+		Help: "Log and access-log lines that could not be written (their reader gone: a broken pipe, a full disk).",
+	}, func() float64 { return float64(logw.errs.Load()) }))
 }
