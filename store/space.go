@@ -7,10 +7,14 @@ import (
 	"time"
 )
 
-// ErrUnavailable is a write refused because the disk is (nearly) full; the
-// store stays up, reads keep working and writes succeed again once space
-// returns. The proxy answers 503 store_unavailable, so Plaid retries webhooks.
-var ErrUnavailable = errors.New("store: storage unavailable (disk full)")
+// ErrUnavailable is an operation the storage refused for now: on Badger a
+// write while the disk is (nearly) full (wrapped with the free space, or
+// ENOSPC), on PostgreSQL a server that is unreachable, timing out,
+// read-only or full (wrapped with its error). The store stays up and the
+// operation succeeds again once the cause passes. The proxy answers 503
+// store_unavailable, so Plaid retries webhooks. (Its text named only the
+// disk, which misled an operator reading a PostgreSQL outage's logs.)
+var ErrUnavailable = errors.New("store: storage unavailable")
 
 // Why a reserve (RATIONALE.md "Why refuse writes before the disk is full"):
 // Badger writes its write-ahead log, value log and new tables through mmap'd

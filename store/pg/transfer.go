@@ -144,6 +144,15 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 	if err := db.op(func(ctx context.Context) error {
 		var err error
 		tx, err = db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return err
+		}
+		// fn writes each table out while the transaction waits, idle: a
+		// server's idle_in_transaction_session_timeout must not cut a
+		// large copy off half-way.
+		if _, err = tx.Exec(ctx, "SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
+			_ = tx.Rollback(ctx)
+		}
 		return err
 	}); err != nil {
 		return err
