@@ -17,6 +17,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/safeclose/safeclose/internal/loglimit"
 	"github.com/safeclose/safeclose/internal/webhook"
 )
 
@@ -322,7 +323,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.startWorkers() // under lnMu: its workers.Add precedes Shutdown's Wait
 	}
 	s.lnMu.Unlock()
-	err := s.fs.Serve(retryListener{ln, s.log})
+	err := s.fs.Serve(retryListener{ln, s.log, new(loglimit.Limiter)})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -334,9 +335,12 @@ func (s *Server) Serve(ln net.Listener) error {
 // so a process out of file descriptors (EMFILE under a flood of
 // connections) stopped serving and exited. It waits 5 ms, doubling up to
 // 1 s, between tries; a closed listener still ends Accept at once.
+// Under a sustained flood every Accept meets the error again, so its
+// warning is rate-limited (one a second, with how many were suppressed).
 type retryListener struct {
 	net.Listener
-	log *slog.Logger
+	log  *slog.Logger
+	logs *loglimit.Limiter
 }
 
 func (l retryListener) Accept() (net.Conn, error) {
@@ -347,7 +351,9 @@ func (l retryListener) Accept() (net.Conn, error) {
 			return c, err
 		}
 		wait = min(max(2*wait, 5*time.Millisecond), time.Second)
-		l.log.Warn("accept failed; retrying", "err", err, "in", wait)
+		if n, ok := l.logs.Allow(time.Now()); ok {
+			l.log.Warn("accept failed; retrying", "err", err, "in", wait, "suppressed_before", n)
+		}
 		time.Sleep(wait)
 	}
 }

@@ -344,10 +344,8 @@ func adoptTunnels(nt, old *table) {
 // closeRemoved releases what the old table's tenants held: idle upstream
 // connections, and the WebSocket tunnels of tenants the new table removed.
 func closeRemoved(old, nt *table) {
+	closeUpstreams(old)
 	for name, tn := range old.tenants {
-		if tn.upstream != nil {
-			tn.upstream.closeIdle()
-		}
 		if _, kept := nt.tenants[name]; !kept {
 			tn.ws.closeAll()
 		}
@@ -364,10 +362,9 @@ func waitTunnels(t *table) {
 	}
 }
 
-// closeTunnels closes every tenant's tunnels (shutdown).
 // closeUpstreams closes every tenant's idle upstream connections: after
-// Shutdown no request will reuse them, and they would stay open until their
-// idle timeout.
+// Shutdown or a Reload no request will reuse them, and they would stay open
+// until their idle timeout.
 func closeUpstreams(t *table) {
 	if t == nil {
 		return
@@ -379,6 +376,7 @@ func closeUpstreams(t *table) {
 	}
 }
 
+// closeTunnels closes every tenant's tunnels (shutdown).
 func closeTunnels(t *table) {
 	if t == nil {
 		return

@@ -18,6 +18,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/safeclose/safeclose/internal/jwkp256"
+	"github.com/safeclose/safeclose/internal/loglimit"
 	"github.com/safeclose/safeclose/internal/p256fixed"
 )
 
@@ -163,28 +164,19 @@ type Verifier struct {
 	unknown  map[string]time.Time
 	flights  map[string]*flight
 	lastMiss time.Time
-	health   error // the last credential refusal; nil once Plaid answers again
-	// staleAt is when ReportStale last said to report; staleN counts the
-	// stale webhooks since.
-	staleAt time.Time
-	staleN  int
+	health   error            // the last credential refusal; nil once Plaid answers again
+	stale    loglimit.Limiter // ReportStale: one report a minute
 }
-
-// staleEvery is the least time between two reports of stale webhooks.
-const staleEvery = time.Minute
 
 // ReportStale counts a webhook refused as Stale at now and reports whether
 // to tell the operator: at most once a minute per Verifier (so per tenant),
-// with how many were refused since the last report.
+// with how many were refused since the last report, this one included.
 func (v *Verifier) ReportStale(now time.Time) (since int, report bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.staleN++
-	if !v.staleAt.IsZero() && now.Sub(v.staleAt) < staleEvery && now.Sub(v.staleAt) > -staleEvery {
+	dropped, ok := v.stale.Allow(now)
+	if !ok {
 		return 0, false
 	}
-	since, v.staleN, v.staleAt = v.staleN, 0, now
-	return since, true
+	return int(dropped) + 1, true
 }
 
 // NewVerifier builds a Verifier.
@@ -213,7 +205,8 @@ func NewVerifier(o Options) (*Verifier, error) {
 	if o.RefreshAfter == 0 {
 		o.RefreshAfter = 2 * time.Minute
 	}
-	return &Verifier{o: o, keys: map[string]*cached{}, unknown: map[string]time.Time{}, flights: map[string]*flight{}}, nil
+	return &Verifier{o: o, keys: map[string]*cached{}, unknown: map[string]time.Time{}, flights: map[string]*flight{},
+		stale: loglimit.Limiter{Rate: 1.0 / 60}}, nil
 }
 
 // Claims are the verified JWT claims.
