@@ -360,11 +360,12 @@ func (p *Plugin) enter() (in *instance, probe bool, err error) {
 // done reports a call's outcome to the penalty box and logs the box's
 // changes (at most one line a window, so unthrottled): an operator sees
 // when a plugin's calls start failing fast and when it is back. When the
-// outcome opens the box, the idle instances that have served a call are retired: the failures
-// may be wear (a guest that leaks fills every pooled instance at about the
-// same call), and a probe that ran on the next worn instance would fail and
-// double the window once per instance left. Never-used instances are kept,
-// so a guest that fails on fresh instances costs no extra instantiation.
+// outcome opens the box, the idle instances that have served a call are
+// retired: the failures may be wear (a guest that leaks fills every
+// pooled instance at about the same call), and a probe that ran on the
+// next worn instance would fail and double the window once per instance
+// left. Never-used instances are kept, so a guest that fails on fresh
+// instances costs no extra instantiation.
 func (p *Plugin) done(probe, failed bool) {
 	switch p.box.done(probe, failed) {
 	case boxOpen:

@@ -139,6 +139,11 @@ func New(opts Options) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.panics = newPanics(s.metrics.reg)
+	if opts.HTTPClient != nil { // forwarding uses it too, but never follows a redirect
+		c := *opts.HTTPClient
+		c.CheckRedirect = noRedirect
+		s.fwd.own = &c
+	}
 	if opts.AccessLog != nil {
 		s.access = newAccessLog(opts.AccessLog, opts.AccessLogBuffer, s.metrics.accessDropped)
 	}

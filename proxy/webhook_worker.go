@@ -252,17 +252,6 @@ func (w WebhookOptions) retryDelay(attempts int) time.Duration {
 	return d
 }
 
-// retryWindow is how long a destination can stay down before an entry's
-// last attempt fails and it is dead-lettered: the sum of the delays
-// between its MaxAttempts attempts.
-func (w WebhookOptions) retryWindow() time.Duration {
-	var sum time.Duration
-	for a := range w.MaxAttempts - 1 {
-		sum += w.retryDelay(a)
-	}
-	return sum
-}
-
 // finish records the outcome of one attempt.
 func (s *Server) finish(e store.Entry, perr error) {
 	w := s.opts.Webhooks
@@ -559,23 +548,18 @@ func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastRe
 type forwardClients struct {
 	mu  sync.Mutex
 	m   map[string]*http.Client
-	own *http.Client // Options.HTTPClient, copied with noRedirect
+	own *http.Client // Options.HTTPClient, copied with noRedirect by New
 }
 
-// client returns the pooled client for u's host, or a copy of
+// client returns the pooled client for u's host, or the copy of
 // Options.HTTPClient when one is configured (its owner then decides
 // pooling). Neither follows redirects (noRedirect).
 func (f *forwardClients) client(s *Server, u *url.URL) *http.Client {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s.opts.HTTPClient != nil {
-		if f.own == nil {
-			c := *s.opts.HTTPClient
-			c.CheckRedirect = noRedirect
-			f.own = &c
-		}
+	if f.own != nil {
 		return f.own
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	key := u.Scheme + "://" + u.Host
 	if c := f.m[key]; c != nil {
 		return c
