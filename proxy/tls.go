@@ -55,7 +55,6 @@ type Certs struct {
 const expiryCheckEvery = time.Hour
 
 type certSet struct {
-	now      time.Time // when the set was loaded
 	clock    func() time.Time
 	log      *slog.Logger
 	files    []certFile // every pair loaded, the default first
@@ -180,7 +179,7 @@ func buildCertSet(o TLSOptions) (*certSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: tls: default certificate: %w", err)
 	}
-	s := &certSet{now: now(), clock: now, log: log, def: def, exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	s := &certSet{clock: now, log: log, def: def, exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
 	s.files = append(s.files, certFile{tenant: "(default)", file: o.CertFile, leaf: def.Leaf})
 	for _, tc := range o.Tenants {
 		crt, err := loadPair(tc.CertFile, tc.KeyFile, now())
@@ -222,6 +221,7 @@ func buildCertSet(o TLSOptions) (*certSet, error) {
 // keepsCoverage returns an error for the first tenant host that s's
 // certificate does not cover and old's unexpired one does.
 func (s *certSet) keepsCoverage(old *certSet) error {
+	now := s.clock()
 	for _, h := range s.hosts {
 		hello := &tls.ClientHelloInfo{ServerName: h.name}
 		crt, _ := s.certificate(hello)
@@ -229,7 +229,7 @@ func (s *certSet) keepsCoverage(old *certSet) error {
 			continue
 		}
 		was, _ := old.certificate(hello)
-		if s.now.Before(was.Leaf.NotAfter) && was.Leaf.VerifyHostname(h.name) == nil {
+		if now.Before(was.Leaf.NotAfter) && was.Leaf.VerifyHostname(h.name) == nil {
 			return fmt.Errorf("proxy: tls: tenant %q: %s does not cover host %s, which the certificate served now does (another name's certificate?)",
 				h.tenant, h.certFile, h.host)
 		}
