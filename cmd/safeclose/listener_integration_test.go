@@ -3,15 +3,10 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -32,22 +27,7 @@ func TestListenerFailureStopsGracefully(t *testing.T) {
 		_, _ = io.WriteString(w, "done")
 	}))
 	defer app.Close()
-	sum := sha256.Sum256([]byte("k-alice"))
-	cfgPath := filepath.Join(dir, "lnfail.yaml")
-	cfg := fmt.Sprintf(`listen: %s
-admin_listen: 127.0.0.1:0
-data_dir: %s
-emulator: {enabled: true, listen: 127.0.0.1:0}
-tenants:
-  - name: l
-    hosts: [127.0.0.1]
-    upstream: %s
-    plaid: {env: emulator}
-    auth: {api_keys: [{sha256: "%s", user: alice}]}
-`, sock.Addr, filepath.Join(dir, "data"), app.URL, hex.EncodeToString(sum[:]))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := keyTenantConfig(t, dir, sock, app.URL)
 	cmd := exec.Command(binaryPath(t), "serve", "-config", cfgPath, "-watch", "0")
 	logs, exited := launchWatched(t, cmd, sock)
 	waitListening(t, logs, exited)

@@ -4,14 +4,10 @@ package main
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -25,21 +21,7 @@ import (
 func TestLogReaderGoneDoesNotKill(t *testing.T) {
 	dir := t.TempDir()
 	sock := listenSocket(t)
-	sum := sha256.Sum256([]byte("k-alice"))
-	cfgPath := filepath.Join(dir, "pipe.yaml")
-	cfg := fmt.Sprintf(`listen: %s
-admin_listen: 127.0.0.1:0
-data_dir: %s
-emulator: {enabled: true, listen: 127.0.0.1:0}
-tenants:
-  - name: p
-    hosts: [127.0.0.1]
-    plaid: {env: emulator}
-    auth: {api_keys: [{sha256: "%s", user: alice}]}
-`, sock.Addr, filepath.Join(dir, "data"), hex.EncodeToString(sum[:]))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := keyTenantConfig(t, dir, sock, "")
 	cmd := exec.Command(binaryPath(t), "serve", "-config", cfgPath, "-watch", "0")
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
 	cmd.ExtraFiles = []*os.File{sock.f}

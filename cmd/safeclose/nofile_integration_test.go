@@ -3,14 +3,9 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,21 +19,7 @@ import (
 func TestConnectionFloodPastNOFILEDoesNotKill(t *testing.T) {
 	dir := t.TempDir()
 	sock := listenSocket(t)
-	cfgPath := filepath.Join(dir, "nofile.yaml")
-	sum := sha256.Sum256([]byte("k-alice"))
-	cfg := fmt.Sprintf(`listen: %s
-admin_listen: 127.0.0.1:0
-data_dir: %s
-emulator: {enabled: true, listen: 127.0.0.1:0}
-tenants:
-  - name: n
-    hosts: [127.0.0.1]
-    plaid: {env: emulator}
-    auth: {api_keys: [{sha256: "%s", user: alice}]}
-`, sock.Addr, filepath.Join(dir, "data"), hex.EncodeToString(sum[:]))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := keyTenantConfig(t, dir, sock, "")
 	cmd := exec.Command("/bin/sh", "-c", `ulimit -n 128 && exec "$0" "$@"`, binaryPath(t), "serve", "-config", cfgPath, "-watch", "0")
 	logs, exited := launchWatched(t, cmd, sock)
 	alive := func(when string) {

@@ -168,3 +168,30 @@ func waitListening(t *testing.T, logs *procLog, exited chan error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// keyTenantConfig writes a serve config for sock with one tenant on
+// 127.0.0.1 authenticated by the API key "k-alice" (user alice), proxying
+// to upstream when it is not empty, and returns its path.
+func keyTenantConfig(t *testing.T, dir string, sock *socket, upstream string) string {
+	t.Helper()
+	sum := sha256.Sum256([]byte("k-alice"))
+	up := ""
+	if upstream != "" {
+		up = "\n    upstream: " + upstream
+	}
+	path := filepath.Join(dir, "serve.yaml")
+	cfg := fmt.Sprintf(`listen: %s
+admin_listen: 127.0.0.1:0
+data_dir: %s
+emulator: {enabled: true, listen: 127.0.0.1:0}
+tenants:
+  - name: k
+    hosts: [127.0.0.1]%s
+    plaid: {env: emulator}
+    auth: {api_keys: [{sha256: "%s", user: alice}]}
+`, sock.Addr, filepath.Join(dir, "data"), up, hex.EncodeToString(sum[:]))
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
