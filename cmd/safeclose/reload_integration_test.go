@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,8 +38,8 @@ func TestReloadOnConfigChange(t *testing.T) {
 
 	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 	cfgPath := filepath.Join(dir, "reload.yaml")
-	writeCfg := func(plugin, user, key string) {
-		cfg := fmt.Sprintf(`listen: %s
+	writeCfg := func(plugin, user, key string, extra ...string) {
+		cfg := strings.Join(extra, "\n") + "\n" + fmt.Sprintf(`listen: %s
 admin_listen: 127.0.0.1:0
 data_dir: %s
 keys: env:SAFECLOSE_KEYS
@@ -95,5 +96,14 @@ tenants:
 	proc.waitFor("bob served after the valid change", func() bool { st, b := get("k-bob"); return st == 200 && b == "bob" })
 	if st, _ := get("k-alice"); st != 401 {
 		t.Errorf("k-alice after reload = %d, want 401", st)
+	}
+
+	// A setting only a restart applies is named, not silently kept.
+	writeCfg(wasm, "bob", "k-bob", "limits: {read_timeout: 5s}")
+	proc.waitFor("the restart-only setting named", func() bool {
+		return proc.Logged("apply only at the next restart") && proc.Logged("limits.read_timeout")
+	})
+	if st, b := get("k-bob"); st != 200 || b != "bob" {
+		t.Fatalf("after a restart-only change: %d %q; want bob still served", st, b)
 	}
 }

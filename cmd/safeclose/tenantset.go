@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/safeclose/safeclose/configs"
 	"github.com/safeclose/safeclose/hostabi"
 	"github.com/safeclose/safeclose/proxy"
 )
@@ -99,11 +100,14 @@ func mergeReload(cur, next []*built, log *slog.Logger) (merged []*built, kept ma
 // reload loads the config at path, builds its tenants and swaps them in.
 // A config that does not load or validate is refused as a whole and the
 // serving set stays; otherwise see mergeReload.
-func reload(ctx context.Context, path string, b *builder, srv *proxy.Server, cur []*built, log *slog.Logger) []*built {
+func reload(ctx context.Context, path string, started *configs.File, b *builder, srv *proxy.Server, cur []*built, log *slog.Logger) []*built {
 	cfg, err := loadConfig(path)
 	if err != nil {
 		log.Error("reload refused: config invalid; the old config keeps serving", "err", err)
 		return cur
+	}
+	if fields := restartOnly(started, cfg); len(fields) > 0 {
+		log.Warn("reload: these settings apply only at the next restart; their values from the start keep serving", "fields", fields)
 	}
 	next, kept, fresh := mergeReload(cur, b.tenants(ctx, cfg), log)
 	serving := 0
