@@ -51,6 +51,12 @@ type Limits struct {
 	UpstreamConns int      `yaml:"upstream_conns"` // per tenant upstream; default 512
 	PlaidTimeout  Duration `yaml:"plaid_timeout"`  // per Plaid call; default 15s
 
+	// Client connections open at once on the public listeners: over
+	// MaxConns a connection is refused with 503, over MaxConnsPerIP (from
+	// one address; 0 = no bound) with 429. Default 10000 and 0.
+	MaxConns      int `yaml:"max_conns"`
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+
 	// What passes through the reverse proxy (issue 13).
 	MaxResponseBytes     int64    `yaml:"max_response_bytes"`     // per proxied response, streamed ones counted as they pass; default 64 MiB
 	MaxWebSockets        int      `yaml:"max_websockets"`         // open WebSocket tunnels per tenant; default 1000
@@ -193,6 +199,7 @@ func Default() File {
 			MaxBodyBytes: 64 << 10, ReadTimeout: Duration(10e9), WriteTimeout: Duration(30e9),
 			IdleTimeout: Duration(60e9), UpstreamConns: 512, PlaidTimeout: Duration(15e9),
 			MaxResponseBytes: 64 << 20, MaxWebSockets: 1000, WebSocketIdleTimeout: Duration(60e9),
+			MaxConns: 10000,
 		},
 		Webhooks: Webhooks{
 			MaxBodyBytes: 64 << 10, Workers: 8, MaxAttempts: 20, Lease: Duration(30e9),
@@ -297,6 +304,12 @@ func (f *File) Validate() error {
 	}
 	if f.Limits.MaxResponseBytes <= 0 {
 		add("limits.max_response_bytes", "must be at least 1")
+	}
+	if f.Limits.MaxConns < 0 {
+		add("limits.max_conns", "must not be negative (0 means the default, 10000)")
+	}
+	if f.Limits.MaxConnsPerIP < 0 {
+		add("limits.max_conns_per_ip", "must not be negative (0 means no bound per address)")
 	}
 	if f.Limits.MaxWebSockets < 0 {
 		add("limits.max_websockets", "must not be negative (0 means the default, 1000)")

@@ -16,6 +16,7 @@ const (
 	DefaultMaxResponseBytes     = 64 << 20
 	DefaultMaxWebSockets        = 1000 // per tenant
 	DefaultWebSocketIdleTimeout = 60 * time.Second
+	DefaultMaxConns             = 10000 // client connections open at once, all public listeners
 )
 
 // The defaults New applies to zero WebhookOptions fields.

@@ -29,6 +29,12 @@ type Options struct {
 	WriteTimeout time.Duration // zero means 30s
 	IdleTimeout  time.Duration // zero means 60s; fasthttp's Shutdown waits on idle keep-alives
 	PlaidTimeout time.Duration // per Plaid call; zero means 15s
+	// MaxConns bounds the client connections open at once across the
+	// public listeners; zero means 10000. MaxConnsPerIP bounds them per
+	// client address; zero means no bound (behind a load balancer every
+	// client has its address). See connlimit.go.
+	MaxConns      int
+	MaxConnsPerIP int
 
 	Webhooks WebhookOptions
 

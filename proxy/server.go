@@ -36,6 +36,7 @@ type Server struct {
 	now          func() time.Time
 	metrics      *metrics
 	panics       *panics    // recover.go
+	conns        *connLimit // connlimit.go
 	access       *accessLog // nil: no access log (accesslog_writer.go)
 	fs           *fasthttp.Server
 
@@ -100,6 +101,9 @@ func New(opts Options) (*Server, error) {
 	if opts.PlaidTimeout == 0 {
 		opts.PlaidTimeout = DefaultPlaidTimeout
 	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -139,6 +143,7 @@ func New(opts Options) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.panics = newPanics(s.metrics.reg)
+	s.conns = newConnLimit(opts.MaxConns, opts.MaxConnsPerIP, s.metrics.reg)
 	if opts.HTTPClient != nil { // forwarding uses it too, but never follows a redirect
 		c := *opts.HTTPClient
 		c.CheckRedirect = noRedirect
@@ -175,6 +180,7 @@ func New(opts Options) (*Server, error) {
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{s.log},
 		ErrorHandler:                 s.parseError,
+		ConnState:                    s.conns.connState,
 	}
 	return s, nil
 }
@@ -328,7 +334,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.startWorkers() // under lnMu: its workers.Add precedes Shutdown's Wait
 	}
 	s.lnMu.Unlock()
-	err := s.fs.Serve(retryListener{ln, s.log, new(loglimit.Limiter)})
+	err := s.fs.Serve(retryListener{Listener: ln, log: s.log, logs: new(loglimit.Limiter), lim: s.conns, refusals: new(loglimit.Limiter)})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -342,17 +348,35 @@ func (s *Server) Serve(ln net.Listener) error {
 // 1 s, between tries; a closed listener still ends Accept at once.
 // Under a sustained flood every Accept meets the error again, so its
 // warning is rate-limited (one a second, with how many were suppressed).
+//
+// It also applies the connection bounds (connlimit.go): a connection over
+// one is answered and closed here, and Accept goes on to the next; those
+// warnings are rate-limited the same way, apart.
 type retryListener struct {
 	net.Listener
-	log  *slog.Logger
-	logs *loglimit.Limiter
+	log      *slog.Logger
+	logs     *loglimit.Limiter
+	lim      *connLimit
+	refusals *loglimit.Limiter
 }
 
 func (l retryListener) Accept() (net.Conn, error) {
 	var wait time.Duration
 	for {
 		c, err := l.Listener.Accept()
-		if err == nil || !acceptRetryable(err) {
+		if err == nil {
+			reason := l.lim.admit(c)
+			if reason == "" {
+				return c, nil
+			}
+			l.lim.refuse(c, reason)
+			if n, ok := l.refusals.Allow(time.Now()); ok {
+				l.log.Warn("connection refused: over a connection bound", "bound", reason,
+					"max_conns", l.lim.max, "max_conns_per_ip", l.lim.perIP, "suppressed_before", n)
+			}
+			continue
+		}
+		if !acceptRetryable(err) {
 			return c, err
 		}
 		wait = min(max(2*wait, 5*time.Millisecond), time.Second)

@@ -157,16 +157,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerServeMetrics(reg, certs, logw)
 	srv, err := proxy.New(proxy.Options{
-		Tenants:      tenants,
-		Store:        db,
-		Logger:       log,
-		MaxBodyBytes: cfg.Limits.MaxBodyBytes,
-		ReadTimeout:  cfg.Limits.ReadTimeout.Std(),
-		WriteTimeout: cfg.Limits.WriteTimeout.Std(),
-		IdleTimeout:  cfg.Limits.IdleTimeout.Std(),
-		PlaidTimeout: cfg.Limits.PlaidTimeout.Std(),
-		Webhooks:     webhookOptions(cfg),
-		Registry:     reg,
+		Tenants:       tenants,
+		Store:         db,
+		Logger:        log,
+		MaxBodyBytes:  cfg.Limits.MaxBodyBytes,
+		ReadTimeout:   cfg.Limits.ReadTimeout.Std(),
+		WriteTimeout:  cfg.Limits.WriteTimeout.Std(),
+		IdleTimeout:   cfg.Limits.IdleTimeout.Std(),
+		PlaidTimeout:  cfg.Limits.PlaidTimeout.Std(),
+		MaxConns:      cfg.Limits.MaxConns,
+		MaxConnsPerIP: cfg.Limits.MaxConnsPerIP,
+		Webhooks:      webhookOptions(cfg),
+		Registry:      reg,
 
 		AccessLog:      accessLogWriter(cfg, logw),
 		TrustRequestID: cfg.TrustRequestID,
