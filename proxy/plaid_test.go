@@ -40,7 +40,7 @@ func TestPlaidRedirectIsNotFollowed(t *testing.T) {
 			return
 		}
 		r2.Header = r.Header.Clone()
-		resp, err := http.DefaultClient.Do(r2)
+		resp, err := simTS.Client().Do(r2)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
