@@ -76,12 +76,13 @@ func (s *Server) exchange(ctx *fasthttp.RequestCtx, tn *tenant, id Identity) err
 	if err != nil {
 		var pe *PlaidError
 		switch {
-		case errors.As(err, &pe) && pe.HTTPStatus < 500:
+		case errors.As(err, &pe) && pe.HTTPStatus >= 400 && pe.HTTPStatus < 500:
 			// Plaid refused: no item was handed out.
 			s.resolve(tn, intent)
-		case errors.Is(err, ErrPlaidDown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-			// The answer is lost: Plaid may have made an item we will
-			// never see the access token of.
+		case errors.As(err, &pe), errors.Is(err, ErrPlaidDown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+			// The answer is lost, or unreadable (a 2xx whose body did
+			// not parse, a redirect): Plaid may have made an item we
+			// will never see the access token of.
 			s.orphanIntent(intent, "", "the answer of /item/public_token/exchange was lost")
 		}
 		// Anything else stands for a crash: the intent stays, and the next

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -324,6 +327,58 @@ func TestExchangeLostAnswerIsReportedAsOrphan(t *testing.T) {
 	})
 	if got := testutil.ToFloat64(e.srv.metrics.orphans); got != 2 {
 		t.Errorf("safeclose_orphan_items = %v, want 2", got)
+	}
+}
+
+// A 2xx exchange answer whose body does not parse (cut short by a
+// middlebox, a changed schema) is not a refusal: Plaid made a billable item
+// whose access token we never read, so it is reported as an orphan, as a
+// lost answer is. It used to count as "Plaid refused" (any status below
+// 500), and the item was forgotten.
+func TestExchangeUnreadableAnswerIsReportedAsOrphan(t *testing.T) {
+	t.Parallel()
+	sim, simTS := newSim(t)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, simTS.URL+r.URL.Path, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		req.Header = r.Header.Clone()
+		res, err := simTS.Client().Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		if r.URL.Path == "/item/public_token/exchange" {
+			body = body[:len(body)/2]
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(res.StatusCode)
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(front.Close)
+	e := startEnv(t, envConfig{sim: sim, plaidURL: front.URL})
+	lt := e.linkToken("t1.test", "alice-key", "")
+	pub, err := sim.CompleteLink(lt, "ins_109508", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do("POST", "t1.test", pathExchange, "alice-key", e.exchangeBody(pub, lt)); r.status != 502 {
+		t.Fatalf("exchange with an unreadable answer = %d %s, want 502", r.status, r.body)
+	}
+	if ids := sim.ItemIDs(); len(ids) != 1 {
+		t.Fatalf("items at Plaid = %v, want the one the exchange made", ids)
+	}
+	os, err := e.db.Orphans()
+	if err != nil || len(os) != 1 || os[0].Kind != store.OrphanLostExchange || os[0].User != "alice" {
+		t.Fatalf("orphans = %+v, %v; want one lost exchange of alice's", os, err)
 	}
 }
 

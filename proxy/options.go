@@ -61,7 +61,8 @@ type Options struct {
 	WebSocketIdleTimeout time.Duration // a tunnel with no traffic either way is closed; zero means 60s
 
 	// HTTPClient is used by plaid-go and for forwarding events; nil means a
-	// client with PlaidTimeout.
+	// client with PlaidTimeout. New uses a copy that never follows a
+	// redirect.
 	HTTPClient *http.Client
 	// Registry receives the metrics; nil means a private registry.
 	Registry *prometheus.Registry

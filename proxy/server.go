@@ -133,10 +133,16 @@ func New(opts Options) (*Server, error) {
 	if w.MaxAge == 0 {
 		w.MaxAge = DefaultWebhookMaxAge
 	}
-	hc := opts.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: opts.PlaidTimeout}
+	// Plaid calls never follow a redirect (noRedirect): plaid-go sends the
+	// tenant's secret as a header, which net/http copies to whatever host
+	// a 307 or 308 names, with the body holding an access token. Plaid's
+	// API does not redirect; one that does is answered as an error.
+	hc := &http.Client{Timeout: opts.PlaidTimeout}
+	if opts.HTTPClient != nil {
+		c := *opts.HTTPClient
+		hc = &c
 	}
+	hc.CheckRedirect = noRedirect
 	s := &Server{
 		opts: opts, log: opts.Logger, db: opts.Store, http: hc, now: opts.Now,
 		metrics: newMetrics(opts.Registry),
@@ -144,10 +150,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.panics = newPanics(s.metrics.reg)
 	s.conns = newConnLimit(opts.MaxConns, opts.MaxConnsPerIP, s.metrics.reg)
-	if opts.HTTPClient != nil { // forwarding uses it too, but never follows a redirect
-		c := *opts.HTTPClient
-		c.CheckRedirect = noRedirect
-		s.fwd.own = &c
+	if opts.HTTPClient != nil { // forwarding uses it too
+		s.fwd.own = hc
 	}
 	if opts.AccessLog != nil {
 		s.access = newAccessLog(opts.AccessLog, opts.AccessLogBuffer, s.metrics.accessDropped)

@@ -46,7 +46,10 @@ func NewKeyring(primary string, keys map[string][]byte) (*Keyring, error) {
 }
 
 // ParseKeyring reads "id1:BASE64,id0:BASE64": the first key is the primary.
-// Keys are 32 bytes, standard or URL base64. Errors never include key material.
+// Keys are 32 bytes, standard or URL base64. Errors never include key
+// material: they name an entry by its position, never by its id, because a
+// keyring written the wrong way round ("BASE64:id") puts the key where the
+// id belongs. For the same reason an id that is itself a key is refused.
 func ParseKeyring(spec string) (*Keyring, error) {
 	spec = strings.TrimSpace(spec)
 	if spec == "" {
@@ -59,21 +62,21 @@ func ParseKeyring(spec string) (*Keyring, error) {
 		if !ok || id == "" {
 			return nil, fmt.Errorf("store: keyring entry %d: want id:base64", i+1)
 		}
+		if strings.ContainsAny(id, "/\x00 ") {
+			return nil, fmt.Errorf("store: keyring entry %d: the key id must not contain '/', spaces or NUL (want id:base64)", i+1)
+		}
+		if len(decodeKey(id)) == 32 {
+			return nil, fmt.Errorf("store: keyring entry %d: the key id is a key (want id:base64)", i+1)
+		}
 		if _, dup := keys[id]; dup {
-			return nil, fmt.Errorf("store: keyring: duplicate key id %q", id)
+			return nil, fmt.Errorf("store: keyring entry %d: duplicate key id", i+1)
 		}
-		var b []byte
-		var err error
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-			if b, err = enc.DecodeString(b64); err == nil {
-				break
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("store: keyring key %q: not base64", id)
+		b := decodeKey(b64)
+		if b == nil {
+			return nil, fmt.Errorf("store: keyring entry %d: the key is not base64", i+1)
 		}
 		if len(b) != 32 {
-			return nil, fmt.Errorf("store: keyring key %q: %d bytes, want 32", id, len(b))
+			return nil, fmt.Errorf("store: keyring entry %d: the key is %d bytes, want 32", i+1, len(b))
 		}
 		keys[id] = b
 		if i == 0 {
@@ -81,6 +84,17 @@ func ParseKeyring(spec string) (*Keyring, error) {
 		}
 	}
 	return NewKeyring(primary, keys)
+}
+
+// decodeKey decodes s as standard or URL base64, padded or not; nil if it
+// is none of them.
+func decodeKey(s string) []byte {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return b
+		}
+	}
+	return nil
 }
 
 // PrimaryID is the id of the sealing key.

@@ -191,6 +191,35 @@ func TestParseKeyringErrorsHideKeys(t *testing.T) {
 	}
 }
 
+// A keyring written the wrong way round ("base64:id", or a key where the id
+// belongs) puts the key where the errors used to quote the id.
+func TestParseKeyringErrorsHideMisplacedKeys(t *testing.T) {
+	t.Parallel()
+	const key = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
+	const slashKey = "q83v/jRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
+	tests := []struct{ name, spec string }{
+		{"swapped", key + ":k1a2b3c4d"},
+		{"swapped short id", key + ":k1"},
+		{"swapped second entry", "k1:" + key + "," + key + ":k0"},
+		{"key as id of a key", slashKey + ":" + key},
+		{"key without a slash as id of a key", key + ":" + slashKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseKeyring(tt.spec)
+			if err == nil {
+				t.Fatalf("ParseKeyring(%q) accepted", tt.spec)
+			}
+			for _, k := range []string{key, slashKey} {
+				if bytes.Contains([]byte(err.Error()), []byte(k[:12])) {
+					t.Errorf("ParseKeyring(%q) = %v, which quotes key material", tt.spec, err)
+				}
+			}
+		})
+	}
+}
+
 func entry(tenant, body string) Entry {
 	return Entry{Tenant: tenant, Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body)), ReceivedAt: time.Now()}
 }
