@@ -56,6 +56,9 @@ type Limits struct {
 	// one address; 0 = no bound) with 429. Default 10000 and 0.
 	MaxConns      int `yaml:"max_conns"`
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// MaxHeaderBytes bounds a request's line and headers (431 beyond);
+	// default 16 KiB, held per open connection.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
 
 	// What passes through the reverse proxy (issue 13).
 	MaxResponseBytes     int64    `yaml:"max_response_bytes"`     // per proxied response, streamed ones counted as they pass; default 64 MiB
@@ -199,7 +202,7 @@ func Default() File {
 			MaxBodyBytes: 64 << 10, ReadTimeout: Duration(10e9), WriteTimeout: Duration(30e9),
 			IdleTimeout: Duration(60e9), UpstreamConns: 512, PlaidTimeout: Duration(15e9),
 			MaxResponseBytes: 64 << 20, MaxWebSockets: 1000, WebSocketIdleTimeout: Duration(60e9),
-			MaxConns: 10000,
+			MaxConns: 10000, MaxHeaderBytes: 16 << 10,
 		},
 		Webhooks: Webhooks{
 			MaxBodyBytes: 64 << 10, Workers: 8, MaxAttempts: 20, Lease: Duration(30e9),
@@ -304,6 +307,9 @@ func (f *File) Validate() error {
 	}
 	if f.Limits.MaxResponseBytes <= 0 {
 		add("limits.max_response_bytes", "must be at least 1")
+	}
+	if f.Limits.MaxHeaderBytes != 0 && (f.Limits.MaxHeaderBytes < 1<<10 || f.Limits.MaxHeaderBytes > 1<<20) {
+		add("limits.max_header_bytes", "must be in 1024..1048576 (0 means the default, 16384)")
 	}
 	if f.Limits.MaxConns < 0 {
 		add("limits.max_conns", "must not be negative (0 means the default, 10000)")

@@ -17,7 +17,14 @@ const (
 	DefaultMaxWebSockets        = 1000 // per tenant
 	DefaultWebSocketIdleTimeout = 60 * time.Second
 	DefaultMaxConns             = 10000 // client connections open at once, all public listeners
+	DefaultMaxHeaderBytes       = 16 << 10
 )
+
+// upstreamHeaderBytes bounds an upstream answer's status line and headers.
+// fasthttp's default, 4 KiB, made an app's answer with a long
+// Content-Security-Policy or a few cookies a 502; Envoy allows 60 KiB.
+// The client's reader is pooled per request, not held per connection.
+const upstreamHeaderBytes = 64 << 10
 
 // The defaults New applies to zero WebhookOptions fields.
 const (

@@ -20,6 +20,7 @@ var (
 	ErrNotFound        = errors.New("proxy: not found")
 	ErrMethod          = errors.New("proxy: method not allowed")
 	ErrTooLarge        = errors.New("proxy: body too large")
+	ErrHeadersTooLarge = errors.New("proxy: request headers too large")
 	ErrPlaidDown       = errors.New("proxy: plaid unavailable")
 	ErrUpstream        = errors.New("proxy: upstream unavailable")
 	ErrNoUpstream      = errors.New("proxy: no upstream configured")
@@ -129,6 +130,8 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusMethodNotAllowed, ed("method_not_allowed", "method not allowed")
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, ed("body_too_large", "request body too large")
+	case errors.Is(err, ErrHeadersTooLarge):
+		return http.StatusRequestHeaderFieldsTooLarge, ed("headers_too_large", "the request line and headers are larger than this server accepts (limits.max_header_bytes)")
 	case errors.As(err, &wr):
 		return wr.Status, ed("webhook_rejected", "webhook verification failed: "+wr.Step)
 	case errors.As(err, &pe):

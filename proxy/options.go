@@ -35,6 +35,10 @@ type Options struct {
 	// client has its address). See connlimit.go.
 	MaxConns      int
 	MaxConnsPerIP int
+	// MaxHeaderBytes bounds a request's line and headers (431 beyond);
+	// zero means 16 KiB. Each open connection holds a read buffer of this
+	// size.
+	MaxHeaderBytes int
 
 	Webhooks WebhookOptions
 

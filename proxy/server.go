@@ -104,6 +104,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxConns == 0 {
 		opts.MaxConns = DefaultMaxConns
 	}
+	if opts.MaxHeaderBytes == 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -164,12 +167,16 @@ func New(opts Options) (*Server, error) {
 	s.table.Store(t)
 	s.reportPendingIntents() // Issue 9.7
 	s.fs = &fasthttp.Server{
-		Handler:                       s.handle,
-		Name:                          "safeclose",
-		ReadTimeout:                   opts.ReadTimeout,
-		WriteTimeout:                  opts.WriteTimeout,
-		IdleTimeout:                   opts.IdleTimeout,
-		MaxRequestBodySize:            max(opts.MaxBodyBytes, w.MaxBodyBytes),
+		Handler:            s.handle,
+		Name:               "safeclose",
+		ReadTimeout:        opts.ReadTimeout,
+		WriteTimeout:       opts.WriteTimeout,
+		IdleTimeout:        opts.IdleTimeout,
+		MaxRequestBodySize: max(opts.MaxBodyBytes, w.MaxBodyBytes),
+		// The read buffer bounds the request line and headers: fasthttp's
+		// default, 4 KiB, answered a browser with a few KiB of cookies or a
+		// large bearer token 400 malformed_request.
+		ReadBufferSize:                opts.MaxHeaderBytes,
 		DisableHeaderNamesNormalizing: false,
 		NoDefaultServerHeader:         true,
 		NoDefaultContentType:          true,
@@ -193,6 +200,10 @@ func New(opts Options) (*Server, error) {
 func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		writeError(ctx, ErrTooLarge)
+		return
+	}
+	if _, ok := errors.AsType[*fasthttp.ErrSmallBuffer](err); ok {
+		writeError(ctx, ErrHeadersTooLarge)
 		return
 	}
 	writeError(ctx, badRequest("malformed_request", "the HTTP request could not be parsed"))

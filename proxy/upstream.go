@@ -118,6 +118,8 @@ func newTarget(raw string, conns int, to UpstreamTimeouts, cas *x509.CertPool) (
 		IsTLS:     u.Scheme == "https",
 		TLSConfig: tg.tls,
 		MaxConns:  conns,
+		// An answer's status line and headers; see upstreamHeaderBytes.
+		ReadBufferSize: upstreamHeaderBytes,
 		// No ReadTimeout or WriteTimeout: they would bound a whole
 		// streamed body. deadlineConn bounds every read (ResponseHeader of
 		// silence) and every write (upstreamWriteTimeout) instead.

@@ -273,7 +273,7 @@ func (s *Server) dialUpgrade(ctx *fasthttp.RequestCtx, tn *tenant) (net.Conn, *b
 			break
 		}
 		_ = c.SetWriteDeadline(time.Time{})
-		return c, bufio.NewReader(c), nil
+		return c, bufio.NewReaderSize(c, upstreamHeaderBytes), nil // read until the 101 is parsed, then dropped
 	}
 	return nil, nil, upstreamError(err)
 }
