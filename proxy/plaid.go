@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -26,10 +27,60 @@ func newPlaidClient(o PlaidOptions, hc *http.Client) *plaidClient {
 	cfg.AddDefaultHeader("PLAID-CLIENT-ID", o.ClientID)
 	cfg.AddDefaultHeader("PLAID-SECRET", o.Secret)
 	cfg.UseEnvironment(plaid.Environment(strings.TrimSuffix(o.BaseURL, "/")))
-	cfg.HTTPClient = hc
+	capped := *hc
+	capped.Transport = capAnswers{hc.Transport}
+	cfg.HTTPClient = &capped
 	cfg.UserAgent = "Safeclose (plaid-go v29)"
 	return &plaidClient{api: plaid.NewAPIClient(cfg), opts: o}
 }
+
+// maxPlaidAnswer bounds the body of any Plaid answer. plaid-go reads every
+// answer whole (ReadAll), so without it a broken Plaid, or whatever answers
+// a misconfigured base URL, could make the proxy hold hundreds of MB per
+// call; the answers Safeclose asks for are a few KB.
+const maxPlaidAnswer = 1 << 20
+
+// errPlaidAnswerTooLarge ends an answer past maxPlaidAnswer.
+var errPlaidAnswerTooLarge = errors.New("proxy: plaid answer exceeds 1 MiB")
+
+// capAnswers is the RoundTripper of the Plaid client: it refuses an answer
+// that declares more than maxPlaidAnswer bytes and cuts one that sends more.
+type capAnswers struct{ next http.RoundTripper } // nil: what http.Client uses then
+
+func (c capAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
+	next := c.next
+	if next == nil {
+		next = http.DefaultTransport // what the client used without the cap
+	}
+	res, err := next.RoundTrip(r)
+	if err != nil {
+		return res, err
+	}
+	if res.ContentLength > maxPlaidAnswer {
+		res.Body.Close() //nolint:errcheck // refused; the connection is dropped
+		return nil, errPlaidAnswerTooLarge
+	}
+	res.Body = &cappedBody{rc: res.Body, left: maxPlaidAnswer}
+	return res, nil
+}
+
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // one byte past the cap tells a body that is too large
+	}
+	n, err := b.rc.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, errPlaidAnswerTooLarge
+	}
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // clientUserID derives Plaid's client_user_id from tenant and user, so Plaid
 // never sees our users' raw ids.
