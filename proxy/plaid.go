@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -26,10 +27,80 @@ func newPlaidClient(o PlaidOptions, hc *http.Client) *plaidClient {
 	cfg.AddDefaultHeader("PLAID-CLIENT-ID", o.ClientID)
 	cfg.AddDefaultHeader("PLAID-SECRET", o.Secret)
 	cfg.UseEnvironment(plaid.Environment(strings.TrimSuffix(o.BaseURL, "/")))
-	cfg.HTTPClient = hc
+	capped := *hc
+	capped.Transport = capAnswers{hc.Transport}
+	cfg.HTTPClient = &capped
 	cfg.UserAgent = "Safeclose (plaid-go v29)"
 	return &plaidClient{api: plaid.NewAPIClient(cfg), opts: o}
 }
+
+// maxPlaidAnswer bounds the body of any Plaid answer. plaid-go reads every
+// answer whole (ReadAll), so without it a broken Plaid, or whatever answers
+// a misconfigured base URL, could make the proxy hold hundreds of MB per
+// call; the answers Safeclose asks for are a few KB.
+const maxPlaidAnswer = 1 << 20
+
+// errPlaidAnswerTooLarge ends an answer past maxPlaidAnswer.
+var errPlaidAnswerTooLarge = errors.New("proxy: plaid answer exceeds 1 MiB")
+
+// capAnswers is the RoundTripper of the Plaid client: it refuses an answer
+// that declares more than maxPlaidAnswer bytes and cuts one that sends more.
+type capAnswers struct{ next http.RoundTripper } // nil: what http.Client uses then
+
+func (c capAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
+	next := c.next
+	if next == nil {
+		next = http.DefaultTransport // what the client used without the cap
+	}
+	res, err := next.RoundTrip(r)
+	if err != nil {
+		return res, err
+	}
+	if res.ContentLength > maxPlaidAnswer {
+		res.Body.Close() //nolint:errcheck // refused; the connection is dropped
+		return nil, errPlaidAnswerTooLarge
+	}
+	res.Body = &cappedBody{rc: res.Body, left: maxPlaidAnswer}
+	return res, nil
+}
+
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // one byte past the cap tells a body that is too large
+	}
+	n, err := b.rc.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, errPlaidAnswerTooLarge
+	}
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
+
+// validPlaidID reports whether s can be a Plaid identifier (item_id,
+// access_token, link_token, institution_id, error_code): 1–256 visible ASCII
+// characters. Anything else in an answer (control bytes, NUL, spaces,
+// non-ASCII, a megabyte) is a broken or forged answer: the values become
+// store keys, log fields and JSON the client reads.
+func validPlaidID(s string) bool {
+	if len(s) == 0 || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// errMalformedAnswer is a Plaid answer whose identifiers are not Plaid's.
+var errMalformedAnswer = errors.New("proxy: plaid answer has a malformed identifier")
 
 // clientUserID derives Plaid's client_user_id from tenant and user, so Plaid
 // never sees our users' raw ids.
@@ -64,6 +135,9 @@ func (c *plaidClient) linkToken(ctx context.Context, tenant, user, accessToken s
 	if err != nil {
 		return "", time.Time{}, plaidErr("link/token/create", hr, err)
 	}
+	if !validPlaidID(resp.GetLinkToken()) {
+		return "", time.Time{}, fmt.Errorf("link/token/create: %w: %w", ErrPlaidDown, errMalformedAnswer)
+	}
 	return resp.GetLinkToken(), resp.GetExpiration(), nil
 }
 
@@ -72,6 +146,10 @@ func (c *plaidClient) exchange(ctx context.Context, publicToken string) (accessT
 		ItemPublicTokenExchangeRequest(*plaid.NewItemPublicTokenExchangeRequest(publicToken)).Execute()
 	if err != nil {
 		return "", "", plaidErr("item/public_token/exchange", hr, err)
+	}
+	if !validPlaidID(resp.GetAccessToken()) || !validPlaidID(resp.GetItemId()) {
+		// Plaid acted (2xx) but we cannot hold what it made: a lost answer.
+		return "", "", fmt.Errorf("item/public_token/exchange: %w: %w", ErrPlaidDown, errMalformedAnswer)
 	}
 	return resp.GetAccessToken(), resp.GetItemId(), nil
 }
@@ -113,6 +191,9 @@ func (c *plaidClient) itemGet(ctx context.Context, accessToken string) (itemInfo
 	info := itemInfo{InstitutionID: it.GetInstitutionId()}
 	if e, ok := it.GetErrorOk(); ok && e != nil {
 		info.ErrorCode = e.GetErrorCode()
+	}
+	if info.InstitutionID != "" && !validPlaidID(info.InstitutionID) {
+		return itemInfo{}, fmt.Errorf("item/get: %w: %w", ErrPlaidDown, errMalformedAnswer)
 	}
 	return info, nil
 }
@@ -181,9 +262,14 @@ func (c *plaidClient) ping(ctx context.Context) error {
 // plaidErr turns plaid-go's error into *PlaidError or ErrPlaidDown.
 func plaidErr(op string, hr *http.Response, err error) error {
 	var g plaid.GenericOpenAPIError
+	if errors.As(err, &g) && hr != nil && hr.StatusCode < 300 {
+		// A success we could not decode: Plaid may have acted (made an
+		// item), so it is a lost answer, not a refusal.
+		return fmt.Errorf("%s: %w: undecodable answer: %w", op, ErrPlaidDown, err)
+	}
 	if errors.As(err, &g) && hr != nil {
 		pe := &PlaidError{HTTPStatus: hr.StatusCode}
-		if p, perr := plaid.ToPlaidError(g); perr == nil && p.ErrorCode != "" {
+		if p, perr := plaid.ToPlaidError(g); perr == nil && validPlaidID(p.ErrorCode) {
 			pe.Type, pe.Code, pe.Message = string(p.ErrorType), p.ErrorCode, p.ErrorMessage
 			pe.RequestID = p.GetRequestId()
 		} else {
