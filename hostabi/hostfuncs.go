@@ -192,6 +192,14 @@ func printable(b []byte) bool {
 	return true
 }
 
+// edgeSpace reports a value that starts or ends with a space or tab. An
+// HTTP recipient strips them from a field value (RFC 9110 §5.5), so the
+// upstream would see "alice " and "alice" as one user where the store and
+// the access log see two.
+func edgeSpace(b []byte) bool {
+	return len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[len(b)-1] == ' ' || b[len(b)-1] == '\t')
+}
+
 func claimName(b []byte) bool {
 	if len(b) == 0 || len(b) > abi.MaxClaimName {
 		return false
@@ -208,7 +216,7 @@ func hSetSubject(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	in.request()
 	v := in.read(u32(s[0]), u32(s[1]))
-	if len(v) == 0 || len(v) > abi.MaxSubject || !printable(v) {
+	if len(v) == 0 || len(v) > abi.MaxSubject || !printable(v) || edgeSpace(v) {
 		s[0] = uint64(uint32(abi.StatusInvalid))
 		return
 	}

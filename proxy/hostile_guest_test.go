@@ -96,6 +96,8 @@ func TestHostileGuestOutput(t *testing.T) {
 		{"subject DEL", "subject-del", "", 503},
 		{"subject 1 MiB", "subject-huge", "", 503},
 		{"subject 257 bytes", "subject-257", "", 503},
+		{"subject with a trailing space", "subject-trailing-space", "", 503},
+		{"subject with a leading tab", "subject-leading-tab", "", 503},
 		{"claims", "claims", "", 200},
 		{"status 101", "", "101", 503},
 		{"status 100", "", "100", 503},

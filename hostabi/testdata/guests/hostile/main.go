@@ -28,6 +28,10 @@ func authHandle() int64 {
 		sdk.SetSubject("eve\x7f") //nolint:errcheck // the attack
 	case "subject-huge":
 		sdk.SetSubject(strings.Repeat("u", 1<<20)) //nolint:errcheck // the attack
+	case "subject-trailing-space":
+		sdk.SetSubject("alice ") //nolint:errcheck // the upstream would see "alice"
+	case "subject-leading-tab":
+		sdk.SetSubject("\talice") //nolint:errcheck // the upstream would see "alice"
 	case "subject-257":
 		sdk.SetSubject(strings.Repeat("u", 257)) //nolint:errcheck // the attack
 	case "claims":
