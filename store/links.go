@@ -43,7 +43,8 @@ func linkUserPrefix(tenant, user string) []byte {
 }
 
 // SaveLinkSession records a link session durably (synced). Records expire
-// LinkSessionTail after the token does.
+// LinkSessionTail after the token does. A token bound to another tenant or
+// user is refused with ErrDuplicate.
 func (db *DB) SaveLinkSession(ls LinkSession) error {
 	if ls.Tenant == "" || ls.User == "" || ls.LinkToken == "" || strings.ContainsRune(ls.Tenant+ls.User, 0) {
 		return errors.New("store: save link session: tenant, user and link token are required")
@@ -61,11 +62,36 @@ func (db *DB) SaveLinkSession(ls LinkSession) error {
 	binary.BigEndian.PutUint64(ts[:], uint64(ls.CreatedAt.UnixNano()))
 	uk := append(append(linkUserPrefix(ls.Tenant, ls.User), hex.EncodeToString(ts[:])...), h...)
 	return db.update(func(txn *badger.Txn) error {
+		if err := sameLinkOwner(txn, h, ls); err != nil {
+			return err
+		}
 		if err := txn.SetEntry(badger.NewEntry(linkKey(h), frame(b)).WithTTL(ttl)); err != nil {
 			return err
 		}
 		return txn.SetEntry(badger.NewEntry(uk, []byte(h)).WithTTL(ttl))
 	})
+}
+
+// sameLinkOwner refuses to bind a link token that is already bound to
+// another tenant or user (ErrDuplicate). Plaid never hands the same token
+// out twice; if an answer did (a broken or hostile Plaid), rebinding would
+// let the second user exchange the first user's public token.
+func sameLinkOwner(txn *badger.Txn, h string, ls LinkSession) error {
+	it, err := txn.Get(linkKey(h))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var cur LinkSession
+	if err := it.Value(func(v []byte) error { return unmarshalFramed(v, &cur) }); err != nil {
+		return err
+	}
+	if cur.Tenant != ls.Tenant || cur.User != ls.User {
+		return fmt.Errorf("%w: link token is bound to another user", ErrDuplicate)
+	}
+	return nil
 }
 
 // LinkSessionByToken finds the session of a link token, whoever owns it.

@@ -49,9 +49,15 @@ func (db *DB) SaveLinkSession(ls store.LinkSession) error {
 		exp = min
 	}
 	return db.op(func(ctx context.Context) error {
-		_, err := db.pool.Exec(ctx, `INSERT INTO sc_link_sessions (hash, tenant, user_id, created_at, expires_at, rec) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (hash) DO UPDATE SET tenant = EXCLUDED.tenant, user_id = EXCLUDED.user_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, rec = EXCLUDED.rec`,
+		// A token bound to another tenant or user is not rebound (the
+		// Badger store's sameLinkOwner): the update matches no row.
+		tag, err := db.pool.Exec(ctx, `INSERT INTO sc_link_sessions (hash, tenant, user_id, created_at, expires_at, rec) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (hash) DO UPDATE SET created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, rec = EXCLUDED.rec
+			WHERE sc_link_sessions.tenant = EXCLUDED.tenant AND sc_link_sessions.user_id = EXCLUDED.user_id`,
 			store.LinkTokenHash(ls.LinkToken), ls.Tenant, ls.User, ls.CreatedAt, exp, rec)
+		if err == nil && tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: link token is bound to another user", store.ErrDuplicate)
+		}
 		return err
 	})
 }

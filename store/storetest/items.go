@@ -153,6 +153,17 @@ func testLinkSessions(t *testing.T, open Opener) {
 	if got, _ := s.LinkSessions("t1", "bob", 5); len(got) != 0 {
 		t.Fatalf("LinkSessions(bob) = %d sessions", len(got))
 	}
+	// A token is never rebound to another user or tenant (a Plaid that
+	// handed one out twice); saving it again for its owner is fine.
+	for _, other := range []store.LinkSession{{Tenant: "t1", User: "bob"}, {Tenant: "t2", User: "alice"}} {
+		other.LinkToken, other.CreatedAt, other.Expiration = "link-2", now.Add(time.Minute), now.Add(4*time.Hour)
+		wantErr(t, "SaveLinkSession(a token bound to another owner)", s.SaveLinkSession(other), store.ErrDuplicate)
+	}
+	must(t, s.SaveLinkSession(store.LinkSession{Tenant: "t1", User: "alice", LinkToken: "link-2",
+		CreatedAt: now.Add(time.Second), Expiration: now.Add(4 * time.Hour)}))
+	if ls, err := s.LinkSessionByToken("link-2"); err != nil || ls.Tenant != "t1" || ls.User != "alice" {
+		t.Fatalf("after refused rebinds: %+v, %v; want t1/alice", ls, err)
+	}
 	c.Add(4*time.Hour + store.LinkSessionTail + time.Minute)
 	if got, _ := s.LinkSessions("t1", "alice", 5); len(got) != 0 {
 		t.Fatalf("LinkSessions after the tail = %d sessions, want 0", len(got))
