@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Tenant isolation pass: a hostile client of one tenant, and a hostile
+// tenant, against a real proxy with two tenants on loopback.
+
+// hostSeen is one request as the tenant's authenticator or upstream saw it.
+type hostSeen struct {
+	who, host, tenant, fwdHost string
+}
+
+// hostLog records what each tenant's authenticator and upstream saw.
+type hostLog struct {
+	mu   sync.Mutex
+	seen []hostSeen
+}
+
+func (l *hostLog) add(s hostSeen) {
+	l.mu.Lock()
+	l.seen = append(l.seen, s)
+	l.mu.Unlock()
+}
+
+func (l *hostLog) take() []hostSeen {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.seen
+	l.seen = nil
+	return s
+}
+
+// hostAuth is a tenant's authenticator that notes the Host header it was
+// shown (what a plugin reads through get_header) before asking next.
+type hostAuth struct {
+	tenant string
+	log    *hostLog
+	next   Authenticator
+}
+
+func (a hostAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx) (Identity, error) {
+	a.log.add(hostSeen{who: "auth " + a.tenant, host: string(ctx.Request.Header.Host())})
+	return a.next.Authenticate(base, ctx)
+}
+
+// Tenant isolation: the tenant whose authenticator runs is the tenant whose
+// upstream gets the request, and that upstream's Host, X-Forwarded-Host and
+// X-Safeclose-Tenant all name it, whatever the request target and Host
+// header say. fasthttp reads an authority out of an origin-form target that
+// starts with "//" and holds "://" anywhere ("//t1.test/x?u=http://z"),
+// while the path normalisation reads the same target as the path
+// "/t1.test/x": routing picked t1 from the target, t1's key was accepted,
+// and t1's upstream got the request with "Host: t2.test", the Host header
+// (another tenant's host, which a multi-tenant app behind both routes by).
+func TestHostileTargetCannotCrossTenants(t *testing.T) {
+	log := &hostLog{}
+	upstream := func(name string) string {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			log.add(hostSeen{who: "upstream " + name, host: r.Host, tenant: r.Header.Get(HeaderTenant), fwdHost: r.Header.Get("X-Forwarded-Host")})
+			_, _ = io.WriteString(w, r.RequestURI)
+		}))
+		t.Cleanup(ts.Close)
+		return ts.URL
+	}
+	up1, up2 := upstream("t1"), upstream("t2")
+	e := startEnv(t, envConfig{tenantsFn: func(base, plaidURL string) []Tenant {
+		ts := defaultTenants(t, strings.TrimPrefix(base, "http://"), plaidURL, "", nil)
+		ts[0].Upstream, ts[1].Upstream = up1, up2
+		for i := range ts {
+			ts[i].Auth = hostAuth{tenant: ts[i].Name, log: log, next: ts[i].Auth}
+		}
+		return ts
+	}})
+	const alice, carol = "Authorization: Bearer alice-key\r\n", "Authorization: Bearer carol-key\r\n" // t1's, t2's
+	tests := []struct {
+		name, target, host, auth string
+		status                   int
+		tenant, seenHost, uri    string // when 200: who served it, the Host everyone saw, the upstream's target
+	}{
+		{"authority in an origin-form target, the other tenant's key", "//t1.test/x?u=http://z", "t2.test", alice, 401, "", "", ""},
+		{"authority in an origin-form target, no path", "//t1.test?u=://z", "t2.test", alice, 401, "", "", ""},
+		{"authority in an origin-form target, the Host's key", "//t1.test/x?u=http://z", "t2.test", carol, 200, "t2", "t2.test", "/t1.test/x?u=http://z"},
+		{"authority in an origin-form target, reversed", "//t2.test/x?u=://z", "t1.test", carol, 401, "", "", ""},
+		{"absolute form names another tenant than Host", "http://t1.test/x", "t2.test", alice, 200, "t1", "t1.test", "/x"},
+		{"absolute form, Host's key", "http://t1.test/x", "t2.test", carol, 401, "", "", ""},
+		{"absolute form with userinfo", "http://t1.test@t2.test/x", "t1.test", carol, 200, "t2", "t2.test", "/x"},
+		{"absolute form, upper case and port", "HTTP://T1.TEST:80/x", "t2.test", alice, 200, "t1", "t1.test:80", "/x"},
+		{"Host with userinfo", "/x", "t1.test@t2.test", carol, 200, "t2", "t2.test", "/x"},
+		{"Host with userinfo, the userinfo's key", "/x", "t1.test@t2.test", alice, 401, "", "", ""},
+		{"Host upper case with port", "/x", "T1.TEST:99", alice, 200, "t1", "t1.test:99", "/x"},
+		{"Host with a trailing dot", "/x", "t1.test.", alice, 404, "", "", ""},
+		{"Host percent-encoded", "/x", "t%31.test", alice, 400, "", "", ""},
+		{"two Host headers", "/x", "t2.test\r\nHost: t1.test", alice, 400, "", "", ""},
+		{"Host list", "/x", "t1.test, t2.test", alice, 400, "", "", ""},
+		{"authority form", "t1.test:80", "t2.test", alice, 400, "", "", ""},
+	}
+	for _, tt := range tests {
+		req := "GET " + tt.target + " HTTP/1.1\r\nHost: " + tt.host + "\r\n" + tt.auth + "Connection: close\r\n\r\n"
+		res, body := rawDo(t, e.addr, req)
+		seen := log.take()
+		if res.StatusCode != tt.status {
+			t.Errorf("%s: GET %s Host %q = %d %s, want %d (seen %+v)", tt.name, tt.target, tt.host, res.StatusCode, body, tt.status, seen)
+			continue
+		}
+		var authed, served []hostSeen
+		for _, s := range seen {
+			if strings.HasPrefix(s.who, "auth ") {
+				authed = append(authed, s)
+			} else {
+				served = append(served, s)
+			}
+		}
+		if tt.status != 200 {
+			if len(served) != 0 {
+				t.Errorf("%s: refused with %d, yet reached %+v", tt.name, tt.status, served)
+			}
+			continue
+		}
+		want := []hostSeen{{who: "upstream " + tt.tenant, host: tt.seenHost, tenant: tt.tenant, fwdHost: tt.seenHost}}
+		if len(served) != 1 || served[0] != want[0] || body != tt.uri {
+			t.Errorf("%s: upstream saw %+v %q, want %+v %q", tt.name, served, body, want, tt.uri)
+		}
+		if len(authed) != 1 || authed[0] != (hostSeen{who: "auth " + tt.tenant, host: tt.seenHost}) {
+			t.Errorf("%s: authenticators saw %+v, want only %s's with Host %q", tt.name, authed, tt.tenant, tt.seenHost)
+		}
+	}
+}
