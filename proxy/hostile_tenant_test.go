@@ -135,3 +135,47 @@ func TestHostileTargetCannotCrossTenants(t *testing.T) {
 		}
 	}
 }
+
+// Tenant isolation: a genuine Plaid webhook for an item of t1 delivered to
+// t2's host (Plaid signs with keys shared by every client, so t2's check
+// accepts it: an operator who gave both tenants one webhook_url, or a copy
+// of t1's event sent there) must not reach t2's app, nor t2's plugins, nor
+// be reported as an orphan of t2; t1's item is not touched either.
+func TestWebhookForAnotherTenantsItemIsNotForwarded(t *testing.T) {
+	rv1, rv2 := &receiver{}, &receiver{}
+	ts1, ts2 := newReceiver(t, rv1), newReceiver(t, rv2)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	e := startEnv(t, envConfig{tenantsFn: func(base, plaidURL string) []Tenant {
+		ts := defaultTenants(t, strings.TrimPrefix(base, "http://"), plaidURL, "", nil)
+		ts[0].Forward = []Destination{{Name: "app1", URL: ts1.URL, Secret: secret}}
+		ts[1].Forward = []Destination{{Name: "app2", URL: ts2.URL, Secret: secret}}
+		return ts
+	}})
+	r := e.link("t1.test", "alice-key", "ins_109508")
+	itemID, _ := r.json(t)["item_id"].(string)
+	if r.status != 200 || itemID == "" {
+		t.Fatalf("link = %d %s", r.status, r.body)
+	}
+	body := []byte(`{"webhook_type":"ITEM","webhook_code":"PENDING_EXPIRATION","item_id":"` + itemID +
+		`","consent_expiration_time":"2030-01-15T13:25:17Z","environment":"sandbox"}`)
+	if r := e.postSigned("t2.test", body); r.status != 200 {
+		t.Fatalf("webhook at t2 = %d %s", r.status, r.body)
+	}
+	eventually(t, "queue drained", func() bool { n, _ := e.db.QueueLen(); return n == 0 })
+	if _, done, _ := rv2.counts(); done != 0 {
+		t.Errorf("t2's app got %d forwards of t1's event", done)
+	}
+	if _, done, _ := rv1.counts(); done != 0 {
+		t.Errorf("t1's app got %d forwards of an event delivered to t2", done)
+	}
+	os, err := e.db.Orphans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range os {
+		t.Errorf("orphan recorded: %+v (t1 holds the item)", o)
+	}
+	if s := e.itemState("t1.test", "alice-key", itemID); s != "ok" {
+		t.Errorf("t1's item state = %q after an event delivered to t2, want ok", s)
+	}
+}
