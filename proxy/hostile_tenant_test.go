@@ -8,8 +8,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/safeclose/safeclose/hostabi"
 )
 
 // Tenant isolation pass: a hostile client of one tenant, and a hostile
@@ -177,5 +180,42 @@ func TestWebhookForAnotherTenantsItemIsNotForwarded(t *testing.T) {
 	}
 	if s := e.itemState("t1.test", "alice-key", itemID); s != "ok" {
 		t.Errorf("t1's item state = %q after an event delivered to t2, want ok", s)
+	}
+}
+
+// User isolation: a subject is the user's key in the store and their
+// X-Safeclose-User upstream, so two subjects must never reach the upstream
+// as one user. HTTP strips a header value's leading and trailing spaces and
+// tabs, so a token whose sub is "alice " (a second account at the
+// tenant's identity provider) reached the upstream as "alice", while the
+// store kept it apart (its own Plaid items). Such a subject is refused.
+func TestSubjectsStayDistinctUpstream(t *testing.T) {
+	eng := pluginEngine(t)
+	secret := []byte("tenant-jwt-secret-0123456789abcd")
+	p, err := eng.Load(context.Background(), hostabi.PluginOptions{
+		Tenant: "jwt", Name: "jwtauth", Kind: hostabi.KindAuth, Wasm: guestWasm(t, "jwtauth"),
+		PoolSize: 1, Timeout: 5 * time.Second, MemoryLimitPages: 256,
+		Caps: hostabi.Capabilities{Config: true, Crypto: true, Log: true}, Secrets: map[string][]byte{"main": secret},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	up := echoUpstream(t)
+	e := startEnv(t, envConfig{tenantsFn: func(_, plaidURL string) []Tenant {
+		return []Tenant{pluginTenant("jwt", p, up.URL, plaidURL)}
+	}})
+	for _, s := range []string{"alice", "alice ", " alice", "alice\t"} {
+		tok := mintHS256(secret, s, time.Now().Add(time.Hour))
+		r := e.do("GET", "jwt.test", "/app", "", nil, "Authorization", "Bearer "+tok)
+		if s == "alice" {
+			if r.status != 200 || !strings.Contains(string(r.body), `"user":["alice"]`) {
+				t.Fatalf("sub %q = %d %s, want 200 as alice", s, r.status, r.body)
+			}
+			continue
+		}
+		if r.status == 200 {
+			t.Errorf("sub %q = 200 %s: another subject reached the upstream (want refused)", s, r.body)
+		}
 	}
 }
