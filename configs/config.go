@@ -269,6 +269,21 @@ var (
 	hexRE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
+// subjectOK is set_subject's rule (hostabi/ABI.md §4.2) for an api_keys
+// user: at most 256 bytes, no control byte but tab, and no space or tab at
+// either end, which HTTP strips (the upstream would see another user).
+func subjectOK(u string) bool {
+	if len(u) > 256 || u[0] == ' ' || u[0] == '\t' || u[len(u)-1] == ' ' || u[len(u)-1] == '\t' {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if c := u[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // CapabilityNames returns the capability names Validate accepts. They are
 // hostabi.CapabilityNames(), which configs may not import; a test in
 // cmd/safeclose asserts the two lists are equal.
@@ -379,6 +394,8 @@ func (f *File) Validate() error {
 			}
 			if k.User == "" {
 				add(kp+".user", "required")
+			} else if !subjectOK(k.User) {
+				add(kp+".user", "must be at most 256 bytes, without control characters and without a space or tab at either end (it is the X-Safeclose-User header and the user's key in the store)")
 			}
 		}
 		if t.Auth.Plugin != nil {

@@ -202,3 +202,43 @@ func TestIsHTTPURL(t *testing.T) {
 		}
 	}
 }
+
+// Tenant isolation pass: an api_keys user is the user's key in the store and
+// their X-Safeclose-User upstream. A space or tab at either end is stripped
+// by the upstream, which then saw another user ("alice " as "alice"); a NUL
+// ran into the store's key separator ("alice\x00x"'s items broke alice's
+// status as a failed integrity check); CR and LF reached the upstream as
+// spaces. It follows set_subject's rule (hostabi/ABI.md §4.2).
+func TestValidateRefusesAPIKeyUsersThatAreNotHeaderValues(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, user string
+		ok         bool
+	}{
+		{"plain", `alice`, true},
+		{"inner space and UTF-8", `alice smith å`, true},
+		{"CRLF", `alice\r\nX-Safeclose-Tenant: b`, false},
+		{"LF", `alice\nx`, false},
+		{"NUL", `alice\0x`, false},
+		{"trailing space", `alice `, false},
+		{"leading tab", `\talice`, false},
+		{"too long", strings.Repeat("a", 257), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			y := strings.Replace(minimal, "user: u}", `user: "`+tt.user+`"}`, 1)
+			f, err := Decode(strings.NewReader(y))
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			err = f.Validate()
+			if tt.ok != (err == nil) {
+				t.Fatalf("Validate(user %q) = %v, want ok %v", f.Tenants[0].Auth.APIKeys[0].User, err, tt.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "tenants[0].auth.api_keys[0].user: ") {
+				t.Errorf("Validate = %v, want it to name tenants[0].auth.api_keys[0].user", err)
+			}
+		})
+	}
+}

@@ -192,12 +192,15 @@ func printable(b []byte) bool {
 	return true
 }
 
-// edgeSpace reports a value that starts or ends with a space or tab. An
-// HTTP recipient strips them from a field value (RFC 9110 §5.5), so the
-// upstream would see "alice " and "alice" as one user where the store and
-// the access log see two.
-func edgeSpace(b []byte) bool {
-	return len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[len(b)-1] == ' ' || b[len(b)-1] == '\t')
+// headerValue reports whether b reaches the upstream unchanged as a header
+// value: printable, and no space or tab at either end, which HTTP parsers
+// strip. A subject "alice " otherwise reached the upstream as "alice",
+// another user, while the store kept it apart.
+func headerValue(b []byte) bool {
+	if len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		return false
+	}
+	return printable(b)
 }
 
 func claimName(b []byte) bool {
@@ -216,7 +219,7 @@ func hSetSubject(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	in.request()
 	v := in.read(u32(s[0]), u32(s[1]))
-	if len(v) == 0 || len(v) > abi.MaxSubject || !printable(v) || edgeSpace(v) {
+	if len(v) == 0 || len(v) > abi.MaxSubject || !headerValue(v) {
 		s[0] = uint64(uint32(abi.StatusInvalid))
 		return
 	}
@@ -231,7 +234,7 @@ func hSetClaim(ctx context.Context, _ api.Module, s []uint64) {
 	name := in.read(u32(s[0]), u32(s[1]))
 	val := in.read(u32(s[2]), u32(s[3]))
 	switch {
-	case !claimName(name) || len(val) > abi.MaxClaimValue || !printable(val):
+	case !claimName(name) || len(val) > abi.MaxClaimValue || !headerValue(val):
 		s[0] = uint64(uint32(abi.StatusInvalid))
 	case len(in.claims) >= abi.MaxClaims:
 		s[0] = uint64(uint32(abi.StatusQuota))

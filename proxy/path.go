@@ -223,6 +223,20 @@ func canonicalizeTarget(ctx *fasthttp.RequestCtx) ([]byte, error) {
 	return h.RequestURI()[:pathLen], nil
 }
 
+// canonicalHost returns the host the request is routed by, fasthttp's
+// reading of the (normalised) target and Host header: lower case, without
+// userinfo. It is also the Host the upstream gets (fasthttp writes the
+// parsed host), so the Host header is set to it when they differ: a plugin
+// that checks the header saw "T1.test" or "a.test@b.test" where the upstream
+// got "t1.test" or "b.test".
+func canonicalHost(ctx *fasthttp.RequestCtx) []byte {
+	host := ctx.Host()
+	if h := &ctx.Request.Header; !bytes.Equal(h.Host(), host) {
+		h.SetHostBytes(host)
+	}
+	return host
+}
+
 // NormalizeTarget returns the request target t ("/path?query" or an
 // absolute http(s) URL) as the proxy rewrites it before authentication: the
 // normalised path plus the query unchanged. It fails for targets the proxy

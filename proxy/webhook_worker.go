@@ -381,6 +381,19 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 			return later, err
 		}
 	} else {
+		// Another tenant's item: Plaid signs every client's webhooks with
+		// the same keys, so one tenant's event sent to another's host (one
+		// webhook_url for several tenants, or a copy) verifies there. It
+		// must reach neither this tenant's plugins and app nor its orphans.
+		owner, _, err := s.db.ItemOwner(ev.ItemID)
+		switch {
+		case err == nil && owner != tn.Name:
+			s.log.Error("webhook for another tenant's item dropped; check the tenants' plaid.webhook_url",
+				"tenant", tn.Name, "owner", owner, "item_id", ev.ItemID, "event", ev.WebhookType+"/"+ev.WebhookCode)
+			return nil, nil
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return nil, fmt.Errorf("load item owner: %w", err)
+		}
 		s.log.Info("webhook for an item we do not hold", "tenant", tn.Name, "item_id", ev.ItemID,
 			"event", ev.WebhookType+"/"+ev.WebhookCode)
 		later = func() { // Issue 9.7

@@ -185,7 +185,8 @@ func SourceAddr() string { return string(read(getSourceAddr)) }
 // it needs the "body" capability.
 func Body() []byte { return append([]byte(nil), read(getBody)...) }
 
-// SetSubject sets the authenticated user's id (at most 256 printable bytes).
+// SetSubject sets the authenticated user's id (at most 256 printable bytes,
+// no space or tab at either end).
 func SetSubject(s string) error {
 	if setSubject(sptr(s), uint32(len(s))) != abi.StatusOK {
 		return ErrRejected
@@ -203,8 +204,8 @@ func SetSubjectBytes(b []byte) error {
 }
 
 // SetClaim adds a claim passed upstream as X-Safeclose-Claim-<name>. Names
-// are [a-z0-9_-], at most 64 bytes; values printable, at most 1 KiB; at
-// most 16 claims.
+// are [a-z0-9_-], at most 64 bytes; values printable, at most 1 KiB, no
+// space or tab at either end; at most 16 claims.
 func SetClaim(name, value string) error {
 	if setClaim(sptr(name), uint32(len(name)), sptr(value), uint32(len(value))) != abi.StatusOK {
 		return ErrRejected

@@ -290,7 +290,7 @@ export function body(): Uint8Array {
 }
 
 // setSubject sets the authenticated user (1..256 bytes, no control bytes
-// but tab); false when the host rejects it.
+// but tab, no space or tab at either end); false when the host rejects it.
 export function setSubject(s: string): bool {
   const n = encode(s, 0);
   return host.setSubject(args[0], n) == StatusOK;
