@@ -387,10 +387,17 @@ func (f *File) Validate() error {
 		if t.Auth.Plugin != nil && len(t.Auth.APIKeys) > 0 {
 			add(p+".auth", "set either plugin or api_keys, not both")
 		}
+		keyAt := map[string]int{}
 		for j, k := range t.Auth.APIKeys {
 			kp := fmt.Sprintf("%s.auth.api_keys[%d]", p, j)
 			if !hexRE.MatchString(k.SHA256) {
 				add(kp+".sha256", "must be 64 lowercase hex characters (sha256 of the key)")
+			} else if i, dup := keyAt[k.SHA256]; dup {
+				// One key, two entries: which user it means would depend on
+				// the order of a map.
+				add(kp+".sha256", "the same key as api_keys[%d]: a key names one user", i)
+			} else {
+				keyAt[k.SHA256] = j
 			}
 			if k.User == "" {
 				add(kp+".user", "required")

@@ -242,3 +242,22 @@ func TestValidateRefusesAPIKeyUsersThatAreNotHeaderValues(t *testing.T) {
 		})
 	}
 }
+
+// The same key twice in one tenant's api_keys would mean whichever user a
+// map kept last (audit B); it is refused, naming the second entry.
+func TestValidateRefusesTheSameAPIKeyTwice(t *testing.T) {
+	t.Parallel()
+	k := `{sha256: "` + strings.Repeat("b", 64) + `", user: `
+	y := strings.Replace(minimal, k+"u}]", k+"u}, "+k+"v}]", 1)
+	f, err := Decode(strings.NewReader(y))
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if len(f.Tenants[0].Auth.APIKeys) != 2 {
+		t.Fatalf("the test config has %d keys, want 2", len(f.Tenants[0].Auth.APIKeys))
+	}
+	err = f.Validate()
+	if err == nil || !strings.Contains(err.Error(), "tenants[0].auth.api_keys[1].sha256: the same key as api_keys[0]") {
+		t.Fatalf("Validate = %v, want the second entry refused", err)
+	}
+}
