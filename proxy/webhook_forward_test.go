@@ -206,3 +206,39 @@ func TestForwardRedirectIsNotDelivery(t *testing.T) {
 		})
 	}
 }
+
+// A destination URL's query may carry a token (?key=…); forwarding errors
+// go to the log, the entry's last error and `safeclose webhooks list`, so
+// they name the destination without its query (audit A).
+func TestForwardErrorsHideTheURLQuery(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/hook?key=dest-secret-1"
+	ln.Close() // nothing listens: connection refused
+	var logs lockedBuffer
+	e := startEnv(t, envConfig{
+		logTo:      &logs,
+		forward:    []Destination{{Name: "app", URL: dead, Secret: []byte("0123456789abcdef0123456789abcdef")}},
+		webhookOpt: WebhookOptions{Workers: 1, MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond},
+	})
+	if r := e.postSigned("t1.test", event(0)); r.status != 200 {
+		t.Fatalf("webhook = %d %s", r.status, r.body)
+	}
+	var dl []store.Entry
+	eventually(t, "event dead-lettered", func() bool {
+		dl, _ = e.db.DeadLetters(10)
+		return len(dl) == 1
+	})
+	if le := dl[0].LastError; strings.Contains(le, "dest-secret-1") || !strings.Contains(le, ln.Addr().String()) {
+		t.Errorf("last error %q: want the destination's address without its query", le)
+	}
+	logs.mu.Lock()
+	logged := logs.b.String()
+	logs.mu.Unlock()
+	if strings.Contains(logged, "dest-secret-1") {
+		t.Error("the destination's query reached the log")
+	}
+}

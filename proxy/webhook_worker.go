@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -525,6 +526,12 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 	}
 	resp, err := s.fwd.client(s, req.URL).Do(req)
 	if err != nil {
+		// The error quotes the URL; a destination's query may hold a token
+		// (?key=…), and the error goes to the log, the queue entry's last
+		// error and `safeclose webhooks list`.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			ue.URL = withoutQuery(ue.URL)
+		}
 		return err
 	}
 	// Read (a bounded part of) the answer so the connection goes back to the
@@ -534,7 +541,7 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
-		loc := resp.Header.Get("Location")
+		loc := withoutQuery(resp.Header.Get("Location"))
 		if len(loc) > 200 {
 			loc = loc[:200] + "…"
 		}
@@ -544,6 +551,15 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 		return fmt.Errorf("destination answered %d", resp.StatusCode)
 	}
 	return nil
+}
+
+// withoutQuery is u with its query and fragment replaced by "?…", for
+// errors and logs.
+func withoutQuery(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		return u[:i] + "?…"
+	}
+	return u
 }
 
 // noRedirect makes a forward's redirect its answer. Followed, a 301, 302 or
