@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -36,6 +37,9 @@ type File struct {
 	TrustRequestID bool `yaml:"trust_request_id"` // keep a well-formed incoming X-Request-Id; default false
 	AdminPprof     bool `yaml:"admin_pprof"`      // /debug/pprof/ on the admin listener; default false
 
+	// ProxyProtocol: Safeclose behind a layer-4 load balancer; nil: none.
+	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
+
 	Limits   Limits   `yaml:"limits"`
 	Webhooks Webhooks `yaml:"webhooks"`
 	Emulator Emulator `yaml:"emulator"`
@@ -64,6 +68,26 @@ type Limits struct {
 	MaxResponseBytes     int64    `yaml:"max_response_bytes"`     // per proxied response, streamed ones counted as they pass; default 64 MiB
 	MaxWebSockets        int      `yaml:"max_websockets"`         // open WebSocket tunnels per tenant; default 1000
 	WebSocketIdleTimeout Duration `yaml:"websocket_idle_timeout"` // a tunnel silent both ways is closed; default 60s
+}
+
+// ProxyProtocol names the load balancers whose connections begin with a
+// PROXY protocol header (v1 or v2) carrying the client's address. Their
+// connections must carry one; any other address is a direct client.
+type ProxyProtocol struct {
+	From []string `yaml:"from"` // addresses or CIDR ranges of the balancers
+}
+
+// Prefixes parses From; Validate has checked it.
+func (p *ProxyProtocol) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range p.From {
+		if pf, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, pf.Masked())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out
 }
 
 // Webhooks tunes the durable webhook pipeline.
@@ -305,6 +329,21 @@ func (f *File) Validate() error {
 	}
 	checkAddr("listen", f.Listen)
 	checkAddr("admin_listen", f.AdminListen)
+	if pp := f.ProxyProtocol; pp != nil {
+		if len(pp.From) == 0 {
+			add("proxy_protocol.from", "required: the load balancers' addresses or CIDR ranges")
+		}
+		for i, s := range pp.From {
+			if _, err := netip.ParsePrefix(s); err != nil {
+				if _, err := netip.ParseAddr(s); err != nil {
+					add(fmt.Sprintf("proxy_protocol.from[%d]", i), "must be an IP address or a CIDR range")
+				}
+			}
+		}
+		if f.Limits.MaxConnsPerIP > 0 {
+			add("limits.max_conns_per_ip", "cannot be combined with proxy_protocol: connections are counted as they are accepted, before the PROXY header names the client; bound clients on the load balancer")
+		}
+	}
 	if f.DataDir == "" {
 		add("data_dir", "required")
 	}

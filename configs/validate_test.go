@@ -261,3 +261,41 @@ func TestValidateRefusesTheSameAPIKeyTwice(t *testing.T) {
 		t.Fatalf("Validate = %v, want the second entry refused", err)
 	}
 }
+
+// proxy_protocol names its balancers by address or range; max_conns_per_ip
+// cannot count clients a PROXY header has not named yet.
+func TestValidateProxyProtocol(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"ranges and addresses", "proxy_protocol: {from: [10.0.0.0/8, 192.0.2.10, \"2001:db8::/32\"]}\n", ""},
+		{"empty", "proxy_protocol: {from: []}\n", "proxy_protocol.from: required"},
+		{"not an address", "proxy_protocol: {from: [10.0.0.0/8, lb.internal]}\n", "proxy_protocol.from[1]: must be an IP address or a CIDR range"},
+		{"with max_conns_per_ip", "proxy_protocol: {from: [10.0.0.1]}\nlimits: {max_conns_per_ip: 10}\n", "limits.max_conns_per_ip: cannot be combined with proxy_protocol"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := Decode(strings.NewReader(tt.yaml + minimal))
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			err = f.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("Validate = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	f, _ := Decode(strings.NewReader(tests[0].yaml + minimal))
+	got := f.ProxyProtocol.Prefixes()
+	want := []string{"10.0.0.0/8", "192.0.2.10/32", "2001:db8::/32"}
+	if len(got) != len(want) {
+		t.Fatalf("Prefixes = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("Prefixes[%d] = %v, want %s", i, got[i], want[i])
+		}
+	}
+}

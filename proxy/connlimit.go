@@ -75,9 +75,11 @@ func newConnLimit(max, perIP int, reg prometheus.Registerer) *connLimit {
 	return l
 }
 
-// remoteIP is c's peer address; ok is false for a peer that is not TCP.
+// remoteIP is the address c was accepted from (for a connection from a
+// PROXY protocol balancer, the balancer's); ok is false for a peer that is
+// not TCP.
 func remoteIP(c net.Conn) (netip.Addr, bool) {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+	if a, ok := acceptedAddr(c).(*net.TCPAddr); ok {
 		return a.AddrPort().Addr().Unmap(), true
 	}
 	return netip.Addr{}, false

@@ -189,6 +189,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		closeSet(set)
 		return err
 	}
+	if pp := cfg.ProxyProtocol; pp != nil {
+		ln = proxy.ProxyProtocolListener(ln, pp.Prefixes(), cfg.Limits.ReadTimeout.Std())
+	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		ln.Close()

@@ -113,6 +113,9 @@ func startRedirect(cfg *configs.File, srv *proxy.Server, publicAddr net.Addr) (*
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls.redirect_listen: %w", err)
 	}
+	if pp := cfg.ProxyProtocol; pp != nil { // the balancer sends port 80 here
+		ln = proxy.ProxyProtocolListener(ln, pp.Prefixes(), 10*time.Second)
+	}
 	hs := &http.Server{
 		Handler: srv.RedirectHandler(port), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
