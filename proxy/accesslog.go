@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
+	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -113,6 +114,9 @@ func (s *Server) logAccess(ctx *fasthttp.RequestCtx, tn *tenant, route string, p
 	r.path = path
 	if path == nil {
 		r.path = ctx.Path() // fasthttp's cleaned path, without the query
+	}
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		r.client = a.AddrPort().Addr().Unmap()
 	}
 	r.bytes = ctx.Response.Header.ContentLength()
 	if !ctx.Response.IsBodyStream() {

@@ -144,10 +144,10 @@ func TestAccessLog(t *testing.T) {
 	}
 	want := []map[string]any{
 		{"msg": "request", "tenant": "t1", "user": "alice", "method": "GET", "path": "/app/orders", "route": "proxy",
-			"status": 200.0, "bytes": float64(len(r1.body)), "upstream": up.URL, "request_id": r1.hdr.Get("X-Request-Id")},
+			"status": 200.0, "bytes": float64(len(r1.body)), "upstream": up.URL, "request_id": r1.hdr.Get("X-Request-Id"), "client": "127.0.0.1"},
 		{"tenant": "t1", "user": "bob", "method": "POST", "path": "/api/plaid/link-token", "route": "/api/plaid/link-token",
 			"status": 200.0, "upstream": "", "request_id": r2.hdr.Get("X-Request-Id")},
-		{"tenant": "", "user": "", "path": "/x", "status": 404.0, "request_id": r3.hdr.Get("X-Request-Id")},
+		{"tenant": "", "user": "", "path": "/x", "status": 404.0, "request_id": r3.hdr.Get("X-Request-Id"), "client": "127.0.0.1"},
 		{"tenant": "t1", "user": "", "status": 401.0, "route": "proxy"},
 	}
 	for i, w := range want {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"io"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -148,6 +149,7 @@ type accessRecord struct {
 	bytes     int
 	duration  time.Duration
 	upstream  string
+	client    netip.Addr // the peer (behind a PROXY protocol balancer, the client it names)
 }
 
 // appendAccessLine appends r as one JSON object and a newline, with the same
@@ -177,7 +179,11 @@ func appendAccessLine(b []byte, r *accessRecord) []byte {
 	b = strconv.AppendFloat(b, float64(r.duration.Microseconds())/1000, 'f', -1, 64)
 	b = append(b, `,"upstream":`...)
 	b = appendJSONString(b, r.upstream)
-	return append(b, "}\n"...)
+	b = append(b, `,"client":"`...)
+	if r.client.IsValid() {
+		b = r.client.AppendTo(b)
+	}
+	return append(b, "\"}\n"...)
 }
 
 const hexDigits = "0123456789abcdef"

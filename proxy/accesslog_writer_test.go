@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +43,7 @@ func jsonValue(t testing.TB, r *accessRecord) map[string]any {
 		"request_id": string(r.requestID), "tenant": r.tenant, "user": string(r.user), "method": string(r.method),
 		"path": string(r.path), "route": r.route, "status": r.status, "bytes": r.bytes,
 		"duration_ms": float64(r.duration.Microseconds()) / 1000, "upstream": r.upstream,
+		"client": clientString(r.client),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +53,14 @@ func jsonValue(t testing.TB, r *accessRecord) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// clientString is the client field: the address, or "" when unknown.
+func clientString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func sameValue(a, b map[string]any) bool {
@@ -88,6 +98,8 @@ func TestAccessLineHostileInput(t *testing.T) {
 		{"invalid UTF-8", func(r *accessRecord) { r.path = []byte("/\xff\xfe\xc3(\xe2\x82/\xed\xa0\x80") }},
 		{"valid UTF-8 and separators", func(r *accessRecord) { r.user = []byte("zoë 日本 \u2028\u2029 😀") }},
 		{"odd method", func(r *accessRecord) { r.method = []byte("F\x01RGED") }},
+		{"IPv4 client", func(r *accessRecord) { r.client = netip.MustParseAddr("203.0.113.7") }},
+		{"IPv6 client", func(r *accessRecord) { r.client = netip.MustParseAddr("2001:db8::7") }},
 		{"empty strings", func(r *accessRecord) { r.user, r.tenant, r.upstream, r.path = nil, "", "", []byte{} }},
 		{"zero duration, huge size", func(r *accessRecord) { r.duration, r.bytes, r.status = 0, 1<<40, 599 }},
 		{"long path", func(r *accessRecord) { r.path = []byte("/" + strings.Repeat("a\"", 3000)) }},
@@ -102,8 +114,8 @@ func TestAccessLineHostileInput(t *testing.T) {
 			if want := jsonValue(t, &r); !sameValue(got, want) {
 				t.Errorf("appendAccessLine = %s\nwant the value of %v", line, want)
 			}
-			if len(got) != 14 {
-				t.Errorf("line has %d fields, want 14: %s", len(got), line)
+			if len(got) != 15 {
+				t.Errorf("line has %d fields, want 15: %s", len(got), line)
 			}
 			if !utf8.Valid(line) || bytes.ContainsAny(line[:len(line)-1], "\r\n\u2028\u2029") {
 				t.Errorf("line is not clean UTF-8 on one line: %q", line)

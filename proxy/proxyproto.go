@@ -16,8 +16,8 @@ import (
 // instead. A connection from an address in from must begin with one (a
 // connection without it is closed at its first read, and the header must
 // arrive within headerTimeout); the client address it names is then the
-// connection's peer everywhere: X-Forwarded-For and Forwarded, and a
-// plugin's source address. A connection from any other address is a
+// connection's peer everywhere: X-Forwarded-For and Forwarded, a plugin's
+// source address, the access log's client. A connection from any other address is a
 // direct client, its bytes read as HTTP from the first (a PROXY header it
 // sends is a malformed request, 400), so a client cannot claim an address.
 //

@@ -124,3 +124,22 @@ func TestProxyProtocolThenTLS(t *testing.T) {
 		t.Errorf("PROXY then TLS: %d %q; want the header's client address upstream", st, body)
 	}
 }
+
+// The access log names the client the PROXY header gave, not the balancer.
+func TestProxyProtocolClientInAccessLog(t *testing.T) {
+	t.Parallel()
+	up, _ := peerUpstream(t)
+	var buf lockedBuffer
+	from := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	e := startEnv(t, envConfig{upstream: up.URL, optsFn: func(o *Options) { o.AccessLog = &buf },
+		wrapLn: func(ln net.Listener) net.Listener { return ProxyProtocolListener(ln, from, 2*time.Second) }})
+	c := dialFrom(t, e.addr, "127.0.0.1")
+	io.WriteString(c, "PROXY TCP4 203.0.113.7 192.0.2.1 40000 443\r\n")
+	if st, _ := sendRequest(t, c); st != 200 {
+		t.Fatalf("status %d", st)
+	}
+	e.srv.access.sync()
+	if lines := buf.lines(t); len(lines) != 1 || lines[0]["client"] != "203.0.113.7" {
+		t.Fatalf("access log %v; want one line with client 203.0.113.7", lines)
+	}
+}
