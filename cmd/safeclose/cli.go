@@ -27,6 +27,15 @@ examples:
   safeclose serve                        # the embedded dev config (configs/safeclose.yaml)
   safeclose serve -config prod.yaml      # reload on SIGHUP or when the file changes
   safeclose serve -config prod.yaml -watch 0`},
+		{"check", "check a config as serve would start it (keys, certificates, every tenant's plugins), without serving", `usage: safeclose check [-config FILE]
+
+Exits 1 and prints one line per problem if serve would refuse the config or
+start a tenant unavailable; a running proxy is not disturbed (the store is
+not opened). Run it before a deploy or a reload.
+
+examples:
+  safeclose check -config prod.yaml
+  safeclose check -config new.yaml && cp new.yaml prod.yaml   # serve reloads it`},
 		{"sandbox", "run the local Plaid sandbox emulator", `usage: safeclose sandbox [-addr HOST:PORT] [-client-id ID] [-secret S] [-state FILE] [-seed N] [-time-scale F]
 
 examples:

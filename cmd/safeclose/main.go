@@ -63,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return runServe(ctx, args, stdout, stderr)
+	case "check":
+		return runCheck(ctx, args, stdout, stderr)
 	case "sandbox":
 		return runSandbox(ctx, args, stdout, stderr)
 	case "plugin":
