@@ -100,6 +100,7 @@ func flagSets() map[string]*flag.FlagSet {
 	var s string
 	return map[string]*flag.FlagSet{
 		"serve":           serveFlagSet(new(serveOpts)),
+		"check":           checkFlagSet(new(checkOpts)),
 		"sandbox":         sandboxFlagSet(new(sandboxOpts)),
 		"plugin check":    pluginCheckFlagSet(&pf),
 		"plugin run":      pluginRunFlagSet(&pf, &ro),
