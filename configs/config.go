@@ -63,6 +63,9 @@ type Limits struct {
 	// MaxHeaderBytes bounds a request's line and headers (431 beyond);
 	// default 16 KiB, held per open connection.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// PlaidCallsPerUser bounds the Plaid calls one user's requests make a
+	// minute (per replica); default 60.
+	PlaidCallsPerUser int `yaml:"plaid_calls_per_user"`
 
 	// What passes through the reverse proxy (issue 13).
 	MaxResponseBytes     int64    `yaml:"max_response_bytes"`     // per proxied response, streamed ones counted as they pass; default 64 MiB
@@ -226,7 +229,7 @@ func Default() File {
 			MaxBodyBytes: 64 << 10, ReadTimeout: Duration(10e9), WriteTimeout: Duration(30e9),
 			IdleTimeout: Duration(60e9), UpstreamConns: 512, PlaidTimeout: Duration(15e9),
 			MaxResponseBytes: 64 << 20, MaxWebSockets: 1000, WebSocketIdleTimeout: Duration(60e9),
-			MaxConns: 10000, MaxHeaderBytes: 16 << 10,
+			MaxConns: 10000, MaxHeaderBytes: 16 << 10, PlaidCallsPerUser: 60,
 		},
 		Webhooks: Webhooks{
 			MaxBodyBytes: 64 << 10, Workers: 8, MaxAttempts: 20, Lease: Duration(30e9),
@@ -364,6 +367,9 @@ func (f *File) Validate() error {
 	}
 	if f.Limits.MaxHeaderBytes != 0 && (f.Limits.MaxHeaderBytes < 1<<10 || f.Limits.MaxHeaderBytes > 1<<20) {
 		add("limits.max_header_bytes", "must be in 1024..1048576 (0 means the default, 16384)")
+	}
+	if f.Limits.PlaidCallsPerUser < 0 || f.Limits.PlaidCallsPerUser > 60000 {
+		add("limits.plaid_calls_per_user", "must be in 0..60000 (a minute; 0 means the default, 60)")
 	}
 	if f.Limits.MaxConns < 0 {
 		add("limits.max_conns", "must not be negative (0 means the default, 10000)")

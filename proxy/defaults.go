@@ -18,6 +18,7 @@ const (
 	DefaultWebSocketIdleTimeout = 60 * time.Second
 	DefaultMaxConns             = 10000 // client connections open at once, all public listeners
 	DefaultMaxHeaderBytes       = 16 << 10
+	DefaultPlaidCallsPerUser    = 60 // a minute
 )
 
 // upstreamHeaderBytes bounds an upstream answer's status line and headers.

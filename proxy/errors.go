@@ -21,9 +21,12 @@ var (
 	ErrMethod          = errors.New("proxy: method not allowed")
 	ErrTooLarge        = errors.New("proxy: body too large")
 	ErrHeadersTooLarge = errors.New("proxy: request headers too large")
-	ErrPlaidDown       = errors.New("proxy: plaid unavailable")
-	ErrUpstream        = errors.New("proxy: upstream unavailable")
-	ErrNoUpstream      = errors.New("proxy: no upstream configured")
+	// ErrPlaidBudget: the caller's Plaid calls this minute are spent
+	// (plaid_budget.go).
+	ErrPlaidBudget = errors.New("proxy: too many Plaid calls for this user")
+	ErrPlaidDown   = errors.New("proxy: plaid unavailable")
+	ErrUpstream    = errors.New("proxy: upstream unavailable")
+	ErrNoUpstream  = errors.New("proxy: no upstream configured")
 	// Issue 13: what passes through the reverse proxy.
 	ErrUpstreamTimeout  = errors.New("proxy: upstream response timed out")
 	ErrUpstreamTooLarge = errors.New("proxy: upstream response too large")
@@ -130,6 +133,8 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusMethodNotAllowed, ed("method_not_allowed", "method not allowed")
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, ed("body_too_large", "request body too large")
+	case errors.Is(err, ErrPlaidBudget):
+		return http.StatusTooManyRequests, ed("rate_limited", "too many Plaid requests for this user; retry shortly")
 	case errors.Is(err, ErrHeadersTooLarge):
 		return http.StatusRequestHeaderFieldsTooLarge, ed("headers_too_large", "the request line and headers are larger than this server accepts (limits.max_header_bytes)")
 	case errors.As(err, &wr):

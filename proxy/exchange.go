@@ -61,6 +61,9 @@ func (s *Server) exchange(ctx *fasthttp.RequestCtx, tn *tenant, id Identity) err
 	if err != nil {
 		return err
 	}
+	if !s.budget.allow(tn.Name, id.Subject, s.now()) { // before the intent: nothing to resolve
+		return ErrPlaidBudget
+	}
 	intent, err := s.db.BeginExchange(store.Intent{
 		Tenant: tn.Name, User: id.Subject, LinkTokenHash: store.LinkTokenHash(ls.LinkToken), CreatedAt: s.now().UTC(),
 	})
@@ -121,6 +124,9 @@ func (s *Server) linkSessionOf(tn *tenant, id Identity, publicToken, linkToken s
 		}
 	}
 	for _, ls := range cands {
+		if !s.budget.allow(tn.Name, id.Subject, s.now()) {
+			return ls, ErrPlaidBudget
+		}
 		ctx, cancel := s.plaidCtx()
 		pts, err := tn.plaid.linkPublicTokens(ctx, ls.LinkToken)
 		cancel()

@@ -39,6 +39,11 @@ type Options struct {
 	// zero means 16 KiB. Each open connection holds a read buffer of this
 	// size.
 	MaxHeaderBytes int
+	// PlaidCallsPerUser bounds the Plaid calls one user's requests make a
+	// minute (a bucket of that size, refilled evenly; per replica); zero
+	// means 60. Over it, link-token and exchange answer 429 rate_limited
+	// and status shows the stored state. See plaid_budget.go.
+	PlaidCallsPerUser int
 
 	Webhooks WebhookOptions
 

@@ -81,6 +81,9 @@ func (s *Server) linkToken(ctx *fasthttp.RequestCtx, tn *tenant, id Identity) er
 		}
 		accessToken = at
 	}
+	if !s.budget.allow(tn.Name, id.Subject, s.now()) {
+		return ErrPlaidBudget
+	}
 	pctx, cancel := s.plaidCtx()
 	defer cancel()
 	tok, exp, err := tn.plaid.linkToken(pctx, tn.Name, id.Subject, accessToken)
@@ -162,6 +165,9 @@ func (s *Server) status(ctx *fasthttp.RequestCtx, tn *tenant, id Identity) error
 // outside the app), so the status route is where the repair is noticed.
 // On any failure the stored state is returned unchanged.
 func (s *Server) refreshLogin(tn *tenant, it store.Item) store.Item {
+	if !s.budget.allow(tn.Name, it.User, s.now()) {
+		return it // the user's Plaid calls are spent: the stored state
+	}
 	at, err := s.db.AccessToken(tn.Name, it.User, it.ItemID)
 	if err != nil {
 		return it

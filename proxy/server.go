@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,7 @@ type Server struct {
 	metrics      *metrics
 	panics       *panics    // recover.go
 	conns        *connLimit // connlimit.go
+	budget       *plaidBudget
 	access       *accessLog // nil: no access log (accesslog_writer.go)
 	fs           *fasthttp.Server
 
@@ -107,6 +109,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxHeaderBytes == 0 {
 		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if opts.PlaidCallsPerUser == 0 {
+		opts.PlaidCallsPerUser = DefaultPlaidCallsPerUser
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -153,6 +158,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.panics = newPanics(s.metrics.reg)
 	s.conns = newConnLimit(opts.MaxConns, opts.MaxConnsPerIP, s.metrics.reg)
+	s.budget = newPlaidBudget(opts.PlaidCallsPerUser)
 	if opts.HTTPClient != nil { // forwarding uses it too
 		s.fwd.own = hc
 	}
@@ -534,6 +540,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if err != nil {
 		writeError(ctx, err)
+		if errors.Is(err, ErrPlaidBudget) {
+			ctx.Response.Header.Set("Retry-After", strconv.Itoa(s.budget.retryAfter()))
+		}
 		status, _ := classify(err)
 		if status >= 500 && !loggedThrottled(err) {
 			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "request_id", string(rid), "err", err)

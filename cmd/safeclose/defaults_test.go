@@ -33,6 +33,7 @@ func TestConfigDefaultsMatchPackages(t *testing.T) {
 		{"limits.websocket_idle_timeout", c.Limits.WebSocketIdleTimeout.Std(), proxy.DefaultWebSocketIdleTimeout},
 		{"limits.max_conns", c.Limits.MaxConns, proxy.DefaultMaxConns},
 		{"limits.max_header_bytes", c.Limits.MaxHeaderBytes, proxy.DefaultMaxHeaderBytes},
+		{"limits.plaid_calls_per_user", c.Limits.PlaidCallsPerUser, proxy.DefaultPlaidCallsPerUser},
 		{"webhooks.max_body_bytes", c.Webhooks.MaxBodyBytes, proxy.DefaultWebhookMaxBodyBytes},
 		{"webhooks.workers", c.Webhooks.Workers, proxy.DefaultWebhookWorkers},
 		{"webhooks.max_attempts", c.Webhooks.MaxAttempts, proxy.DefaultWebhookMaxAttempts},
