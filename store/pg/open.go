@@ -330,6 +330,10 @@ func (db *DB) nextID(now time.Time) string {
 	return fmt.Sprintf("%016x%08x", uint64(now.UnixNano()), db.seq.Add(1)&0xffffffff)
 }
 
+// Shared reports that other processes (replicas) use the database at the
+// same time: an unresolved exchange intent may be one of theirs, under way.
+func (db *DB) Shared() bool { return true }
+
 // KeyStatus is nil when tokens can be sealed and opened, else
 // store.ErrNoKey or store.ErrKeyMismatch.
 func (db *DB) KeyStatus() error { return db.keyErr }
