@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"time"
+
 	"github.com/safeclose/safeclose/store"
 )
 
@@ -44,18 +46,56 @@ func (s *Server) recordUnknownItem(st effectStore, tenant, itemID, event string)
 	}
 }
 
-// reportPendingIntents turns the intents a previous process left (it died
-// inside an exchange) into orphans. It runs in New, before any request.
-// The gauge starts from the stored count and goes up as orphans are found.
-func (s *Server) reportPendingIntents() {
-	if os, err := s.db.Orphans(); err == nil {
-		s.metrics.orphans.Set(float64(len(os)))
-	}
+// intentGrace is how old an unresolved exchange intent must be before a
+// replica on a shared store (PostgreSQL) reports it, beside PlaidTimeout:
+// another replica's exchange holds its intent for at most Plaid's timeout
+// and a few store operations, and the replicas' clocks may disagree a
+// little. With Badger one process owns the store, so every intent found at
+// start was left by a process that died, and is reported at once.
+const intentGrace = 10 * time.Minute
+
+// intentSweep is how often a replica on a shared store looks for the
+// intents of replicas that died.
+const intentSweep = time.Minute
+
+// sharedStore reports whether other processes use the store at the same
+// time (PostgreSQL): an intent may then be another replica's exchange in
+// progress.
+func (s *Server) sharedStore() bool {
+	sh, ok := s.db.(interface{ Shared() bool })
+	return ok && sh.Shared()
+}
+
+// reportPendingIntents turns the intents a process left (it died inside an
+// exchange) into orphans: at start every intent when the store is this
+// process's alone, and on a shared store only those older than intentGrace
+// (and PlaidTimeout), at start and every intentSweep (sweepIntents).
+func (s *Server) reportPendingIntents(shared bool) {
 	ins, err := s.db.PendingExchanges()
 	if err != nil {
 		s.log.Error("exchange intents unreadable", "err", err)
 	}
 	for _, in := range ins {
+		if shared && s.now().Sub(in.CreatedAt) < intentGrace+s.opts.PlaidTimeout {
+			continue // maybe another replica's exchange, under way
+		}
 		s.orphanIntent(in, "", "the process stopped inside an exchange")
+	}
+}
+
+// sweepIntents runs reportPendingIntents every intentSweep until Shutdown,
+// on a shared store: the intents of a replica that died are found by the
+// others, not only when a replica starts.
+func (s *Server) sweepIntents() {
+	defer s.workers.Done()
+	t := time.NewTicker(intentSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.base.Done():
+			return
+		case <-t.C:
+			s.reportPendingIntents(true)
+		}
 	}
 }

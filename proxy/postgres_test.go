@@ -99,6 +99,48 @@ func TestPostgresDownAnswers503ThenRecovers(t *testing.T) {
 	}
 }
 
+// A replica that starts while another is inside an exchange does not take
+// that exchange's intent for one a dead process left: on a shared store an
+// intent is reported as an orphan only once it is older than any exchange
+// can be (intentGrace), as the intent of a replica that died an hour ago
+// is. Before, the second replica's start turned the live exchange's intent
+// into a lost_exchange orphan ("the process stopped inside an exchange"),
+// which stayed after the exchange succeeded: every rolling restart under
+// traffic raised false orphan alarms.
+func TestPostgresReplicaStartKeepsLiveIntents(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.Database(t)
+	inside, release := make(chan struct{}), make(chan struct{})
+	a := startEnv(t, envConfig{store: pgStore(dsn), exchangeFault: func(stage string) error {
+		if stage == faultExchanged {
+			close(inside)
+			<-release
+		}
+		return nil
+	}})
+	lt := a.linkToken("t1.test", "alice-key", "")
+	pub, err := a.sim.CompleteLink(lt, "ins_109508", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan resp, 1)
+	go func() { done <- a.do("POST", "t1.test", pathExchange, "alice-key", a.exchangeBody(pub, lt)) }()
+	<-inside
+	dead, err := a.srv.db.BeginExchange(store.Intent{Tenant: "t1", User: "bob", CreatedAt: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startEnv(t, envConfig{store: pgStore(dsn)}) // a second replica starts now
+	close(release)
+	if r := <-done; r.status != http.StatusOK || r.json(t)["persisted"] != true {
+		t.Fatalf("exchange across the other replica's start = %d %s", r.status, r.body)
+	}
+	os, err := b.srv.db.Orphans()
+	if err != nil || len(os) != 1 || os[0].IntentID != dead.ID {
+		t.Fatalf("orphans after the exchange = %+v, %v; want only the dead replica's intent %s", os, err, dead.ID)
+	}
+}
+
 // BenchmarkWebhookIntakePostgres is BenchmarkWebhookIntake with the queue on
 // PostgreSQL (issue 11: its goal is ≥ 0.8× the Badger rate of the same run).
 // It needs SAFECLOSE_TEST_PG_DSN (scripts/with-postgres.sh sets it).

@@ -179,9 +179,11 @@ func (s *Server) refreshLogin(tn *tenant, it store.Item) store.Item {
 		return it
 	}
 	upd, err := s.db.UpdateItem(tn.Name, it.ItemID, func(x *store.Item) error {
-		if x.State == store.StateLoginRequired {
+		// Not over a confirmation written since it was read (applyEvent).
+		if x.State == store.StateLoginRequired && x.CheckedAt.Equal(it.CheckedAt) {
 			x.State = store.StateOK
 			x.UpdatedAt = s.now().UTC()
+			x.CheckedAt = x.UpdatedAt
 		}
 		return nil
 	})

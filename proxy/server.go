@@ -171,7 +171,10 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.table.Store(t)
-	s.reportPendingIntents() // Issue 9.7
+	if os, err := s.db.Orphans(); err == nil { // the gauge starts from the stored count
+		s.metrics.orphans.Set(float64(len(os)))
+	}
+	s.reportPendingIntents(s.sharedStore()) // Issue 9.7
 	s.fs = &fasthttp.Server{
 		Handler:            s.handle,
 		Name:               "safeclose",
@@ -353,6 +356,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lns = append(s.lns, ln)
 	if s.started.CompareAndSwap(false, true) {
 		s.startWorkers() // under lnMu: its workers.Add precedes Shutdown's Wait
+		if s.sharedStore() {
+			s.workers.Add(1)
+			go s.sweepIntents()
+		}
 	}
 	s.lnMu.Unlock()
 	err := s.fs.Serve(retryListener{Listener: ln, log: s.log, logs: new(loglimit.Limiter), lim: s.conns, refusals: new(loglimit.Limiter)})

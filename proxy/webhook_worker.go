@@ -449,10 +449,19 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 // covers it.
 func (s *Server) eventTimeout() time.Duration { return s.opts.PlaidTimeout + 10*time.Second }
 
+// errConfirmRaced is a confirmation of an item's state that another was
+// written before: the attempt is retried, and asks Plaid again.
+var errConfirmRaced = errors.New("item state confirmed by another worker meanwhile; asking Plaid again")
+
 // applyEvent moves the item's state. Login state is confirmed with /item/get,
-// so duplicates and out-of-order ERROR / LOGIN_REPAIRED settle on the truth.
+// so duplicates and out-of-order ERROR / LOGIN_REPAIRED settle on the truth:
+// a confirmation is written only if no other was since item was read, before
+// the call (Item.CheckedAt), else the attempt is retried. Two workers, of one
+// replica or two, may confirm one item at once, and the older call's answer
+// may arrive last (a replica paused past its lease writes it when it wakes).
 func (s *Server) applyEvent(ctx context.Context, tn *tenant, item store.Item, ev plaidEvent, at time.Time) (store.Item, error) {
 	var next store.ItemState
+	confirmed := false
 	switch ev.WebhookType + "/" + ev.WebhookCode {
 	case "ITEM/ERROR", "ITEM/LOGIN_REPAIRED":
 		code := ""
@@ -478,6 +487,7 @@ func (s *Server) applyEvent(ctx context.Context, tn *tenant, item store.Item, ev
 		default:
 			return item, fmt.Errorf("confirm item state: %w", err)
 		}
+		confirmed = true
 	case "ITEM/PENDING_EXPIRATION":
 		next = store.StatePendingExpiration
 	case "ITEM/PENDING_DISCONNECT":
@@ -486,6 +496,12 @@ func (s *Server) applyEvent(ctx context.Context, tn *tenant, item store.Item, ev
 		next = store.StateRevoked
 	}
 	return s.effects().UpdateItem(tn.Name, item.ItemID, func(it *store.Item) error {
+		if confirmed {
+			if !it.CheckedAt.Equal(item.CheckedAt) {
+				return errConfirmRaced
+			}
+			it.CheckedAt = s.now().UTC()
+		}
 		// A pending_* warning never hides login_required (it may be a late
 		// delivery, and either way the item needs re-login now); only a
 		// state /item/get confirmed, or revoked, leaves login_required.

@@ -54,6 +54,11 @@ type Item struct {
 	LastEvent        string    `json:"last_event,omitempty"`
 	LastEventAt      time.Time `json:"last_event_at,omitzero"`
 	ConsentExpiresAt time.Time `json:"consent_expires_at,omitzero"`
+	// CheckedAt is when Plaid's /item/get last confirmed State, by the
+	// clock of the process that wrote it; zero if never. It versions the
+	// confirmations: one is written only if none was since its item was
+	// read (proxy applyEvent).
+	CheckedAt time.Time `json:"checked_at,omitzero"`
 }
 
 // itemRecord is the stored form: the item plus its sealed token.

@@ -10,7 +10,8 @@
 //
 // The queue uses SELECT … FOR UPDATE SKIP LOCKED (RATIONALE.md "Why not
 // River"). Leases are times, so entries leased by a replica that died come
-// back when their lease ends. Errors are package store's sentinels; a lost
+// back when their lease ends; the times replicas share are kept in the
+// database's clock, not each replica's (clock.go). Errors are package store's sentinels; a lost
 // connection is store.ErrUnavailable, and the pool reconnects by itself.
 // Enqueue is group-committed (enqueue.go), and so are the workers'
 // single-row writes: lease outcomes, Extend and RecordOrphan (writes.go). The plugins' key/value store

@@ -51,8 +51,8 @@ func (db *DB) startCommitters(n int) {
 	}
 }
 
-// stopCommitters stops the committers after their current batch, and
-// fails requests still waiting with store.ErrClosed. Enqueue no longer
+// stopCommitters stops the committers after their current batch (and the
+// clock's resync, clock.go), and fails requests still waiting with store.ErrClosed. Enqueue no longer
 // sends (db.closed is set).
 func (db *DB) stopCommitters() {
 	close(db.stop)
@@ -163,6 +163,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 		}
 		e := r.e
 		e.ID = db.nextID(now)
+		e.NextAt = db.toDB(e.NextAt)
 		if e.NextAt.IsZero() {
 			e.NextAt = now
 		}

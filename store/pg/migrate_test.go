@@ -40,14 +40,14 @@ func TestMigrateDedupeExpiryBRIN(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Rows hold the database's time (clock.go): one marker expired an hour
+	// ago, one expires in an hour.
 	if _, err := c.Exec(ctx, `INSERT INTO sc_dedupe (tenant, body_sha256, entry_id, expires_at) VALUES
-		('t1', '\x01', 'old', $1), ('t1', '\x02', 'new', $2)`, t0.Add(time.Hour), t0.Add(3*time.Hour)); err != nil {
+		('t1', '\x01', 'old', now() - interval '1 hour'), ('t1', '\x02', 'new', now() + interval '1 hour')`); err != nil {
 		t.Fatal(err)
 	}
 
-	now := t0.Add(2 * time.Hour)
-	db, err := Open(ctx, Options{DSN: dsn, MaxConns: 2, DedupeTTL: time.Hour, Now: func() time.Time { return now }})
+	db, err := Open(ctx, Options{DSN: dsn, MaxConns: 2, DedupeTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

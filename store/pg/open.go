@@ -34,12 +34,15 @@ var migrations embed.FS
 
 // Options configure Open. Zero values are documented per field.
 type Options struct {
-	DSN       string           // required: a PostgreSQL connection string
-	MaxConns  int32            // pool size; zero means 16
-	Keyring   *store.Keyring   // nil means no key: SaveItem answers store.ErrNoKey
-	Logger    *slog.Logger     // nil means discard
-	DedupeTTL time.Duration    // zero means 48h
-	Now       func() time.Time // nil means time.Now
+	DSN       string         // required: a PostgreSQL connection string
+	MaxConns  int32          // pool size; zero means 16
+	Keyring   *store.Keyring // nil means no key: SaveItem answers store.ErrNoKey
+	Logger    *slog.Logger   // nil means discard
+	DedupeTTL time.Duration  // zero means 48h
+	// Now is this replica's clock; nil means time.Now. The store measures
+	// the database's clock against it at Open (and, when Now is nil, every
+	// minute after) and keeps shared times in the database's (clock.go).
+	Now func() time.Time
 	// OpTimeout bounds each operation, so a database that stops answering
 	// turns into store.ErrUnavailable rather than a hung request; zero means 5s.
 	OpTimeout time.Duration
@@ -52,7 +55,8 @@ type DB struct {
 	kr      *store.Keyring
 	keyErr  error
 	log     *slog.Logger
-	now     func() time.Time
+	local   func() time.Time // Options.Now
+	offset  atomic.Int64     // the database's clock minus local, in ns (clock.go)
 	ttl     time.Duration
 	timeout time.Duration
 	seq     atomic.Uint64
@@ -84,6 +88,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	resync := o.Now == nil // a caller's own clock (a test's) is measured once
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -114,7 +119,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pg: open: %w", unavailable(err))
 	}
-	db := &DB{pool: pool, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, timeout: o.OpTimeout}
+	db := &DB{pool: pool, kr: o.Keyring, log: o.Logger, local: o.Now, ttl: o.DedupeTTL, timeout: o.OpTimeout}
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	db.seq.Store(binary.BigEndian.Uint64(seed[:]))
@@ -126,8 +131,16 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		pool.Close()
 		return nil, err
 	}
+	if err := db.measureClock(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	db.startCommitters(1)
 	db.startWriter()
+	if resync {
+		db.commit.Add(1) // stopped with the committers
+		go db.resyncClock()
+	}
 	return db, nil
 }
 
@@ -316,6 +329,10 @@ func unavailable(err error) error {
 func (db *DB) nextID(now time.Time) string {
 	return fmt.Sprintf("%016x%08x", uint64(now.UnixNano()), db.seq.Add(1)&0xffffffff)
 }
+
+// Shared reports that other processes (replicas) use the database at the
+// same time: an unresolved exchange intent may be one of theirs, under way.
+func (db *DB) Shared() bool { return true }
 
 // KeyStatus is nil when tokens can be sealed and opened, else
 // store.ErrNoKey or store.ErrKeyMismatch.

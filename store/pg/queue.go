@@ -22,9 +22,9 @@ import (
 
 const entryCols = "rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
 
-// scanEntry reads entryCols into an Entry; lead receives columns selected
-// before them (export's "dead").
-func scanEntry(row pgx.Row, lead ...any) (store.Entry, error) {
+// scanEntry reads entryCols into an Entry, its times in the caller's clock;
+// lead receives columns selected before them (export's "dead").
+func (db *DB) scanEntry(row pgx.Row, lead ...any) (store.Entry, error) {
 	var rec []byte
 	var attempts int
 	var next time.Time
@@ -38,10 +38,10 @@ func scanEntry(row pgx.Row, lead ...any) (store.Entry, error) {
 	if err != nil {
 		return store.Entry{}, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
 	}
-	e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, next, lastErr, uint64(token), owner
+	e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, db.fromDB(next), lastErr, uint64(token), owner
 	e.LeaseUntil = time.Time{}
 	if until != nil {
-		e.LeaseUntil = *until
+		e.LeaseUntil = db.fromDB(*until)
 	}
 	return e, nil
 }
@@ -190,7 +190,7 @@ func (db *DB) leaseFrom(e *store.Entry, tenants []string, owner string, d time.D
 			continue
 		}
 		var got store.Entry
-		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, err = scanEntry(row); return err },
+		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, err = db.scanEntry(row); return err },
 			leaseSQL, now, t, newLeaseToken(), owner, now.Add(d))
 		if err != nil {
 			return false, err
@@ -236,10 +236,11 @@ func (db *DB) Complete(id string, lease uint64) error {
 	return db.leased(id, "DELETE FROM sc_queue WHERE "+held, id, int64(lease))
 }
 
-// Retry releases the lease, counts the attempt, and makes the entry due at next.
+// Retry releases the lease, counts the attempt, and makes the entry due at
+// next (a time of Options.Now's clock).
 func (db *DB) Retry(id string, lease uint64, next time.Time, reason string) error {
 	return db.leased(id, `UPDATE sc_queue SET attempts = attempts + 1, next_at = $3, last_error = $4,
-		lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, id, int64(lease), next, reason)
+		lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, id, int64(lease), db.toDB(next), reason)
 }
 
 // DeadLetter moves a leased entry to the dead letters.
@@ -258,7 +259,7 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 		}
 		defer rows.Close()
 		for rows.Next() {
-			e, err := scanEntry(rows)
+			e, err := db.scanEntry(rows)
 			if err != nil {
 				return err
 			}

@@ -44,7 +44,7 @@ func (db *DB) SaveLinkSession(ls store.LinkSession) error {
 	if err != nil {
 		return fmt.Errorf("store: save link session: %w", err)
 	}
-	exp := ls.Expiration.Add(store.LinkSessionTail)
+	exp := db.toDB(ls.Expiration.Add(store.LinkSessionTail))
 	if min := db.now().Add(time.Minute); exp.Before(min) {
 		exp = min
 	}
@@ -88,7 +88,7 @@ func (db *DB) BeginExchange(in store.Intent) (store.Intent, error) {
 		return in, errors.New("store: begin exchange: tenant and user are required")
 	}
 	if in.CreatedAt.IsZero() {
-		in.CreatedAt = db.now().UTC()
+		in.CreatedAt = db.local().UTC()
 	}
 	in.ID = db.nextID(in.CreatedAt)
 	rec, err := encode(in)
@@ -126,7 +126,7 @@ func orphanKey(o store.Orphan) string {
 func (db *DB) OrphanIntent(in store.Intent, itemID, detail string) error {
 	o := store.Orphan{
 		Kind: store.OrphanLostExchange, Tenant: in.Tenant, User: in.User, ItemID: itemID, LinkTokenHash: in.LinkTokenHash,
-		IntentID: in.ID, Detail: detail, FirstSeen: in.CreatedAt, LastSeen: db.now().UTC(), Count: 1,
+		IntentID: in.ID, Detail: detail, FirstSeen: in.CreatedAt, LastSeen: db.local().UTC(), Count: 1,
 	}
 	rec, err := encode(o)
 	if err != nil {
@@ -149,7 +149,7 @@ func (db *DB) RecordOrphan(o store.Orphan) (bool, error) {
 	if o.Tenant == "" || (o.ItemID == "" && o.IntentID == "") || strings.ContainsRune(o.Tenant+o.ItemID, 0) {
 		return false, errors.New("store: record orphan: tenant and item_id or intent_id are required")
 	}
-	now := db.now().UTC()
+	now := db.local().UTC()
 	o.FirstSeen, o.LastSeen, o.Count = now, now, 1
 	rec, err := encode(o)
 	if err != nil {

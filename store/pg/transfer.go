@@ -38,9 +38,9 @@ func (db *DB) Import(r store.Record) (bool, error) {
 		if err := decode(r.Value, &ls); err != nil {
 			return false, err
 		}
-		exp := r.ExpiresAt
+		exp := db.toDB(r.ExpiresAt)
 		if exp.IsZero() {
-			exp = ls.Expiration.Add(store.LinkSessionTail)
+			exp = db.toDB(ls.Expiration.Add(store.LinkSessionTail))
 		}
 		sql, args = "INSERT INTO sc_link_sessions (hash, tenant, user_id, created_at, expires_at, rec) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
 			[]any{r.Key, ls.Tenant, ls.User, ls.CreatedAt, exp, r.Value}
@@ -61,11 +61,12 @@ func (db *DB) Import(r store.Record) (bool, error) {
 		}
 		var until *time.Time
 		if !e.LeaseUntil.IsZero() {
-			until = &e.LeaseUntil
+			u := db.toDB(e.LeaseUntil)
+			until = &u
 		}
 		sql = `INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until, dead)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`
-		args = []any{e.ID, e.Tenant, r.Value, e.Attempts, e.NextAt, e.LastError, int64(e.LeaseToken & (1<<63 - 1)), e.LeaseOwner, until, r.Kind == store.RecDead}
+		args = []any{e.ID, e.Tenant, r.Value, e.Attempts, db.toDB(e.NextAt), e.LastError, int64(e.LeaseToken & (1<<63 - 1)), e.LeaseOwner, until, r.Kind == store.RecDead}
 	case store.RecKV:
 		// Like the Badger store, the import takes every entry whatever the
 		// tenant's quota (see store.(*DB).importKV for why); the quota here
@@ -77,10 +78,11 @@ func (db *DB) Import(r store.Record) (bool, error) {
 		}
 		var exp *time.Time
 		if !r.ExpiresAt.IsZero() {
-			if !db.now().Before(r.ExpiresAt) {
+			e := db.toDB(r.ExpiresAt)
+			if !db.now().Before(e) {
 				return false, nil // expired: nothing to move
 			}
-			exp = &r.ExpiresAt
+			exp = &e
 		}
 		val := r.Value
 		if val == nil {
@@ -197,13 +199,14 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 		{"SELECT hash, rec, expires_at FROM sc_link_sessions", func(row pgx.Rows) (store.Record, error) {
 			r := store.Record{Kind: store.RecLink}
 			err := row.Scan(&r.Key, &r.Value, &r.ExpiresAt)
+			r.ExpiresAt = db.fromDB(r.ExpiresAt)
 			return r, err
 		}},
 		{"SELECT id, rec FROM sc_intents", bytesRow(store.RecIntent)},
 		{"SELECT tenant, key, rec FROM sc_orphans", pairRow(store.RecOrphan)},
 		{"SELECT dead, " + entryCols + " FROM sc_queue", func(row pgx.Rows) (store.Record, error) {
 			var dead bool
-			e, err := scanEntry(row, &dead)
+			e, err := db.scanEntry(row, &dead)
 			if err != nil {
 				return store.Record{}, err
 			}
@@ -223,7 +226,7 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 		err := row.Scan(&tenant, &key, &r.Value, &exp)
 		r.Key = tenant + "\x00" + string(key)
 		if exp != nil {
-			r.ExpiresAt = *exp
+			r.ExpiresAt = db.fromDB(*exp)
 		}
 		return r, err
 	}

@@ -113,10 +113,10 @@ func TestWritesBatchAnswersEachCaller(t *testing.T) {
 	}
 }
 
-func leaseReq(tenant string, got *store.Entry) *writeReq {
-	now := time.Now()
+func leaseReq(db *DB, tenant string, got *store.Entry) *writeReq {
+	now := db.now()
 	return &writeReq{sql: leaseSQL, args: []any{now, tenant, newLeaseToken(), "w2", now.Add(time.Minute)},
-		scan: func(row pgx.Row) (err error) { *got, err = scanEntry(row); return err }, done: make(chan writeRes, 1)}
+		scan: func(row pgx.Row) (err error) { *got, err = db.scanEntry(row); return err }, done: make(chan writeRes, 1)}
 }
 
 // A lease shares its batch's commit: it answers the entry it leased, or
@@ -136,8 +136,8 @@ func TestWritesLeaseInBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got, none, corrupt store.Entry
-	batch := []*writeReq{completeReq(es[0], es[0].LeaseToken), leaseReq("u", &got), leaseReq("nobody", &none),
-		leaseReq("v", &corrupt), completeReq(es[1], es[1].LeaseToken)}
+	batch := []*writeReq{completeReq(es[0], es[0].LeaseToken), leaseReq(db, "u", &got), leaseReq(db, "nobody", &none),
+		leaseReq(db, "v", &corrupt), completeReq(es[1], es[1].LeaseToken)}
 	x0 := xactID(t, c)
 	reqs := slices.Clone(batch) // runWrites sorts batch
 	db.runWrites(batch)
