@@ -134,6 +134,12 @@ type PluginOptions struct {
 	// the plugin read (and never past a verified JWT's exp). Only for
 	// plugins whose answer depends on nothing else. Zero means off.
 	CacheTTL time.Duration
+	// CPUShare bounds the guest computation of the plugin's calls, on
+	// average, in cores (0.5: half of one core): over it, and a second's
+	// worth of it ahead, calls fail fast with ErrOverShare. Zero means
+	// DefaultCPUShare() (half the cores, at least one). Measured in fuel,
+	// so only under EnforceFuel. See share.go.
+	CPUShare float64
 }
 
 // Load compiles, checks and pre-warms a plugin. A module that fails to

@@ -20,6 +20,10 @@ var (
 	// ErrPenalty means the plugin failed too often in a row and is in its
 	// penalty box: the call failed fast without running the guest.
 	ErrPenalty = errors.New("hostabi: plugin is in its penalty box")
+	// ErrOverShare means the plugin's calls used more than its CPU share
+	// (PluginOptions.CPUShare) lately: the call failed fast without running
+	// the guest.
+	ErrOverShare = errors.New("hostabi: plugin is over its CPU share")
 	// ErrLimits means a PluginOptions limit is out of range (see
 	// MaxMemoryPages, MaxPoolSize).
 	ErrLimits = errors.New("hostabi: plugin limit out of range")

@@ -83,6 +83,7 @@ func (e *Engine) prepare(ctx context.Context, rt wazero.Runtime, p *Plugin, wasm
 		return nil, err
 	}
 	p.fuelOn = true
+	p.share = newCPUShare(p.opts.CPUShare, rate)
 	p.fuelBudget = budget(rate, p.opts.Timeout)
 	p.initBudget = budget(rate, initTimeout(p.opts.Timeout))
 	out, err := fuel.Instrument(wasm, fuel.Options{Initial: initFuel})

@@ -23,7 +23,7 @@ var (
 	guestPaths   = map[string]string{}
 	guestErrs    = map[string]error{}
 	cacheDir     string
-	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event", "deeprec", "kv", "sdkallocs", "leak"}
+	guestNames   = []string{"allow", "probe", "oob", "panic", "loop", "oom", "noexport", "badresult", "initloop", "event", "deeprec", "kv", "sdkallocs", "leak", "spin"}
 	exampleNames = []string{"jwtauth", "apikey", "pathrule", "webhookfilter"}
 	// AssemblyScript guests (plugins/sdk-as), by name: the ports of allow,
 	// loop, oom and of the four examples. Tests that use them skip when npm

@@ -46,6 +46,12 @@ func (o *PluginOptions) limits() error {
 	case o.PoolSize == 0:
 		o.PoolSize = min(runtime.GOMAXPROCS(0), MaxPoolSize)
 	}
+	switch {
+	case o.CPUShare < 0 || o.CPUShare > 1024:
+		return fmt.Errorf("%w: cpu share %g cores, want 0..1024", ErrLimits, o.CPUShare)
+	case o.CPUShare == 0:
+		o.CPUShare = DefaultCPUShare()
+	}
 	if o.PenaltyAfter < 0 || o.PenaltyBackoff < 0 || o.PenaltyMaxBackoff < 0 {
 		return fmt.Errorf("%w: negative penalty box setting", ErrLimits)
 	}

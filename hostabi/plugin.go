@@ -37,6 +37,7 @@ type Plugin struct {
 	epoch       time.Time            // call deadlines are offsets from it (monotonic)
 	clock       func() time.Duration // offset from epoch; nil means time.Since(epoch), tests replace it
 	box         *penaltyBox
+	share       *cpuShare // nil unless fuel measures the calls
 	fuelPlan
 
 	pool   chan *instance
@@ -56,11 +57,15 @@ func (p *Plugin) Stats() Stats {
 	p.mu.Lock()
 	n := len(p.all)
 	p.mu.Unlock()
-	return Stats{
+	s := Stats{
 		Calls: p.calls.Load(), CacheHits: p.cacheHits.Load(), Traps: p.traps.Load(), Timeouts: p.timeouts.Load(), Busy: p.busy.Load(),
 		Instances: uint64(n), CompileTime: p.compileTime,
 		Penalized: p.box.rejected.Load(), PenaltyOpens: p.box.opens.Load(), InPenaltyBox: p.box.inBox(),
 	}
+	if p.share != nil {
+		s.OverShare = p.share.refused.Load()
+	}
+	return s
 }
 
 func (p *Plugin) instantiateHost(ctx context.Context) error {
@@ -286,23 +291,32 @@ func (p *Plugin) watchdog() {
 }
 
 // call runs the instance's export under the deadline. On any failure the
-// instance is discarded and the error says why. A call that returns after
+// instance is discarded and the error says why; a plugin over its CPU
+// share (ErrOverShare) does not run, and the instance goes back. A call that returns after
 // its deadline is a timeout even when the guest returned a value: wazero
 // cannot interrupt one long instruction (a large memory.grow), so the
 // watchdog alone does not guarantee a late result is never used.
 func (p *Plugin) call(in *instance) (uint64, error) {
-	p.calls.Add(1)
-	in.used = true
-	in.stderr.Reset()
 	// Two monotonic clock reads per call, no wall clock: time.Now costs
 	// two clock reads, and a clock read is ~0.1 µs on a KVM guest
 	// (issue 12.2). A wall-clock step is not a timeout.
 	start := p.elapsed()
+	if p.share != nil && p.share.over(start) {
+		p.release(in) // the guest did not run: the instance is as it was
+		return 0, ErrOverShare
+	}
+	p.calls.Add(1)
+	in.used = true
+	in.stderr.Reset()
 	in.deadline.Store(int64(start + p.opts.Timeout))
 	p.refuel(in)
 	err := in.fn.CallWithStack(in.ctx, in.stack[:])
 	in.deadline.Store(0)
-	late := p.elapsed()-start > p.opts.Timeout
+	end := p.elapsed()
+	late := end-start > p.opts.Timeout
+	if p.share != nil { // charged from the call's start: the clock it was admitted by
+		p.share.spend(start, p.fuelBudget-int64(in.fuel.Get()))
+	}
 	if err == nil && !late {
 		return in.stack[0], nil
 	}
@@ -398,6 +412,16 @@ func (p *Plugin) done(probe, failed bool) {
 	}
 }
 
+// callFailed reports a call's error to the penalty box. A refusal for the
+// CPU share is not a guest failure: it neither opens nor closes the box.
+func (p *Plugin) callFailed(probe bool, err error) {
+	if errors.Is(err, ErrOverShare) {
+		p.box.abandon(probe)
+		return
+	}
+	p.done(probe, true)
+}
+
 // Authenticate runs auth_handle for one request. The Request is only read
 // during the call. Any error means the caller must fail closed.
 func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
@@ -420,7 +444,7 @@ func (p *Plugin) Authenticate(_ context.Context, r Request) (Decision, error) {
 	in.reads, in.values, in.uncacheable, in.jwtExp = in.reads[:0], in.values[:0], false, time.Time{}
 	v, err := p.call(in)
 	if err != nil {
-		p.done(probe, true)
+		p.callFailed(probe, err)
 		return Decision{}, err
 	}
 	allow, status, ok := abi.AuthStatus(int64(v))
@@ -463,7 +487,7 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 	in.payload, in.payloadSet, in.forward = nil, false, nil
 	v, err := p.call(in)
 	if err != nil {
-		p.done(probe, true)
+		p.callFailed(probe, err)
 		return EventResult{}, err
 	}
 	res := EventResult{Action: Action(int32(uint32(v))), Forward: in.forward}

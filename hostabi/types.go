@@ -181,4 +181,6 @@ type Stats struct {
 	// is whether it is open (or probing) now.
 	Penalized, PenaltyOpens uint64
 	InPenaltyBox            bool
+	// OverShare counts calls failed fast with ErrOverShare.
+	OverShare uint64
 }

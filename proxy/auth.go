@@ -86,6 +86,9 @@ func (p *PluginAuth) Authenticate(base context.Context, ctx *fasthttp.RequestCtx
 		case errors.Is(err, hostabi.ErrPenalty):
 			// Failed fast: the plugin failed too often in a row.
 			reason = "penalty"
+		case errors.Is(err, hostabi.ErrOverShare):
+			// Failed fast: the plugin used more than its CPU share.
+			reason = "cpu_share"
 		case errors.As(err, &te):
 			reason = "trap"
 		}

@@ -58,3 +58,37 @@ func TestPenaltyBoxFailsFastWith503(t *testing.T) {
 		t.Errorf(`safeclose_auth_failures_total{tenant="boxed",reason="penalty"} = %v, want > 0`, n)
 	}
 }
+
+// A tenant whose plugin spins inside its deadline is held to its CPU
+// share: once over it, its requests get 503 auth_unavailable at once,
+// counted as cpu_share, while another tenant is served.
+func TestSpinningPluginOverItsShareFailsClosed(t *testing.T) {
+	t.Parallel()
+	eng := pluginEngine(t)
+	spin, err := eng.Load(t.Context(), hostabi.PluginOptions{
+		Tenant: "s", Name: "spin", Kind: hostabi.KindAuth, Wasm: guestWasm(t, "spin"), PoolSize: 1,
+		Timeout: 5 * time.Second, CPUShare: 1e-6, // one spinning call is far over a second of it
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { spin.Close(context.Background()) })
+	up := echoUpstream(t)
+	e := startEnv(t, envConfig{upstream: up.URL, tenantsFn: func(base, plaidURL string) []Tenant {
+		return append(defaultTenants(t, base[len("http://"):], plaidURL, up.URL, nil), pluginTenant("s", spin, up.URL, plaidURL))
+	}})
+	if r := e.do("GET", "s.test", "/x", "", nil, "X-Iters", "1000000"); r.status != 200 {
+		t.Fatalf("first spinning request: %d %s", r.status, r.body)
+	}
+	for range 3 {
+		if r := e.do("GET", "s.test", "/x", "", nil, "X-Iters", "1000000"); r.status != 503 || r.errCode(t) != "auth_unavailable" {
+			t.Fatalf("over its share: %d %s; want 503 auth_unavailable", r.status, r.body)
+		}
+	}
+	if n := testutil.ToFloat64(e.srv.metrics.authFailures.WithLabelValues("s", "cpu_share")); n != 3 {
+		t.Errorf("auth failures{cpu_share} = %v, want 3", n)
+	}
+	if r := e.do("GET", "t1.test", "/x", "alice-key", nil); r.status != 200 {
+		t.Fatalf("another tenant: %d %s", r.status, r.body)
+	}
+}

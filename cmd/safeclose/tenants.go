@@ -275,6 +275,7 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 		PoolSize:         pc.PoolSize,
 		BodyLimit:        pc.BodyLimit,
 		CacheTTL:         pc.CacheTTL.Std(),
+		CPUShare:         pc.CPUShare,
 	})
 }
 
