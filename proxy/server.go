@@ -78,6 +78,13 @@ type tenant struct {
 	ws         *tunnels // open WebSocket tunnels; carried over by Reload
 	m          *tenantMetrics
 	checks     []readyCheck // see readyChecks in admin.go
+	// Log lines any client can cause at request rate (a failed request,
+	// a refused webhook): one a second of each per tenant, the next saying
+	// how many were suppressed. The log is one stream for every tenant, so
+	// a line per request let one tenant's flood drown the others' lines
+	// (TestNoisyErrorsDoNotFloodTheLog); the access log and the metrics
+	// still count every request.
+	failLogs, webhookLogs loglimit.Limiter
 }
 
 // New builds a Server. It does not listen; call Serve.
@@ -552,7 +559,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		status, _ := classify(err)
 		if status >= 500 && !loggedThrottled(err) {
-			s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "request_id", string(rid), "err", err)
+			if n, ok := tn.failLogs.Allow(s.now()); ok {
+				s.log.Warn("request failed", "tenant", tn.Name, "route", route, "status", status, "request_id", string(rid), "err", err,
+					"suppressed_before", n)
+			}
 		}
 	}
 	s.finishRequest(ctx, tn, route, path, rid, true, start)

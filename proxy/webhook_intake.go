@@ -131,7 +131,9 @@ func (s *Server) rejectWebhook(tn *tenant, err error) error {
 	}
 	if webhook.Unavailable(err) { // throttled, failed or refused credentials: Plaid retries a 503
 		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "key_unavailable").Inc()
-		s.log.Warn("webhook key fetch failed; answering 503 so Plaid retries", "tenant", tn.Name, "err", err)
+		if n, ok := tn.webhookLogs.Allow(s.now()); ok {
+			s.log.Warn("webhook key fetch failed; answering 503 so Plaid retries", "tenant", tn.Name, "err", err, "suppressed_before", n)
+		}
 		return fmt.Errorf("%w: %w", ErrKeyUnavailable, err)
 	}
 	if skew, ok := webhook.Stale(err); ok {
@@ -149,6 +151,8 @@ func (s *Server) rejectWebhook(tn *tenant, err error) error {
 		status = http.StatusBadRequest
 	}
 	tn.m.m.webhooksIn.WithLabelValues(tn.Name, "rejected_"+step).Inc()
-	s.log.Warn("webhook rejected", "tenant", tn.Name, "step", step, "err", err)
+	if n, ok := tn.webhookLogs.Allow(s.now()); ok {
+		s.log.Warn("webhook rejected", "tenant", tn.Name, "step", step, "err", err, "suppressed_before", n)
+	}
 	return &WebhookRejected{Status: status, Step: step, Err: err}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -17,9 +18,45 @@ var ErrInvalidKey = errors.New("store: invalid key")
 // The plugin key/value store (hostabi.KVStore): one namespace per tenant,
 // each entry a CRC-framed record (expiry ‖ value) under kv/<tenant>\x00<key>,
 // and per tenant a count of its entries under kn/<tenant>, so the quota is
-// checked without scanning. Writes are serialised by kvMu (one process owns
-// a data directory); expired entries stay until the quota needs their room,
-// as in the in-memory store the plugins had before.
+// checked without scanning. Each tenant's writes are serialised by its own
+// lock in kvLocks (one process owns a data directory); expired entries stay
+// until the quota needs their room, as in the in-memory store the plugins
+// had before.
+
+// kvLocks holds one write lock per tenant. One lock for every tenant made a
+// tenant's plugin that writes without pause (a refused new key costs a scan
+// of its namespace and a synced write) hold it nearly always, so another
+// tenant's kv_set queued behind that tenant's writes and its plugin calls
+// ran past their timeout (TestNoisyKVWritesDoNotStallAnotherTenant). A
+// lock is a one-slot channel so that waiting for it honours the call's
+// context. The map keeps a lock for every tenant that ever wrote: tenant
+// names come from the configuration, not from requests. The zero value is
+// ready to use.
+type kvLocks struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+// lock takes tenant's write lock, or returns ctx's error if ctx ends first;
+// on success the caller must call the returned unlock.
+func (l *kvLocks) lock(ctx context.Context, tenant string) (unlock func(), err error) {
+	l.mu.Lock()
+	c := l.m[tenant]
+	if c == nil {
+		if l.m == nil {
+			l.m = map[string]chan struct{}{}
+		}
+		c = make(chan struct{}, 1)
+		l.m[tenant] = c
+	}
+	l.mu.Unlock()
+	select {
+	case c <- struct{}{}:
+		return func() { <-c }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
 
 func kvKey(tenant string, key []byte) []byte {
 	return append([]byte("kv/"+tenant+"\x00"), key...)
@@ -98,8 +135,11 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 	}
 	rec := kvRecord(exp, val)
 	k := kvKey(tenant, key)
-	db.kvMu.Lock()
-	defer db.kvMu.Unlock()
+	unlock, err := db.kvLocks.lock(ctx, tenant)
+	if err != nil {
+		return false, fmt.Errorf("store: kv set: %w", err)
+	}
+	defer unlock()
 	err = db.update(func(txn *badger.Txn) error {
 		stored = false
 		if _, err := txn.Get(k); err == nil {
@@ -135,9 +175,12 @@ func (db *DB) KVDelete(ctx context.Context, tenant string, key []byte) error {
 		return err
 	}
 	k := kvKey(tenant, key)
-	db.kvMu.Lock()
-	defer db.kvMu.Unlock()
-	err := db.update(func(txn *badger.Txn) error {
+	unlock, err := db.kvLocks.lock(ctx, tenant)
+	if err != nil {
+		return fmt.Errorf("store: kv delete: %w", err)
+	}
+	defer unlock()
+	err = db.update(func(txn *badger.Txn) error {
 		if _, err := txn.Get(k); errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		} else if err != nil {
@@ -272,10 +315,13 @@ func (db *DB) importKV(r Record) (bool, error) {
 	}
 	k := kvKey(tenant, []byte(key))
 	rec := kvRecord(r.ExpiresAt, r.Value)
-	db.kvMu.Lock()
-	defer db.kvMu.Unlock()
+	unlock, err := db.kvLocks.lock(context.Background(), tenant)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
 	wrote := false
-	err := db.update(func(txn *badger.Txn) error {
+	err = db.update(func(txn *badger.Txn) error {
 		wrote = false
 		if _, err := txn.Get(k); err == nil {
 			return nil

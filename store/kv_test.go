@@ -1,7 +1,10 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -28,5 +31,31 @@ func TestKVCountRebuilt(t *testing.T) {
 		if ok, err := db.KVSet(t.Context(), "t1", []byte("d"), []byte("v"), 0, 3); err != nil || ok {
 			t.Fatalf("KVSet beyond the quota with a damaged count = %v, %v; want refused", ok, err)
 		}
+	}
+}
+
+// One tenant's KV writes do not wait for another's: each tenant has its own
+// write lock, and waiting for it ends with the caller's context (a plugin
+// call past its deadline). Before, one lock served every tenant
+// (proxy.TestNoisyKVWritesDoNotStallAnotherTenant).
+func TestKVWriteLockIsPerTenant(t *testing.T) {
+	t.Parallel()
+	db := open(t, t.TempDir(), nil)
+	defer db.Close()
+	unlock, err := db.kvLocks.lock(t.Context(), "noisy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if ok, err := db.KVSet(t.Context(), "quiet", []byte("k"), []byte("v"), 0, 3); err != nil || !ok {
+		t.Fatalf("KVSet(quiet) while noisy writes = %v, %v; want stored", ok, err)
+	}
+	if err := db.KVDelete(t.Context(), "quiet", []byte("k")); err != nil {
+		t.Fatalf("KVDelete(quiet) while noisy writes = %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	if ok, err := db.KVSet(ctx, "noisy", []byte("k"), []byte("v"), 0, 3); !errors.Is(err, context.DeadlineExceeded) || ok {
+		t.Fatalf("KVSet(noisy) past its deadline behind the lock = %v, %v; want %v", ok, err, context.DeadlineExceeded)
 	}
 }
