@@ -43,8 +43,14 @@ var errPermanent = errors.New("proxy: permanent webhook failure")
 type turns struct {
 	mu    sync.Mutex
 	busy  map[string]int // entries in work, and slots held by leases under way
+	total int            // the sum of busy
 	last  string         // tenant leased last; the next lease starts after it
 	limit int
+	// workers is how many there are: a tenant already worked on takes
+	// another slot only while one stays free for a tenant that holds none,
+	// so two tenants whose destinations hang (each up to limit) cannot
+	// hold every worker while a third waits.
+	workers int
 	// writing bounds the outcomes being recorded in the background (see
 	// record): a worker waits for a slot before it records another.
 	writing chan struct{}
@@ -65,10 +71,11 @@ func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
 		if slices.Contains(held, tenant) {
 			return true
 		}
-		if tr.busy[tenant] >= tr.limit {
+		if tr.busy[tenant] >= tr.limit || tr.busy[tenant] > 0 && tr.total+1 >= tr.workers {
 			return false
 		}
 		tr.busy[tenant]++
+		tr.total++
 		held = append(held, tenant)
 		return true
 	}
@@ -82,6 +89,7 @@ func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
 		if ok && t == e.Tenant {
 			continue // the entry's slot, given back by done
 		}
+		tr.total--
 		if tr.busy[t]--; tr.busy[t] <= 0 {
 			delete(tr.busy, t)
 		}
@@ -95,6 +103,7 @@ func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
 func (tr *turns) done(tenant string) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
+	tr.total--
 	if tr.busy[tenant]--; tr.busy[tenant] <= 0 {
 		delete(tr.busy, tenant)
 	}
@@ -112,7 +121,7 @@ func (s *Server) startWorkers() {
 	// Outcomes wait in record for a shared sync round, which begins when
 	// store.OutcomeBatch of them wait or after a delay: fewer slots than
 	// that would make a lone worker wait for the timer.
-	tr := &turns{busy: map[string]int{}, limit: limit, writing: make(chan struct{}, max(2*store.OutcomeBatch, 16*n))}
+	tr := &turns{busy: map[string]int{}, limit: limit, workers: n, writing: make(chan struct{}, max(2*store.OutcomeBatch, 16*n))}
 	s.workers.Add(1)
 	go func() { // idle forwarding connections end with the workers
 		defer s.workers.Done()

@@ -252,7 +252,7 @@ func TestConcurrentLeasesKeepTenantLimit(t *testing.T) {
 	h := &heldLease{DB: db, hold: 100 * time.Millisecond}
 	s := &Server{db: h, opts: Options{Webhooks: WebhookOptions{Lease: time.Minute}}}
 	const limit, leasers = 2, 8
-	tr := &turns{busy: map[string]int{}, limit: limit}
+	tr := &turns{busy: map[string]int{}, limit: limit, workers: leasers}
 	var (
 		wg  sync.WaitGroup
 		mu  sync.Mutex
@@ -286,4 +286,61 @@ func TestConcurrentLeasesKeepTenantLimit(t *testing.T) {
 	if e, ok, err := s.lease(tr, "again"); err != nil || !ok || e.Tenant != "t1" {
 		t.Fatalf("after one t1 entry is done, a lease got %q, %v, %v; want t1's next entry", e.Tenant, ok, err)
 	}
+}
+
+// Two tenants whose destinations hang could each hold their share of the
+// workers (half each) and so every one of them, leaving a third tenant's
+// events waiting for as long as the other two's backlogs take (noisy
+// neighbour pass): a tenant already worked on takes another worker only
+// while one stays free for a tenant that holds none.
+func TestTwoHangingTenantsLeaveAWorkerForAThird(t *testing.T) {
+	t.Parallel()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	slow1, slow2 := &receiver{block: make(chan struct{})}, &receiver{block: make(chan struct{})}
+	ts1, ts2 := newReceiver(t, slow1), newReceiver(t, slow2)
+	fast := &receiver{}
+	fastTS := newReceiver(t, fast)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(slow1.block); close(slow2.block) }) }
+	t.Cleanup(unblock)
+	e := startEnv(t, envConfig{
+		webhookOpt: WebhookOptions{Workers: 4}, // each tenant may hold 2
+		tenantsFn: func(base, plaidURL string) []Tenant {
+			ts := defaultTenants(t, strings.TrimPrefix(base, "http://"), plaidURL, "", nil)
+			t3 := ts[1]
+			t3.Name, t3.Hosts = "t3", []string{"t3.test"}
+			ts[0].Forward = []Destination{{Name: "slow1", URL: ts1.URL, Secret: secret}}
+			ts[1].Forward = []Destination{{Name: "slow2", URL: ts2.URL, Secret: secret}}
+			t3.Forward = []Destination{{Name: "fast", URL: fastTS.URL, Secret: secret}}
+			return append(ts, t3)
+		}})
+	for i := range 10 {
+		for _, host := range []string{"t1.test", "t2.test"} {
+			if r := e.postSigned(host, event(i)); r.status != 200 {
+				t.Fatalf("%s webhook %d = %d %s", host, i, r.status, r.body)
+			}
+		}
+	}
+	eventually(t, "three deliveries hanging", func() bool {
+		s1, _, _ := slow1.counts()
+		s2, _, _ := slow2.counts()
+		return s1+s2 >= 3
+	})
+	if r := e.postSigned("t3.test", event(100)); r.status != 200 {
+		t.Fatalf("t3 webhook = %d %s", r.status, r.body)
+	}
+	eventually(t, "t3 delivered while t1 and t2 hang", func() bool { _, d, _ := fast.counts(); return d == 1 })
+	// Delivered on the worker kept free, not on one freed when a hanging
+	// attempt timed out (a retry would start the count again).
+	s1, _, _ := slow1.counts()
+	s2, _, _ := slow2.counts()
+	if s1+s2 != 3 {
+		t.Fatalf("t1 and t2 had %d deliveries started when t3's arrived; want 3 (one worker kept for t3)", s1+s2)
+	}
+	unblock()
+	eventually(t, "the backlogs delivered", func() bool {
+		_, d1, _ := slow1.counts()
+		_, d2, _ := slow2.counts()
+		return d1 == 10 && d2 == 10
+	})
 }
