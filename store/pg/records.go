@@ -71,15 +71,33 @@ func (db *DB) LinkSessionByToken(linkToken string) (store.LinkSession, error) {
 			store.LinkTokenHash(linkToken), db.now()).Scan(&rec); err != nil {
 			return err
 		}
-		return decode(rec, &ls)
+		return openLinkSession(store.LinkTokenHash(linkToken), rec, &ls)
 	})
 	return ls, err
 }
 
+// openLinkSession decodes the row stored under hash h and refuses
+// (ErrCorrupt) one whose token does not hash to h, as Badger's does.
+func openLinkSession(h string, rec []byte, ls *store.LinkSession) error {
+	if err := decode(rec, ls); err != nil {
+		return err
+	}
+	if store.LinkTokenHash(ls.LinkToken) != h {
+		return fmt.Errorf("store: link session %s: stored under another token: %w", h, store.ErrCorrupt)
+	}
+	return nil
+}
+
 // LinkSessions lists a user's live link sessions, newest first, at most max.
 func (db *DB) LinkSessions(tenant, user string, max int) ([]store.LinkSession, error) {
-	return records[store.LinkSession](db, `SELECT rec FROM sc_link_sessions WHERE tenant = $1 AND user_id = $2 AND expires_at > $3
+	out, err := records[store.LinkSession](db, `SELECT rec FROM sc_link_sessions WHERE tenant = $1 AND user_id = $2 AND expires_at > $3
 			ORDER BY created_at DESC, hash LIMIT $4`, tenant, user, db.now(), max)
+	for _, ls := range out {
+		if ls.Tenant != tenant || ls.User != user { // a row whose columns name someone else than its record
+			return nil, fmt.Errorf("store: link sessions of %s: a row lists another user's session: %w", tenant, store.ErrCorrupt)
+		}
+	}
+	return out, err
 }
 
 // BeginExchange records an intent and returns it with its id set.
