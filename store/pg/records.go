@@ -185,10 +185,14 @@ func (db *DB) Orphans() ([]store.Orphan, error) {
 	return records[store.Orphan](db, "SELECT rec FROM sc_orphans ORDER BY first_seen, tenant, key")
 }
 
-// ForgetOrphan removes an orphan the admin has dealt with.
+// ForgetOrphan removes an orphan the admin has dealt with; ErrNotFound when
+// tenant has no orphan with that item or intent id.
 func (db *DB) ForgetOrphan(tenant, itemOrIntent string) error {
 	return db.op(func(ctx context.Context) error {
-		_, err := db.pool.Exec(ctx, "DELETE FROM sc_orphans WHERE tenant = $1 AND key IN ($2, $3)", tenant, itemOrIntent, "intent:"+itemOrIntent)
+		tag, err := db.pool.Exec(ctx, "DELETE FROM sc_orphans WHERE tenant = $1 AND key IN ($2, $3)", tenant, itemOrIntent, "intent:"+itemOrIntent)
+		if err == nil && tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: orphan %s/%s", store.ErrNotFound, tenant, itemOrIntent)
+		}
 		return err
 	})
 }
