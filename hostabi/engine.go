@@ -23,7 +23,9 @@ import (
 // Options configure an Engine.
 type Options struct {
 	// CacheDir holds wazero's compilation cache so a restart does not
-	// recompile. Zero means an in-memory cache.
+	// recompile. Zero means an in-memory cache. It is created 0700 if
+	// missing; NewEngine refuses (ErrCacheDir) one that a user other than
+	// this process's could write, directly or through a parent directory.
 	CacheDir string
 	// Logger receives plugin logs and failures. Zero means slog.Default().
 	Logger *slog.Logger
@@ -67,9 +69,9 @@ func NewEngine(ctx context.Context, o Options) (*Engine, error) {
 		e.kv = NewMemoryKV(e.now)
 	}
 	if o.CacheDir != "" {
-		c, err := wazero.NewCompilationCacheWithDir(o.CacheDir)
+		c, err := openFileCache(ctx, o.CacheDir)
 		if err != nil {
-			return nil, fmt.Errorf("hostabi: compilation cache %s: %w", o.CacheDir, err)
+			return nil, err
 		}
 		e.cache = c
 	} else {
@@ -350,9 +352,9 @@ func InspectWasm(ctx context.Context, wasm []byte) (ModuleInfo, time.Duration, e
 func InspectWasmCached(ctx context.Context, wasm []byte, cacheDir string) (ModuleInfo, time.Duration, error) {
 	cfg := wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true)
 	if cacheDir != "" {
-		c, err := wazero.NewCompilationCacheWithDir(cacheDir)
+		c, err := openFileCache(ctx, cacheDir)
 		if err != nil {
-			return ModuleInfo{}, 0, fmt.Errorf("hostabi: compilation cache %s: %w", cacheDir, err)
+			return ModuleInfo{}, 0, err
 		}
 		defer c.Close(ctx)
 		cfg = cfg.WithCompilationCache(c)

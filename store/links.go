@@ -98,16 +98,30 @@ func sameLinkOwner(txn *badger.Txn, h string, ls LinkSession) error {
 func (db *DB) LinkSessionByToken(linkToken string) (LinkSession, error) {
 	var ls LinkSession
 	err := db.view(func(txn *badger.Txn) error {
-		it, err := txn.Get(linkKey(LinkTokenHash(linkToken)))
+		h := LinkTokenHash(linkToken)
+		it, err := txn.Get(linkKey(h))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		return it.Value(func(v []byte) error { return unmarshalFramed(v, &ls) })
+		return it.Value(func(v []byte) error { return openLinkSession(h, v, &ls) })
 	})
 	return ls, err
+}
+
+// openLinkSession decodes the session stored under lk/<h> and refuses
+// (ErrCorrupt) one whose token does not hash to h: a record copied under
+// another token's key.
+func openLinkSession(h string, v []byte, ls *LinkSession) error {
+	if err := unmarshalFramed(v, ls); err != nil {
+		return err
+	}
+	if LinkTokenHash(ls.LinkToken) != h {
+		return fmt.Errorf("store: link session %s: stored under another token: %w", h, ErrCorrupt)
+	}
+	return nil
 }
 
 // LinkSessions lists a user's live link sessions (token expired less than
@@ -135,8 +149,11 @@ func (db *DB) LinkSessions(tenant, user string, max int) ([]LinkSession, error) 
 				return err
 			}
 			var ls LinkSession
-			if err := it.Value(func(v []byte) error { return unmarshalFramed(v, &ls) }); err != nil {
+			if err := it.Value(func(v []byte) error { return openLinkSession(string(h), v, &ls) }); err != nil {
 				return err
+			}
+			if ls.Tenant != tenant || ls.User != user { // an index entry listing someone else's session
+				return fmt.Errorf("store: link sessions of %s: index lists another user's session: %w", tenant, ErrCorrupt)
 			}
 			if now.After(ls.Expiration.Add(LinkSessionTail)) {
 				continue

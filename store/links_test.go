@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Issue 9.6: link sessions are found by token (whoever owns them) and
@@ -83,5 +85,41 @@ func TestIntentsAndOrphans(t *testing.T) {
 	}
 	if os, _ := db.Orphans(); len(os) != 1 {
 		t.Errorf("after forget = %+v", os)
+	}
+}
+
+// A user's link index lists only that user's sessions, and a session record
+// is read only under its own token's hash: an index entry that lists someone
+// else's session, or a record copied under another token, is refused, as
+// the item index is (RATIONALE.md "Why authenticate every record"). An
+// exchange searches the caller's listed sessions for the public token, so a
+// forged entry would let alice exchange a public token of bob's.
+func TestForgedLinkIndexRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := open(t, dir, nil)
+	now := time.Now()
+	if err := db.SaveLinkSession(LinkSession{Tenant: "t1", User: "bob", LinkToken: "link-bob", CreatedAt: now, Expiration: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	h := LinkTokenHash("link-bob")
+	rawUpdate(t, dir, func(txn *badger.Txn) error {
+		uk := append(linkUserPrefix("t1", "alice"), "00000000000000ff"+h...)
+		if err := txn.Set(uk, []byte(h)); err != nil {
+			return err
+		}
+		return txn.Set(linkKey(LinkTokenHash("link-other")), rawGet(txn, linkKey(h)))
+	})
+	db = open(t, dir, nil)
+	defer db.Close()
+	if ls, err := db.LinkSessions("t1", "alice", 10); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("LinkSessions(alice, forged index) = %+v, %v; want ErrCorrupt", ls, err)
+	}
+	if ls, err := db.LinkSessionByToken("link-other"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("LinkSessionByToken(moved record) = %+v, %v; want ErrCorrupt", ls, err)
+	}
+	if ls, err := db.LinkSessions("t1", "bob", 10); err != nil || len(ls) != 1 {
+		t.Errorf("LinkSessions(bob) = %+v, %v; want bob's session", ls, err)
 	}
 }

@@ -184,16 +184,29 @@ func (db *DB) Orphans() ([]Orphan, error) {
 	return out, err
 }
 
-// ForgetOrphan removes an orphan the admin has dealt with.
+// ForgetOrphan removes an orphan the admin has dealt with; ErrNotFound when
+// tenant has no orphan with that item or intent id.
 func (db *DB) ForgetOrphan(tenant, itemOrIntent string) error {
 	return db.update(func(txn *badger.Txn) error {
+		found := false
 		for _, k := range [][]byte{
 			orphanKey(Orphan{Tenant: tenant, ItemID: itemOrIntent}),
 			orphanKey(Orphan{Tenant: tenant, IntentID: itemOrIntent}),
 		} {
+			_, err := txn.Get(k)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			found = true
 			if err := txn.Delete(k); err != nil {
 				return err
 			}
+		}
+		if !found {
+			return fmt.Errorf("%w: orphan %s/%s", ErrNotFound, tenant, itemOrIntent)
 		}
 		return nil
 	})

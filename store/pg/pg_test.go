@@ -129,3 +129,44 @@ func TestPostgresDown(t *testing.T) {
 		t.Fatalf("QueueLen after recovery = %d, %v, want 2", n, err)
 	}
 }
+
+// A row of sc_link_sessions whose user_id column was changed to alice's,
+// or whose record was copied under another token's hash, is refused
+// (ErrCorrupt), not handed to an exchange searching alice's sessions, as
+// Badger's forged link index is (store TestForgedLinkIndexRefused).
+func TestTamperedLinkSessionRowRefused(t *testing.T) {
+	dsn := testDSN(t)
+	ctx := context.Background()
+	db, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	for _, ls := range []store.LinkSession{
+		{Tenant: "t1", User: "bob", LinkToken: "link-bob", CreatedAt: now, Expiration: now.Add(time.Hour)},
+		{Tenant: "t1", User: "carol", LinkToken: "link-carol", CreatedAt: now, Expiration: now.Add(time.Hour)},
+	} {
+		if err := db.SaveLinkSession(ls); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "UPDATE sc_link_sessions SET user_id = 'alice' WHERE hash = $1", store.LinkTokenHash("link-bob")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "UPDATE sc_link_sessions SET rec = (SELECT rec FROM sc_link_sessions WHERE hash = $1) WHERE hash = $2",
+		store.LinkTokenHash("link-bob"), store.LinkTokenHash("link-carol")); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := db.LinkSessions("t1", "alice", 10); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("LinkSessions(alice, edited row) = %+v, %v; want ErrCorrupt", ls, err)
+	}
+	if ls, err := db.LinkSessionByToken("link-carol"); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("LinkSessionByToken(copied record) = %+v, %v; want ErrCorrupt", ls, err)
+	}
+}

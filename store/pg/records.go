@@ -71,15 +71,33 @@ func (db *DB) LinkSessionByToken(linkToken string) (store.LinkSession, error) {
 			store.LinkTokenHash(linkToken), db.now()).Scan(&rec); err != nil {
 			return err
 		}
-		return decode(rec, &ls)
+		return openLinkSession(store.LinkTokenHash(linkToken), rec, &ls)
 	})
 	return ls, err
 }
 
+// openLinkSession decodes the row stored under hash h and refuses
+// (ErrCorrupt) one whose token does not hash to h, as Badger's does.
+func openLinkSession(h string, rec []byte, ls *store.LinkSession) error {
+	if err := decode(rec, ls); err != nil {
+		return err
+	}
+	if store.LinkTokenHash(ls.LinkToken) != h {
+		return fmt.Errorf("store: link session %s: stored under another token: %w", h, store.ErrCorrupt)
+	}
+	return nil
+}
+
 // LinkSessions lists a user's live link sessions, newest first, at most max.
 func (db *DB) LinkSessions(tenant, user string, max int) ([]store.LinkSession, error) {
-	return records[store.LinkSession](db, `SELECT rec FROM sc_link_sessions WHERE tenant = $1 AND user_id = $2 AND expires_at > $3
+	out, err := records[store.LinkSession](db, `SELECT rec FROM sc_link_sessions WHERE tenant = $1 AND user_id = $2 AND expires_at > $3
 			ORDER BY created_at DESC, hash LIMIT $4`, tenant, user, db.now(), max)
+	for _, ls := range out {
+		if ls.Tenant != tenant || ls.User != user { // a row whose columns name someone else than its record
+			return nil, fmt.Errorf("store: link sessions of %s: a row lists another user's session: %w", tenant, store.ErrCorrupt)
+		}
+	}
+	return out, err
 }
 
 // BeginExchange records an intent and returns it with its id set.
@@ -167,10 +185,14 @@ func (db *DB) Orphans() ([]store.Orphan, error) {
 	return records[store.Orphan](db, "SELECT rec FROM sc_orphans ORDER BY first_seen, tenant, key")
 }
 
-// ForgetOrphan removes an orphan the admin has dealt with.
+// ForgetOrphan removes an orphan the admin has dealt with; ErrNotFound when
+// tenant has no orphan with that item or intent id.
 func (db *DB) ForgetOrphan(tenant, itemOrIntent string) error {
 	return db.op(func(ctx context.Context) error {
-		_, err := db.pool.Exec(ctx, "DELETE FROM sc_orphans WHERE tenant = $1 AND key IN ($2, $3)", tenant, itemOrIntent, "intent:"+itemOrIntent)
+		tag, err := db.pool.Exec(ctx, "DELETE FROM sc_orphans WHERE tenant = $1 AND key IN ($2, $3)", tenant, itemOrIntent, "intent:"+itemOrIntent)
+		if err == nil && tag.RowsAffected() == 0 {
+			return fmt.Errorf("%w: orphan %s/%s", store.ErrNotFound, tenant, itemOrIntent)
+		}
 		return err
 	})
 }

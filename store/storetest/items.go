@@ -203,6 +203,13 @@ func testIntentsOrphans(t *testing.T, open Opener) {
 	if len(os) != 2 || os[0].Kind != store.OrphanLostExchange || os[0].ItemID != "item-x" || os[1].ItemID != "item-y" {
 		t.Fatalf("Orphans = %+v", os)
 	}
+	// An operator's typo, or another tenant's name, removes nothing and
+	// says so, instead of printing "forgot".
+	for _, k := range [][2]string{{"t1", "item-nope"}, {"t2", "item-y"}, {"t1", ""}} {
+		if err := s.ForgetOrphan(k[0], k[1]); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ForgetOrphan(%q, %q) = %v, want ErrNotFound", k[0], k[1], err)
+		}
+	}
 	must(t, s.ForgetOrphan("t1", "item-y"))
 	if os, _ := s.Orphans(); len(os) != 1 {
 		t.Fatalf("Orphans after forget = %+v", os)
