@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -105,6 +106,11 @@ func (f *File) Warnings() []string {
 	}
 	if f.Emulator.Enabled && !loopback(f.Emulator.Listen) {
 		ws = append(ws, fmt.Sprintf("emulator.listen: %s is not a loopback address: the Plaid emulator is for local development", f.Emulator.Listen))
+	}
+	if s := string(f.Keys); strings.HasPrefix(s, "file:") {
+		if fi, err := os.Stat(s[5:]); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			ws = append(ws, fmt.Sprintf("keys: %s can be read by other users (mode %v): it holds the sealing keys; chmod 600 it", s[5:], fi.Mode().Perm()))
+		}
 	}
 	return ws
 }

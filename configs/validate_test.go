@@ -1,6 +1,8 @@
 package configs
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -297,5 +299,25 @@ func TestValidateProxyProtocol(t *testing.T) {
 		if got[i].String() != want[i] {
 			t.Errorf("Prefixes[%d] = %v, want %s", i, got[i], want[i])
 		}
+	}
+}
+
+// A keys file other users can read is named in a warning (audit H).
+func TestWarningsForReadableKeysFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "keys")
+	if err := os.WriteFile(p, []byte("k1:x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o644) // whatever the umask
+	f := Default()
+	f.Keys = SecretRef("file:" + p)
+	if ws := strings.Join(f.Warnings(), "\n"); !strings.Contains(ws, "keys: "+p+" can be read by other users") {
+		t.Fatalf("warnings %q: want the readable keys file named", ws)
+	}
+	os.Chmod(p, 0o600)
+	if ws := strings.Join(f.Warnings(), "\n"); strings.Contains(ws, "keys:") {
+		t.Fatalf("warnings %q for a 0600 keys file", ws)
 	}
 }
