@@ -115,12 +115,36 @@ func newHandler(o Options) (http.Handler, error) {
 	// as the attacker (login CSRF), and the bank they connect next would be
 	// the attacker's. SameSite=Lax does not stop it: the answer is a
 	// top-level navigation, so its cookie is kept.
-	return http.NewCrossOriginProtection().Handler(mux), nil
+	return nosniff(http.NewCrossOriginProtection().Handler(mux)), nil
+}
+
+// nosniff keeps browsers from reading any answer of the app as another
+// type than it says (a JSON error echoing input run as HTML or script).
+func nosniff(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// csp is the page's Content-Security-Policy: scripts from the app and
+// Plaid's Link script only (the URL Plaid's CSP guide names; the DEV-ONLY
+// emulator script too when set), no plugins, no <base>, forms post to the
+// app only, and no other site may frame the page (clickjacking "Connect a
+// bank"). Frames and fetches are left open: Link frames and calls Plaid.
+func (s *server) csp() string {
+	src := "'self' " + plaidLinkCDN
+	if s.o.LinkScript != "" {
+		src += " " + s.o.LinkScript
+	}
+	return "script-src " + src + "; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 }
 
 func (s *server) index(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", s.csp())
+	w.Header().Set("X-Frame-Options", "DENY") // browsers without frame-ancestors
 	_ = indexPage.Execute(w, map[string]string{"LinkScript": s.o.LinkScript, "CDN": plaidLinkCDN})
 }
 

@@ -149,3 +149,33 @@ func TestCrossOriginPostsRefused(t *testing.T) {
 		}
 	}
 }
+
+// The app's page cannot be framed by another site (clickjacking "Connect
+// a bank" or "Reconnect"), runs only its own scripts and Plaid's (an
+// injected <script> from anywhere else does not run), and nothing the app
+// answers is content-sniffed.
+func TestSecurityHeaders(t *testing.T) {
+	t.Parallel()
+	const emu = "http://127.0.0.1:8099/__emu/link/v2/stable/link-initialize.js"
+	for _, o := range []Options{{}, {LinkScript: emu}} {
+		h := newTestHandler(t, o)
+		res := do(h, "GET", "/", "")
+		csp := res.Header.Get("Content-Security-Policy")
+		for _, want := range []string{"frame-ancestors 'none'", "script-src 'self' " + plaidLinkCDN, "object-src 'none'", "base-uri 'none'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("LinkScript %q: GET / Content-Security-Policy = %q, want it to hold %q", o.LinkScript, csp, want)
+			}
+		}
+		if o.LinkScript != "" && !strings.Contains(csp, " "+emu) {
+			t.Errorf("dev page CSP = %q, want the emulator's script allowed", csp)
+		}
+		if got := res.Header.Get("X-Frame-Options"); got != "DENY" {
+			t.Errorf("GET / X-Frame-Options = %q, want DENY", got)
+		}
+		for _, path := range []string{"/", "/api/me"} {
+			if got := do(h, "GET", path, "").Header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("GET %s X-Content-Type-Options = %q, want nosniff", path, got)
+			}
+		}
+	}
+}
