@@ -41,6 +41,9 @@ type Options struct {
 // plaidLinkCDN is the URL react-plaid-link loads Plaid Link from.
 const plaidLinkCDN = "https://cdn.plaid.com/link/v2/stable/link-initialize.js"
 
+// plaidCDNOrigin is the origin of plaidLinkCDN.
+const plaidCDNOrigin = "https://cdn.plaid.com"
+
 // Headers Safeclose sets on every request it proxies (client copies are
 // stripped). The app trusts them because it listens on loopback only and
 // Safeclose is its one client.
@@ -128,12 +131,13 @@ func nosniff(h http.Handler) http.Handler {
 }
 
 // csp is the page's Content-Security-Policy: scripts from the app and
-// Plaid's Link script only (the URL Plaid's CSP guide names; the DEV-ONLY
-// emulator script too when set), no plugins, no <base>, forms post to the
-// app only, and no other site may frame the page (clickjacking "Connect a
-// bank"). Frames and fetches are left open: Link frames and calls Plaid.
+// Plaid's CDN only (the whole origin: link-initialize.js is not versioned,
+// and what else it loads is Plaid's to change; the DEV-ONLY emulator
+// script too when set), no plugins, no <base>, forms post to the app only,
+// and no other site may frame the page (clickjacking "Connect a bank").
+// Frames and fetches are left open: Link frames and calls Plaid.
 func (s *server) csp() string {
-	src := "'self' " + plaidLinkCDN
+	src := "'self' " + plaidCDNOrigin
 	if s.o.LinkScript != "" {
 		src += " " + s.o.LinkScript
 	}

@@ -161,7 +161,7 @@ func TestSecurityHeaders(t *testing.T) {
 		h := newTestHandler(t, o)
 		res := do(h, "GET", "/", "")
 		csp := res.Header.Get("Content-Security-Policy")
-		for _, want := range []string{"frame-ancestors 'none'", "script-src 'self' " + plaidLinkCDN, "object-src 'none'", "base-uri 'none'"} {
+		for _, want := range []string{"frame-ancestors 'none'", "script-src 'self' " + plaidCDNOrigin, "object-src 'none'", "base-uri 'none'"} {
 			if !strings.Contains(csp, want) {
 				t.Errorf("LinkScript %q: GET / Content-Security-Policy = %q, want it to hold %q", o.LinkScript, csp, want)
 			}
