@@ -44,6 +44,10 @@ func testExampleJWTAuth(t *testing.T, guest string) {
 	})
 	exp := time.Now().Add(time.Hour).Unix()
 	good := signHS256(key, map[string]any{"sub": "alice", "email": "a@example.com", "aud": "app", "exp": exp})
+	// Cookie tossing: a sibling subdomain (another tenant, or any XSS on
+	// the registrable domain) sets sess=MALLORY with Domain= the parent and
+	// a longer Path; the browser sends it first, beside the victim's own.
+	mallory := signHS256(key, map[string]any{"sub": "mallory", "email": "m@example.com", "aud": "app", "exp": exp})
 	tests := []struct {
 		name    string
 		headers [][2]string
@@ -56,6 +60,9 @@ func testExampleJWTAuth(t *testing.T, guest string) {
 		{"bad token", hdr("Authorization", "Bearer not.a.jwt"), false},
 		{"other scheme", hdr("Authorization", "Basic "+good), false},
 		{"cookie with another name", hdr("Cookie", "session="+good), false},
+		{"two sess cookies, another user's first", hdr("Cookie", "sess="+mallory+"; x=1; sess="+good), false},
+		{"two sess cookies in two headers", hdr("Cookie", "sess="+mallory, "Cookie", "sess="+good), false},
+		{"the same sess cookie twice", hdr("Cookie", "sess="+good+"; sess="+good), true},
 		{"wrong key", hdr("Authorization", "Bearer "+signHS256([]byte("other"), map[string]any{"sub": "alice", "aud": "app", "exp": exp})), false},
 		{"expired", hdr("Authorization", "Bearer "+signHS256(key, map[string]any{"sub": "alice", "aud": "app", "exp": 1000})), false},
 		{"wrong audience", hdr("Authorization", "Bearer "+signHS256(key, map[string]any{"sub": "alice", "aud": "x", "exp": exp})), false},

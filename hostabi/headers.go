@@ -26,6 +26,9 @@ func (v *headerVisitor[N]) init(capacity int) {
 func (v *headerVisitor[N]) run(r Request, mode byte, name N) {
 	v.out, v.count, v.mode, v.name = v.out[:0], 0, mode, name
 	r.VisitHeaders(v.visit)
+	if mode == opCookie && v.count > 1 { // ambiguous: not found
+		v.out, v.count = v.out[:0], 0
+	}
 }
 
 func (v *headerVisitor[N]) visitHeader(name, value []byte) {
@@ -37,12 +40,27 @@ func (v *headerVisitor[N]) visitHeader(name, value []byte) {
 			v.emit(value)
 		}
 	case opCookie:
-		if v.count > 0 || !equalFold(name, "Cookie") {
+		// A name sent twice with different values is not found: a sibling
+		// subdomain can set name=ITS_VALUE with Domain= the parent and a
+		// longer Path, which the browser sends first (cookie tossing), so
+		// "the first" would be the attacker's session.
+		if v.count > 1 || !equalFold(name, "Cookie") {
 			return
 		}
-		if c, ok := cookieValue(value, v.name); ok {
-			v.out = append(v.out[:0], c...)
-			v.count = 1
+		for {
+			c, rest, ok := nextCookie(value, v.name)
+			if !ok {
+				return
+			}
+			switch {
+			case v.count == 0:
+				v.out = append(v.out[:0], c...)
+				v.count = 1
+			case !bytes.Equal(c, v.out):
+				v.count = 2
+				return
+			}
+			value = rest
 		}
 	}
 }
@@ -80,6 +98,13 @@ func equalFold[T string | []byte](b []byte, s T) bool {
 
 // cookieValue finds name in one Cookie header value.
 func cookieValue[N string | []byte](header []byte, name N) ([]byte, bool) {
+	v, _, ok := nextCookie(header, name)
+	return v, ok
+}
+
+// nextCookie finds the first pair named name in one Cookie header value,
+// and returns its value and the rest of the header after it.
+func nextCookie[N string | []byte](header []byte, name N) (value, rest []byte, found bool) {
 	for len(header) > 0 {
 		var pair []byte
 		pair, header, _ = bytes.Cut(header, []byte(";"))
@@ -88,8 +113,8 @@ func cookieValue[N string | []byte](header []byte, name N) ([]byte, bool) {
 			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 				v = v[1 : len(v)-1]
 			}
-			return v, true
+			return v, header, true
 		}
 	}
-	return nil, false
+	return nil, nil, false
 }

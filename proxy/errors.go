@@ -19,6 +19,9 @@ var (
 	ErrUnknownHost     = errors.New("proxy: unknown host")
 	ErrNotFound        = errors.New("proxy: not found")
 	ErrMethod          = errors.New("proxy: method not allowed")
+	// ErrCrossOrigin: a browser sent a state-changing request to one of
+	// Safeclose's own routes from another origin (origin.go).
+	ErrCrossOrigin     = errors.New("proxy: cross-origin request refused")
 	ErrTooLarge        = errors.New("proxy: body too large")
 	ErrHeadersTooLarge = errors.New("proxy: request headers too large")
 	// ErrPlaidBudget: the caller's Plaid calls this minute are spent
@@ -129,6 +132,8 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusForbidden, ed("link_session_mismatch", "this public_token did not come from a Link session started by this user; get a link_token from /api/plaid/link-token and run Link again")
 	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, ed("not_found", "not found")
+	case errors.Is(err, ErrCrossOrigin):
+		return http.StatusForbidden, ed("cross_origin", "this route takes requests from the app's own origin only")
 	case errors.Is(err, ErrMethod):
 		return http.StatusMethodNotAllowed, ed("method_not_allowed", "method not allowed")
 	case errors.Is(err, ErrTooLarge):

@@ -606,6 +606,9 @@ func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) er
 	if (wantGet && !ctx.IsGet()) || (!wantGet && !ctx.IsPost()) {
 		return ErrMethod
 	}
+	if !wantGet && crossOrigin(&ctx.Request.Header) {
+		return ErrCrossOrigin
+	}
 	id, err := tn.Auth.Authenticate(s.base, ctx)
 	if err != nil {
 		return err

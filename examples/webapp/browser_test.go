@@ -317,3 +317,48 @@ func TestBrowserDemoLinkScript(t *testing.T) {
 		t.Errorf("the demo page requested Plaid's CDN script %d times, want 0", n)
 	}
 }
+
+// TestBrowserCrossSiteSignin is login CSRF in a real browser: a page on
+// another site (localhost, while the app is 127.0.0.1) auto-submits a form
+// with enctype text/plain whose body is JSON-shaped, {"user":"mallory",
+// "x":"="}, to the app's /signin. The answer is a top-level navigation, so
+// Chromium keeps a SameSite=Lax cookie it sets; the app must refuse the
+// post, so the browser holds no session afterwards.
+func TestBrowserCrossSiteSignin(t *testing.T) {
+	chromium := chromiumPath(t)
+	var session atomic.Value // the session cookie the browser sent to /probe
+	session.Store("")
+	app := newTestHandler(t, Options{})
+	appURL := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/probe" {
+			if c, err := r.Cookie(cookieName); err == nil {
+				session.Store(c.Value)
+			}
+			_, _ = w.Write([]byte("probe"))
+			return
+		}
+		app.ServeHTTP(w, r)
+	}))
+	evil := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(`<!doctype html><form method="POST" enctype="text/plain" action="` + appURL + `/signin">` +
+			`<input name='{"user":"mallory","x":"' value='"}'></form><script>document.forms[0].submit()</script>`))
+	}))
+	evil = strings.Replace(evil, "127.0.0.1", "localhost", 1) // another site
+	ctx, _ := newBrowser(t, chromium, nil)
+	p := &page{t: t, ctx: ctx}
+	p.do(chromedp.Navigate(evil))
+	for i := 0; ; i++ { // bounded: wait for the form's navigation to land on the app
+		if strings.HasPrefix(runIn(p, chromedp.Evaluate[string](`location.href`)), appURL) {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the cross-site form never navigated to the app")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.do(chromedp.Navigate(appURL + "/probe"))
+	if s := session.Load().(string); s != "" {
+		t.Errorf("after another site's form posted to /signin, the browser holds a session cookie %q (login CSRF)", s)
+	}
+}

@@ -41,6 +41,9 @@ type Options struct {
 // plaidLinkCDN is the URL react-plaid-link loads Plaid Link from.
 const plaidLinkCDN = "https://cdn.plaid.com/link/v2/stable/link-initialize.js"
 
+// plaidCDNOrigin is the origin of plaidLinkCDN.
+const plaidCDNOrigin = "https://cdn.plaid.com"
+
 // Headers Safeclose sets on every request it proxies (client copies are
 // stripped). The app trusts them because it listens on loopback only and
 // Safeclose is its one client.
@@ -110,12 +113,42 @@ func newHandler(o Options) (http.Handler, error) {
 	mux.HandleFunc("POST /signin", s.signin)
 	mux.HandleFunc("POST /signout", s.signout)
 	mux.HandleFunc("GET /api/me", s.me)
-	return mux, nil
+	// Cross-origin POSTs are refused (403): a form on another site posting
+	// {"user": ATTACKER} as text/plain to /signin would sign the victim in
+	// as the attacker (login CSRF), and the bank they connect next would be
+	// the attacker's. SameSite=Lax does not stop it: the answer is a
+	// top-level navigation, so its cookie is kept.
+	return nosniff(http.NewCrossOriginProtection().Handler(mux)), nil
+}
+
+// nosniff keeps browsers from reading any answer of the app as another
+// type than it says (a JSON error echoing input run as HTML or script).
+func nosniff(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// csp is the page's Content-Security-Policy: scripts from the app and
+// Plaid's CDN only (the whole origin: link-initialize.js is not versioned,
+// and what else it loads is Plaid's to change; the DEV-ONLY emulator
+// script too when set), no plugins, no <base>, forms post to the app only,
+// and no other site may frame the page (clickjacking "Connect a bank").
+// Frames and fetches are left open: Link frames and calls Plaid.
+func (s *server) csp() string {
+	src := "'self' " + plaidCDNOrigin
+	if s.o.LinkScript != "" {
+		src += " " + s.o.LinkScript
+	}
+	return "script-src " + src + "; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 }
 
 func (s *server) index(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", s.csp())
+	w.Header().Set("X-Frame-Options", "DENY") // browsers without frame-ancestors
 	_ = indexPage.Execute(w, map[string]string{"LinkScript": s.o.LinkScript, "CDN": plaidLinkCDN})
 }
 

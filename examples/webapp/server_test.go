@@ -116,3 +116,66 @@ func TestIndexLinkScript(t *testing.T) {
 		t.Error("newHandler accepted a short session key")
 	}
 }
+
+// Login CSRF: another site's page auto-submits a form (enctype text/plain,
+// so the body is JSON-shaped: {"user":"mallory","x":"="}) to /signin. The
+// answer is a top-level navigation, so the browser keeps its SameSite=Lax
+// cookie: the victim is signed in as the attacker, and the bank they then
+// connect is the attacker's item. Cross-origin POSTs are refused; the
+// app's own fetches (same-origin) and non-browser clients still work.
+func TestCrossOriginPostsRefused(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t, Options{})
+	const csrf = `{"user":"mallory","x":"="}`
+	tests := []struct {
+		name, path, body string
+		hdr              []string
+		want             int
+	}{
+		{"signin cross-site form", "/signin", csrf, []string{"Content-Type", "text/plain", "Sec-Fetch-Site", "cross-site", "Origin", "https://evil.test"}, http.StatusForbidden},
+		{"signin sibling subdomain", "/signin", csrf, []string{"Sec-Fetch-Site", "same-site", "Origin", "https://evil.example.com"}, http.StatusForbidden},
+		{"signin foreign origin, no fetch metadata", "/signin", csrf, []string{"Origin", "https://evil.test"}, http.StatusForbidden},
+		{"signout cross-site form", "/signout", "", []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.test"}, http.StatusForbidden},
+		{"signin same-origin fetch", "/signin", `{"user":"alice"}`, []string{"Sec-Fetch-Site", "same-origin", "Origin", "http://example.com"}, http.StatusOK},
+		{"signin not a browser", "/signin", `{"user":"alice"}`, nil, http.StatusOK},
+	}
+	for _, tt := range tests {
+		res := do(h, "POST", tt.path, tt.body, tt.hdr...)
+		if res.StatusCode != tt.want {
+			t.Errorf("%s: POST %s = %d, want %d", tt.name, tt.path, res.StatusCode, tt.want)
+		}
+		if tt.want == http.StatusForbidden && len(res.Cookies()) != 0 {
+			t.Errorf("%s: POST %s set cookies %+v", tt.name, tt.path, res.Cookies())
+		}
+	}
+}
+
+// The app's page cannot be framed by another site (clickjacking "Connect
+// a bank" or "Reconnect"), runs only its own scripts and Plaid's (an
+// injected <script> from anywhere else does not run), and nothing the app
+// answers is content-sniffed.
+func TestSecurityHeaders(t *testing.T) {
+	t.Parallel()
+	const emu = "http://127.0.0.1:8099/__emu/link/v2/stable/link-initialize.js"
+	for _, o := range []Options{{}, {LinkScript: emu}} {
+		h := newTestHandler(t, o)
+		res := do(h, "GET", "/", "")
+		csp := res.Header.Get("Content-Security-Policy")
+		for _, want := range []string{"frame-ancestors 'none'", "script-src 'self' " + plaidCDNOrigin, "object-src 'none'", "base-uri 'none'"} {
+			if !strings.Contains(csp, want) {
+				t.Errorf("LinkScript %q: GET / Content-Security-Policy = %q, want it to hold %q", o.LinkScript, csp, want)
+			}
+		}
+		if o.LinkScript != "" && !strings.Contains(csp, " "+emu) {
+			t.Errorf("dev page CSP = %q, want the emulator's script allowed", csp)
+		}
+		if got := res.Header.Get("X-Frame-Options"); got != "DENY" {
+			t.Errorf("GET / X-Frame-Options = %q, want DENY", got)
+		}
+		for _, path := range []string{"/", "/api/me"} {
+			if got := do(h, "GET", path, "").Header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("GET %s X-Content-Type-Options = %q, want nosniff", path, got)
+			}
+		}
+	}
+}
