@@ -25,6 +25,9 @@ type JWT struct {
 	Leeway   Duration `yaml:"leeway"`
 	JWKS     any      `yaml:"jwks"`      // an inline JWK set, passed to the host as JSON
 	JWKSFile string   `yaml:"jwks_file"` // a JWK set file, read when the plugin is loaded
+	// Secrets names the plugin secrets that verify HS256 tokens; empty:
+	// every secret does (a warning when there are several).
+	Secrets []string `yaml:"secrets"`
 }
 
 // MaxJWTLeeway bounds jwt.leeway: a larger skew would keep expired tokens
@@ -32,7 +35,7 @@ type JWT struct {
 const MaxJWTLeeway = Duration(10 * 60e9)
 
 // jwtFields are JWT's YAML keys.
-var jwtFields = []string{"issuer", "audience", "leeway", "jwks", "jwks_file"}
+var jwtFields = []string{"issuer", "audience", "leeway", "jwks", "jwks_file", "secrets"}
 
 // lineRE matches the line numbers in yaml's errors, which would point into
 // one value re-encoded alone, not into the file.
@@ -57,7 +60,7 @@ func decodeJWT(path string, pl *Plugin) error {
 	}
 	sort.Strings(keys)
 	var j JWT
-	fields := map[string]any{"issuer": &j.Issuer, "audience": &j.Audience, "leeway": &j.Leeway, "jwks_file": &j.JWKSFile}
+	fields := map[string]any{"issuer": &j.Issuer, "audience": &j.Audience, "leeway": &j.Leeway, "jwks_file": &j.JWKSFile, "secrets": &j.Secrets}
 	for _, k := range keys {
 		if k == "jwks" {
 			j.JWKS = m[k]

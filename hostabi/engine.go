@@ -94,6 +94,11 @@ type JWTOptions struct {
 	// Leeway is allowed clock skew for exp and nbf. Zero means
 	// DefaultJWTLeeway (30s).
 	Leeway time.Duration
+	// HMACSecrets names the Secrets that verify HS256 tokens. Empty means
+	// every secret does, which lets whoever holds any of them (a key shared
+	// with a partner for hmac_sha256_verify) mint sessions: Load logs a
+	// warning when there are several. A name not in Secrets is refused.
+	HMACSecrets []string
 }
 
 // PluginOptions describe one plugin to load.
@@ -210,6 +215,10 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	if o.Caps.Crypto {
 		if p.jwt, err = newJWTVerifier(o.JWT, o.Secrets, e.now); err != nil {
 			return fail(err)
+		}
+		if len(o.JWT.HMACSecrets) == 0 && len(o.Secrets) > 1 {
+			p.log.Warn("every secret of this plugin verifies HS256 tokens (a token's kid names it): whoever holds any of them can sign sessions; list the ones that may in jwt.secrets",
+				"secrets", len(o.Secrets))
 		}
 	}
 	if o.Caps.KV {

@@ -46,6 +46,17 @@ const (
 )
 
 func newJWTVerifier(o JWTOptions, secrets map[string][]byte, now func() time.Time) (*jwtVerifier, error) {
+	if len(o.HMACSecrets) > 0 {
+		only := make(map[string][]byte, len(o.HMACSecrets))
+		for _, name := range o.HMACSecrets {
+			k, ok := secrets[name]
+			if !ok {
+				return nil, fmt.Errorf("jwt.secrets: %q is not one of the plugin's secrets", name)
+			}
+			only[name] = k
+		}
+		secrets = only
+	}
 	v := &jwtVerifier{
 		hmac: secrets, keys: map[string]crypto.PublicKey{}, iss: o.Issuer, aud: o.Audience,
 		leeway: o.Leeway, now: now, cache: map[string]*jwtEntry{},

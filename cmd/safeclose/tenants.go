@@ -286,7 +286,7 @@ func jwtOptions(j *configs.JWT) (hostabi.JWTOptions, error) {
 	if j == nil {
 		return o, nil
 	}
-	o.Issuer, o.Audience, o.Leeway = j.Issuer, j.Audience, j.Leeway.Std()
+	o.Issuer, o.Audience, o.Leeway, o.HMACSecrets = j.Issuer, j.Audience, j.Leeway.Std(), j.Secrets
 	if j.JWKS != nil {
 		b, err := json.Marshal(j.JWKS)
 		if err != nil {

@@ -227,8 +227,8 @@ func TestPluginJWTOptionsFromTypedSection(t *testing.T) {
 		want      hostabi.JWTOptions
 	}{
 		{"none", "", hostabi.JWTOptions{}},
-		{"typed", "{issuer: https://id.example, audience: app, leeway: 45s}",
-			hostabi.JWTOptions{Issuer: "https://id.example", Audience: "app", Leeway: 45 * time.Second}},
+		{"typed", "{issuer: https://id.example, audience: app, leeway: 45s, secrets: [main]}",
+			hostabi.JWTOptions{Issuer: "https://id.example", Audience: "app", Leeway: 45 * time.Second, HMACSecrets: []string{"main"}}},
 		{"inline jwks", "{jwks: {keys: [{kty: EC}]}}", hostabi.JWTOptions{JWKS: []byte(`{"keys":[{"kty":"EC"}]}`)}},
 		{"jwks_file wins", "{jwks: {keys: [{kty: EC}]}, jwks_file: " + jwksFile + "}", hostabi.JWTOptions{JWKS: []byte(fileJWKS)}},
 	}
