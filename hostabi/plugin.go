@@ -292,10 +292,11 @@ func (p *Plugin) watchdog() {
 
 // call runs the instance's export under the deadline. On any failure the
 // instance is discarded and the error says why; a plugin over its CPU
-// share (ErrOverShare) does not run, and the instance goes back. A call that returns after
-// its deadline is a timeout even when the guest returned a value: wazero
-// cannot interrupt one long instruction (a large memory.grow), so the
-// watchdog alone does not guarantee a late result is never used.
+// share (ErrOverShare) does not run, and the instance goes back. A call
+// that returns after its deadline is a timeout even when the guest
+// returned a value: wazero cannot interrupt one long instruction (a large
+// memory.grow), so the watchdog alone does not guarantee a late result is
+// never used.
 func (p *Plugin) call(in *instance) (uint64, error) {
 	// Two monotonic clock reads per call, no wall clock: time.Now costs
 	// two clock reads, and a clock read is ~0.1 µs on a KVM guest
@@ -312,8 +313,7 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 	p.refuel(in)
 	err := in.fn.CallWithStack(in.ctx, in.stack[:])
 	in.deadline.Store(0)
-	end := p.elapsed()
-	late := end-start > p.opts.Timeout
+	late := p.elapsed()-start > p.opts.Timeout
 	if p.share != nil { // charged from the call's start: the clock it was admitted by
 		p.share.spend(start, p.fuelBudget-int64(in.fuel.Get()))
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+
+	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
 // connLimit bounds the client connections open at once across the public
@@ -39,6 +42,8 @@ type connLimit struct {
 
 	refused *prometheus.CounterVec
 	linger  chan struct{} // bounds the refused connections being drained
+	log     *slog.Logger
+	logs    loglimit.Limiter // one refusal line a second, for every listener
 }
 
 // Why a connection was refused, as the metric's reason label.
@@ -59,8 +64,8 @@ const (
 	lingerBytes = 1 << 20
 )
 
-func newConnLimit(max, perIP int, reg prometheus.Registerer) *connLimit {
-	l := &connLimit{max: max, perIP: perIP, linger: make(chan struct{}, lingerSlots)}
+func newConnLimit(max, perIP int, reg prometheus.Registerer, log *slog.Logger) *connLimit {
+	l := &connLimit{max: max, perIP: perIP, linger: make(chan struct{}, lingerSlots), log: log}
 	if perIP > 0 {
 		l.byIP = map[netip.Addr]int{}
 	}
@@ -154,6 +159,10 @@ func refusal(status int, code, msg string) []byte {
 // drain runs on its own goroutine.
 func (l *connLimit) refuse(c net.Conn, reason string) {
 	l.refused.WithLabelValues(reason).Inc()
+	if n, ok := l.logs.Allow(time.Now()); ok {
+		l.log.Warn("connection refused: over a connection bound", "bound", reason,
+			"max_conns", l.max, "max_conns_per_ip", l.perIP, "suppressed_before", n)
+	}
 	if _, isTLS := c.(*tls.Conn); isTLS {
 		c.Close()
 		return

@@ -164,7 +164,7 @@ func New(opts Options) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.panics = newPanics(s.metrics.reg)
-	s.conns = newConnLimit(opts.MaxConns, opts.MaxConnsPerIP, s.metrics.reg)
+	s.conns = newConnLimit(opts.MaxConns, opts.MaxConnsPerIP, s.metrics.reg, s.log)
 	s.budget = newPlaidBudget(opts.PlaidCallsPerUser)
 	if opts.HTTPClient != nil { // forwarding uses it too
 		s.fwd.own = hc
@@ -369,7 +369,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 	}
 	s.lnMu.Unlock()
-	err := s.fs.Serve(retryListener{Listener: ln, log: s.log, logs: new(loglimit.Limiter), lim: s.conns, refusals: new(loglimit.Limiter)})
+	err := s.fs.Serve(retryListener{Listener: ln, log: s.log, logs: new(loglimit.Limiter), lim: s.conns})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -385,14 +385,12 @@ func (s *Server) Serve(ln net.Listener) error {
 // warning is rate-limited (one a second, with how many were suppressed).
 //
 // It also applies the connection bounds (connlimit.go): a connection over
-// one is answered and closed here, and Accept goes on to the next; those
-// warnings are rate-limited the same way, apart.
+// one is refused here, and Accept goes on to the next.
 type retryListener struct {
 	net.Listener
-	log      *slog.Logger
-	logs     *loglimit.Limiter
-	lim      *connLimit
-	refusals *loglimit.Limiter
+	log  *slog.Logger
+	logs *loglimit.Limiter
+	lim  *connLimit
 }
 
 func (l retryListener) Accept() (net.Conn, error) {
@@ -405,10 +403,6 @@ func (l retryListener) Accept() (net.Conn, error) {
 				return c, nil
 			}
 			l.lim.refuse(c, reason)
-			if n, ok := l.refusals.Allow(time.Now()); ok {
-				l.log.Warn("connection refused: over a connection bound", "bound", reason,
-					"max_conns", l.lim.max, "max_conns_per_ip", l.lim.perIP, "suppressed_before", n)
-			}
 			continue
 		}
 		if !acceptRetryable(err) {

@@ -43,7 +43,6 @@ var errPermanent = errors.New("proxy: permanent webhook failure")
 type turns struct {
 	mu    sync.Mutex
 	busy  map[string]int // entries in work, and slots held by leases under way
-	total int            // the sum of busy
 	last  string         // tenant leased last; the next lease starts after it
 	limit int
 	// workers is how many there are: a tenant already worked on takes
@@ -71,11 +70,10 @@ func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
 		if slices.Contains(held, tenant) {
 			return true
 		}
-		if tr.busy[tenant] >= tr.limit || tr.busy[tenant] > 0 && tr.total+1 >= tr.workers {
+		if tr.busy[tenant] >= tr.limit || tr.busy[tenant] > 0 && tr.held()+1 >= tr.workers {
 			return false
 		}
 		tr.busy[tenant]++
-		tr.total++
 		held = append(held, tenant)
 		return true
 	}
@@ -89,7 +87,6 @@ func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
 		if ok && t == e.Tenant {
 			continue // the entry's slot, given back by done
 		}
-		tr.total--
 		if tr.busy[t]--; tr.busy[t] <= 0 {
 			delete(tr.busy, t)
 		}
@@ -100,10 +97,18 @@ func (s *Server) lease(tr *turns, owner string) (store.Entry, bool, error) {
 	return e, ok, err
 }
 
+// held is how many slots are held, over every tenant; under tr.mu.
+func (tr *turns) held() int {
+	n := 0
+	for _, b := range tr.busy {
+		n += b
+	}
+	return n
+}
+
 func (tr *turns) done(tenant string) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	tr.total--
 	if tr.busy[tenant]--; tr.busy[tenant] <= 0 {
 		delete(tr.busy, tenant)
 	}

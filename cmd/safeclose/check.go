@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/safeclose/safeclose/hostabi"
-	"github.com/safeclose/safeclose/store"
 )
 
 type checkOpts struct{ config string }
@@ -41,13 +39,12 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(stdout, "warning: config: "+w)
 	}
-	if cfg.Keys == "" {
+	switch kr, err := readKeyring(cfg); {
+	case cfg.Keys == "":
 		fmt.Fprintln(stdout, "warning: keys: none configured; exchanges will answer persisted:false")
-	} else if sec, err := cfg.Keys.Resolve(); err != nil {
+	case err != nil:
 		problems = append(problems, "keys: "+err.Error()+" (serve would run, but store no access token)")
-	} else if kr, err := store.ParseKeyring(sec.Reveal()); err != nil {
-		problems = append(problems, "keys: "+err.Error()+" (serve would run, but store no access token)")
-	} else if strings.HasPrefix(kr.PrimaryID(), "dev") {
+	case devKey(kr):
 		fmt.Fprintln(stdout, "warning: keys: the primary key is a development key ("+kr.PrimaryID()+"): tokens are not protected")
 	}
 	if _, err := openCerts(cfg, log); err != nil {

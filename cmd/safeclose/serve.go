@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -57,25 +58,39 @@ func loadConfig(path string) (*configs.File, error) {
 // is not fatal: the proxy runs, and exchanges answer persisted:false with a
 // hint, which is what an admin needs to see.
 func openKeyring(cfg *configs.File, log *slog.Logger) *store.Keyring {
-	if cfg.Keys == "" {
+	kr, err := readKeyring(cfg)
+	switch {
+	case cfg.Keys == "":
 		log.Warn("no keyring configured (keys:): access tokens cannot be stored; exchanges will answer persisted:false")
-		return nil
-	}
-	sec, err := cfg.Keys.Resolve()
-	if err != nil {
+	case errors.Is(err, errKeyringUnavailable):
 		log.Warn("keyring unavailable: access tokens cannot be stored; exchanges will answer persisted:false", "err", err)
-		return nil
-	}
-	kr, err := store.ParseKeyring(sec.Reveal())
-	if err != nil {
+	case err != nil:
 		log.Error("keyring is malformed: access tokens cannot be stored", "err", err)
-		return nil
-	}
-	if strings.HasPrefix(kr.PrimaryID(), "dev") {
+	case devKey(kr):
 		log.Warn("!!! USING THE DEVELOPMENT SEALING KEY: tokens are NOT protected. Never use it with real Plaid credentials !!!", "key_id", kr.PrimaryID())
 	}
 	return kr
 }
+
+// errKeyringUnavailable: the keys: reference could not be resolved (an
+// unset variable, an unreadable file).
+var errKeyringUnavailable = errors.New("keyring unavailable")
+
+// readKeyring resolves and parses the configured keyring: nil and no error
+// when none is configured. Errors never hold key material.
+func readKeyring(cfg *configs.File) (*store.Keyring, error) {
+	if cfg.Keys == "" {
+		return nil, nil
+	}
+	sec, err := cfg.Keys.Resolve()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errKeyringUnavailable, err)
+	}
+	return store.ParseKeyring(sec.Reveal())
+}
+
+// devKey reports a keyring whose primary is a development key.
+func devKey(kr *store.Keyring) bool { return kr != nil && strings.HasPrefix(kr.PrimaryID(), "dev") }
 
 type serveOpts struct {
 	config string
