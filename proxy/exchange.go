@@ -240,23 +240,30 @@ func (s *Server) keepOwn(tn *tenant, id Identity, intent store.Intent, itemID, a
 		s.orphanIntent(intent, itemID, "held item unreadable after the exchange")
 		return nil, fmt.Errorf("%w: %w", ErrStoreDown, err)
 	}
+	resp := &exchangeResponse{ItemID: itemID, Persisted: true}
 	if cur, err := s.db.AccessToken(tn.Name, id.Subject, itemID); err != nil || cur != accessToken {
 		// Plaid keeps an item's access token across update mode; store a
-		// new one if it ever differs (or the old one no longer opens).
-		if err := s.saveItem(it, accessToken); err != nil {
-			s.log.Error("could not store the refreshed access token of a held item", "tenant", tn.Name, "item_id", itemID, "err", err)
+		// new one if it ever differs (or the old one no longer opens). Only
+		// the token: the item as stored at that moment keeps what a webhook
+		// may have written since it was read above.
+		err := storeWrite(func() error { return s.db.SetAccessToken(tn.Name, id.Subject, itemID, accessToken) })
+		if err != nil {
+			reason, hint := persistHint(err)
+			tn.m.m.persistFailed.WithLabelValues(tn.Name, reason).Inc()
+			s.log.Error("new access token of a held item not persisted; the item keeps its stored token",
+				"tenant", tn.Name, "item_id", itemID, "reason", reason, "err", err)
+			resp.Persisted, resp.PersistHint = false, &hint
 		}
 	}
 	s.resolve(tn, intent)
 	if it.State == store.StateLoginRequired {
 		it = s.refreshLogin(tn, it)
 	}
-	resp := &exchangeResponse{ItemID: itemID, Persisted: true}
 	if it.InstitutionID != "" {
 		inst := it.InstitutionID
 		resp.InstitutionID = &inst
 	}
-	s.log.Info("held item exchanged again (update mode); nothing changed", "tenant", tn.Name, "item_id", itemID)
+	s.log.Info("held item exchanged again (update mode)", "tenant", tn.Name, "item_id", itemID)
 	return resp, nil
 }
 
@@ -277,11 +284,17 @@ func (s *Server) sameInstitution(tenant, user, itemID, inst string) string {
 // saveItem retries a save that failed for a reason that may pass (a write
 // conflict, a busy disk); a missing key or another owner does not pass.
 func (s *Server) saveItem(it store.Item, accessToken string) error {
+	return storeWrite(func() error { return s.db.SaveItem(it, accessToken) })
+}
+
+// storeWrite runs a write of an access token up to three times, while its
+// error is one another attempt may not meet (a conflict, a busy disk).
+func storeWrite(write func() error) error {
 	var err error
 	for range 3 {
-		err = s.db.SaveItem(it, accessToken)
+		err = write()
 		if err == nil || errors.Is(err, store.ErrNoKey) || errors.Is(err, store.ErrKeyMismatch) ||
-			errors.Is(err, store.ErrDuplicate) || errors.Is(err, store.ErrClosed) {
+			errors.Is(err, store.ErrDuplicate) || errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -430,4 +431,106 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.String()
+}
+
+// updateRaceStore plays, on its next AccessToken, a state change that lands
+// between the update-mode exchange's read of the item and its write (a
+// webhook confirmed meanwhile), and answers that the stored token does not
+// open, so the exchange stores Plaid's token again. setErr, when set, is
+// what SetAccessToken answers.
+type updateRaceStore struct {
+	*store.DB
+	armed  atomic.Bool
+	setErr error
+}
+
+func (s *updateRaceStore) AccessToken(tenant, user, itemID string) (string, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		if _, err := s.DB.UpdateItem(tenant, itemID, func(it *store.Item) error {
+			it.State = store.StatePendingExpiration
+			return nil
+		}); err != nil {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: test: the stored token does not open", store.ErrKeyMismatch)
+	}
+	return s.DB.AccessToken(tenant, user, itemID)
+}
+
+func (s *updateRaceStore) SetAccessToken(tenant, user, itemID, accessToken string) error {
+	if s.setErr != nil {
+		return s.setErr
+	}
+	return s.DB.SetAccessToken(tenant, user, itemID, accessToken)
+}
+
+// An update-mode exchange of a held item stores Plaid's token without
+// writing back the item it read: a state written in between is kept (it
+// wrote the whole item before, rolling the state back to ok). When the
+// token cannot be stored, the answer says so (persisted false and a hint;
+// it said persisted true before).
+func TestUpdateModeExchangeKeepsConcurrentState(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		setErr error
+	}{{"token stored", nil}, {"token not stored", fmt.Errorf("test: %w", store.ErrKeyMismatch)}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var rs *updateRaceStore
+			e := startEnv(t, envConfig{store: func(t testing.TB, kr *store.Keyring) Store {
+				db, err := store.Open(store.Options{Dir: t.TempDir(), Keyring: kr})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = db.Close() })
+				rs = &updateRaceStore{DB: db, setErr: tt.setErr}
+				return rs
+			}})
+			r := e.link("t1.test", "alice-key", "ins_109508")
+			itemID, _ := r.json(t)["item_id"].(string)
+			if r.status != 200 || itemID == "" {
+				t.Fatalf("link = %d %s", r.status, r.body)
+			}
+			plaidToken, err := rs.DB.AccessToken("t1", "alice", itemID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r = e.do("POST", "t1.test", pathLinkToken, "alice-key", []byte(`{"item_id":"`+itemID+`"}`))
+			if r.status != 200 || r.json(t)["mode"] != "update" {
+				t.Fatalf("update-mode link-token = %d %s", r.status, r.body)
+			}
+			lt, _ := r.json(t)["link_token"].(string)
+			pub, err := e.sim.CompleteLink(lt, "ins_109508", "user_good")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs.armed.Store(true)
+			r = e.do("POST", "t1.test", pathExchange, "alice-key", []byte(`{"public_token":"`+pub+`"}`))
+			if r.status != 200 || r.json(t)["item_id"] != itemID {
+				t.Fatalf("update-mode exchange = %d %s", r.status, r.body)
+			}
+			if rs.armed.Load() {
+				t.Fatal("the exchange never read the stored token: the race was not played")
+			}
+			got := r.json(t)
+			if tt.setErr == nil {
+				if got["persisted"] != true || got["persist_hint"] != nil {
+					t.Errorf("answer = %s, want persisted true, no hint", r.body)
+				}
+			} else if hint, _ := got["persist_hint"].(string); got["persisted"] != false || !strings.Contains(hint, "key") {
+				t.Errorf("answer = %s, want persisted false with a hint about the key", r.body)
+			}
+			it, err := rs.DB.Item("t1", itemID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if it.State != store.StatePendingExpiration {
+				t.Errorf("state after the exchange = %s, want pending_expiration (written while it ran)", it.State)
+			}
+			if tok, err := rs.DB.AccessToken("t1", "alice", itemID); err != nil || tok != plaidToken {
+				t.Errorf("stored token = %q, %v; want Plaid's", tok, err)
+			}
+		})
+	}
 }

@@ -18,6 +18,7 @@ type Backend interface {
 	Items(tenant, user string) ([]Item, error)
 	ItemOwner(itemID string) (tenant, user string, err error)
 	AccessToken(tenant, user, itemID string) (string, error)
+	SetAccessToken(tenant, user, itemID, accessToken string) error
 	UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error)
 	DeleteItem(tenant, itemID string) error
 	Rotate() (int, error)

@@ -453,6 +453,40 @@ func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 	return string(pt), nil
 }
 
+// SetAccessToken seals a new token for an item user holds, in one synced
+// transaction with the item as it is stored then: a state written since
+// the caller last read the item is kept (SaveItem would write back the
+// caller's copy). An item that is missing, or held by another user, is
+// ErrNotFound.
+func (db *DB) SetAccessToken(tenant, user, itemID, accessToken string) error {
+	if db.keyErr != nil {
+		return db.keyErr
+	}
+	sealed, err := db.kr.primary.Seal([]byte(accessToken), tokenAAD(tenant, user, itemID))
+	if err != nil {
+		return fmt.Errorf("store: set access token: %w", err)
+	}
+	return db.update(func(txn *badger.Txn) error {
+		rec, _, err := db.getItem(txn, tenant, itemID)
+		if err != nil {
+			return err
+		}
+		if rec.User != user {
+			return ErrNotFound
+		}
+		rec.Sealed = sealed
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		ik := itemKey(tenant, itemID)
+		if err := txn.Set(ik, db.kr.authenticate(ik, b)); err != nil {
+			return err
+		}
+		return txn.Set([]byte("ku/"+db.kr.primary.ID), nil)
+	})
+}
+
 // UpdateItem applies fn to the item in one transaction. fn must not change
 // Tenant, User or ItemID.
 func (db *DB) UpdateItem(tenant, itemID string, fn func(*Item) error) (Item, error) {

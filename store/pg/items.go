@@ -152,6 +152,33 @@ func (db *DB) AccessToken(tenant, user, itemID string) (string, error) {
 	return db.kr.Token(si)
 }
 
+// SetAccessToken seals a new token for an item user holds, in one
+// transaction with the item as it is stored then (the row locked): a state
+// written since the caller last read the item is kept. An item that is
+// missing, or held by another user, is store.ErrNotFound.
+func (db *DB) SetAccessToken(tenant, user, itemID, accessToken string) error {
+	if db.keyErr != nil {
+		return db.keyErr
+	}
+	return db.tx(func(ctx context.Context, tx pgx.Tx) error {
+		si, err := db.getItem(ctx, tx, tenant, itemID, true)
+		if err != nil {
+			return err
+		}
+		if si.User != user {
+			return store.ErrNotFound
+		}
+		rec, err := db.kr.EncodeItem(si.Item, accessToken)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE sc_items SET rec = $3 WHERE tenant = $1 AND item_id = $2", tenant, itemID, rec); err != nil {
+			return err
+		}
+		return db.markUsed(ctx, tx)
+	})
+}
+
 // UpdateItem applies fn to the item in one transaction. fn must not change
 // Tenant, User or ItemID.
 func (db *DB) UpdateItem(tenant, itemID string, fn func(*store.Item) error) (store.Item, error) {

@@ -56,6 +56,25 @@ func testItems(t *testing.T, open Opener) {
 	if tok != "access-sandbox-c2" {
 		t.Fatalf("AccessToken after update = %q", tok)
 	}
+	// A new token (update mode, Plaid's rotation) keeps the item as stored:
+	// the state written above by another writer is not rolled back.
+	must(t, s.SetAccessToken("t1", "bob", "item-c", "access-sandbox-c3"))
+	got, err = s.Item("t1", "item-c")
+	must(t, err)
+	if got.State != store.StateLoginRequired || got.User != "bob" || !got.CreatedAt.Equal(at) {
+		t.Fatalf("Item after SetAccessToken = %+v, want the stored fields kept", got)
+	}
+	tok, err = s.AccessToken("t1", "bob", "item-c")
+	must(t, err)
+	if tok != "access-sandbox-c3" {
+		t.Fatalf("AccessToken after SetAccessToken = %q", tok)
+	}
+	wantErr(t, "SetAccessToken(other user)", s.SetAccessToken("t1", "alice", "item-c", "x"), store.ErrNotFound)
+	wantErr(t, "SetAccessToken(other tenant)", s.SetAccessToken("t2", "bob", "item-c", "x"), store.ErrNotFound)
+	wantErr(t, "SetAccessToken(missing)", s.SetAccessToken("t1", "bob", "nope", "x"), store.ErrNotFound)
+	if tok, _ := s.AccessToken("t1", "bob", "item-c"); tok != "access-sandbox-c3" {
+		t.Fatalf("AccessToken after refused SetAccessToken = %q", tok)
+	}
 	boom := errors.New("boom")
 	_, err = s.UpdateItem("t1", "item-c", func(*store.Item) error { return boom })
 	wantErr(t, "UpdateItem(fn fails)", err, boom)
@@ -72,6 +91,7 @@ func testItems(t *testing.T, open Opener) {
 
 	nokey := openWith(t, open, nil, c)
 	wantErr(t, "SaveItem(no keyring)", nokey.SaveItem(item("t1", "x", "y", at), "z"), store.ErrNoKey)
+	wantErr(t, "SetAccessToken(no keyring)", nokey.SetAccessToken("t2", "eve", "item-c", "z"), store.ErrNoKey)
 	wantErr(t, "ProbeKey(no keyring)", nokey.ProbeKey(), store.ErrNoKey)
 }
 
