@@ -200,7 +200,7 @@ type Plugin struct {
 	PoolSize     int                  `yaml:"pool_size"`    // default min(GOMAXPROCS, 16), max 16
 	BodyLimit    int                  `yaml:"body_limit"`   // bytes of body the plugin may read; default 0
 	CacheTTL     Duration             `yaml:"cache_ttl"`    // reuse allow decisions for identical inputs; default 0 (off)
-	CPUShare     float64              `yaml:"cpu_share"`    // cores of guest computation on average; default half the cores, at least 1
+	CPUShare     float64              `yaml:"cpu_share"`    // cores of guest computation on average; 0: the unset ones share all cores but one
 	// JWT is Config["jwt"], typed (jwt.go); Decode fills it. Nil: no section.
 	JWT *JWT `yaml:"-"`
 }

@@ -16,7 +16,7 @@ func validatePluginLimits(p string, pl Plugin, add func(string, string, ...any))
 		add(p+".memory_pages", "at most %d (64 MiB); 0 means 512 (32 MiB)", MaxMemoryPages)
 	}
 	if pl.CPUShare < 0 || pl.CPUShare > 1024 {
-		add(p+".cpu_share", "must be in 0..1024 cores; 0 means half the cores, at least 1")
+		add(p+".cpu_share", "must be in 0..1024 cores; 0 means the default (the plugins that leave it unset share all the cores but one)")
 	}
 	if pl.PoolSize < 0 || pl.PoolSize > MaxPoolSize {
 		add(p+".pool_size", "must be in 0..%d; 0 means min(GOMAXPROCS, %d)", MaxPoolSize, MaxPoolSize)

@@ -144,7 +144,8 @@ type PluginOptions struct {
 	// CPUShare bounds the guest computation of the plugin's calls, on
 	// average, in cores (0.5: half of one core): over it, and a second's
 	// worth of it ahead, calls fail fast with ErrOverShare. Zero means
-	// DefaultCPUShare() (half the cores, at least one). Measured in fuel,
+	// DefaultCPUShare() (half the cores, at least one); a caller loading
+	// several plugins gives them DefaultCPUShareAmong. Measured in fuel,
 	// so only under EnforceFuel. See share.go.
 	CPUShare float64
 }

@@ -36,6 +36,28 @@ type cpuShare struct {
 // half the cores Go runs on, at least one.
 func DefaultCPUShare() float64 { return max(1, float64(runtime.GOMAXPROCS(0))/2) }
 
+// DefaultCPUShareAmong is the share of each of n plugins loaded together
+// that leave theirs unset: DefaultCPUShare, lowered so that together they
+// leave a core to everything else (the proxy's own work, tenants without
+// plugins, webhook intake), half a core on a one-core machine; never below
+// MinDefaultCPUShare. Each plugin's share bounds it alone, so without this
+// two spinning plugins at half the cores each could hold every core.
+func DefaultCPUShareAmong(n int) float64 { return shareAmong(runtime.GOMAXPROCS(0), n) }
+
+// MinDefaultCPUShare is the least default share, in cores: a tenth of a
+// core is ~100,000 calls a second of a host-verified JWT check.
+const MinDefaultCPUShare = 0.1
+
+func shareAmong(cores, n int) float64 {
+	single := max(1, float64(cores)/2)
+	pool := max(float64(cores)-1, 0.5)
+	return max(MinDefaultCPUShare, min(single, pool/float64(max(n, 1))))
+}
+
+// CPUShare is the plugin's share, in cores (its option, or the default it
+// was given).
+func (p *Plugin) CPUShare() float64 { return p.opts.CPUShare }
+
 // cpuShareBurst is how far ahead of its share a plugin may run: a second
 // of it.
 const cpuShareBurst = time.Second

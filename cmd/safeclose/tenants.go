@@ -79,6 +79,11 @@ func (b *builder) tenants(ctx context.Context, cfg *configs.File) []*built {
 	if n <= 0 {
 		n = max(2, runtime.GOMAXPROCS(0))
 	}
+	share := defaultShare(cfg)
+	if share.plugins > 0 {
+		b.log.Info("plugins without cpu_share get a default share of the cores",
+			"plugins", share.plugins, "cores_each", share.cores, "gomaxprocs", runtime.GOMAXPROCS(0))
+	}
 	out := make([]*built, len(cfg.Tenants))
 	sem := make(chan struct{}, n)
 	var wg sync.WaitGroup
@@ -88,18 +93,41 @@ func (b *builder) tenants(ctx context.Context, cfg *configs.File) []*built {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out[i] = b.tenant(ctx, cfg, i)
+			out[i] = b.tenant(ctx, cfg, i, share.cores)
 		}()
 	}
 	wg.Wait()
 	return out
 }
 
+// defaultShare is the cpu_share of cfg's plugins that leave it unset, and
+// how many they are: together they leave a core to the rest of the process
+// (hostabi.DefaultCPUShareAmong), where each alone would get half the
+// cores and two spinning plugins every core.
+func defaultShare(cfg *configs.File) (d struct {
+	plugins int
+	cores   float64
+}) {
+	for _, tc := range cfg.Tenants {
+		if tc.Auth.Plugin != nil && tc.Auth.Plugin.CPUShare == 0 {
+			d.plugins++
+		}
+		for _, pc := range tc.WebhookPlugins {
+			if pc.CPUShare == 0 {
+				d.plugins++
+			}
+		}
+	}
+	d.cores = hostabi.DefaultCPUShareAmong(d.plugins)
+	return d
+}
+
 // tenant builds cfg.Tenants[i]; on error the plugins it loaded are closed
-// and the tenant comes back unavailable with the reason.
-func (b *builder) tenant(ctx context.Context, cfg *configs.File, i int) *built {
+// and the tenant comes back unavailable with the reason. share is the
+// cpu_share of its plugins that leave it unset (defaultShare).
+func (b *builder) tenant(ctx context.Context, cfg *configs.File, i int, share float64) *built {
 	bt := &built{}
-	t, err := b.buildTenant(ctx, cfg, i, bt)
+	t, err := b.buildTenant(ctx, cfg, i, bt, share)
 	if err == nil {
 		bt.tenant = t
 		return bt
@@ -116,7 +144,7 @@ func (b *builder) tenant(ctx context.Context, cfg *configs.File, i int) *built {
 	}
 }
 
-func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt *built) (proxy.Tenant, error) {
+func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt *built, share float64) (proxy.Tenant, error) {
 	tc := cfg.Tenants[i]
 	path := fmt.Sprintf("tenants[%d]", i)
 	fail := func(reason, field string, err error) (proxy.Tenant, error) {
@@ -154,7 +182,7 @@ func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt 
 		t.Plaid.ClientID, t.Plaid.Secret = id.Reveal(), sec.Reveal()
 	}
 	if tc.Auth.Plugin != nil {
-		p, err := b.plugin(ctx, tc.Name, *tc.Auth.Plugin, hostabi.KindAuth)
+		p, err := b.plugin(ctx, tc.Name, withShare(*tc.Auth.Plugin, share), hostabi.KindAuth)
 		if err != nil {
 			return fail(pluginReason(err), "auth.plugin", err)
 		}
@@ -172,7 +200,7 @@ func (b *builder) buildTenant(ctx context.Context, cfg *configs.File, i int, bt 
 		t.Auth = a
 	}
 	for j, pc := range tc.WebhookPlugins {
-		p, err := b.plugin(ctx, tc.Name, pc, hostabi.KindEvent)
+		p, err := b.plugin(ctx, tc.Name, withShare(pc, share), hostabi.KindEvent)
 		if err != nil {
 			return fail(pluginReason(err), fmt.Sprintf("webhook_plugins[%d]", j), err)
 		}
@@ -277,6 +305,14 @@ func (b *builder) plugin(ctx context.Context, tenant string, pc configs.Plugin, 
 		CacheTTL:         pc.CacheTTL.Std(),
 		CPUShare:         pc.CPUShare,
 	})
+}
+
+// withShare is pc with cpu_share set to share when pc leaves it unset.
+func withShare(pc configs.Plugin, share float64) configs.Plugin {
+	if pc.CPUShare == 0 {
+		pc.CPUShare = share
+	}
+	return pc
 }
 
 // jwtOptions turns a plugin's typed jwt section (configs.JWT, decoded and

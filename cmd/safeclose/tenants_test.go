@@ -12,8 +12,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -261,5 +263,52 @@ func TestPluginJWTOptionsFromTypedSection(t *testing.T) {
 					tt.want.Issuer, tt.want.Audience, tt.want.Leeway, tt.want.JWKS)
 			}
 		})
+	}
+}
+
+// Plugins that leave cpu_share unset share the cores between them (all but
+// one, hostabi.DefaultCPUShareAmong), so two spinning plugins cannot hold
+// every core; a plugin's own cpu_share is kept as written and not counted.
+func TestDefaultCPUShareIsSharedBetweenPlugins(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	wasm := filepath.Join(dir, "empty.wasm")
+	os.WriteFile(wasm, []byte(emptyModule), 0o600)
+	y := fmt.Sprintf("data_dir: %s\nemulator: {enabled: true}\ntenants:\n", dir)
+	for _, n := range []string{"a", "b"} {
+		y += fmt.Sprintf("  - name: %s\n    hosts: [%s.test]\n    plaid: {env: emulator}\n    auth: {plugin: {path: %s}}\n", n, n, wasm)
+	}
+	y += fmt.Sprintf("  - name: c\n    hosts: [c.test]\n    plaid: {env: emulator}\n    auth: {plugin: {path: %s, cpu_share: 0.25}}\n", wasm)
+	y += fmt.Sprintf("  - name: d\n    hosts: [d.test]\n    plaid: {env: emulator}\n    auth: {api_keys: [{sha256: %s, user: u}]}\n"+
+		"    webhook_plugins: [{path: %s}]\n", strings.Repeat("ab", 32), wasm)
+	cfg, err := configs.Decode(strings.NewReader(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[string]float64{}
+	b := &builder{log: slog.New(slog.DiscardHandler),
+		load: func(_ context.Context, o hostabi.PluginOptions) (*hostabi.Plugin, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got[o.Tenant+"/"+o.Kind.String()] = o.CPUShare
+			return nil, errors.New("test: not loaded")
+		}}
+	b.tenants(t.Context(), cfg)
+	each := hostabi.DefaultCPUShareAmong(3) // a, b and d's webhook plugin
+	want := map[string]float64{"a/auth": each, "b/auth": each, "c/auth": 0.25, "d/event": each}
+	if len(got) != len(want) {
+		t.Fatalf("plugins loaded: %v, want %v", got, want)
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s cpu_share = %g, want %g", k, got[k], w)
+		}
+	}
+	if cores := runtime.GOMAXPROCS(0); cores > 1 && 3*each > float64(cores-1)+1e-9 && each > hostabi.MinDefaultCPUShare {
+		t.Errorf("three default shares of %g hold more than %d of %d cores", each, cores-1, cores)
 	}
 }
