@@ -56,6 +56,10 @@ func testExampleJWTAuth(t *testing.T, guest string) {
 		{"bearer", hdr("Authorization", "Bearer "+good), true},
 		{"cookie", hdr("Cookie", "x=1; sess="+good), true},
 		{"bearer scheme any case", hdr("Authorization", "bEaReR  "+good+" "), true},
+		// The first of several values counts (the SDKs cut the list at
+		// its first NUL; one value is returned whole).
+		{"two Authorization headers, the bearer first", hdr("Authorization", "Bearer "+good, "Authorization", "Basic x"), true},
+		{"two Authorization headers, the bearer second", hdr("Authorization", "Basic x", "Authorization", "Bearer "+good), false},
 		{"none", nil, false},
 		{"bad token", hdr("Authorization", "Bearer not.a.jwt"), false},
 		{"other scheme", hdr("Authorization", "Basic "+good), false},

@@ -142,6 +142,26 @@ func TestReverseProxyRefusesNonTokenHeaderNames(t *testing.T) {
 	}
 }
 
+// RFC 9110 §5.5: a header value holding a NUL is refused before routing,
+// so no plugin ever sees one. The SDKs count on it: a single request
+// header value is returned whole, unscanned (issue 12; plugins/sdk,
+// plugins/sdk-as headerBytes).
+func TestReverseProxyRefusesNULInHeaderValues(t *testing.T) {
+	t.Parallel()
+	rec, upURL := newRecorder(t)
+	e := startEnv(t, envConfig{upstream: upURL})
+	for _, h := range []string{"Authorization: Bearer alice-key\x00", "Authorization: Bearer \x00alice-key", "X-A: a\x00b"} {
+		req := "GET /app HTTP/1.1\r\nHost: t1.test\r\n" + h + "\r\nConnection: close\r\n\r\n"
+		res, body := rawDo(t, e.addr, req)
+		if c := errCodeOf(t, body); res.StatusCode != 400 || c != "malformed_request" {
+			t.Errorf("%q: %d %s, want 400 malformed_request", h, res.StatusCode, body)
+		}
+	}
+	if hits, _, _ := rec.seen(); hits != 0 {
+		t.Errorf("%d refused requests reached the upstream", hits)
+	}
+}
+
 // Issue 9.1: sanitizeRequest itself refuses a non-token name that reaches
 // it (set programmatically, as a future parser or a trailer could).
 func TestSanitizeRequestRefusesNonToken(t *testing.T) {

@@ -106,6 +106,12 @@ func HeaderBytes(name string) ([]byte, bool) {
 	if c == 0 {
 		return nil, false
 	}
+	// One value is the whole list: a request header value never holds a
+	// NUL (the server refuses such a request with 400), so only a list of
+	// several is cut at its first separator.
+	if c == 1 {
+		return b, true
+	}
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		return b[:i], true
 	}
