@@ -17,6 +17,11 @@
 # (ANCHORS=…, default ../shared/perf-anchors next to the repo). Needs wrk and
 # nginx-light (installed from Debian when missing and running as root).
 #
+# Each ratio is printed twice: the ratio of the two targets' median req/s,
+# and in brackets the median over rounds of the ratio within each round
+# (paired: both sides of it ran within the same minute, so a slow phase of
+# the machine moves both).
+#
 # Knobs: DURATION=6s ROUNDS=5 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
 #        CACHE_TTL=30s (the cached tenant's decision cache)
 #        SUMMARY=path (also write "target<TAB>median req/s<TAB>p99<TAB>CPU-µs/req" lines there,
@@ -174,10 +179,22 @@ cpureq() { awk '/requests in/ {n=$1} /^cpu_ticks/ {t=$2; hz=$4} END {if (n > 0 &
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # Medians are computed here, in this shell: the report below runs in a
 # "{ } | tee" subshell, whose assignments would not reach the SUMMARY lines.
-declare -A MED CPU
+declare -A MED CPU PAIR
 for t in "${TARGETS[@]}"; do
   MED[$t]=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | median)
   CPU[$t]=$(for r in $(seq "$ROUNDS"); do cpureq "$RUN/wrk/$t.$r.txt"; done | median)
+done
+# Paired ratios: num ÷ den within each round, then the median over rounds.
+# A round runs every target within a minute, so a slow phase of the VM
+# that spans a round moves both sides of its ratio; the ratio of the
+# medians above can pair one target's fast round with another's slow one.
+PAIRS=(safeclose-nocache/rp-fasthttp safeclose-nocache/nginx-auth_request safeclose/rp-fasthttp
+  safeclose-nocache-as/rp-fasthttp safeclose-nocache-as/nginx-auth_request safeclose-apikeys/nginx-plain
+  safeclose-apikeys/rp-fasthttp nginx-auth_request/rp-fasthttp)
+for p in "${PAIRS[@]}"; do
+  PAIR[$p]=$(for r in $(seq "$ROUNDS"); do
+    awk -v n="$(rps "$RUN/wrk/${p%/*}.$r.txt")" -v d="$(rps "$RUN/wrk/${p#*/}.$r.txt")" 'BEGIN {if (d > 0) printf "%.4f\n", n/d}'
+  done | median)
 done
 {
   echo "Safeclose load harness $(date -u +%FT%TZ) · cached tenant cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
@@ -187,18 +204,22 @@ done
     bad=$(for r in $(seq "$ROUNDS"); do non2xx "$RUN/wrk/$t.$r.txt"; done | awk '{s+=$1} END {print s+0}')
     printf '%-20s %12.0f %24s %10s %8s %12s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad" "${CPU[$t]}"
   done
-  awk -v c="${MED[safeclose]}" -v u="${MED[safeclose-nocache]}" -v k="${MED[safeclose-apikeys]}" -v f="${MED[rp-fasthttp]}" \
-      -v n="${MED[nginx-auth_request]}" -v p="${MED[nginx-plain]}" -v a="${MED[safeclose-nocache-as]}" 'BEGIN {
-    printf "safeclose-nocache / rp-fasthttp        = %.3f  (target >= 0.85)\n", u/f
-    printf "safeclose-nocache / nginx-auth_request = %.3f  (target >= 2.5)\n", u/n
-    printf "safeclose (cached) / rp-fasthttp       = %.3f  (target >= 0.95)\n", c/f
-    printf "safeclose-nocache-as / rp-fasthttp     = %.3f  (AssemblyScript guest; target as nocache >= 0.85)\n", a/f
-    printf "safeclose-nocache-as / nginx-auth_req  = %.3f  (target as nocache >= 2.5)\n", a/n
-    printf "safeclose-apikeys / nginx-plain        = %.3f  (target >= 0.80)\n", k/p
-    printf "safeclose-apikeys / rp-fasthttp        = %.3f\n", k/f
-    printf "nginx-auth_request / rp-fasthttp       = %.3f\n", n/f }'
+  echo "ratio of the medians; in brackets the median of the per-round ratios"
+  while read -r p label goal; do
+    printf '%-40s = %.3f  [%.3f]  %s\n' "$label" "$(awk -v n="${MED[${p%/*}]}" -v d="${MED[${p#*/}]}" 'BEGIN {print n/d}')" "${PAIR[$p]}" "$goal"
+  done <<'LIST'
+safeclose-nocache/rp-fasthttp safeclose-nocache/rp-fasthttp (target >= 0.85)
+safeclose-nocache/nginx-auth_request safeclose-nocache/nginx-auth_request (target >= 2.5)
+safeclose/rp-fasthttp safeclose(cached)/rp-fasthttp (target >= 0.95)
+safeclose-nocache-as/rp-fasthttp safeclose-nocache-as/rp-fasthttp (AssemblyScript guest; target as nocache >= 0.85)
+safeclose-nocache-as/nginx-auth_request safeclose-nocache-as/nginx-auth_req (target as nocache >= 2.5)
+safeclose-apikeys/nginx-plain safeclose-apikeys/nginx-plain (target >= 0.80)
+safeclose-apikeys/rp-fasthttp safeclose-apikeys/rp-fasthttp
+nginx-auth_request/rp-fasthttp nginx-auth_request/rp-fasthttp
+LIST
   echo "raw wrk output: $RUN/wrk"
 } | tee "$RUN/results.txt"
 if [[ -n ${SUMMARY:-} ]]; then
-  for t in "${TARGETS[@]}"; do printf '%s\t%s\t%s\t%s\n' "$t" "${MED[$t]}" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "${CPU[$t]}"; done >"$SUMMARY"
+  { for t in "${TARGETS[@]}"; do printf '%s\t%s\t%s\t%s\n' "$t" "${MED[$t]}" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "${CPU[$t]}"; done
+    for p in "${PAIRS[@]}"; do printf 'pair:%s\t%s\n' "$p" "${PAIR[$p]}"; done; } >"$SUMMARY"
 fi

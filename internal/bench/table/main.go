@@ -99,6 +99,20 @@ func withCPU(load map[string]float64, target string) string {
 	return s
 }
 
+// pairPrefix keys load.sh's paired ratios ("pair:num/den": the median of
+// the per-round ratios) in parseLoad's map.
+const pairPrefix = "pair:"
+
+// loadRatio is the ratio of the medians, with the median of the per-round
+// ratios beside it when load.sh computed one.
+func loadRatio(load map[string]float64, num, den string) string {
+	s := fmt.Sprintf("%.2f×", load[num]/load[den])
+	if p, ok := load[pairPrefix+num+"/"+den]; ok {
+		s += fmt.Sprintf(" (per round %.2f×)", p)
+	}
+	return s
+}
+
 func parseLoad(path string) map[string]float64 {
 	out := map[string]float64{}
 	b, err := os.ReadFile(path)
@@ -155,13 +169,13 @@ func main() {
 	t := &table{r: r, old: old, withOld: *oldPath != ""}
 
 	lrow := func(path, num, den, goal string) {
-		n, ok1 := load[num]
+		_, ok1 := load[num]
 		d, ok2 := load[den]
 		if !ok1 || !ok2 || d == 0 {
 			t.row(path, "not in this run (load.sh needs ../shared/perf-anchors, wrk, nginx)", "", "", goal, "")
 			return
 		}
-		t.row(path, withCPU(load, num), den+" "+withCPU(load, den), fmt.Sprintf("%.2f×", n/d), goal, "")
+		t.row(path, withCPU(load, num), den+" "+withCPU(load, den), loadRatio(load, num, den), goal, "")
 	}
 	lrow("Wasm JWT plugin (jwtauth), decision cache off ÷ plain fasthttp RP", "safeclose-nocache", "rp-fasthttp", "≥ 0.85×")
 	lrow("same ÷ nginx + auth_request", "safeclose-nocache", "nginx-auth_request", "≥ 2.5×")
