@@ -8,7 +8,7 @@ PLUGINS_BIN := plugins/bin
 # the box. Anyone can read it here; never use it with real Plaid credentials.
 DEV_KEYS := dev1:8yBPGR+DgGqrPjBHnaw/TmzLUchqDp7dsRSjcA1wbGw=
 
-.PHONY: help build plugins run test allocs short integration bench fuzz check cover vuln testdata clean
+.PHONY: help build plugins run test allocs short integration bench instructions fuzz check cover vuln testdata clean
 .PHONY: test-deps webapp demo sdk-as
 
 help: ## list targets
@@ -92,6 +92,9 @@ bench: build plugins ## Go benchmarks (-count=10), the wrk load harness, then on
 	set -o pipefail; $(GO) test -run '^$$' -bench 'TenantsRSS' -benchtime=1x -count=1 -timeout 10m ./proxy/ | tee -a bench.txt # a process of its own: RSS
 	SUMMARY=$(CURDIR)/bench-load.tsv DURATION=$(DURATION) ROUNDS=$(ROUNDS) bash internal/bench/load.sh
 	$(GO) run ./internal/bench/table -bench bench.txt -load bench-load.tsv | tee bench-table.md
+
+instructions: ## user-space instructions per proxied request under callgrind, Safeclose's auth paths beside rpfast (repeatable on a busy machine; internal/bench/instructions.sh)
+	bash internal/bench/instructions.sh
 
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	@set -e; for p in $$($(GO) list ./...); do \
