@@ -138,6 +138,13 @@ func BenchmarkWebhookIntake(b *testing.B) {
 	benchIntake(b, envConfig{webhookOpt: WebhookOptions{Workers: 1, Poll: time.Hour}})
 }
 
+// BenchmarkWebhookIntakeNoWorker is BenchmarkWebhookIntake with no worker
+// draining the queue meanwhile: the intake's own capacity, beside which the
+// one worker's share of the two cores shows.
+func BenchmarkWebhookIntakeNoWorker(b *testing.B) {
+	benchIntake(b, envConfig{webhookOpt: WebhookOptions{Workers: -1}})
+}
+
 // benchIntake measures webhook intake on the store c configures.
 func benchIntake(b *testing.B, c envConfig) {
 	e := startEnv(b, c)

@@ -30,7 +30,7 @@ gobench() { # dir args...: go test -bench, output to the run and to BENCH
   echo "# $(date -u '+%F %H:%M') UTC, $(nproc)-core $(systemd-detect-virt 2>/dev/null || echo machine), main at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
   section "internal/bench/load.sh ROUNDS=$ROUNDS DURATION=$DURATION"
   SUMMARY="$LOAD" ROUNDS="$ROUNDS" DURATION="$DURATION" bash internal/bench/load.sh 2>/dev/null
-  gobench ./proxy/ -bench 'WebhookIntake(Postgres)?$' -benchtime=20000x -count=2
+  gobench ./proxy/ -bench 'WebhookIntake(Postgres|NoWorker)?$' -benchtime=20000x -count=2
   gobench ./proxy/ -bench 'WebhookEndToEnd(Postgres)?$|WebhookDrain$' -benchtime=20000x -count=2
   gobench ./hostabi/ -bench 'Enforcement|InstanceMemory' -benchmem -count=1
   gobench ./internal/webhook/ -bench 'Verify|P256' -benchmem -count=2

@@ -247,6 +247,15 @@ func main() {
 		}
 		t.row("verified + synced webhooks, 32 senders (BenchmarkWebhookIntake)", fmt.Sprintf("%.0f/s, p99 %.1f ms, %.0f CPU-µs each", w, p99, cpuw), bs, ratio, "≥ 10k/s, p99 ≤ 20 ms", t.oldVal(in, "webhooks/s", 1, "/s")+t.oldVal(in, "cpu-µs/webhook", 1, " CPU-µs"))
 	}
+	if w, ok := r.get(in+"NoWorker", "webhooks/s"); ok {
+		p99, _ := r.get(in+"NoWorker", "p99-ms")
+		cpuw, _ := r.get(in+"NoWorker", "cpu-µs/webhook")
+		bs, ratio := "", ""
+		if base, ok := r.get(in, "webhooks/s"); ok {
+			bs, ratio = fmt.Sprintf("with its worker draining meanwhile %.0f/s", base), fmt.Sprintf("%.2f×", w/base)
+		}
+		t.row("the same intake, no worker draining meanwhile (BenchmarkWebhookIntakeNoWorker)", fmt.Sprintf("%.0f/s, p99 %.1f ms, %.0f CPU-µs each", w, p99, cpuw), bs, ratio, "report", "")
+	}
 	// Issue 11: PostgreSQL beside Badger, same run (the PG benchmarks run
 	// only under scripts/with-postgres.sh).
 	if pw, ok := r.get("BenchmarkWebhookIntakePostgres", "webhooks/s"); ok {
