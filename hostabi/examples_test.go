@@ -228,3 +228,46 @@ func testExampleWebhookFilter(t *testing.T, guest string) {
 		}
 	}
 }
+
+// Issue 12: a bearer token costs the SDKs the same guest work whatever its
+// length. Both read a one-value header whole (the host guarantees no NUL
+// in a header value); a scan for the list separator, one byte at a time
+// under fuel metering, cost jwtauth more than the rest of its call. Fuel
+// counts the guest's loop iterations and calls, so the check holds on any
+// machine.
+func TestJWTAuthGuestWorkIndependentOfTokenLength(t *testing.T) {
+	for _, g := range []string{"jwtauth", "jwtauth-as"} {
+		t.Run(g, func(t *testing.T) {
+			e := newEngine(t)
+			key := []byte("tenant-jwt-secret-0123456789abcd")
+			p := load(t, e, g, hostabi.PluginOptions{
+				PoolSize: 1,
+				Caps:     hostabi.Capabilities{Config: true, Crypto: true, Log: true},
+				Secrets:  map[string][]byte{"main": key},
+			})
+			exp := time.Now().Add(time.Hour).Unix()
+			fuel := func(pad int) int64 {
+				t.Helper()
+				tok := signHS256(key, map[string]any{"sub": "alice", "exp": exp, "pad": strings.Repeat("x", pad)})
+				r := &req{headers: hdr("Authorization", "Bearer "+tok)}
+				var used int64
+				for range 2 { // the second call: the first may load the config
+					d, err := p.Authenticate(context.Background(), r)
+					if err != nil || !d.Allow {
+						t.Fatalf("pad %d: %+v %v", pad, d, err)
+					}
+					var ok bool
+					if used, ok = hostabi.LastCallFuel(p); !ok {
+						t.Fatal("no fuel reading: not one instance under EnforceFuel")
+					}
+				}
+				return used
+			}
+			short, long := fuel(0), fuel(4000) // under the host's 8 KiB JWT cap
+			t.Logf("fuel: %d with a short token, %d with one 5.3 KB longer", short, long)
+			if long > short+short/4 {
+				t.Errorf("fuel grew from %d to %d with the token's length: the guest walks the token", short, long)
+			}
+		})
+	}
+}

@@ -53,3 +53,18 @@ func CompiledModules(t testing.TB, e *Engine) uint32 {
 	}
 	return n
 }
+
+// LastCallFuel returns the fuel the last call on p's only instance burned
+// (p must have pool size 1 and run under EnforceFuel): a count of the
+// guest's loop iterations and calls, the same on any machine.
+func LastCallFuel(p *Plugin) (int64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.all) != 1 || !p.fuelOn {
+		return 0, false
+	}
+	for in := range p.all {
+		return p.fuelBudget - int64(in.fuel.Get()), true
+	}
+	return 0, false
+}
