@@ -1,13 +1,13 @@
 // Package p256fixed verifies ECDSA P-256 (ES256) signatures made by a key
 // known in advance, about twice as fast as crypto/ecdsa: the key's multiples
-// are computed once, so the verification's u2·Q costs 43 point additions
+// are computed once, so the verification's u2·Q costs 33 point additions
 // instead of a 256-bit scalar multiplication (issue 12: the signature was
 // 70–85 µs of the ~200 µs of CPU an accepted webhook cost).
 //
 // Plaid signs every webhook with one of a few keys that live for months,
 // so a verifier meets the same key thousands of times a second: the table
-// (43 windows × 32 multiples, 132 KiB) is built once per key in under a
-// millisecond, when the key is fetched, and shared by every tenant.
+// (33 windows × 128 multiples, 396 KiB) is built once per key in a few
+// milliseconds, when the key is fetched, and shared by every tenant.
 //
 // The point arithmetic is filippo.io/nistec's (the upstream of Go's own
 // crypto/internal/fips140/nistec, same assembly); this package only
@@ -33,14 +33,18 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
-// The key's multiples are kept for signed 6-bit windows: the scalar is
-// written as Σ dᵢ·2^(6i) with dᵢ in [-31, 32], so 43 windows cover the 256
-// bits and each needs only the multiples 1..32 (a negative digit adds the
-// negated point).
+// The key's multiples are kept for signed 8-bit windows: the scalar is
+// written as Σ dᵢ·2^(8i) with dᵢ in [-127, 128], so each window needs only
+// the multiples 1..128 (a negative digit adds the negated point). A digit
+// over 128 borrows from the next window, so the windows cover 257 bits:
+// 33 of them, the last holding only a carry. Wider windows mean fewer
+// additions and a larger table: 6 bits took 43 additions and 132 KiB,
+// 8 bits take 33 and 396 KiB (RATIONALE "Why webhook signatures are
+// checked with a precomputed key").
 const (
-	window  = 6
-	windows = (256 + window - 1) / window // 43
-	half    = 1 << (window - 1)           // 32
+	window  = 8
+	windows = (256 + window) / window // 33: windows × window ≥ 257
+	half    = 1 << (window - 1)       // 128
 )
 
 // n is P-256's group order.
@@ -50,7 +54,7 @@ var n = elliptic.P256().Params().N
 // read-only once built and safe for concurrent use.
 type Key struct {
 	pub *ecdsa.PublicKey
-	// tab[i][d-1] = d·2^(6i)·Q for d in 1..32.
+	// tab[i][d-1] = d·2^(8i)·Q for d in 1..128.
 	tab [windows][half]nistec.P256Point
 }
 
@@ -90,13 +94,13 @@ func New(pub *ecdsa.PublicKey) (*Key, error) {
 		return nil, ErrNotP256
 	}
 	k := &Key{pub: pub}
-	base := q // 2^(6i)·Q
+	base := q // 2^(8i)·Q
 	for i := range windows {
 		k.tab[i][0].Set(base)
 		for d := 1; d < half; d++ {
 			k.tab[i][d].Add(&k.tab[i][d-1], base)
 		}
-		base = nistec.NewP256Point().Double(&k.tab[i][half-1]) // 2·32 = 64 = 2^6
+		base = nistec.NewP256Point().Double(&k.tab[i][half-1]) // 2·128 = 2^8
 	}
 	for s, w := range shared.keys { // forget keys nobody holds any more
 		if w.Value() == nil {
@@ -176,14 +180,20 @@ func (k *Key) mul(acc, neg *nistec.P256Point, u []byte) *nistec.P256Point {
 			acc.Add(acc, neg.Negate(&k.tab[i][-d-1]))
 		}
 	}
-	// u < 2^256: the top window holds bits 252–255 (at most 15, 16 with
-	// the carry), so no carry is left over.
+	// u < 2^256 and windows × window ≥ 257: the top window holds only the
+	// carry out of the one below (0 or 1), so no carry is left over.
 	return acc
 }
 
-// bits returns the 6 bits of the big-endian u starting at bit off (bit 0
-// is the least significant); bits past the top are zero.
+// bits returns the window bits of the big-endian u starting at bit off
+// (bit 0 is the least significant); bits past the top are zero.
 func bits(u []byte, off int) int {
+	if window == 8 && off%8 == 0 { // byte-aligned windows: one byte
+		if i := len(u) - 1 - off/8; i >= 0 {
+			return int(u[i])
+		}
+		return 0
+	}
 	v := 0
 	for j := range window {
 		b := off + j

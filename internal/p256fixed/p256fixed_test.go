@@ -137,8 +137,8 @@ func b32mod(x *big.Int) []byte {
 }
 
 // A signature whose u2 makes every window digit hit the table's edges
-// (digits 32, -31 and carries) still verifies: the recoding covers all
-// of them. s = r·u2⁻¹ for chosen u2 gives such signatures for a known
+// (digits 128, -127 and carries; the patterns of 6-bit windows too)
+// still verifies: the recoding covers all of them. s = r·u2⁻¹ for chosen u2 gives such signatures for a known
 // point R = u1·G + u2·Q with the private key.
 func TestVerifyChosenU2Digits(t *testing.T) {
 	priv, k := newKey(t)
@@ -153,6 +153,9 @@ func TestVerifyChosenU2Digits(t *testing.T) {
 		"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
 		"0000000000000000000000000000000000000000000000000000000000000001",
 		"8000000000000000000000000000000000000000000000000000000000000000",
+		"8080808080808080808080808080808080808080808080808080808080808080", // every digit 128 (half)
+		"8181818181818181818181818181818181818181818181818181818181818181", // every digit -127, carrying
+		"7f817f817f817f817f817f817f817f817f817f817f817f817f817f817f817f81", // -127 carrying into 127: 128
 	} {
 		u2, _ := new(big.Int).SetString(pat, 16)
 		u2.Mod(u2, n)

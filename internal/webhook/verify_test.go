@@ -397,7 +397,7 @@ func TestVerifyRefusesSignatureOfWrongLength(t *testing.T) {
 }
 
 // Tenants that verify with the same Plaid key share one precomputed key
-// (its 132 KiB table is built once), and a signature by another key is
+// (its 396 KiB table is built once), and a signature by another key is
 // still refused with it.
 func TestVerifiersSharePrecomputedKey(t *testing.T) {
 	t.Parallel()
