@@ -11,6 +11,14 @@
 #
 #   bash internal/bench/instructions.sh              # N=20000, ~5 minutes
 #   N=5000 TARGETS="rp nocache" bash internal/bench/instructions.sh
+#   CACHE=1 N=5000 bash internal/bench/instructions.sh  # also L1 misses
+#
+# CACHE=1 adds callgrind's cache simulation: first-level instruction and
+# data misses per request (each costs ~10–15 cycles when the second level
+# has the line), counted from the machine's cache sizes. Startup then
+# runs uninstrumented (compiling the Wasm guests under the simulation
+# takes minutes), so the instruction counts are close to, not identical
+# with, a run without it; compare CACHE=1 runs with each other.
 #
 # The totals are the figure to trust. Per function, callgrind_annotate
 # --auto=no $BASE/instr-*/cg.<target> often gives sound self costs, but
@@ -70,6 +78,7 @@ tenant() { # name auth
 } >"$RUN/safeclose.yaml"
 
 VG=(valgrind --tool=callgrind --dump-instr=no)
+[[ -n ${CACHE:-} ]] && VG+=(--cache-sim=yes --instr-atstart=no)
 "$BIN/upstream" -addr 127.0.0.1:19181 >"$RUN/upstream.log" 2>&1 & PIDS+=($!)
 "${VG[@]}" --callgrind-out-file="$RUN/cg.rpfast.%p" "$BIN/rpfast" -addr 127.0.0.1:19182 -upstream 127.0.0.1:19181 \
   >"$RUN/rpfast.log" 2>&1 & RP=$!; PIDS+=($RP)
@@ -81,6 +90,7 @@ SAFECLOSE_KEYS="bench:$(head -c32 /dev/urandom | base64)" BENCH_JWT_SECRET="perf
 
 # count pid target addr host: warm up, zero the counters, send N, dump.
 count() {
+  callgrind_control -i on "$1" >/dev/null 2>&1 # instrumentation on (off at start under CACHE=1)
   "$BIN/fixedload" -addr "$3" -host "$4" -token "$TOKEN" -n "$WARM" -c "$CONNS" || log "$2: warm-up requests failed (a plugin timeout under valgrind's slowness is possible)"
   callgrind_control -z "$1" >/dev/null 2>&1
   "$BIN/fixedload" -addr "$3" -host "$4" -token "$TOKEN" -n "$N" -c "$CONNS"
@@ -94,17 +104,23 @@ count() {
   [[ -n $f ]] || { log "$2: no callgrind dump"; exit 1; }
   mv "$f" "$RUN/cg.$2"
 }
-declare -A IR
+declare -A IR I1 D1
 for t in $TARGETS; do
   log "$t: $N requests"
   if [[ $t == rp ]]; then count "$RP" rp 127.0.0.1:19182 any; else count "$SC" "$t" 127.0.0.1:19190 "$t.bench"; fi
   IR[$t]=$(awk '/^summary:/ {print $2}' "$RUN/cg.$t")
+  if [[ -n ${CACHE:-} ]]; then # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+    I1[$t]=$(awk '/^summary:/ {print $5}' "$RUN/cg.$t")
+    D1[$t]=$(awk '/^summary:/ {print $6 + $7}' "$RUN/cg.$t")
+  fi
 done
 {
   echo "Instructions per request (callgrind, user space), $(date -u '+%F %H:%M') UTC, $N requests over $CONNS connections after $WARM to warm up, main at $(cd "$ROOT" && git rev-parse --short HEAD)"
   for t in $TARGETS; do
-    awk -v t="$t" -v ir="${IR[$t]}" -v n="$N" -v rp="${IR[rp]:-0}" 'BEGIN {
-      printf "%-12s %8.0f instr/req", t, ir/n; if (rp > 0) printf "   %.2f× rpfast", ir/rp; print "" }'
+    awk -v t="$t" -v ir="${IR[$t]}" -v n="$N" -v rp="${IR[rp]:-0}" -v i1="${I1[$t]:-}" -v d1="${D1[$t]:-}" 'BEGIN {
+      printf "%-12s %8.0f instr/req", t, ir/n; if (rp > 0) printf "   %.2f× rpfast", ir/rp
+      if (i1 != "") printf "   L1 misses/req: %.0f instruction, %.0f data", i1/n, d1/n
+      print "" }'
   done
   echo "callgrind files: $RUN/cg.<target>"
 } | tee "$RUN/results.txt"
