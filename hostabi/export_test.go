@@ -64,7 +64,7 @@ func LastCallFuel(p *Plugin) (int64, bool) {
 		return 0, false
 	}
 	for in := range p.all {
-		return p.fuelBudget - int64(in.fuel.Get()), true
+		return p.burned(in), true
 	}
 	return 0, false
 }

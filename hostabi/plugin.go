@@ -315,7 +315,7 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 	in.deadline.Store(0)
 	late := p.elapsed()-start > p.opts.Timeout
 	if p.share != nil { // charged from the call's start: the clock it was admitted by
-		p.share.spend(start, p.fuelBudget-int64(in.fuel.Get()))
+		p.share.spend(start, p.burned(in))
 	}
 	if err == nil && !late {
 		return in.stack[0], nil
@@ -331,6 +331,10 @@ func (p *Plugin) call(in *instance) (uint64, error) {
 	p.traps.Add(1)
 	return 0, &TrapError{Tenant: p.opts.Tenant, Plugin: p.opts.Name, Export: p.opts.Kind.export(), Err: err, Stderr: stderr}
 }
+
+// burned is the fuel in's last call used (under EnforceFuel): the budget
+// refuel set minus what is left.
+func (p *Plugin) burned(in *instance) int64 { return p.fuelBudget - int64(in.fuel.Get()) }
 
 // elapsed is the call clock: monotonic time since p.epoch.
 func (p *Plugin) elapsed() time.Duration {

@@ -25,6 +25,7 @@
 # Knobs: DURATION=6s ROUNDS=5 CONNS=32 THREADS=1 WARMUP=2s BASE=/tmp/safeclose-bench
 #        CACHE_TTL=30s (the cached tenant's decision cache)
 #        SUMMARY=path (also write "target<TAB>median req/s<TAB>p99<TAB>CPU-µs/req" lines there,
+#        and "pair:num/den<TAB>median of the per-round ratios" lines,
 #        for internal/bench/table)
 # Without the anchors folder (CI, a fresh clone) it says so and exits 0.
 set -euo pipefail
@@ -188,9 +189,16 @@ done
 # A round runs every target within a minute, so a slow phase of the VM
 # that spans a round moves both sides of its ratio; the ratio of the
 # medians above can pair one target's fast round with another's slow one.
-PAIRS=(safeclose-nocache/rp-fasthttp safeclose-nocache/nginx-auth_request safeclose/rp-fasthttp
-  safeclose-nocache-as/rp-fasthttp safeclose-nocache-as/nginx-auth_request safeclose-apikeys/nginx-plain
-  safeclose-apikeys/rp-fasthttp nginx-auth_request/rp-fasthttp)
+# The ratios reported: num/den, then the goal.
+RATIOS='safeclose-nocache/rp-fasthttp (target >= 0.85)
+safeclose-nocache/nginx-auth_request (target >= 2.5)
+safeclose/rp-fasthttp (cached; target >= 0.95)
+safeclose-nocache-as/rp-fasthttp (AssemblyScript guest; target as nocache >= 0.85)
+safeclose-nocache-as/nginx-auth_request (target as nocache >= 2.5)
+safeclose-apikeys/nginx-plain (target >= 0.80)
+safeclose-apikeys/rp-fasthttp
+nginx-auth_request/rp-fasthttp'
+PAIRS=($(cut -d' ' -f1 <<<"$RATIOS"))
 for p in "${PAIRS[@]}"; do
   PAIR[$p]=$(for r in $(seq "$ROUNDS"); do
     awk -v n="$(rps "$RUN/wrk/${p%/*}.$r.txt")" -v d="$(rps "$RUN/wrk/${p#*/}.$r.txt")" 'BEGIN {if (d > 0) printf "%.4f\n", n/d}'
@@ -205,18 +213,9 @@ done
     printf '%-20s %12.0f %24s %10s %8s %12s\n' "$t" "${MED[$t]}" "$all" "$(p99 "$RUN/wrk/$t.$ROUNDS.txt")" "$bad" "${CPU[$t]}"
   done
   echo "ratio of the medians; in brackets the median of the per-round ratios"
-  while read -r p label goal; do
-    printf '%-40s = %.3f  [%.3f]  %s\n' "$label" "$(awk -v n="${MED[${p%/*}]}" -v d="${MED[${p#*/}]}" 'BEGIN {print n/d}')" "${PAIR[$p]}" "$goal"
-  done <<'LIST'
-safeclose-nocache/rp-fasthttp safeclose-nocache/rp-fasthttp (target >= 0.85)
-safeclose-nocache/nginx-auth_request safeclose-nocache/nginx-auth_request (target >= 2.5)
-safeclose/rp-fasthttp safeclose(cached)/rp-fasthttp (target >= 0.95)
-safeclose-nocache-as/rp-fasthttp safeclose-nocache-as/rp-fasthttp (AssemblyScript guest; target as nocache >= 0.85)
-safeclose-nocache-as/nginx-auth_request safeclose-nocache-as/nginx-auth_req (target as nocache >= 2.5)
-safeclose-apikeys/nginx-plain safeclose-apikeys/nginx-plain (target >= 0.80)
-safeclose-apikeys/rp-fasthttp safeclose-apikeys/rp-fasthttp
-nginx-auth_request/rp-fasthttp nginx-auth_request/rp-fasthttp
-LIST
+  while read -r p goal; do
+    printf '%-40s = %.3f  [%.3f]  %s\n' "$p" "$(awk -v n="${MED[${p%/*}]}" -v d="${MED[${p#*/}]}" 'BEGIN {print n/d}')" "${PAIR[$p]}" "$goal"
+  done <<<"$RATIOS"
   echo "raw wrk output: $RUN/wrk"
 } | tee "$RUN/results.txt"
 if [[ -n ${SUMMARY:-} ]]; then

@@ -185,25 +185,17 @@ func (k *Key) mul(acc, neg *nistec.P256Point, u []byte) *nistec.P256Point {
 	return acc
 }
 
-// bits returns the window bits of the big-endian u starting at bit off
-// (bit 0 is the least significant); bits past the top are zero.
+// bits returns the window (one byte) of the big-endian u starting at bit
+// off (bit 0 is the least significant); past the top it is zero.
 func bits(u []byte, off int) int {
-	if window == 8 && off%8 == 0 { // byte-aligned windows: one byte
-		if i := len(u) - 1 - off/8; i >= 0 {
-			return int(u[i])
-		}
-		return 0
+	if i := len(u) - 1 - off/8; i >= 0 {
+		return int(u[i])
 	}
-	v := 0
-	for j := range window {
-		b := off + j
-		if b >= 8*len(u) {
-			break
-		}
-		v |= int(u[len(u)-1-b/8]>>(b%8)&1) << j
-	}
-	return v
+	return 0
 }
+
+// bits reads whole bytes: a window of another width does not compile.
+var _ = [1]struct{}{}[window-8]
 
 // jwsVerifier is jwx's ES256 verifier with one more key type: a *Key is
 // checked here, with its table; any other key goes to the verifier jwx had

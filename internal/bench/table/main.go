@@ -247,9 +247,10 @@ func main() {
 		}
 		t.row("verified + synced webhooks, 32 senders (BenchmarkWebhookIntake)", fmt.Sprintf("%.0f/s, p99 %.1f ms, %.0f CPU-µs each", w, p99, cpuw), bs, ratio, "≥ 10k/s, p99 ≤ 20 ms", t.oldVal(in, "webhooks/s", 1, "/s")+t.oldVal(in, "cpu-µs/webhook", 1, " CPU-µs"))
 	}
-	if w, ok := r.get(in+"NoWorker", "webhooks/s"); ok {
-		p99, _ := r.get(in+"NoWorker", "p99-ms")
-		cpuw, _ := r.get(in+"NoWorker", "cpu-µs/webhook")
+	const alone = in + "NoWorker"
+	if w, ok := r.get(alone, "webhooks/s"); ok {
+		p99, _ := r.get(alone, "p99-ms")
+		cpuw, _ := r.get(alone, "cpu-µs/webhook")
 		bs, ratio := "", ""
 		if base, ok := r.get(in, "webhooks/s"); ok {
 			bs, ratio = fmt.Sprintf("with its worker draining meanwhile %.0f/s", base), fmt.Sprintf("%.2f×", w/base)
