@@ -29,21 +29,33 @@ func (s *Server) orphanIntent(in store.Intent, itemID, detail string) {
 	s.metrics.orphans.Inc()
 }
 
-// recordUnknownItem reports a webhook for an item no user holds.
-func (s *Server) recordUnknownItem(st effectStore, tenant, itemID, event string) {
-	if itemID == "" {
-		return
-	}
-	fresh, err := st.RecordOrphan(store.Orphan{Kind: store.OrphanUnknownItem, Tenant: tenant, ItemID: itemID, Detail: "webhook " + event})
+// unknownItem is an item a webhook named that no user holds (issue 9.7).
+type unknownItem struct{ tenant, itemID, event string }
+
+func (u *unknownItem) orphan() store.Orphan {
+	return store.Orphan{Kind: store.OrphanUnknownItem, Tenant: u.tenant, ItemID: u.itemID, Detail: "webhook " + u.event}
+}
+
+// recordUnknownItem records u's orphan in st and reports it.
+func (s *Server) recordUnknownItem(st effectStore, u *unknownItem) {
+	fresh, err := st.RecordOrphan(u.orphan())
 	if err != nil {
-		s.log.Error("orphan item not recorded", "tenant", tenant, "item_id", itemID, "err", err)
+		s.log.Error("orphan item not recorded", "tenant", u.tenant, "item_id", u.itemID, "err", err)
 		return
 	}
-	if fresh {
-		s.log.Error("orphan item: a webhook names an item no user holds; see `safeclose items orphans`",
-			"tenant", tenant, "item_id", itemID, "event", event)
-		s.metrics.orphans.Inc()
+	s.reportUnknownItem(u, fresh)
+}
+
+// reportUnknownItem logs a webhook for an item nobody holds, once: an
+// error with the orphan gauge when the orphan is new, else a line at info.
+func (s *Server) reportUnknownItem(u *unknownItem, fresh bool) {
+	if !fresh {
+		s.log.Info("webhook for an item we do not hold", "tenant", u.tenant, "item_id", u.itemID, "event", u.event)
+		return
 	}
+	s.log.Error("orphan item: a webhook names an item no user holds; see `safeclose items orphans`",
+		"tenant", u.tenant, "item_id", u.itemID, "event", u.event)
+	s.metrics.orphans.Inc()
 }
 
 // intentGrace is how old an unresolved exchange intent must be before a

@@ -166,9 +166,9 @@ func (s *Server) workLoop(tr *turns, owner string) {
 			if !ok {
 				break
 			}
-			later, perr := s.work(e)
+			unk, perr := s.work(e)
 			tr.done(e.Tenant)
-			s.record(tr, e, later, perr)
+			s.record(tr, e, unk, perr)
 		}
 		s.queueDepth()
 		t.Reset(w.Poll)
@@ -176,21 +176,21 @@ func (s *Server) workLoop(tr *turns, owner string) {
 }
 
 // work processes one leased entry, extending its lease while the work runs,
-// and returns the outcome and the effects left for record (see process). If
+// and returns the outcome and the orphan left for record (see process). If
 // the lease is lost (the store refused an extension), the work is cancelled:
 // another worker now owns the entry.
-func (s *Server) work(e store.Entry) (later func(), perr error) {
+func (s *Server) work(e store.Entry) (unk *unknownItem, perr error) {
 	ctx, cancel := context.WithCancel(s.base)
 	stop := s.heartbeat(cancel, e)
-	later, perr = s.processRecovered(ctx, e)
+	unk, perr = s.processRecovered(ctx, e)
 	cancel()
 	stop()
-	return later, perr
+	return unk, perr
 }
 
 // processRecovered is process with a panic turned into a failed attempt
 // (retried, then dead-lettered) instead of the end of the process.
-func (s *Server) processRecovered(ctx context.Context, e store.Entry) (later func(), err error) {
+func (s *Server) processRecovered(ctx context.Context, e store.Entry) (unk *unknownItem, err error) {
 	defer s.recoverTo(panicWebhook, &err)
 	return s.process(ctx, e)
 }
@@ -203,17 +203,56 @@ func (s *Server) processRecovered(ctx context.Context, e store.Entry) (later fun
 // durable with its round at the latest. The store keeps e unleasable until
 // its outcome is written (issue 12); Shutdown waits for these writes
 // (s.workers).
-func (s *Server) record(tr *turns, e store.Entry, later func(), perr error) {
+//
+// unk, if not nil, is the item nobody holds that e named: its orphan is
+// recorded first, or, for a completed entry on a store that can, in the
+// outcome's own transaction (one write instead of two: issue 12).
+func (s *Server) record(tr *turns, e store.Entry, unk *unknownItem, perr error) {
 	tr.writing <- struct{}{}
 	s.workers.Add(1)
 	go func() {
 		defer func() { <-tr.writing; s.workers.Done() }()
 		defer s.recoverTo(panicWebhook, nil)
-		if later != nil {
-			later()
-		}
-		s.finish(e, perr)
+		s.recordOutcome(e, unk, perr)
 	}()
+}
+
+// recordOutcome is record's write, in the caller's goroutine.
+func (s *Server) recordOutcome(e store.Entry, unk *unknownItem, perr error) {
+	if unk != nil {
+		if s.completeRecordingOrphan(e, unk, perr) {
+			return
+		}
+		s.recordUnknownItem(s.effects(), unk)
+	}
+	s.finish(e, perr)
+}
+
+// orphanCompleter is a store that writes an entry's completion and an
+// orphan in one transaction (Badger).
+type orphanCompleter interface {
+	CompleteRecordingOrphan(id string, lease uint64, o store.Orphan) (fresh bool, err error)
+}
+
+// completeRecordingOrphan records a completed entry's outcome and its
+// unknown item's orphan in one write, if the store can, and reports
+// whether it did. Otherwise, or when that write fails (an orphan the
+// store refuses, say), nothing was written and the caller writes both
+// apart, as a store without it does.
+func (s *Server) completeRecordingOrphan(e store.Entry, unk *unknownItem, perr error) bool {
+	oc, ok := s.db.(orphanCompleter)
+	if !ok || perr != nil || s.base.Err() != nil {
+		return false
+	}
+	fresh, err := oc.CompleteRecordingOrphan(e.ID, e.LeaseToken, unk.orphan())
+	if err != nil {
+		s.log.Debug("webhook outcome and orphan not written together; writing them apart", "id", e.ID, "err", err)
+		return false
+	}
+	s.metrics.webhooksDone.WithLabelValues(e.Tenant, "done").Inc()
+	s.reportUnknownItem(unk, fresh)
+	s.queueDepth()
+	return true
 }
 
 // heartbeat extends e's lease every third of the lease period until the
@@ -364,13 +403,13 @@ func (s *Server) effects() effectStore {
 // process runs one queue entry: item state, tenant plugins, forwarding.
 // Every effect is idempotent so a retry or a re-lease after a crash is safe.
 //
-// The effects nothing in process reads (the orphan record of an unknown item)
-// are returned as later, for record to write with the outcome: each is a
-// Badger transaction that waits for the intake's commits in flight, so the
-// worker forwards the next entry meanwhile instead (issue 12: forwarding ran
-// at a third of its later rate while intake was busy). later runs whatever
-// the outcome, as the write did here before.
-func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err error) {
+// The effect nothing in process reads, the orphan record of an unknown item,
+// is returned (unk) for record to write with the outcome: a Badger
+// transaction waits for the intake's commits in flight, so the worker
+// forwards the next entry meanwhile instead (issue 12: forwarding ran at a
+// third of its later rate while intake was busy). It is recorded whatever
+// the outcome, as the write was here before.
+func (s *Server) process(ctx context.Context, e store.Entry) (unk *unknownItem, err error) {
 	tn := s.table.Load().tenants[e.Tenant]
 	if tn == nil {
 		return nil, fmt.Errorf("tenant %q is not configured", e.Tenant)
@@ -393,7 +432,7 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 	if known {
 		item, err = s.applyEvent(ctx, tn, item, ev, e.ReceivedAt)
 		if err != nil {
-			return later, err
+			return nil, err
 		}
 	} else {
 		// Another tenant's item: Plaid signs every client's webhooks with
@@ -409,10 +448,10 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return nil, fmt.Errorf("load item owner: %w", err)
 		}
-		s.log.Info("webhook for an item we do not hold", "tenant", tn.Name, "item_id", ev.ItemID,
-			"event", ev.WebhookType+"/"+ev.WebhookCode)
-		later = func() { // Issue 9.7
-			s.recordUnknownItem(s.effects(), tn.Name, ev.ItemID, ev.WebhookType+"/"+ev.WebhookCode)
+		unk = &unknownItem{tenant: tn.Name, itemID: ev.ItemID, event: ev.WebhookType + "/" + ev.WebhookCode}
+		if ev.ItemID == "" { // nothing to record
+			s.reportUnknownItem(unk, false)
+			unk = nil
 		}
 	}
 
@@ -422,20 +461,20 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 		// Past the deadline no plugin is called: ReloadGrace counts on it,
 		// as tn may be from a table a reload has since retired.
 		if err := ctx.Err(); err != nil {
-			return later, fmt.Errorf("webhook plugin: %w", err)
+			return unk, fmt.Errorf("webhook plugin: %w", err)
 		}
 		res, err := p.HandleEvent(ctx, hostabi.Event{
 			Tenant: tn.Name, User: item.User, ItemID: ev.ItemID, ItemState: string(item.State), Body: payload,
 		})
 		if err != nil {
-			return later, fmt.Errorf("webhook plugin: %w", err)
+			return unk, fmt.Errorf("webhook plugin: %w", err)
 		}
 		if res.Payload != nil {
 			payload = res.Payload
 		}
 		switch res.Action {
 		case hostabi.ActionDrop:
-			return later, nil
+			return unk, nil
 		case hostabi.ActionForward:
 			if len(res.Forward) > 0 {
 				forwardAll = false
@@ -451,11 +490,11 @@ func (s *Server) process(ctx context.Context, e store.Entry) (later func(), err 
 		}
 		if err := s.forward(ctx, tn, d, e, item, payload); err != nil {
 			s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "error").Inc()
-			return later, fmt.Errorf("forward to %s: %w", d.Name, err)
+			return unk, fmt.Errorf("forward to %s: %w", d.Name, err)
 		}
 		s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "ok").Inc()
 	}
-	return later, nil
+	return unk, nil
 }
 
 // eventTimeout bounds one attempt at a webhook event (process): Plaid's

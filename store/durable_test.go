@@ -400,3 +400,72 @@ func TestGroupSyncShares(t *testing.T) {
 		t.Errorf("%d concurrent waits ran %d rounds; want them shared (at most %d)", n, rounds, n/4)
 	}
 }
+
+// Issue 12: CompleteRecordingOrphan writes the orphan and the outcome in
+// one transaction and one sync round: both survive a reopen; a repeat
+// orphan is not new and keeps the first record; a stale lease or an orphan
+// the store refuses writes nothing and leaves the entry held, so the
+// caller can still write them apart.
+func TestCompleteRecordingOrphan(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := open(t, dir, nil)
+	n := 0
+	lease := func() Entry {
+		t.Helper()
+		n++ // distinct bodies: a repeated one is a duplicate
+		if _, _, err := db.Enqueue(context.Background(), Entry{Tenant: "t", Body: fmt.Appendf(nil, `{"n":%d}`, n), BodySHA256: [32]byte{byte(n)}, ReceivedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil || !ok {
+			t.Fatalf("LeaseNext = %v, %v", ok, err)
+		}
+		return e
+	}
+	o := Orphan{Kind: OrphanUnknownItem, Tenant: "t", ItemID: "item-1", Detail: "webhook ITEM/ERROR"}
+
+	e := lease()
+	r0 := db.gs.roundCount()
+	if fresh, err := db.CompleteRecordingOrphan(e.ID, e.LeaseToken, o); err != nil || !fresh {
+		t.Fatalf("CompleteRecordingOrphan = %v, %v; want true, nil", fresh, err)
+	}
+	if r := db.gs.roundCount() - r0; r != 1 {
+		t.Errorf("CompleteRecordingOrphan ran %d sync rounds, want 1", r)
+	}
+	if fresh, err := db.CompleteRecordingOrphan(e.ID, e.LeaseToken, o); !errors.Is(err, ErrStaleLease) || fresh {
+		t.Errorf("a second completion = %v, %v; want false, ErrStaleLease", fresh, err)
+	}
+
+	e = lease()
+	again := o
+	again.Detail = "webhook ITEM/LOGIN_REPAIRED"
+	if fresh, err := db.CompleteRecordingOrphan(e.ID, e.LeaseToken, again); err != nil || fresh {
+		t.Fatalf("CompleteRecordingOrphan of a known orphan = %v, %v; want false, nil", fresh, err)
+	}
+
+	e = lease()
+	bad := Orphan{Kind: OrphanUnknownItem, Tenant: "t", ItemID: "nul\x00item"}
+	if fresh, err := db.CompleteRecordingOrphan(e.ID, e.LeaseToken, bad); err == nil || fresh {
+		t.Fatalf("CompleteRecordingOrphan of a refused orphan = %v, %v; want an error", fresh, err)
+	}
+	if n, err := db.QueueLen(); err != nil || n != 1 {
+		t.Fatalf("QueueLen after a refused orphan = %d, %v; want 1 (nothing written)", n, err)
+	}
+	if err := db.Complete(e.ID, e.LeaseToken); err != nil {
+		t.Fatalf("Complete after a refused orphan = %v; want the entry still held", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db = open(t, dir, nil)
+	defer db.Close()
+	if n, err := db.QueueLen(); err != nil || n != 0 {
+		t.Errorf("QueueLen after reopen = %d, %v; want 0", n, err)
+	}
+	os, err := db.Orphans()
+	if err != nil || len(os) != 1 || os[0].ItemID != "item-1" || os[0].Detail != o.Detail || os[0].Count != 1 || os[0].FirstSeen.IsZero() {
+		t.Fatalf("Orphans after reopen = %+v, %v; want item-1 as first recorded", os, err)
+	}
+}

@@ -105,12 +105,12 @@ func (db *DB) OrphanIntent(in Intent, itemID, detail string) error {
 		Kind: OrphanLostExchange, Tenant: in.Tenant, User: in.User, ItemID: itemID, LinkTokenHash: in.LinkTokenHash,
 		IntentID: in.ID, Detail: detail, FirstSeen: in.CreatedAt, LastSeen: now, Count: 1,
 	}
-	b, err := json.Marshal(o)
+	b, err := encodeOrphan(o)
 	if err != nil {
 		return err
 	}
 	return db.update(func(txn *badger.Txn) error {
-		if err := txn.Set(orphanKey(o), frame(b)); err != nil {
+		if err := txn.Set(orphanKey(o), b); err != nil {
 			return err
 		}
 		return txn.Delete(intentKey(in.ID))
@@ -123,16 +123,9 @@ func (db *DB) OrphanIntent(in Intent, itemID, detail string) error {
 func (db *DB) RecordOrphan(o Orphan) (bool, error) { return db.recordOrphan(o, syncNow) }
 
 func (db *DB) recordOrphan(o Orphan, m syncMode) (bool, error) {
-	if o.Tenant == "" || (o.ItemID == "" && o.IntentID == "") || strings.ContainsRune(o.Tenant+o.ItemID, 0) {
-		return false, errors.New("store: record orphan: tenant and item_id or intent_id are required")
-	}
-	k := orphanKey(o)
-	seen := func(txn *badger.Txn) (bool, error) {
-		_, err := txn.Get(k)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return false, nil
-		}
-		return err == nil, err
+	w, err := db.orphanWrite(o)
+	if err != nil {
+		return false, err
 	}
 	// A repeat is found by a read alone. Deferred (syncLater), the update
 	// below finds it as cheaply (a transaction that writes nothing commits
@@ -141,26 +134,50 @@ func (db *DB) recordOrphan(o Orphan, m syncMode) (bool, error) {
 	// (issue 12). On a full disk the read still answers a repeat.
 	if m != syncLater || db.checkSpace() != nil {
 		var known bool
-		if err := db.view(func(txn *badger.Txn) (err error) { known, err = seen(txn); return err }); err != nil || known {
+		if err := db.view(func(txn *badger.Txn) (err error) { known, err = w.seen(txn); return err }); err != nil || known {
 			return false, err
 		}
 	}
+	fresh := false
+	err = db.updateThen(func(txn *badger.Txn) (err error) { fresh, err = w.put(txn); return err }, m)
+	return fresh, err
+}
+
+// orphanWrite is an orphan record ready to write in a transaction: once
+// per tenant and item (or intent).
+type orphanWrite struct {
+	key, rec []byte
+}
+
+// orphanWrite checks o and encodes it as first seen now.
+func (db *DB) orphanWrite(o Orphan) (orphanWrite, error) {
+	if o.Tenant == "" || (o.ItemID == "" && o.IntentID == "") || strings.ContainsRune(o.Tenant+o.ItemID, 0) {
+		return orphanWrite{}, errors.New("store: record orphan: tenant and item_id or intent_id are required")
+	}
 	now := db.now().UTC()
 	o.FirstSeen, o.LastSeen, o.Count = now, now, 1
-	b, err := json.Marshal(o)
+	rec, err := encodeOrphan(o)
 	if err != nil {
+		return orphanWrite{}, fmt.Errorf("store: record orphan: %w", err)
+	}
+	return orphanWrite{orphanKey(o), rec}, nil
+}
+
+// seen reports whether the orphan is recorded.
+func (w orphanWrite) seen(txn *badger.Txn) (bool, error) {
+	_, err := txn.Get(w.key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// put records the orphan unless it is, and reports whether it was new.
+func (w orphanWrite) put(txn *badger.Txn) (fresh bool, err error) {
+	if known, err := w.seen(txn); err != nil || known {
 		return false, err
 	}
-	fresh := false
-	err = db.updateThen(func(txn *badger.Txn) error {
-		known, err := seen(txn)
-		if err != nil || known {
-			return err
-		}
-		fresh = true
-		return txn.Set(k, frame(b))
-	}, m)
-	return fresh, err
+	return true, txn.Set(w.key, w.rec)
 }
 
 // Orphans lists every recorded orphan, oldest first.

@@ -312,12 +312,36 @@ func (db *DB) finish(id string, lease uint64, read, gone bool, next func(*Entry)
 
 // Complete removes a processed entry from the queue and leaves a done mark.
 func (db *DB) Complete(id string, lease uint64) error {
-	return db.finish(id, lease, false, true, nil, func(txn *badger.Txn, e *Entry) error {
-		if err := txn.Delete([]byte("q/" + id)); err != nil {
+	return db.finish(id, lease, false, true, nil, func(txn *badger.Txn, _ *Entry) error { return db.complete(txn, id) })
+}
+
+// complete is Complete's writes in txn.
+func (db *DB) complete(txn *badger.Txn, id string) error {
+	if err := txn.Delete([]byte("q/" + id)); err != nil {
+		return err
+	}
+	return txn.SetEntry(badger.NewEntry([]byte("w/"+id), []byte(db.now().UTC().Format(time.RFC3339Nano))).WithTTL(7 * 24 * time.Hour))
+}
+
+// CompleteRecordingOrphan is RecordOrphan and Complete in one transaction:
+// the outcome of a webhook that names an item nobody holds. Written apart,
+// the orphan took a transaction of its own for every such webhook, about
+// as much of a worker's CPU as the outcome's (issue 12). fresh reports
+// whether the orphan is new. On an error nothing is written: the entry is
+// still held, and the caller may write both apart (an orphan the store
+// refuses must not keep its entry queued).
+func (db *DB) CompleteRecordingOrphan(id string, lease uint64, o Orphan) (fresh bool, err error) {
+	w, err := db.orphanWrite(o)
+	if err != nil {
+		return false, err
+	}
+	err = db.finish(id, lease, false, true, nil, func(txn *badger.Txn, _ *Entry) (err error) {
+		if fresh, err = w.put(txn); err != nil {
 			return err
 		}
-		return txn.SetEntry(badger.NewEntry([]byte("w/"+id), []byte(db.now().UTC().Format(time.RFC3339Nano))).WithTTL(7 * 24 * time.Hour))
+		return db.complete(txn, id)
 	})
+	return fresh && err == nil, err
 }
 
 // Retry releases the lease, counts the attempt, and makes the entry due at next.
