@@ -257,6 +257,14 @@ func main() {
 		}
 		t.row("the same intake, no worker draining meanwhile (BenchmarkWebhookIntakeNoWorker)", fmt.Sprintf("%.0f/s, p99 %.1f ms, %.0f CPU-µs each", w, p99, cpuw), bs, ratio, "report", "")
 	}
+	// The worker's own CPU for what it drains beside the intake above: an
+	// entry naming an item nobody holds, on an in-memory store.
+	const wk = "BenchmarkWorkerUnknownItem"
+	if cpu, ok := r.get(wk, "cpu-µs/entry"); ok {
+		ns, _ := r.get(wk, "ns/op")
+		al, _ := r.get(wk, "allocs/op")
+		t.row("one worker's CPU per unknown-item entry, in-memory store (BenchmarkWorkerUnknownItem)", fmt.Sprintf("%.1f µs, %.1f CPU-µs with Badger's writer, %.0f allocs", ns/1000, cpu, al), "", "", "report", t.oldVal(wk, "cpu-µs/entry", 1, " CPU-µs"))
+	}
 	// Issue 11: PostgreSQL beside Badger, same run (the PG benchmarks run
 	// only under scripts/with-postgres.sh).
 	if pw, ok := r.get("BenchmarkWebhookIntakePostgres", "webhooks/s"); ok {
