@@ -44,8 +44,8 @@ func TestUnknownItemWebhooksCompleteWithTheirOrphan(t *testing.T) {
 	}
 	for line, want := range map[string]int{
 		"ERROR orphan item: a webhook names an item no user holds; see `safeclose items orphans` nobodys-item": 1,
-		"INFO webhook for an item we do not hold nobodys-item":                                                  1,
-		"ERROR orphan item not recorded nul\x00item":                                                            1,
+		"INFO webhook for an item we do not hold nobodys-item":                                                 1,
+		"ERROR orphan item not recorded nul\x00item":                                                           1,
 	} {
 		if count[line] != want {
 			t.Errorf("log %q × %d, want %d (all: %v)", line, count[line], want, count)

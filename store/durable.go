@@ -56,9 +56,9 @@ const (
 	lazyMax   = OutcomeBatch
 )
 
-// OutcomeBatch is how many outcome writes (Complete, Retry, DeadLetter,
-// Release) waiting for their sync round begin one at once; fewer wait up
-// to 10 ms for company. A caller that bounds its outcomes in flight should
+// OutcomeBatch is how many outcome writes (Complete, Retry, DeadLetter)
+// share a transaction at most (outcomes.go), and how many waiting for
+// their sync round begin one at once; fewer wait up to 10 ms for company. A caller that bounds its outcomes in flight should
 // allow more than this many.
 const OutcomeBatch = 64
 
@@ -78,10 +78,10 @@ func (g *groupSync) wait() error {
 // waitLazy is wait for a write nobody is waiting on: it lets the round it
 // needs begin up to lazyDelay later (or when lazyMax lazy waiters gather),
 // so that it rides a round another writer begins meanwhile or shares one.
-func (g *groupSync) waitLazy() error {
+func (g *groupSync) waitLazy(n int) error {
 	g.mu.Lock()
 	want, begun := g.started+1, g.begun
-	g.lazy++
+	g.lazy += n
 	if g.lazy >= lazyMax {
 		g.lazy = 0
 		g.mu.Unlock()
@@ -96,9 +96,7 @@ func (g *groupSync) waitLazy() error {
 	t.Stop()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.lazy > 0 {
-		g.lazy--
-	}
+	g.lazy = max(g.lazy-n, 0)
 	return g.waitFor(want)
 }
 
@@ -261,7 +259,6 @@ type syncMode int
 
 const (
 	syncNow   syncMode = iota // a round begun after the commit, at once
-	syncLazy                  // the same round, up to lazyDelay later (waitLazy)
 	syncLater                 // none: a later write's round covers it (Deferred)
 )
 
@@ -273,10 +270,18 @@ func (db *DB) durableMode(m syncMode) error {
 	switch {
 	case db.gs == nil || m == syncLater:
 		return nil
-	case m == syncLazy:
-		return noSpace(db.gs.waitLazy())
 	}
 	return noSpace(db.gs.wait())
+}
+
+// durableLazy waits for the round of n writes committed together that
+// nobody is waiting for (outcomes): the same round as durable, up to
+// lazyDelay later (waitLazy); they count as n toward lazyMax.
+func (db *DB) durableLazy(n int) error {
+	if db.gs == nil {
+		return nil
+	}
+	return noSpace(db.gs.waitLazy(n))
 }
 
 // Deferred is a view of the store for the effects of processing a queue

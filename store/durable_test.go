@@ -325,7 +325,7 @@ func TestLazyWaitsRideAndShareRounds(t *testing.T) {
 	errs := make(chan error, n+2)
 	for range n {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs <- g.waitLazy() }()
+		go func() { defer wg.Done(); errs <- g.waitLazy(1) }()
 	}
 	wg.Wait()
 	mu.Lock()
@@ -341,7 +341,7 @@ func TestLazyWaitsRideAndShareRounds(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		close(started)
-		errs <- g.waitLazy()
+		errs <- g.waitLazy(1)
 	}()
 	<-started
 	for i := 0; ; i++ { // bounded: wait until the lazy waiter is registered

@@ -286,9 +286,7 @@ func (db *DB) finish(id string, lease uint64, read, gone bool, next func(*Entry)
 		return fmt.Errorf("%w: %s", ErrStaleLease, id)
 	}
 	var e Entry
-	// Nobody waits for an outcome (workers record them in the background),
-	// so it rides or shares a round (waitLazy).
-	err := db.updateThen(func(txn *badger.Txn) error {
+	err := db.outcome(func(txn *badger.Txn) error {
 		e = Entry{ID: id}
 		if read {
 			it, err := txn.Get([]byte("q/" + id))
@@ -301,7 +299,7 @@ func (db *DB) finish(id string, lease uint64, read, gone bool, next func(*Entry)
 		}
 		e.LeaseOwner, e.LeaseUntil, e.LeaseToken = "", time.Time{}, 0
 		return fn(txn, &e)
-	}, syncLazy)
+	})
 	var at time.Time
 	if err == nil && next != nil {
 		at = next(&e)

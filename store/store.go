@@ -94,6 +94,8 @@ type DB struct {
 	ttl       time.Duration
 	max       int
 	reqs      chan *enqueueReq
+	outReqs   chan *outcomeReq // outcomes for the outcome writer (outcomes.go)
+	outDone   chan struct{}    // closed when the outcome writer has stopped
 	stop      chan struct{}
 	done      chan struct{}
 	closeMu   sync.RWMutex
@@ -178,6 +180,7 @@ func Open(o Options) (*DB, error) {
 	db := &DB{
 		bdb: bdb, kr: o.Keyring, log: o.Logger, now: o.Now, ttl: o.DedupeTTL, max: o.MaxBatch,
 		reqs: make(chan *enqueueReq, 1024), stop: make(chan struct{}), done: make(chan struct{}),
+		outReqs: make(chan *outcomeReq, OutcomeBatch), outDone: make(chan struct{}),
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
 	}
 	if !o.InMemory {
@@ -193,6 +196,7 @@ func Open(o Options) (*DB, error) {
 		return nil, fmt.Errorf("store: open %s: queue index: %w", o.Dir, err)
 	}
 	go db.committer()
+	go db.outcomeWriter()
 	return db, nil
 }
 
@@ -215,6 +219,7 @@ func (db *DB) Close() error {
 	db.closeMu.Unlock()
 	close(db.stop)
 	<-db.done
+	<-db.outDone
 	err := db.bdb.Close()
 	if db.watch != nil {
 		db.watch.close()
