@@ -34,6 +34,7 @@ gobench() { # dir args...: go test -bench, output to the run and to BENCH
   section "internal/bench/load.sh ROUNDS=$ROUNDS DURATION=$DURATION"
   SUMMARY="$LOAD" ROUNDS="$ROUNDS" DURATION="$DURATION" bash internal/bench/load.sh 2>/dev/null
   gobench ./proxy/ -bench 'WebhookIntake(Postgres|NoWorker)?$' -benchtime=20000x -count=2
+  gobench ./proxy/ -bench 'WorkerUnknownItem$' -benchtime=20000x -benchmem -count=2
   gobench ./proxy/ -bench 'WebhookEndToEnd(Postgres)?$|WebhookDrain$' -benchtime=20000x -count=2
   gobench ./hostabi/ -bench 'Enforcement|InstanceMemory' -benchmem -count=1
   gobench ./internal/webhook/ -bench 'Verify|P256' -benchmem -count=2
