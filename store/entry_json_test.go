@@ -74,17 +74,7 @@ func TestEntryJSONMatchesMarshal(t *testing.T) {
 func TestEntryJSONRandom(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(1, 2))
-	str := func() string {
-		b := make([]byte, r.IntN(12))
-		for i := range b {
-			if r.IntN(4) == 0 {
-				b[i] = byte(r.IntN(256))
-			} else {
-				b[i] = byte(' ' + r.IntN(95))
-			}
-		}
-		return string(b)
-	}
+	str := func() string { return randomText(r, r.IntN(12)) }
 	for range 5000 {
 		var body []byte
 		if r.IntN(3) > 0 {
@@ -102,6 +92,19 @@ func TestEntryJSONRandom(t *testing.T) {
 			t.Fatalf("DecodeEntry(EncodeEntry(%+v)): %v", e, err)
 		}
 	}
+}
+
+// randomText is n bytes, one in four of any value, the rest printable ASCII.
+func randomText(r *rand.Rand, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		if r.IntN(4) == 0 {
+			b[i] = byte(r.IntN(256))
+		} else {
+			b[i] = byte(' ' + r.IntN(95))
+		}
+	}
+	return string(b)
 }
 
 // randomEntry is an Entry with body and random fields: strings from str,
@@ -166,17 +169,7 @@ func FuzzEntryJSON(f *testing.F) {
 func TestOrphanJSONMatchesMarshal(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(3, 4))
-	str := func() string {
-		b := make([]byte, r.IntN(3)*r.IntN(12))
-		for i := range b {
-			if r.IntN(4) == 0 {
-				b[i] = byte(r.IntN(256))
-			} else {
-				b[i] = byte(' ' + r.IntN(95))
-			}
-		}
-		return string(b)
-	}
+	str := func() string { return randomText(r, r.IntN(3)*r.IntN(12)) } // a third empty
 	fast := 0
 	for i := range 5000 {
 		o := Orphan{Kind: str(), Tenant: str(), User: str(), ItemID: str(), LinkTokenHash: str(), IntentID: str(),

@@ -32,10 +32,7 @@ type outcomeReq struct {
 func (db *DB) outcome(fn func(*badger.Txn) error) error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
-	if db.closed {
-		return ErrClosed
-	}
-	if err := db.checkSpace(); err != nil {
+	if err := db.writable(); err != nil {
 		return err
 	}
 	r := &outcomeReq{fn: fn, done: make(chan error, 1)}

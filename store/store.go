@@ -315,15 +315,21 @@ func (db *DB) view(fn func(*badger.Txn) error) error {
 
 func (db *DB) update(fn func(*badger.Txn) error) error { return db.updateThen(fn, syncNow) }
 
+// writable is nil when the store takes writes: open, and with free space
+// above the reserve; db.closeMu is held.
+func (db *DB) writable() error {
+	if db.closed {
+		return ErrClosed
+	}
+	return db.checkSpace()
+}
+
 // updateThen runs fn in a transaction, retried on conflicts, and returns
 // once the write is durable as m says (durable.go).
 func (db *DB) updateThen(fn func(*badger.Txn) error, m syncMode) error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
-	if db.closed {
-		return ErrClosed
-	}
-	if err := db.checkSpace(); err != nil {
+	if err := db.writable(); err != nil {
 		return err
 	}
 	for range 10 {
