@@ -249,8 +249,8 @@ func (s *Server) completeRecordingOrphan(e store.Entry, unk *unknownItem, perr e
 		s.log.Debug("webhook outcome and orphan not written together; writing them apart", "id", e.ID, "err", err)
 		return false
 	}
+	s.reportUnknownItem(unk, fresh) // before "done", as when written apart
 	s.metrics.webhooksDone.WithLabelValues(e.Tenant, "done").Inc()
-	s.reportUnknownItem(unk, fresh)
 	s.queueDepth()
 	return true
 }
