@@ -12,6 +12,8 @@
 //     by the round of the queue outcome that follows them.
 //   - Enqueue writes the queue entry and its dedupe marker in one transaction,
 //     and concurrent Enqueue calls share one synced commit (group commit).
+//     Queue outcomes (Complete, Retry, DeadLetter) waiting at once share a
+//     transaction and a sync round too (outcomes.go).
 //   - One process per data directory (Badger's directory lock).
 //   - Webhook leases live in memory (qindex.go), rebuilt as "nobody holds a
 //     lease" at Open: only outcomes (Complete, Retry, DeadLetter, Replay) are
