@@ -19,27 +19,31 @@ var ErrInvalidKey = errors.New("store: invalid key")
 // each entry a CRC-framed record (expiry ‖ value) under kv/<tenant>\x00<key>,
 // and per tenant a count of its entries under kn/<tenant>, so the quota is
 // checked without scanning. Each tenant's writes are serialised by its own
-// lock in kvLocks (one process owns a data directory); expired entries stay
+// lock (TenantLocks; one process owns a data directory); expired entries stay
 // until the quota needs their room, as in the in-memory store the plugins
 // had before.
 
-// kvLocks holds one write lock per tenant. One lock for every tenant made a
-// tenant's plugin that writes without pause (a refused new key costs a scan
-// of its namespace and a synced write) hold it nearly always, so another
-// tenant's kv_set queued behind that tenant's writes and its plugin calls
-// ran past their timeout (TestNoisyKVWritesDoNotStallAnotherTenant). A
-// lock is a one-slot channel so that waiting for it honours the call's
-// context. The map keeps a lock for every tenant that ever wrote: tenant
-// names come from the configuration, not from requests. The zero value is
-// ready to use.
-type kvLocks struct {
+// TenantLocks holds one write lock per tenant, for the plugin KV writes of
+// both backends. One lock for every tenant made a tenant's plugin that
+// writes without pause (a refused new key costs a scan of its namespace and
+// a synced write) hold it nearly always, so another tenant's kv_set queued
+// behind that tenant's writes and its plugin calls ran past their timeout
+// (TestNoisyKVWritesDoNotStallAnotherTenant). On PostgreSQL the writers
+// waiting for their tenant's advisory lock held a pooled connection each,
+// so a noisy tenant could hold the whole pool: waiting here, before a
+// connection is taken, bounds a tenant's KV writes to one connection a
+// replica. A lock is a one-slot channel so that waiting for it honours the
+// call's context. The map keeps a lock for every tenant that ever wrote:
+// tenant names come from the configuration, not from requests. The zero
+// value is ready to use.
+type TenantLocks struct {
 	mu sync.Mutex
 	m  map[string]chan struct{}
 }
 
-// lock takes tenant's write lock, or returns ctx's error if ctx ends first;
+// Lock takes tenant's write lock, or returns ctx's error if ctx ends first;
 // on success the caller must call the returned unlock.
-func (l *kvLocks) lock(ctx context.Context, tenant string) (unlock func(), err error) {
+func (l *TenantLocks) Lock(ctx context.Context, tenant string) (unlock func(), err error) {
 	l.mu.Lock()
 	c := l.m[tenant]
 	if c == nil {
@@ -135,7 +139,7 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 	}
 	rec := kvRecord(exp, val)
 	k := kvKey(tenant, key)
-	unlock, err := db.kvLocks.lock(ctx, tenant)
+	unlock, err := db.kvLocks.Lock(ctx, tenant)
 	if err != nil {
 		return false, fmt.Errorf("store: kv set: %w", err)
 	}
@@ -175,7 +179,7 @@ func (db *DB) KVDelete(ctx context.Context, tenant string, key []byte) error {
 		return err
 	}
 	k := kvKey(tenant, key)
-	unlock, err := db.kvLocks.lock(ctx, tenant)
+	unlock, err := db.kvLocks.Lock(ctx, tenant)
 	if err != nil {
 		return fmt.Errorf("store: kv delete: %w", err)
 	}
@@ -315,7 +319,7 @@ func (db *DB) importKV(r Record) (bool, error) {
 	}
 	k := kvKey(tenant, []byte(key))
 	rec := kvRecord(r.ExpiresAt, r.Value)
-	unlock, err := db.kvLocks.lock(context.Background(), tenant)
+	unlock, err := db.kvLocks.Lock(context.Background(), tenant)
 	if err != nil {
 		return false, err
 	}

@@ -42,7 +42,7 @@ func TestKVWriteLockIsPerTenant(t *testing.T) {
 	t.Parallel()
 	db := open(t, t.TempDir(), nil)
 	defer db.Close()
-	unlock, err := db.kvLocks.lock(t.Context(), "noisy")
+	unlock, err := db.kvLocks.Lock(t.Context(), "noisy")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,7 +112,7 @@ type DB struct {
 	reserve   int64        // MinFreeBytes; 0 means no check
 	lowSpace  atomic.Bool  // logged once per transition
 	spaceOK   atomic.Int64 // unix nanos until which plenty of space is assumed (space.go)
-	kvLocks   kvLocks      // serialise each tenant's plugin KV writes (kv.go)
+	kvLocks   TenantLocks  // serialise each tenant's plugin KV writes (kv.go)
 }
 
 // DefaultDedupeTTL is how long a webhook body's dedupe marker is kept when

@@ -14,7 +14,8 @@ import (
 // The plugin key/value store (hostabi.KVStore) in plugin_kv, shared by
 // every replica. A new key takes a transaction-scoped advisory lock on its
 // tenant, so two replicas cannot both take the last free entry; updates of
-// an existing key need no lock.
+// an existing key need no lock. Within a replica a tenant's sets take turns
+// (kvLocks) before they take a connection.
 
 // kvLock is the advisory lock of tenant's KV namespace.
 const kvLock = "SELECT pg_advisory_xact_lock(hashtextextended('safeclose/plugin_kv/' || $1, 0))"
@@ -68,6 +69,16 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 	if err := kvCheck(tenant, key); err != nil {
 		return false, err
 	}
+	// One write of a tenant at a time in this replica, waited for before a
+	// pooled connection is taken (store.TenantLocks): the advisory lock
+	// below is waited for holding one, and a tenant writing without pause
+	// held the whole pool that way, so every other tenant's KV calls ran
+	// past their deadline.
+	unlock, err := db.kvLocks.Lock(ctx, tenant)
+	if err != nil {
+		return false, fmt.Errorf("store: kv set: %w", err)
+	}
+	defer unlock()
 	now := db.now()
 	var exp *time.Time
 	if ttl > 0 {

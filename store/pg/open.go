@@ -70,6 +70,8 @@ type DB struct {
 
 	due dueList // LeaseNext's tenants with a due entry (queue.go)
 
+	kvLocks store.TenantLocks // one KV set of a tenant at a time (kv.go)
+
 	// Group commit of the workers' single-row writes (writes.go).
 	writes chan *writeReq
 	wstop  chan struct{}
