@@ -197,62 +197,24 @@ func (s *Server) processRecovered(ctx context.Context, e store.Entry) (unk *unkn
 
 // record writes the outcome of e in the background, so the worker takes its
 // next entry while the synced write is under way: concurrent outcomes share
-// Badger's commits instead of each worker waiting for its own fsync. later,
-// if not nil, is the entry's effects that process left (see process); they
-// are written first, so they are committed before the outcome and become
-// durable with its round at the latest. The store keeps e unleasable until
-// its outcome is written (issue 12); Shutdown waits for these writes
-// (s.workers).
-//
-// unk, if not nil, is the item nobody holds that e named: its orphan is
-// recorded first, or, for a completed entry on a store that can, in the
-// outcome's own transaction (one write instead of two: issue 12).
+// Badger's commits instead of each worker waiting for its own fsync. unk,
+// if not nil, is the orphan process left (see process), written with the
+// outcome (finish). The store keeps e unleasable until its outcome is
+// written (issue 12); Shutdown waits for these writes (s.workers).
 func (s *Server) record(tr *turns, e store.Entry, unk *unknownItem, perr error) {
 	tr.writing <- struct{}{}
 	s.workers.Add(1)
 	go func() {
 		defer func() { <-tr.writing; s.workers.Done() }()
 		defer s.recoverTo(panicWebhook, nil)
-		s.recordOutcome(e, unk, perr)
+		s.finish(e, unk, perr)
 	}()
-}
-
-// recordOutcome is record's write, in the caller's goroutine.
-func (s *Server) recordOutcome(e store.Entry, unk *unknownItem, perr error) {
-	if unk != nil {
-		if s.completeRecordingOrphan(e, unk, perr) {
-			return
-		}
-		s.recordUnknownItem(s.effects(), unk)
-	}
-	s.finish(e, perr)
 }
 
 // orphanCompleter is a store that writes an entry's completion and an
 // orphan in one transaction (Badger).
 type orphanCompleter interface {
 	CompleteRecordingOrphan(id string, lease uint64, o store.Orphan) (fresh bool, err error)
-}
-
-// completeRecordingOrphan records a completed entry's outcome and its
-// unknown item's orphan in one write, if the store can, and reports
-// whether it did. Otherwise, or when that write fails (an orphan the
-// store refuses, say), nothing was written and the caller writes both
-// apart, as a store without it does.
-func (s *Server) completeRecordingOrphan(e store.Entry, unk *unknownItem, perr error) bool {
-	oc, ok := s.db.(orphanCompleter)
-	if !ok || perr != nil || s.base.Err() != nil {
-		return false
-	}
-	fresh, err := oc.CompleteRecordingOrphan(e.ID, e.LeaseToken, unk.orphan())
-	if err != nil {
-		s.log.Debug("webhook outcome and orphan not written together; writing them apart", "id", e.ID, "err", err)
-		return false
-	}
-	s.reportUnknownItem(unk, fresh) // before "done", as when written apart
-	s.metrics.webhooksDone.WithLabelValues(e.Tenant, "done").Inc()
-	s.queueDepth()
-	return true
 }
 
 // heartbeat extends e's lease every third of the lease period until the
@@ -306,8 +268,13 @@ func (w WebhookOptions) retryDelay(attempts int) time.Duration {
 	return d
 }
 
-// finish records the outcome of one attempt.
-func (s *Server) finish(e store.Entry, perr error) {
+// finish records the outcome of one attempt, and unk's orphan if not nil:
+// with a completion in the same write where the store can (complete), else
+// apart and first, so that the outcome's sync round makes it durable.
+func (s *Server) finish(e store.Entry, unk *unknownItem, perr error) {
+	if unk != nil && perr != nil {
+		s.recordUnknownItem(s.effects(), unk)
+	}
 	w := s.opts.Webhooks
 	m := s.metrics.webhooksDone
 	var err error
@@ -318,7 +285,7 @@ func (s *Server) finish(e store.Entry, perr error) {
 		err = s.db.Release(e.ID, e.LeaseToken)
 		s.log.Info("webhook released at shutdown", "tenant", e.Tenant, "id", e.ID)
 	case perr == nil:
-		err = s.db.Complete(e.ID, e.LeaseToken)
+		err = s.complete(e, unk)
 		m.WithLabelValues(e.Tenant, "done").Inc()
 	case errors.Is(perr, errPermanent) || e.Attempts+1 >= w.MaxAttempts:
 		err = s.db.DeadLetter(e.ID, e.LeaseToken, perr.Error())
@@ -335,6 +302,28 @@ func (s *Server) finish(e store.Entry, perr error) {
 		s.log.Warn("webhook outcome not recorded", "id", e.ID, "err", err)
 	}
 	s.queueDepth()
+}
+
+// complete removes a processed entry from the queue. unk, if not nil, is
+// the item nobody holds that it named: its orphan goes in the completion's
+// own transaction on a store that can (one write instead of two: issue
+// 12), else it is written apart, first. When the one write fails nothing
+// was written (an orphan the store refuses, say), and both are written
+// apart, so a refused orphan never keeps its entry queued.
+func (s *Server) complete(e store.Entry, unk *unknownItem) error {
+	if unk == nil {
+		return s.db.Complete(e.ID, e.LeaseToken)
+	}
+	if oc, ok := s.db.(orphanCompleter); ok {
+		fresh, err := oc.CompleteRecordingOrphan(e.ID, e.LeaseToken, unk.orphan())
+		if err == nil {
+			s.reportUnknownItem(unk, fresh)
+			return nil
+		}
+		s.log.Debug("webhook outcome and orphan not written together; writing them apart", "id", e.ID, "err", err)
+	}
+	s.recordUnknownItem(s.effects(), unk)
+	return s.db.Complete(e.ID, e.LeaseToken)
 }
 
 // depthEvery is the least time between two reads of the queue depth by the

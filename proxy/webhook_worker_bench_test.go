@@ -46,7 +46,7 @@ func BenchmarkWorkerUnknownItem(b *testing.B) {
 		if unk == nil || perr != nil {
 			b.Fatalf("work = %v, %v; want an unknown item", unk, perr)
 		}
-		s.recordOutcome(en, unk, perr)
+		s.finish(en, unk, perr)
 	}
 	cpu := cputime.Process() - cpu0
 	b.StopTimer()

@@ -2,9 +2,7 @@ package store
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
-	"hash/crc32"
 	"strconv"
 	"time"
 )
@@ -25,16 +23,6 @@ func EncodeEntry(e Entry) ([]byte, error) {
 		return marshalFramed(e)
 	}
 	return sealFrame(out), nil
-}
-
-// sealFrame fills in the header of out, a frame's 9 header bytes followed
-// by the record's JSON, and returns it.
-func sealFrame(out []byte) []byte {
-	p := out[9:]
-	out[0] = checkedVersion
-	binary.BigEndian.PutUint32(out[1:5], uint32(len(p)))
-	binary.BigEndian.PutUint32(out[5:9], crc32.Checksum(p, castagnoli))
-	return out
 }
 
 // marshalFramed is a record's slow path: json.Marshal(v), framed.

@@ -102,11 +102,18 @@ func (kr *Keyring) openRecord(bkey, rec []byte) ([]byte, string, error) {
 // sessions, intents, orphans) with its length and CRC-32C, so a flipped byte
 // or a truncation is refused rather than misparsed (Issue 9.11).
 func frame(payload []byte) []byte {
-	out := make([]byte, 9, 9+len(payload))
+	return sealFrame(append(make([]byte, 9, 9+len(payload)), payload...))
+}
+
+// sealFrame fills in the header of out, a frame's 9 header bytes followed
+// by the record's payload, and returns it: a record encoded in place after
+// its header (EncodeEntry, encodeOrphan) is framed without a copy.
+func sealFrame(out []byte) []byte {
+	p := out[9:]
 	out[0] = checkedVersion
-	binary.BigEndian.PutUint32(out[1:5], uint32(len(payload)))
-	binary.BigEndian.PutUint32(out[5:9], crc32.Checksum(payload, castagnoli))
-	return append(out, payload...)
+	binary.BigEndian.PutUint32(out[1:5], uint32(len(p)))
+	binary.BigEndian.PutUint32(out[5:9], crc32.Checksum(p, castagnoli))
+	return out
 }
 
 // unframe checks a framed record and returns its payload.
