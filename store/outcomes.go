@@ -99,6 +99,9 @@ func (db *DB) writeOutcomes(batch []*outcomeReq) (rest []*outcomeReq) {
 			err = fmt.Errorf("store: too many conflicts")
 		}
 		done := batch[:n:n]
+		if err == nil {
+			db.outcomeTxns.Add(1)
+		}
 		if err != nil {
 			for _, r := range done {
 				r.done <- noSpace(err)

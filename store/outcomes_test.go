@@ -166,3 +166,55 @@ func TestConcurrentOutcomesAndClose(t *testing.T) {
 		t.Errorf("QueueLen after reopen = %d, %v; want %d retried + %d not completed", got, err, retried, n-200-completed)
 	}
 }
+
+// Issue 12: outcomes that wait at once share one transaction. While the
+// writer is inside one outcome, five Completes queue; they are then
+// written together: two transactions for six outcomes.
+func TestWaitingOutcomesShareATransaction(t *testing.T) {
+	t.Parallel()
+	db := open(t, t.TempDir(), nil)
+	defer db.Close()
+	for i := range 5 {
+		if _, _, err := db.Enqueue(context.Background(), Entry{Tenant: "t", Body: fmt.Appendf(nil, `{"n":%d}`, i), BodySHA256: [32]byte{byte(i)}, ReceivedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := db.Lease("w", time.Minute, 5)
+	if err != nil || len(es) != 5 {
+		t.Fatalf("Lease = %d, %v", len(es), err)
+	}
+	t0 := db.outcomeTxns.Load()
+	entered, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- db.outcome(func(*badger.Txn) error { close(entered); <-release; return nil })
+	}()
+	<-entered
+	var wg sync.WaitGroup
+	errs := make([]error, len(es))
+	for i, e := range es {
+		wg.Go(func() { errs[i] = db.Complete(e.ID, e.LeaseToken) })
+	}
+	for i := 0; len(db.outReqs) < len(es); i++ { // bounded: 1000 × 5 ms
+		if i == 1000 {
+			t.Fatalf("%d of %d Completes queued for the writer", len(db.outReqs), len(es))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Complete %d = %v", i, err)
+		}
+	}
+	if n := db.outcomeTxns.Load() - t0; n != 2 {
+		t.Errorf("six outcomes took %d transactions, want 2 (the five that waited together in one)", n)
+	}
+	if n, err := db.QueueLen(); err != nil || n != 0 {
+		t.Errorf("QueueLen = %d, %v; want 0", n, err)
+	}
+}

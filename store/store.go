@@ -86,33 +86,35 @@ type Options struct {
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	bdb       *badger.DB
-	kr        *Keyring
-	keyErr    error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
-	log       *slog.Logger
-	now       func() time.Time
-	ttl       time.Duration
-	max       int
-	reqs      chan *enqueueReq
-	outReqs   chan *outcomeReq // outcomes for the outcome writer (outcomes.go)
-	outDone   chan struct{}    // closed when the outcome writer has stopped
-	stop      chan struct{}
-	done      chan struct{}
-	closeMu   sync.RWMutex
-	closed    bool
-	leaseMu   sync.Mutex
-	qi        *qindex         // the queue's in-memory index and leases (qindex.go)
-	gs        *groupSync      // fsync rounds (durable.go); nil when in memory
-	oldSynced map[string]bool // rotated log files synced since (syncFiles)
-	watch     *dirWatch       // changes in dir since the last listing (syncFiles); nil: list every round
-	listings  uint64          // times syncFiles listed dir (0: never, so the first round lists)
-	roundDone func()          // tests: run at the end of each successful round
-	ids       idGen
-	dir       string
-	reserve   int64        // MinFreeBytes; 0 means no check
-	lowSpace  atomic.Bool  // logged once per transition
-	spaceOK   atomic.Int64 // unix nanos until which plenty of space is assumed (space.go)
-	kvLocks   TenantLocks  // serialise each tenant's plugin KV writes (kv.go)
+	bdb     *badger.DB
+	kr      *Keyring
+	keyErr  error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	log     *slog.Logger
+	now     func() time.Time
+	ttl     time.Duration
+	max     int
+	reqs    chan *enqueueReq
+	outReqs chan *outcomeReq // outcomes for the outcome writer (outcomes.go)
+	outDone chan struct{}    // closed when the outcome writer has stopped
+	// outcomeTxns counts the outcome writer's committed transactions.
+	outcomeTxns atomic.Uint64
+	stop        chan struct{}
+	done        chan struct{}
+	closeMu     sync.RWMutex
+	closed      bool
+	leaseMu     sync.Mutex
+	qi          *qindex         // the queue's in-memory index and leases (qindex.go)
+	gs          *groupSync      // fsync rounds (durable.go); nil when in memory
+	oldSynced   map[string]bool // rotated log files synced since (syncFiles)
+	watch       *dirWatch       // changes in dir since the last listing (syncFiles); nil: list every round
+	listings    uint64          // times syncFiles listed dir (0: never, so the first round lists)
+	roundDone   func()          // tests: run at the end of each successful round
+	ids         idGen
+	dir         string
+	reserve     int64        // MinFreeBytes; 0 means no check
+	lowSpace    atomic.Bool  // logged once per transition
+	spaceOK     atomic.Int64 // unix nanos until which plenty of space is assumed (space.go)
+	kvLocks     TenantLocks  // serialise each tenant's plugin KV writes (kv.go)
 }
 
 // DefaultDedupeTTL is how long a webhook body's dedupe marker is kept when
