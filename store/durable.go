@@ -58,8 +58,9 @@ const (
 
 // OutcomeBatch is how many outcome writes (Complete, Retry, DeadLetter)
 // share a transaction at most (outcomes.go), and how many waiting for
-// their sync round begin one at once; fewer wait up to 10 ms for company. A caller that bounds its outcomes in flight should
-// allow more than this many.
+// their sync round begin one at once; fewer wait up to 10 ms for company.
+// A caller that bounds its outcomes in flight should allow more than this
+// many.
 const OutcomeBatch = 64
 
 func newGroupSync(fn func() error) *groupSync {

@@ -17,8 +17,12 @@ import (
 // an existing key need no lock. Within a replica a tenant's sets take turns
 // (kvLocks) before they take a connection.
 
-// kvLock is the advisory lock of tenant's KV namespace.
-const kvLock = "SELECT pg_advisory_xact_lock(hashtextextended('safeclose/plugin_kv/' || $1, 0))"
+// kvLockKey is the advisory lock key of tenant $1's KV namespace, and
+// kvLock takes it for the transaction.
+const (
+	kvLockKey = "hashtextextended('safeclose/plugin_kv/' || $1, 0)"
+	kvLock    = "SELECT pg_advisory_xact_lock(" + kvLockKey + ")"
+)
 
 func kvCheck(tenant string, key []byte) error {
 	if tenant == "" || len(key) == 0 {
