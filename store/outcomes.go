@@ -70,44 +70,46 @@ func (db *DB) outcomeWriter() {
 // one transaction, answers the outcomes it is done with, and returns the
 // rest.
 func (db *DB) writeOutcomes(batch []*outcomeReq) (rest []*outcomeReq) {
-	for attempt := 0; ; attempt++ {
+	n := len(batch) // the prefix this transaction takes
+	for attempt := 0; ; {
 		txn := db.bdb.NewTransaction(true)
-		n := len(batch)
 		var failed error
-		for i, r := range batch {
-			err := r.fn(txn)
-			if err == nil {
-				continue
-			}
-			if errors.Is(err, badger.ErrTxnTooBig) && i > 0 {
-				n = i // the rest goes in the next transaction
+		tooBig := false
+		for i, r := range batch[:n] {
+			if err := r.fn(txn); err != nil {
+				txn.Discard()
+				// One that does not fit is not written in part: the
+				// transaction is begun again with the ones before it.
+				tooBig = errors.Is(err, badger.ErrTxnTooBig) && i > 0
+				if !tooBig {
+					failed = err
+				}
+				n = i
 				break
 			}
-			txn.Discard()
-			n, failed = i, err
-			break
 		}
-		if failed != nil { // answer it; the others are written without it
+		switch {
+		case tooBig:
+			continue
+		case failed != nil: // answer it; the others are written without it
 			batch[n].done <- noSpace(failed)
 			return append(batch[:n:n], batch[n+1:]...)
 		}
 		err := txn.Commit()
-		if errors.Is(err, badger.ErrConflict) && attempt < 10 {
-			continue
-		}
 		if errors.Is(err, badger.ErrConflict) {
+			if attempt++; attempt <= 10 {
+				continue
+			}
 			err = fmt.Errorf("store: too many conflicts")
 		}
 		done := batch[:n:n]
-		if err == nil {
-			db.outcomeTxns.Add(1)
-		}
 		if err != nil {
 			for _, r := range done {
 				r.done <- noSpace(err)
 			}
 			return batch[n:]
 		}
+		db.outcomeTxns.Add(1)
 		// Nobody waits for an outcome (workers record them in the
 		// background), so they ride or share a round (waitLazy), counted
 		// as many as they are; the writer goes on meanwhile.
