@@ -102,6 +102,10 @@ type Webhooks struct {
 	Backoff      Duration `yaml:"backoff"`        // first retry delay, doubled each time; default 1s
 	MaxBackoff   Duration `yaml:"max_backoff"`    // default 1h
 	DedupeTTL    Duration `yaml:"dedupe_ttl"`     // default 48h
+	// IntakeFirstAt: verified webhooks waiting for the store at once that
+	// make a burst, answered before forwarding goes on at full pace;
+	// default 8, -1 turns it off.
+	IntakeFirstAt int `yaml:"intake_first_at"`
 }
 
 // Emulator is the embedded local Plaid sandbox emulator (dev mode).
@@ -234,7 +238,7 @@ func Default() File {
 		},
 		Webhooks: Webhooks{
 			MaxBodyBytes: 64 << 10, Workers: 8, MaxAttempts: 20, Lease: Duration(30e9),
-			Backoff: Duration(1e9), MaxBackoff: Duration(3600e9), DedupeTTL: Duration(48 * 3600e9),
+			Backoff: Duration(1e9), MaxBackoff: Duration(3600e9), DedupeTTL: Duration(48 * 3600e9), IntakeFirstAt: 8,
 		},
 		Emulator: Emulator{Listen: "127.0.0.1:8099", ClientID: "safeclose-dev", Secret: "safeclose-dev-secret"},
 	}
@@ -389,6 +393,9 @@ func (f *File) Validate() error {
 	}
 	if f.Webhooks.Workers < 1 || f.Webhooks.Workers > 256 {
 		add("webhooks.workers", "must be in 1..256")
+	}
+	if f.Webhooks.IntakeFirstAt < -1 || f.Webhooks.IntakeFirstAt == 0 {
+		add("webhooks.intake_first_at", "must be at least 1, or -1 to turn pacing off")
 	}
 	if f.Webhooks.MaxAttempts < 1 {
 		add("webhooks.max_attempts", "must be at least 1")

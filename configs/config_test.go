@@ -184,12 +184,15 @@ tenants:
 		{"bad string", "    upstream: nope\n", nil, []string{"tenants[0].upstream: must be an http(s) URL"}},
 		{"limits", "limits: {max_response_bytes: 0, max_websockets: -1}\n", nil,
 			[]string{"limits.max_response_bytes", "limits.max_websockets"}},
+		{"intake_first_at 0", "webhooks: {intake_first_at: 0}\n", nil, []string{"webhooks.intake_first_at"}},
+		{"intake_first_at -2", "webhooks: {intake_first_at: -2}\n", nil, []string{"webhooks.intake_first_at"}},
+		{"intake_first_at off", "webhooks: {intake_first_at: -1}\n", []string{}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			y := head + tt.extra
-			if strings.HasPrefix(tt.extra, "limits") {
+			if strings.HasPrefix(tt.extra, "limits") || strings.HasPrefix(tt.extra, "webhooks") {
 				y = tt.extra + head
 			}
 			f, err := Decode(strings.NewReader(y))

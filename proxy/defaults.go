@@ -37,4 +37,5 @@ const (
 	DefaultWebhookMaxBackoff   = time.Hour
 	DefaultWebhookPoll         = 200 * time.Millisecond
 	DefaultWebhookMaxAge       = 5 * time.Minute
+	DefaultWebhookIntakeFirst  = 8 // verified webhooks waiting for the store: a burst
 )

@@ -22,6 +22,7 @@ type metrics struct {
 	queueDepth    prometheus.Gauge
 	orphans       prometheus.Gauge
 	intakeSeconds prometheus.Histogram
+	paced         prometheus.Counter
 	duration      *prometheus.HistogramVec
 	accessDropped prometheus.Counter
 
@@ -105,6 +106,9 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Name: "safeclose_webhook_intake_seconds", Help: "Time from webhook arrival to its durable 200.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}),
+		paced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "safeclose_webhook_paced_seconds_total", Help: "Time webhook workers rested so that a burst of webhooks is answered first (webhooks.intake_first_at).",
+		}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "safeclose_request_duration_seconds", Help: "Time from request read to answer, by tenant and route (proxy or an own route).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
@@ -116,7 +120,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		reg:     reg,
 	}
 	reg.MustRegister(m.requests, m.authFailures, m.webhooksIn, m.webhooksDone, m.forwards,
-		m.persistFailed, m.queueDepth, m.intakeSeconds, m.orphans, m.duration, m.accessDropped)
+		m.persistFailed, m.queueDepth, m.intakeSeconds, m.paced, m.orphans, m.duration, m.accessDropped)
 	return m
 }
 

@@ -101,6 +101,12 @@ type WebhookOptions struct {
 	// Workers, at least 1. Each entry's lease is renewed every third of
 	// Lease while it is worked on.
 	TenantWorkers int
+
+	// IntakeFirstAt is how many verified webhooks waiting for the store at
+	// once make a burst: while one lasts, workers rest after each entry
+	// (paceForIntake), so the burst is answered at the machine's pace and
+	// forwarded right after it. Zero means 8; negative turns pacing off.
+	IntakeFirstAt int
 }
 
 // Tenant is one workspace.

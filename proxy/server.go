@@ -29,6 +29,7 @@ type Server struct {
 	depthPending atomic.Bool                    // a trailing queue depth read is scheduled
 	depthGap     atomic.Int64                   // nanos to wait after the last queue depth read (depthGap)
 	intakeDL     atomic.Pointer[intakeDeadline] // webhook_intake.go
+	intakeWaits  atomic.Int32                   // verified webhooks waiting for the store (paceForIntake)
 	opts         Options
 	log          *slog.Logger
 	db           Store
@@ -147,6 +148,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if w.MaxAge == 0 {
 		w.MaxAge = DefaultWebhookMaxAge
+	}
+	if w.IntakeFirstAt == 0 {
+		w.IntakeFirstAt = DefaultWebhookIntakeFirst
 	}
 	// Plaid calls never follow a redirect (noRedirect): plaid-go sends the
 	// tenant's secret as a header, which net/http copies to whatever host

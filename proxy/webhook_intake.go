@@ -45,7 +45,9 @@ func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 			e.Headers = append(e.Headers, store.Header{Name: k, Value: string(v)})
 		}
 	}
+	s.intakeWaits.Add(1)
 	id, dup, err := s.db.Enqueue(s.intakeContext(start), e)
+	s.intakeWaits.Add(-1)
 	if err != nil {
 		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "store_error").Inc()
 		return fmt.Errorf("%w: enqueue webhook: %w", ErrStoreDown, err)

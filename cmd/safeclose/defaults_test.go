@@ -40,6 +40,7 @@ func TestConfigDefaultsMatchPackages(t *testing.T) {
 		{"webhooks.lease", c.Webhooks.Lease.Std(), proxy.DefaultWebhookLease},
 		{"webhooks.backoff", c.Webhooks.Backoff.Std(), proxy.DefaultWebhookBackoff},
 		{"webhooks.max_backoff", c.Webhooks.MaxBackoff.Std(), proxy.DefaultWebhookMaxBackoff},
+		{"webhooks.intake_first_at", c.Webhooks.IntakeFirstAt, proxy.DefaultWebhookIntakeFirst},
 		{"webhooks.dedupe_ttl", c.Webhooks.DedupeTTL.Std(), store.DefaultDedupeTTL},
 		// Plugin limits: configs validates against its own copy of the maxima.
 		{"configs.MaxMemoryPages", configs.MaxMemoryPages, hostabi.MaxMemoryPages},

@@ -310,6 +310,8 @@ func webhookOptions(cfg *configs.File) proxy.WebhookOptions {
 		Lease:        w.Lease.Std(),
 		Backoff:      w.Backoff.Std(),
 		MaxBackoff:   w.MaxBackoff.Std(),
+
+		IntakeFirstAt: w.IntakeFirstAt,
 	}
 }
 
