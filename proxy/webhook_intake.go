@@ -45,9 +45,7 @@ func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 			e.Headers = append(e.Headers, store.Header{Name: k, Value: string(v)})
 		}
 	}
-	s.intakeWaits.Add(1)
-	id, dup, err := s.db.Enqueue(s.intakeContext(start), e)
-	s.intakeWaits.Add(-1)
+	id, dup, err := s.enqueueCounted(s.intakeContext(start), e)
 	if err != nil {
 		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "store_error").Inc()
 		return fmt.Errorf("%w: enqueue webhook: %w", ErrStoreDown, err)
@@ -63,6 +61,15 @@ func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	tn.m.m.intakeSeconds.Observe(time.Since(start).Seconds())
 	writeIntakeAnswer(ctx, dup, id)
 	return nil
+}
+
+// enqueueCounted is Enqueue, counted in s.intakeWaits while it waits (the
+// burst signal of paceForIntake); the count is given back even if the
+// store panics, so pacing never sticks.
+func (s *Server) enqueueCounted(ctx context.Context, e store.Entry) (id string, dup bool, err error) {
+	s.intakeWaits.Add(1)
+	defer s.intakeWaits.Add(-1)
+	return s.db.Enqueue(ctx, e)
 }
 
 // intakeTimeout bounds a webhook's wait for the store, to answer well

@@ -132,3 +132,39 @@ func TestWorkersRestWhileABurstWaits(t *testing.T) {
 		})
 	}
 }
+
+// enqueuePanicStore is the real store whose Enqueue panics.
+type enqueuePanicStore struct{ *store.DB }
+
+func (enqueuePanicStore) Enqueue(context.Context, store.Entry) (string, bool, error) {
+	panic("enqueue exploded")
+}
+
+// A store that panics while a webhook waits for it gives the count back:
+// a count left high would pace the workers for the life of the process.
+func TestIntakeWaitsGivenBackAfterAPanic(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1}, store: func(t testing.TB, kr *store.Keyring) Store {
+		db, err := store.Open(store.Options{Dir: t.TempDir(), Keyring: kr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return enqueuePanicStore{DB: db}
+	}})
+	w := signWebhooks(t, e.sim, 1)[0]
+	req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(res)
+	req.SetRequestURI("http://" + e.addr + pathWebhook)
+	req.Header.SetHost("t1.test")
+	req.Header.SetMethod("POST")
+	req.Header.Set("Plaid-Verification", w.jwt)
+	req.SetBody(w.body)
+	if err := fasthttp.DoTimeout(req, res, 20*time.Second); err != nil || res.StatusCode() != fasthttp.StatusInternalServerError {
+		t.Fatalf("webhook with a panicking store: %d %v, want 500", res.StatusCode(), err)
+	}
+	if n := e.srv.intakeWaits.Load(); n != 0 {
+		t.Fatalf("waiting webhooks after the panic = %d, want 0", n)
+	}
+}
