@@ -165,6 +165,7 @@ var infinity = nistec.NewP256Point()
 // addition per non-zero signed digit.
 func (k *Key) mul(acc, neg *nistec.P256Point, u []byte) *nistec.P256Point {
 	acc.Set(infinity)
+	empty := true // acc is still infinity: the first point is set, not added
 	carry := 0
 	for i := range windows {
 		d := bits(u, i*window) + carry
@@ -173,11 +174,20 @@ func (k *Key) mul(acc, neg *nistec.P256Point, u []byte) *nistec.P256Point {
 			d -= 2 * half
 			carry = 1
 		}
+		var pt *nistec.P256Point
 		switch {
 		case d > 0:
-			acc.Add(acc, &k.tab[i][d-1])
+			pt = &k.tab[i][d-1]
 		case d < 0:
-			acc.Add(acc, neg.Negate(&k.tab[i][-d-1]))
+			pt = neg.Negate(&k.tab[i][-d-1])
+		default:
+			continue
+		}
+		if empty {
+			acc.Set(pt)
+			empty = false
+		} else {
+			acc.Add(acc, pt)
 		}
 	}
 	// u < 2^256 and windows × window ≥ 257: the top window holds only the
