@@ -24,6 +24,21 @@ func (g gateStore) Enqueue(ctx context.Context, e store.Entry) (string, bool, er
 	return g.DB.Enqueue(ctx, e)
 }
 
+// postSigned posts one signed webhook to tenant t1 and returns the status;
+// safe to call from any goroutine.
+func postSigned(addr string, w signedWebhook) (int, error) {
+	req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(res)
+	req.SetRequestURI("http://" + addr + pathWebhook)
+	req.Header.SetHost("t1.test")
+	req.Header.SetMethod("POST")
+	req.Header.Set("Plaid-Verification", w.jwt)
+	req.SetBody(w.body)
+	err := fasthttp.DoTimeout(req, res, 20*time.Second)
+	return res.StatusCode(), err
+}
+
 // waitFor polls cond every 10 ms, failing the test after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -52,18 +67,7 @@ func TestIntakeWaitsCountsVerifiedWebhooksAtTheStore(t *testing.T) {
 		return gateStore{DB: db, gate: gate}
 	}})
 	ws := signWebhooks(t, e.sim, 3)
-	post := func(w signedWebhook) (int, error) {
-		req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		defer fasthttp.ReleaseRequest(req)
-		defer fasthttp.ReleaseResponse(res)
-		req.SetRequestURI("http://" + e.addr + pathWebhook)
-		req.Header.SetHost("t1.test")
-		req.Header.SetMethod("POST")
-		req.Header.Set("Plaid-Verification", w.jwt)
-		req.SetBody(w.body)
-		err := fasthttp.DoTimeout(req, res, 20*time.Second)
-		return res.StatusCode(), err
-	}
+	post := func(w signedWebhook) (int, error) { return postSigned(e.addr, w) }
 	type answer struct {
 		code int
 		err  error
@@ -152,17 +156,8 @@ func TestIntakeWaitsGivenBackAfterAPanic(t *testing.T) {
 		t.Cleanup(func() { db.Close() })
 		return enqueuePanicStore{DB: db}
 	}})
-	w := signWebhooks(t, e.sim, 1)[0]
-	req, res := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(res)
-	req.SetRequestURI("http://" + e.addr + pathWebhook)
-	req.Header.SetHost("t1.test")
-	req.Header.SetMethod("POST")
-	req.Header.Set("Plaid-Verification", w.jwt)
-	req.SetBody(w.body)
-	if err := fasthttp.DoTimeout(req, res, 20*time.Second); err != nil || res.StatusCode() != fasthttp.StatusInternalServerError {
-		t.Fatalf("webhook with a panicking store: %d %v, want 500", res.StatusCode(), err)
+	if code, err := postSigned(e.addr, signWebhooks(t, e.sim, 1)[0]); err != nil || code != fasthttp.StatusInternalServerError {
+		t.Fatalf("webhook with a panicking store: %d %v, want 500", code, err)
 	}
 	if n := e.srv.intakeWaits.Load(); n != 0 {
 		t.Fatalf("waiting webhooks after the panic = %d, want 0", n)
