@@ -103,8 +103,8 @@ type Webhooks struct {
 	MaxBackoff   Duration `yaml:"max_backoff"`    // default 1h
 	DedupeTTL    Duration `yaml:"dedupe_ttl"`     // default 48h
 	// IntakeFirstAt: verified webhooks waiting for the store at once that
-	// make a burst, answered before forwarding goes on at full pace;
-	// default 8, -1 turns it off.
+	// make a burst (when the process is also short of CPU), answered
+	// before forwarding goes on at full pace; default 8, -1 turns it off.
 	IntakeFirstAt int `yaml:"intake_first_at"`
 }
 

@@ -103,10 +103,15 @@ type WebhookOptions struct {
 	TenantWorkers int
 
 	// IntakeFirstAt is how many verified webhooks waiting for the store at
-	// once make a burst: while one lasts, workers rest after each entry
-	// (paceForIntake), so the burst is answered at the machine's pace and
-	// forwarded right after it. Zero means 8; negative turns pacing off.
+	// once make a burst, when the process is also short of CPU: while one
+	// lasts, workers rest after each entry (paceForIntake), so the burst is
+	// answered at the machine's pace and forwarded right after it. Zero
+	// means 8; negative turns pacing off.
 	IntakeFirstAt int
+
+	// shortOfCPU (tests) stands for schedWatch: whether the process is
+	// short of CPU.
+	shortOfCPU func() bool
 }
 
 // Tenant is one workspace.

@@ -30,6 +30,7 @@ type Server struct {
 	depthGap     atomic.Int64                   // nanos to wait after the last queue depth read (depthGap)
 	intakeDL     atomic.Pointer[intakeDeadline] // webhook_intake.go
 	intakeWaits  atomic.Int32                   // verified webhooks waiting for the store (paceForIntake)
+	sched        schedWatch                     // is the process short of CPU (paceForIntake)
 	opts         Options
 	log          *slog.Logger
 	db           Store

@@ -98,27 +98,31 @@ func TestIntakeWaitsCountsVerifiedWebhooksAtTheStore(t *testing.T) {
 	}
 }
 
-// While a burst waits for the store, workers rest after each entry, yet
-// forward every event (the floor); without a burst, or with pacing off,
-// they never rest. The burst is simulated by the count the workers read.
+// While a burst waits for the store and the process is short of CPU,
+// workers rest after each entry, yet forward every event (the floor);
+// without a burst, with CPU to spare (a slow store: resting would speed
+// nothing), or with pacing off, they never rest. The burst is simulated by
+// the count the workers read, the CPU by what schedWatch would answer.
 func TestWorkersRestWhileABurstWaits(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name      string
-		at        int
-		burst     bool
-		wantRests bool
+		name       string
+		at         int
+		burst      bool
+		shortOfCPU bool
+		wantRests  bool
 	}{
-		{"burst", 0, true, true},
-		{"no burst", 0, false, false},
-		{"pacing off", -1, true, false},
+		{"burst", 0, true, true, true},
+		{"no burst", 0, false, true, false},
+		{"burst, CPU to spare", 0, true, false, false},
+		{"pacing off", -1, true, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			rv, url := newDrainReceiver(t)
 			e := startEnv(t, envConfig{
 				forward:    []Destination{{Name: "app", URL: url, Secret: []byte("0123456789abcdef0123456789abcdef")}},
-				webhookOpt: WebhookOptions{Workers: 2, IntakeFirstAt: tc.at},
+				webhookOpt: WebhookOptions{Workers: 2, IntakeFirstAt: tc.at, shortOfCPU: func() bool { return tc.shortOfCPU }},
 			})
 			if tc.burst {
 				e.srv.intakeWaits.Add(1000)

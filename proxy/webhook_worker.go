@@ -185,10 +185,13 @@ const maxPace = 20 * time.Millisecond
 
 // paceForIntake rests the worker, on its timer rest, after an entry whose
 // work took took, while a burst of webhooks waits for the store
-// (IntakeFirstAt of them or more). Intake and forwarding share the
-// machine, and the workers' CPU, store writes and goroutines slow the
-// answers Plaid waits for (issue 12: intake with its worker 7.7–8.9k/s
-// against 10.3–11.0k/s without one, in alternated runs). Each of n workers
+// (IntakeFirstAt of them or more) and the process is short of CPU
+// (schedWatch). Intake and forwarding then share a machine that cannot
+// serve both at full pace, and the workers' CPU, store writes and
+// goroutines slow the answers Plaid waits for (issue 12: intake with its
+// worker 7.7–8.9k/s against 10.3–11.0k/s without one, in alternated
+// runs). Webhooks that wait on a slow store with the CPU idle are no
+// burst: resting would slow forwarding and speed nothing. Each of n workers
 // rests (2n−1) times as long as its entry took, so together they keep
 // working about half of one worker's time: forwarding goes on through the
 // burst, at that floor, and every worker drains at full pace once the
@@ -197,7 +200,7 @@ const maxPace = 20 * time.Millisecond
 // shutdown. See RATIONALE.md "Why a burst of webhooks is answered first".
 func (s *Server) paceForIntake(rest *time.Timer, took time.Duration) {
 	w := s.opts.Webhooks
-	if w.IntakeFirstAt < 0 || int(s.intakeWaits.Load()) < w.IntakeFirstAt {
+	if w.IntakeFirstAt < 0 || int(s.intakeWaits.Load()) < w.IntakeFirstAt || !s.shortOfCPU() {
 		return
 	}
 	d := min(time.Duration(2*w.Workers-1)*took, maxPace)
@@ -208,6 +211,14 @@ func (s *Server) paceForIntake(rest *time.Timer, took time.Duration) {
 		rest.Stop()
 	}
 	s.metrics.paced.Add(d.Seconds())
+}
+
+// shortOfCPU reports whether goroutines wait for a CPU (schedWatch).
+func (s *Server) shortOfCPU() bool {
+	if f := s.opts.Webhooks.shortOfCPU; f != nil {
+		return f()
+	}
+	return s.sched.saturated(time.Now())
 }
 
 // work processes one leased entry, extending its lease while the work runs,
