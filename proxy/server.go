@@ -31,6 +31,7 @@ type Server struct {
 	intakeDL     atomic.Pointer[intakeDeadline] // webhook_intake.go
 	intakeWaits  atomic.Int32                   // verified webhooks waiting for the store (paceForIntake)
 	sched        schedWatch                     // is the process short of CPU (paceForIntake)
+	pacedLog     atomic.Int64                   // unix nanos of the last "forwarding paced" log line
 	opts         Options
 	log          *slog.Logger
 	db           Store

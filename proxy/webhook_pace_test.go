@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,7 +121,9 @@ func TestWorkersRestWhileABurstWaits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			rv, url := newDrainReceiver(t)
+			logs := &lockedBuffer{}
 			e := startEnv(t, envConfig{
+				logTo:      logs,
 				forward:    []Destination{{Name: "app", URL: url, Secret: []byte("0123456789abcdef0123456789abcdef")}},
 				webhookOpt: WebhookOptions{Workers: 2, IntakeFirstAt: tc.at, shortOfCPU: func() bool { return tc.shortOfCPU }},
 			})
@@ -136,6 +139,16 @@ func TestWorkersRestWhileABurstWaits(t *testing.T) {
 			}
 			if tc.wantRests && rested > float64(n)*maxPace.Seconds() {
 				t.Fatalf("workers rested %vs over %d entries, more than %v each", rested, n, maxPace)
+			}
+			// The operator is told, once a minute at most, not once a rest.
+			said := 0
+			for _, l := range logs.lines(t) {
+				if strings.HasPrefix(fmt.Sprint(l["msg"]), "webhook burst: forwarding paced") {
+					said++
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.wantRests]; said != want {
+				t.Fatalf("\"forwarding paced\" logged %d times over %d entries; want %d", said, n, want)
 			}
 		})
 	}

@@ -203,6 +203,7 @@ func (s *Server) paceForIntake(rest *time.Timer, took time.Duration) {
 	if w.IntakeFirstAt < 0 || int(s.intakeWaits.Load()) < w.IntakeFirstAt || !s.shortOfCPU() {
 		return
 	}
+	s.logPacing()
 	d := min(time.Duration(2*w.Workers-1)*took, maxPace)
 	rest.Reset(d)
 	select {
@@ -211,6 +212,23 @@ func (s *Server) paceForIntake(rest *time.Timer, took time.Duration) {
 		rest.Stop()
 	}
 	s.metrics.paced.Add(d.Seconds())
+}
+
+// pacedLogEvery is the least time between two "forwarding paced" lines.
+const pacedLogEvery = time.Minute
+
+// logPacing tells the operator, at most once a pacedLogEvery, that
+// forwarding is slowed for a burst: events then reach the tenants' apps
+// later, and this line (with safeclose_webhook_paced_seconds_total) says
+// why.
+func (s *Server) logPacing() {
+	now := time.Now().UnixNano()
+	last := s.pacedLog.Load()
+	if last != 0 && now-last < int64(pacedLogEvery) || !s.pacedLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Info("webhook burst: forwarding paced until the waiting webhooks are answered (safeclose_webhook_paced_seconds_total)",
+		"waiting", s.intakeWaits.Load(), "intake_first_at", s.opts.Webhooks.IntakeFirstAt)
 }
 
 // shortOfCPU reports whether goroutines wait for a CPU (schedWatch).
