@@ -180,3 +180,23 @@ func TestIntakeWaitsGivenBackAfterAPanic(t *testing.T) {
 		t.Fatalf("waiting webhooks after the panic = %d, want 0", n)
 	}
 }
+
+// A worker's rest under a burst: 2n−1 times its entry's time for n
+// workers (together about half of one worker's time), never past maxPace.
+func TestPaceRest(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		n          int
+		took, want time.Duration
+	}{
+		{1, time.Millisecond, time.Millisecond},
+		{2, time.Millisecond, 3 * time.Millisecond},
+		{8, 100 * time.Microsecond, 1500 * time.Microsecond},
+		{8, 2 * time.Millisecond, maxPace},
+		{1, time.Hour, maxPace},
+	} {
+		if got := paceRest(tc.n, tc.took); got != tc.want {
+			t.Errorf("paceRest(%d, %v) = %v, want %v", tc.n, tc.took, got, tc.want)
+		}
+	}
+}

@@ -172,7 +172,7 @@ func (s *Server) workLoop(tr *turns, owner string) {
 			unk, perr := s.work(e)
 			tr.done(e.Tenant)
 			s.record(tr, e, unk, perr)
-			s.paceForIntake(rest, time.Since(t0))
+			s.paceForIntake(rest, t0)
 		}
 		s.queueDepth()
 		t.Reset(w.Poll)
@@ -184,7 +184,7 @@ func (s *Server) workLoop(tr *turns, owner string) {
 const maxPace = 20 * time.Millisecond
 
 // paceForIntake rests the worker, on its timer rest, after an entry whose
-// work took took, while a burst of webhooks waits for the store
+// work began at t0, while a burst of webhooks waits for the store
 // (IntakeFirstAt of them or more) and the process is short of CPU
 // (schedWatch). Intake and forwarding then share a machine that cannot
 // serve both at full pace, and the workers' CPU, store writes and
@@ -198,13 +198,17 @@ const maxPace = 20 * time.Millisecond
 // burst is answered. A worker between entries holds no lease and no
 // tenant slot, so a rest delays nobody else's entry; it ends at once on
 // shutdown. See RATIONALE.md "Why a burst of webhooks is answered first".
-func (s *Server) paceForIntake(rest *time.Timer, took time.Duration) {
+func (s *Server) paceForIntake(rest *time.Timer, t0 time.Time) {
 	w := s.opts.Webhooks
-	if w.IntakeFirstAt < 0 || int(s.intakeWaits.Load()) < w.IntakeFirstAt || !s.shortOfCPU() {
+	if w.IntakeFirstAt < 0 || int(s.intakeWaits.Load()) < w.IntakeFirstAt {
+		return // the clock is read only when a burst may be on
+	}
+	now := time.Now()
+	if !s.shortOfCPU(now) {
 		return
 	}
-	s.logPacing()
-	d := min(time.Duration(2*w.Workers-1)*took, maxPace)
+	s.logPacing(now)
+	d := paceRest(w.Workers, now.Sub(t0))
 	rest.Reset(d)
 	select {
 	case <-rest.C:
@@ -214,6 +218,13 @@ func (s *Server) paceForIntake(rest *time.Timer, took time.Duration) {
 	s.metrics.paced.Add(d.Seconds())
 }
 
+// paceRest is one worker's rest, of n, after an entry that took took:
+// 2n−1 times as long, so that n workers together work about half of one
+// worker's time, and at most maxPace.
+func paceRest(n int, took time.Duration) time.Duration {
+	return min(time.Duration(2*n-1)*took, maxPace)
+}
+
 // pacedLogEvery is the least time between two "forwarding paced" lines.
 const pacedLogEvery = time.Minute
 
@@ -221,10 +232,9 @@ const pacedLogEvery = time.Minute
 // forwarding is slowed for a burst: events then reach the tenants' apps
 // later, and this line (with safeclose_webhook_paced_seconds_total) says
 // why.
-func (s *Server) logPacing() {
-	now := time.Now().UnixNano()
-	last := s.pacedLog.Load()
-	if last != 0 && now-last < int64(pacedLogEvery) || !s.pacedLog.CompareAndSwap(last, now) {
+func (s *Server) logPacing(now time.Time) {
+	at, last := now.UnixNano(), s.pacedLog.Load()
+	if last != 0 && at-last < int64(pacedLogEvery) || !s.pacedLog.CompareAndSwap(last, at) {
 		return
 	}
 	s.log.Info("webhook burst: forwarding paced until the waiting webhooks are answered (safeclose_webhook_paced_seconds_total)",
@@ -232,11 +242,11 @@ func (s *Server) logPacing() {
 }
 
 // shortOfCPU reports whether goroutines wait for a CPU (schedWatch).
-func (s *Server) shortOfCPU() bool {
+func (s *Server) shortOfCPU(now time.Time) bool {
 	if f := s.opts.Webhooks.shortOfCPU; f != nil {
 		return f()
 	}
-	return s.sched.saturated(time.Now())
+	return s.sched.saturated(now)
 }
 
 // work processes one leased entry, extending its lease while the work runs,
@@ -280,6 +290,10 @@ func (s *Server) record(tr *turns, e store.Entry, unk *unknownItem, perr error) 
 type orphanCompleter interface {
 	CompleteRecordingOrphan(id string, lease uint64, o store.Orphan) (fresh bool, err error)
 }
+
+// Badger's store must stay an orphanCompleter: were its method to drift,
+// complete would fall back to two writes without a word.
+var _ orphanCompleter = (*store.DB)(nil)
 
 // heartbeat extends e's lease every third of the lease period until the
 // returned stop is called; stop returns once no extension runs nor will.

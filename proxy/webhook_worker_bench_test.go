@@ -22,6 +22,7 @@ func BenchmarkWorkerUnknownItem(b *testing.B) {
 		if err != nil {
 			tb.Fatal(err)
 		}
+		tb.Cleanup(func() { db.Close() })
 		return db
 	}})
 	s := e.srv

@@ -268,8 +268,7 @@ const (
 func (db *DB) durable() error { return db.durableMode(syncNow) }
 
 func (db *DB) durableMode(m syncMode) error {
-	switch {
-	case db.gs == nil || m == syncLater:
+	if db.gs == nil || m == syncLater {
 		return nil
 	}
 	return noSpace(db.gs.wait())

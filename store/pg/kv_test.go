@@ -7,10 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/safeclose/safeclose/store/pg/pgtest"
 )
 
 // A tenant's KV sets wait for their turn before they take a pooled
@@ -21,18 +17,9 @@ import (
 // writing without pause held the whole pool (TestNoisyKVWritesDoNotStall
 // AnotherTenant in proxy failed in CI on PostgreSQL).
 func TestKVSetWaitsForItsTenantWithoutAConnection(t *testing.T) {
-	dsn := pgtest.Database(t)
+	db, dsn := openTest(t) // a pool of 4
 	ctx := context.Background()
-	db, err := Open(ctx, Options{DSN: dsn, MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	other, err := pgx.Connect(ctx, dsn) // another replica, inside a set of "noisy"
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close(ctx)
+	other := adminConn(t, dsn) // another replica, inside a set of "noisy"
 	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock("+kvLockKey+")", "noisy"); err != nil {
 		t.Fatal(err)
 	}
