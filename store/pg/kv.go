@@ -14,8 +14,8 @@ import (
 // The plugin key/value store (hostabi.KVStore) in plugin_kv, shared by
 // every replica. A new key takes a transaction-scoped advisory lock on its
 // tenant, so two replicas cannot both take the last free entry; updates of
-// an existing key need no lock. Within a replica a tenant's sets take turns
-// (kvLocks) before they take a connection.
+// an existing key need no lock. Within a replica a tenant's new keys take
+// turns (kvLocks) before they take a connection.
 
 // kvLockKey is the advisory lock key of tenant $1's KV namespace, and
 // kvLock takes it for the transaction.
@@ -23,6 +23,10 @@ const (
 	kvLockKey = "hashtextextended('safeclose/plugin_kv/' || $1, 0)"
 	kvLock    = "SELECT pg_advisory_xact_lock(" + kvLockKey + ")"
 )
+
+// kvUpdate rewrites an existing key of tenant $1: key $2, value $3,
+// expiry $4, at $5.
+const kvUpdate = "UPDATE plugin_kv SET value = $3, expires_at = $4, updated_at = $5 WHERE tenant = $1 AND key = $2"
 
 func kvCheck(tenant string, key []byte) error {
 	if tenant == "" || len(key) == 0 {
@@ -73,34 +77,36 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 	if err := kvCheck(tenant, key); err != nil {
 		return false, err
 	}
-	// One write of a tenant at a time in this replica, waited for before a
-	// pooled connection is taken (store.TenantLocks): the advisory lock
-	// below is waited for holding one, and a tenant writing without pause
-	// held the whole pool that way, so every other tenant's KV calls ran
-	// past their deadline.
-	unlock, err := db.kvLocks.Lock(ctx, tenant)
-	if err != nil {
-		return false, fmt.Errorf("store: kv set: %w", err)
-	}
-	defer unlock()
 	now := db.now()
 	var exp *time.Time
 	if ttl > 0 {
 		e := now.Add(ttl)
 		exp = &e
 	}
+	// An existing key (even expired) takes no more room: one statement, no
+	// lock, as many at once as the pool allows.
+	err = db.opCtx(ctx, func(ctx context.Context) error {
+		tag, err := db.pool.Exec(ctx, kvUpdate,
+			tenant, key, val, exp, now)
+		stored = err == nil && tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil || stored {
+		return stored, kvSetErr(err)
+	}
+	// A new key takes the tenant's advisory lock to check the quota. Its
+	// writes take turns in this replica first, before a pooled connection
+	// (store.TenantLocks): the advisory lock is waited for holding one, and
+	// a tenant adding keys without pause held the whole pool that way, so
+	// every other tenant's KV calls ran past their deadline.
+	unlock, err := db.kvLocks.Lock(ctx, tenant)
+	if err != nil {
+		return false, kvSetErr(err)
+	}
+	defer unlock()
 	err = db.opCtx(ctx, func(ctx context.Context) error {
 		return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 			stored = false
-			tag, err := tx.Exec(ctx, "UPDATE plugin_kv SET value = $3, expires_at = $4, updated_at = $5 WHERE tenant = $1 AND key = $2",
-				tenant, key, val, exp, now)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 1 {
-				stored = true // an existing key (even expired) takes no more room
-				return nil
-			}
 			if _, err := tx.Exec(ctx, kvLock, tenant); err != nil {
 				return err
 			}
@@ -110,7 +116,12 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 				return err
 			}
 			if n >= maxEntries {
-				return nil // refused: the transaction wrote nothing
+				// Refused, unless the key was written since the update
+				// above found none: then it takes no more room either.
+				tag, err := tx.Exec(ctx, kvUpdate,
+					tenant, key, val, exp, now)
+				stored = err == nil && tag.RowsAffected() == 1
+				return err
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO plugin_kv (tenant, key, value, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (tenant, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, updated_at = EXCLUDED.updated_at`,
@@ -121,10 +132,15 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 			return nil
 		})
 	})
+	return stored, kvSetErr(err)
+}
+
+// kvSetErr is err, if any, as KVSet reports it.
+func kvSetErr(err error) error {
 	if err != nil {
-		return false, fmt.Errorf("store: kv set: %w", err)
+		return fmt.Errorf("store: kv set: %w", err)
 	}
-	return stored, nil
+	return nil
 }
 
 // KVDelete removes key from tenant's namespace; an absent key is not an error.
