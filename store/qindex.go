@@ -25,6 +25,11 @@ type qindex struct {
 	wait    waitHeap // not due yet, or leased: looked at again at their time
 	// cached is the bytes held by qent.fresh, at most max (freshMax).
 	cached, max int
+	// epoch counts the moments a record may change (begin and end of an
+	// outcome); qent.changed is the epoch of its entry's last one. A copy
+	// read ahead (aheadStart, keepAhead) is kept only for an entry that
+	// has not changed since the epoch the read began at.
+	epoch uint64
 }
 
 // freshMax bounds the entries kept in memory between Enqueue and their
@@ -39,8 +44,9 @@ type qent struct {
 	until      int64  // lease end, unix nanos, while leased
 	token      uint64 // the last lease's token; 0 once released
 	leased     bool
-	ready      bool // in its tenant's ready heap
-	finishing  bool // an outcome is being written (Complete, Retry, DeadLetter)
+	ready      bool   // in its tenant's ready heap
+	finishing  bool   // an outcome is being written (Complete, Retry, DeadLetter)
+	changed    uint64 // qindex.epoch at the last begin or end of an outcome
 	// fresh is the entry exactly as Enqueue committed it, until its first
 	// lease takes it; nil when not kept (freshMax) or once taken.
 	fresh *Entry
@@ -218,7 +224,8 @@ func (qi *qindex) begin(id string, lease uint64) *qent {
 	defer qi.mu.Unlock()
 	q := qi.held(id, lease)
 	if q != nil {
-		q.finishing = true
+		qi.epoch++
+		q.finishing, q.changed = true, qi.epoch
 	}
 	return q
 }
@@ -229,7 +236,8 @@ func (qi *qindex) begin(id string, lease uint64) *qent {
 func (qi *qindex) end(q *qent, ok, gone bool, next time.Time) {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
-	q.finishing = false
+	qi.epoch++
+	q.finishing, q.changed = false, qi.epoch
 	qi.drop(q) // the record may change from here: never hand out a copy
 	switch {
 	case ok && gone:
@@ -246,6 +254,57 @@ func (qi *qindex) end(q *qent, ok, gone bool, next time.Time) {
 			heap.Push(&qi.wait, waitItem{at: q.until, q: q})
 		}
 	}
+}
+
+// aheadMax is how many records past a read one a lease reads ahead, and
+// aheadShare the part of freshMax copies read ahead may fill: the rest is
+// kept for entries as Enqueue commits them.
+const (
+	aheadMax   = 64
+	aheadShare = 2 // 1/2
+)
+
+// aheadStart tells whether copies read ahead would be kept now (there is
+// room for them), and the epoch to pass to keepAhead.
+func (qi *qindex) aheadStart() (epoch uint64, room bool) {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	return qi.epoch, qi.cached < qi.max/aheadShare
+}
+
+// wantsAhead tells whether a copy of id's record read ahead would be kept:
+// it is queued, without a copy, and not leased (a cheap check before the
+// record is decoded; keepAhead decides).
+func (qi *qindex) wantsAhead(id []byte) bool {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	q := qi.ents[string(id)]
+	return q != nil && q.fresh == nil && !q.leased && !q.finishing
+}
+
+// keepAhead keeps es, records read ahead of their lease in a transaction
+// begun after aheadStart returned epoch, as their entries' fresh copies:
+// those of entries still queued, due by now, neither leased nor finishing,
+// not changed since epoch (so es holds what is committed), within the
+// room read-ahead may fill. It returns how many it kept.
+func (qi *qindex) keepAhead(epoch uint64, now int64, es []*Entry) int {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	kept := 0
+	for _, e := range es {
+		q := qi.ents[e.ID]
+		if q == nil || q.fresh != nil || q.leased || q.finishing || q.changed > epoch || q.next > now || q.tenant != e.Tenant {
+			continue
+		}
+		n := freshSize(e)
+		if qi.cached+n > qi.max/aheadShare {
+			break
+		}
+		q.fresh = e
+		qi.cached += n
+		kept++
+	}
+	return kept
 }
 
 // readyHeap is one tenant's due entries, oldest id (so oldest received) first.
