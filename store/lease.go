@@ -87,25 +87,30 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 }
 
 // readAhead reads the records queued after id (in id order, so in the order
-// they arrived, the order their tenants lease them) and keeps copies of up
-// to aheadMax of them in the index, as Enqueue keeps fresh ones: a backlog
+// they arrived, the order their tenants lease them), at most aheadMax of
+// them, and keeps copies of those without one in the index, as Enqueue keeps fresh ones: a backlog
 // larger than freshMax is then read in runs by one iterator instead of one
 // lookup a lease, so its last entries drain as fast as its first (issue
 // 12). It is best effort: a record that fails to decode or read is left
 // for its own lease to deal with.
 func (db *DB) readAhead(id string, now time.Time) {
-	epoch, room := db.qi.aheadStart()
-	if !room {
+	epoch, ok := db.qi.aheadStart(id)
+	if !ok {
 		return
 	}
+	var last []byte // the last id looked at
 	es := make([]*Entry, 0, aheadMax)
 	_ = db.bdb.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix, opts.PrefetchValues = []byte("q/"), false
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		for it.Seek([]byte("q/" + id)); it.Valid() && len(es) < aheadMax; it.Next() {
-			if k := it.Item().Key()[len("q/"):]; string(k) == id || !db.qi.wantsAhead(k) {
+		seen := 0 // records looked at, kept or not: a read-ahead is bounded
+		for it.Seek([]byte("q/" + id)); it.Valid() && seen <= aheadMax; it.Next() {
+			seen++
+			k := it.Item().Key()[len("q/"):]
+			last = append(last[:0], k...)
+			if string(k) == id || !db.qi.wantsAhead(k) {
 				continue
 			}
 			_ = it.Item().Value(func(v []byte) error {
@@ -117,7 +122,7 @@ func (db *DB) readAhead(id string, now time.Time) {
 		}
 		return nil
 	})
-	db.qi.keepAhead(epoch, now.UnixNano(), es)
+	db.qi.keepAhead(epoch, now.UnixNano(), string(last), es)
 }
 
 // leaseHead is the part of an Entry the index load reads.

@@ -30,6 +30,11 @@ type qindex struct {
 	// read ahead (aheadStart, keepAhead) is kept only for an entry that
 	// has not changed since the epoch the read began at.
 	epoch uint64
+	// aheadTo is the last id read ahead: a lease of an entry before it
+	// does not read ahead again (that run was read, its copies kept or
+	// taken), so leases of the same few entries over and over (released,
+	// retried) never pay for a read-ahead each.
+	aheadTo string
 }
 
 // freshMax bounds the entries kept in memory between Enqueue and their
@@ -264,12 +269,13 @@ const (
 	aheadShare = 2 // 1/2
 )
 
-// aheadStart tells whether copies read ahead would be kept now (there is
-// room for them), and the epoch to pass to keepAhead.
-func (qi *qindex) aheadStart() (epoch uint64, room bool) {
+// aheadStart tells whether to read ahead of id, leased without a copy:
+// there is room for copies, and id is past the last run read. epoch is to
+// be passed to keepAhead.
+func (qi *qindex) aheadStart(id string) (epoch uint64, ok bool) {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
-	return qi.epoch, qi.cached < qi.max/aheadShare
+	return qi.epoch, qi.cached < qi.max/aheadShare && id >= qi.aheadTo
 }
 
 // wantsAhead tells whether a copy of id's record read ahead would be kept:
@@ -282,14 +288,15 @@ func (qi *qindex) wantsAhead(id []byte) bool {
 	return q != nil && q.fresh == nil && !q.leased && !q.finishing
 }
 
-// keepAhead keeps es, records read ahead of their lease in a transaction
-// begun after aheadStart returned epoch, as their entries' fresh copies:
+// keepAhead keeps es, records read ahead of their lease up to id to in a
+// transaction begun after aheadStart returned epoch, as their entries' fresh copies:
 // those of entries still queued, due by now, neither leased nor finishing,
 // not changed since epoch (so es holds what is committed), within the
 // room read-ahead may fill. It returns how many it kept.
-func (qi *qindex) keepAhead(epoch uint64, now int64, es []*Entry) int {
+func (qi *qindex) keepAhead(epoch uint64, now int64, to string, es []*Entry) int {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
+	qi.aheadTo = max(qi.aheadTo, to)
 	kept := 0
 	for _, e := range es {
 		q := qi.ents[e.ID]

@@ -112,7 +112,7 @@ func TestReadAheadKeepsNoStaleCopy(t *testing.T) {
 	// c's outcome is begun before the read and ends after it.
 	lease("tc", 5)
 	qc := qi.begin("c", 5)
-	epoch, room := qi.aheadStart()
+	epoch, room := qi.aheadStart("")
 	if !room {
 		t.Fatal("aheadStart: no room in an empty index")
 	}
@@ -126,8 +126,16 @@ func TestReadAheadKeepsNoStaleCopy(t *testing.T) {
 	qi.end(qi.begin("a", 2), true, false, now)
 	qi.begin("b", 3)
 	qi.end(qc, true, false, now)
-	if kept := qi.keepAhead(epoch, ns, es); kept != 2 {
+	if kept := qi.keepAhead(epoch, ns, "later", es); kept != 2 {
 		t.Errorf("keepAhead kept %d, want 2 (e, g)", kept)
+	}
+	// A lease before the run just read does not read it again; one past
+	// it does.
+	if _, ok := qi.aheadStart("b"); ok {
+		t.Error("aheadStart(b) after a run read up to \"later\" = true, want false")
+	}
+	if _, ok := qi.aheadStart("m"); !ok {
+		t.Error("aheadStart(m) past the run read = false, want true")
 	}
 	for id, want := range map[string]bool{"a": false, "b": false, "c": false, "d": false, "e": true, "f": false, "g": true, "later": false} {
 		if got := qi.ents[id].fresh != nil; got != want {
@@ -142,11 +150,11 @@ func TestReadAheadKeepsNoStaleCopy(t *testing.T) {
 		qi2.add(id, "t", now, now)
 		more = append(more, copyOf(id, "t"))
 	}
-	epoch, _ = qi2.aheadStart()
-	if kept := qi2.keepAhead(epoch, ns, more); kept != 2 || qi2.cached > qi2.max/aheadShare {
+	epoch, _ = qi2.aheadStart("")
+	if kept := qi2.keepAhead(epoch, ns, "", more); kept != 2 || qi2.cached > qi2.max/aheadShare {
 		t.Errorf("keepAhead within a budget of 4 copies kept %d (%d bytes), want 2 (half)", kept, qi2.cached)
 	}
-	if _, room := qi2.aheadStart(); room {
+	if _, room := qi2.aheadStart(""); room {
 		t.Error("aheadStart says there is room with read-ahead's share full")
 	}
 }
