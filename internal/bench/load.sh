@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load harness: Safeclose against the proxies users would pick instead, all
-# measured in the same run, interleaved (A B C … A B C …), with the same wrk
+# measured in the same run, interleaved (A B C, then C B A, …), with the same wrk
 # flags as ../shared/perf-anchors. One Safeclose process serves three tenants,
 # chosen by Host:
 #
@@ -166,8 +166,14 @@ NGINXW=$(pgrep -P "${PIDS[3]}" | tr '\n' ' ') # nginx's workers (the master only
 CPUPIDS=([rp-fasthttp]=${PIDS[1]} [nginx-plain]=$NGINXW [nginx-auth_request]="$NGINXW ${PIDS[2]}"
   [safeclose]=${PIDS[4]} [safeclose-nocache]=${PIDS[4]} [safeclose-apikeys]=${PIDS[4]} [safeclose-nocache-as]=${PIDS[4]})
 for t in "${TARGETS[@]}"; do wrk_run "$t" "$WARMUP" "$RUN/logs/warmup-$t.txt"; done
+# Every other round runs the targets in reverse order (A B … B A): a VM
+# that speeds up or slows down through a round (one takes ~50 s) then
+# favours neither end of the list, so drift cancels out of the per-round
+# ratios instead of biasing the pairs whose targets are far apart in it.
 for r in $(seq "$ROUNDS"); do
-  for t in "${TARGETS[@]}"; do
+  ORDER=("${TARGETS[@]}")
+  if (( r % 2 == 0 )); then ORDER=(); for ((i = ${#TARGETS[@]} - 1; i >= 0; i--)); do ORDER+=("${TARGETS[i]}"); done; fi
+  for t in "${ORDER[@]}"; do
     log "round $r/$ROUNDS: $t"
     wrk_run "$t" "$DURATION" "$RUN/wrk/$t.$r.txt"
   done
@@ -205,7 +211,7 @@ for p in "${PAIRS[@]}"; do
   done | median)
 done
 {
-  echo "Safeclose load harness $(date -u +%FT%TZ) · cached tenant cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds"
+  echo "Safeclose load harness $(date -u +%FT%TZ) · cached tenant cache_ttl=$CACHE_TTL · $(nproc) cores · wrk -t$THREADS -c$CONNS -d$DURATION --latency · $ROUNDS interleaved rounds, every other one reversed"
   printf '%-20s %12s %24s %10s %8s %12s\n' target "req/s(med)" "req/s per round" "p99" non2xx "CPU-µs/req"
   for t in "${TARGETS[@]}"; do
     all=$(for r in $(seq "$ROUNDS"); do rps "$RUN/wrk/$t.$r.txt"; done | tr '\n' ' ')
