@@ -39,7 +39,7 @@ gobench() { # dir args...: go test -bench, output to the run and to BENCH
   gobench ./hostabi/ -bench 'Enforcement|InstanceMemory' -benchmem -count=1
   gobench ./internal/webhook/ -bench 'Verify|P256' -benchmem -count=2
   gobench ./proxy/ -bench 'Proxy$|Authenticate' -benchmem -count=2
-  gobench ./store/ -bench 'Enqueue|SaveItem|LeaseNext|DecodeEntry' -benchmem -count=1
+  gobench ./store/ -bench 'Enqueue|SaveItem|LeaseNext|LeaseBacklog|DecodeEntry' -benchmem -count=1
   gobench ./store/pg/ -bench . -benchmem -count=1
   gobench ./proxy/ -bench TenantsRSS -benchtime=1x -count=1
   section "internal/bench/table"

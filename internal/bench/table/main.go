@@ -333,6 +333,10 @@ func main() {
 		tm, _ := r.get("BenchmarkTenantsRSS", "tenants-MiB")
 		t.row("process RSS, 10 tenants × pool 4, jwtauth (BenchmarkTenantsRSS)", fmt.Sprintf("%.0f MiB", rss), fmt.Sprintf("before the tenants: %.0f MiB", rss-tm), "", "report", "")
 	}
+	if v, ok := r.get("BenchmarkLeaseBacklog", "ns/op"); ok {
+		al, _ := r.get("BenchmarkLeaseBacklog", "allocs/op")
+		t.row("lease one entry of a 20k backlog on disk, read ahead (BenchmarkLeaseBacklog)", fmt.Sprintf("%.1f µs, %.0f allocs", v/1000, al), "", "", "report", t.oldVal("BenchmarkLeaseBacklog", "ns/op", 1000, " µs"))
+	}
 	for _, bn := range []string{"BenchmarkLeaseNext", "BenchmarkPGLeaseNext"} {
 		small, ok1 := r.get(bn+"/queued=10", "ns/op")
 		if !ok1 {
