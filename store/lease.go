@@ -86,13 +86,13 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 	}
 }
 
-// readAhead reads the records queued after id (in id order, so in the order
-// they arrived, the order their tenants lease them), at most aheadMax of
-// them, and keeps copies of those without one in the index, as Enqueue keeps fresh ones: a backlog
-// larger than freshMax is then read in runs by one iterator instead of one
-// lookup a lease, so its last entries drain as fast as its first (issue
-// 12). It is best effort: a record that fails to decode or read is left
-// for its own lease to deal with.
+// readAhead reads the records queued after id (in id order, so in the
+// order they arrived, the order their tenants lease them), at most
+// aheadMax of them, and keeps copies of those without one in the index, as
+// Enqueue keeps fresh ones: a backlog larger than freshMax is then read in
+// runs by one iterator instead of one lookup a lease, so its last entries
+// drain as fast as its first (issue 12). It is best effort: a record that
+// fails to decode or read is left for its own lease to deal with.
 func (db *DB) readAhead(id string, now time.Time) {
 	epoch, ok := db.qi.aheadStart(id)
 	if !ok {

@@ -288,11 +288,11 @@ func (qi *qindex) wantsAhead(id []byte) bool {
 	return q != nil && q.fresh == nil && !q.leased && !q.finishing
 }
 
-// keepAhead keeps es, records read ahead of their lease up to id to in a
-// transaction begun after aheadStart returned epoch, as their entries' fresh copies:
-// those of entries still queued, due by now, neither leased nor finishing,
-// not changed since epoch (so es holds what is committed), within the
-// room read-ahead may fill. It returns how many it kept.
+// keepAhead keeps es, records read ahead of their lease (up to id to) in
+// a transaction begun after aheadStart returned epoch, as their entries'
+// fresh copies: those of entries still queued, due by now, neither leased
+// nor finishing, not changed since epoch (so es holds what is committed),
+// within the room read-ahead may fill. It returns how many it kept.
 func (qi *qindex) keepAhead(epoch uint64, now int64, to string, es []*Entry) int {
 	qi.mu.Lock()
 	defer qi.mu.Unlock()
