@@ -91,7 +91,7 @@ func TestReadAheadKeepsNoStaleCopy(t *testing.T) {
 	qi := newQindex()
 	now := time.Now()
 	ns, until := now.UnixNano(), now.Add(time.Minute).UnixNano()
-	for _, e := range [][2]string{{"a", "ta"}, {"b", "tb"}, {"c", "tc"}, {"d", "td"}, {"e", "te"}, {"f", "tf"}, {"g", "tg"}} {
+	for _, e := range [][2]string{{"a", "ta"}, {"b", "tb"}, {"c", "tc"}, {"d", "td"}, {"e", "te"}, {"f", "tf"}, {"g", "tg"}, {"h", "th"}} {
 		qi.add(e[0], e[1], now, now)
 	}
 	qi.add("later", "te", now.Add(time.Hour), now)
@@ -112,6 +112,17 @@ func TestReadAheadKeepsNoStaleCopy(t *testing.T) {
 	// c's outcome is begun before the read and ends after it.
 	lease("tc", 5)
 	qc := qi.begin("c", 5)
+	// h's lease expires (it is due again, unleased) and its holder, whose
+	// token is still good, begins the outcome before the read: it is
+	// still being written when the copies are kept.
+	if q, _ := qi.pick(ns, ns+1, 6, "", func(n string) bool { return n == "th" }); q == nil {
+		t.Fatal("pick from th = nil")
+	}
+	qi.promote(ns + 2)
+	if qi.ents["h"].leased {
+		t.Fatal("h still leased after its lease ended")
+	}
+	qi.begin("h", 6)
 	epoch, room := qi.aheadStart("")
 	if !room {
 		t.Fatal("aheadStart: no room in an empty index")
@@ -119,7 +130,7 @@ func TestReadAheadKeepsNoStaleCopy(t *testing.T) {
 	// The copies a transaction begun now reads.
 	copyOf := func(id, tenant string) *Entry { return &Entry{ID: id, Tenant: tenant, Body: []byte(id)} }
 	es := []*Entry{copyOf("a", "ta"), copyOf("b", "tb"), copyOf("c", "tc"), copyOf("d", "td"), copyOf("e", "te"),
-		copyOf("f", "other"), copyOf("g", "tg"), copyOf("later", "te"), copyOf("gone", "te")}
+		copyOf("f", "other"), copyOf("g", "tg"), copyOf("h", "th"), copyOf("later", "te"), copyOf("gone", "te")}
 	// Meanwhile a's outcome is written (a retry, due at once), b's is
 	// begun and c's ends: each record changed after the read may have
 	// seen it.
@@ -137,7 +148,7 @@ func TestReadAheadKeepsNoStaleCopy(t *testing.T) {
 	if _, ok := qi.aheadStart("m"); !ok {
 		t.Error("aheadStart(m) past the run read = false, want true")
 	}
-	for id, want := range map[string]bool{"a": false, "b": false, "c": false, "d": false, "e": true, "f": false, "g": true, "later": false} {
+	for id, want := range map[string]bool{"a": false, "b": false, "c": false, "d": false, "e": true, "f": false, "g": true, "h": false, "later": false} {
 		if got := qi.ents[id].fresh != nil; got != want {
 			t.Errorf("%s kept = %v, want %v", id, got, want)
 		}
