@@ -3,8 +3,6 @@ package proxy
 import (
 	"errors"
 	"io"
-	"net"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -101,7 +99,7 @@ func (s *Server) relayResponse(ctx *fasthttp.RequestCtx, up *fasthttp.Response) 
 		cl = -1 // chunked to the client, flushed per chunk
 	}
 	resp.SetBodyStream(&upstreamBody{
-		up: up, r: bs, left: max, conn: ctx.Conn(), writeTimeout: s.opts.WriteTimeout, srv: s,
+		up: up, r: bs, left: max, cr: s.clock.rec(ctx.Conn()), srv: s,
 	}, cl)
 	return nil
 }
@@ -111,16 +109,16 @@ var errResponseCut = errors.New("proxy: streamed upstream response exceeded max_
 
 // upstreamBody is a streamed upstream response body on its way to the
 // client. It counts bytes against the cap and keeps the client
-// connection's write deadline moving while data flows (the server's
-// WriteTimeout would otherwise bound a whole event stream).
+// connection's clock in step: WriteTimeout bounds the write of each piece,
+// not the whole event stream, and not the wait for the upstream's next
+// piece (the upstream connection's idle timeout bounds that).
 type upstreamBody struct {
-	up           *fasthttp.Response
-	r            io.Reader
-	left         int64
-	conn         net.Conn
-	writeTimeout time.Duration
-	srv          *Server
-	closed       bool
+	up     *fasthttp.Response
+	r      io.Reader
+	left   int64
+	cr     *connRec // the client connection's clock (connclock.go)
+	srv    *Server
+	closed bool
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
@@ -130,13 +128,12 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 		b.srv.log.Warn("upstream response cut at max_response_bytes", "max_response_bytes", b.srv.opts.MaxResponseBytes)
 		return 0, errResponseCut
 	}
-	if b.writeTimeout > 0 && b.conn != nil {
-		_ = b.conn.SetWriteDeadline(time.Now().Add(b.writeTimeout))
-	}
 	if int64(len(p)) > b.left+1 {
 		p = p[:b.left+1] // at most one byte past the cap
 	}
+	b.cr.set(phBusy) // waiting for the upstream (its own timeouts bound it)
 	n, err := b.r.Read(p)
+	b.cr.set(phWrite) // what came goes to the client next, under WriteTimeout
 	if int64(n) > b.left {
 		n, b.left = int(b.left), -1
 		return n, nil // what fits goes out; the next Read cuts

@@ -41,6 +41,7 @@ type Server struct {
 	metrics      *metrics
 	panics       *panics    // recover.go
 	conns        *connLimit // connlimit.go
+	clock        *connClock // connclock.go: the client connections' timeouts
 	budget       *plaidBudget
 	access       *accessLog // nil: no access log (accesslog_writer.go)
 	fs           *fasthttp.Server
@@ -171,6 +172,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.panics = newPanics(s.metrics.reg)
 	s.conns = newConnLimit(opts.MaxConns, opts.MaxConnsPerIP, s.metrics.reg, s.log)
+	s.clock = newConnClock(opts.ReadTimeout, opts.WriteTimeout, opts.IdleTimeout, s.metrics.reg)
 	s.budget = newPlaidBudget(opts.PlaidCallsPerUser)
 	if opts.HTTPClient != nil { // forwarding uses it too
 		s.fwd.own = hc
@@ -189,11 +191,11 @@ func New(opts Options) (*Server, error) {
 	}
 	s.reportPendingIntents(s.sharedStore()) // Issue 9.7
 	s.fs = &fasthttp.Server{
-		Handler:            s.handle,
-		Name:               "safeclose",
-		ReadTimeout:        opts.ReadTimeout,
-		WriteTimeout:       opts.WriteTimeout,
-		IdleTimeout:        opts.IdleTimeout,
+		Handler: s.handle,
+		Name:    "safeclose",
+		// No ReadTimeout, WriteTimeout or IdleTimeout here: s.clock keeps
+		// them (connclock.go), without fasthttp's three deadline changes
+		// a request.
 		MaxRequestBodySize: max(opts.MaxBodyBytes, w.MaxBodyBytes),
 		// The read buffer bounds the request line and headers: fasthttp's
 		// default, 4 KiB, answered a browser with a few KiB of cookies or a
@@ -213,7 +215,7 @@ func New(opts Options) (*Server, error) {
 		DisablePreParseMultipartForm: true,
 		Logger:                       fasthttpLogger{s.log},
 		ErrorHandler:                 s.parseError,
-		ConnState:                    s.conns.connState,
+		ConnState:                    s.connState,
 	}
 	return s, nil
 }
@@ -369,6 +371,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.lns = append(s.lns, ln)
 	if s.started.CompareAndSwap(false, true) {
 		s.startWorkers() // under lnMu: its workers.Add precedes Shutdown's Wait
+		s.workers.Add(1)
+		go func() { // after fasthttp's Shutdown: the connections it waits for are still timed
+			defer s.workers.Done()
+			s.clock.run(s.base)
+		}()
 		if s.sharedStore() {
 			s.workers.Add(1)
 			go s.sweepIntents()
@@ -506,7 +513,16 @@ const (
 	pathWebhook   = "/api/webhooks/plaid"
 )
 
+// connState is fasthttp's ConnState hook.
+func (s *Server) connState(c net.Conn, st fasthttp.ConnState) {
+	s.conns.connState(c, st)
+	s.clock.connState(c, st)
+}
+
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	cr := s.clock.rec(ctx.Conn())
+	cr.set(phBusy)             // the head is read; the handler's waits have their own bounds
+	defer cr.set(phWrite)      // the answer goes out next (after recoverPublic's 500, if it comes to that)
 	defer s.recoverPublic(ctx) // a panic costs this request, not the process
 	start := monoNow()
 	var ridBuf [maxRequestIDLen]byte

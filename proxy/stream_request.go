@@ -3,9 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -65,7 +63,7 @@ func (s *Server) bufferBody(ctx *fasthttp.RequestCtx, limit int) error {
 		return ErrTooLarge
 	}
 	bp := reqBodyBufs.Get().(*[]byte)
-	b, err := readBody(ctx.Conn(), s.opts.ReadTimeout, bs, (*bp)[:0], limit)
+	b, err := readBody(s.clock.rec(ctx.Conn()), bs, (*bp)[:0], limit)
 	if err == nil && cl >= 0 && len(b) != cl {
 		err = errBodyRead
 	}
@@ -81,19 +79,18 @@ func (s *Server) bufferBody(ctx *fasthttp.RequestCtx, limit int) error {
 	return err
 }
 
-// readBody appends r to b until EOF, at most limit bytes, renewing the
-// client connection's read deadline before each read.
-func readBody(conn net.Conn, timeout time.Duration, r io.Reader, b []byte, limit int) ([]byte, error) {
+// readBody appends r to b until EOF, at most limit bytes, each read of the
+// client connection under ReadTimeout (cr's read phase; connclock.go).
+func readBody(cr *connRec, r io.Reader, b []byte, limit int) ([]byte, error) {
 	for {
 		if len(b) == cap(b) {
 			nb := make([]byte, len(b), min(max(2*cap(b), 4<<10), limit+1))
 			copy(nb, b)
 			b = nb
 		}
-		if timeout > 0 && conn != nil {
-			_ = conn.SetReadDeadline(time.Now().Add(timeout))
-		}
+		cr.set(phRead)
 		n, err := r.Read(b[len(b):cap(b)])
+		cr.set(phBusy)
 		b = b[:len(b)+n]
 		if len(b) > limit {
 			return b, ErrTooLarge
@@ -110,20 +107,19 @@ func readBody(conn net.Conn, timeout time.Duration, r io.Reader, b []byte, limit
 // bodyStream is a client's request body on its way to the upstream. It
 // counts bytes against MaxBodyBytes (a chunked body declares no size),
 // reports a body that ends before its Content-Length as an error (so the
-// upstream never gets a short body as a complete one), and renews the
-// client connection's read deadline while data flows (ReadTimeout would
-// otherwise bound the whole upload). Any error aborts the upstream
-// request: fasthttp's client then closes that connection before the body's
-// end (no final chunk, or fewer bytes than declared).
+// upstream never gets a short body as a complete one), and puts each
+// read of the client connection under ReadTimeout (its clock's read phase;
+// one bound for the whole upload would cut a large one). Any error aborts
+// the upstream request: fasthttp's client then closes that connection
+// before the body's end (no final chunk, or fewer bytes than declared).
 type bodyStream struct {
-	r       io.Reader
-	left    int64 // bytes allowed before the cap
-	size    int64 // Content-Length; -1 for chunked
-	read    int64
-	conn    net.Conn
-	timeout time.Duration
-	over    bool  // the body crossed MaxBodyBytes
-	err     error // the client side failed
+	r    io.Reader
+	left int64 // bytes allowed before the cap
+	size int64 // Content-Length; -1 for chunked
+	read int64
+	cr   *connRec // the client connection's clock: each read is under ReadTimeout
+	over bool     // the body crossed MaxBodyBytes
+	err  error    // the client side failed
 }
 
 var bodyStreams = sync.Pool{New: func() any { return new(bodyStream) }}
@@ -135,13 +131,12 @@ func (b *bodyStream) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.timeout > 0 && b.conn != nil {
-		_ = b.conn.SetReadDeadline(time.Now().Add(b.timeout))
-	}
 	if int64(len(p)) > b.left+1 {
 		p = p[:b.left+1] // one byte past the cap is enough to know
 	}
+	b.cr.set(phRead)
 	n, err := b.r.Read(p)
+	b.cr.set(phBusy)
 	b.read += int64(n)
 	if int64(n) > b.left {
 		b.over = true
@@ -179,7 +174,7 @@ func (s *Server) sendUpstream(ctx *fasthttp.RequestCtx, tn *tenant, up *fasthttp
 		return err
 	}
 	b := bodyStreams.Get().(*bodyStream)
-	*b = bodyStream{r: rs, left: int64(s.opts.MaxBodyBytes), size: int64(cl), conn: ctx.Conn(), timeout: s.opts.ReadTimeout}
+	*b = bodyStream{r: rs, left: int64(s.opts.MaxBodyBytes), size: int64(cl), cr: s.clock.rec(ctx.Conn())}
 	req.SetBodyStream(b, cl)
 	t, err := tn.upstream.do(req, up)
 	tn.upstream.answered(ctx, t)
@@ -214,8 +209,8 @@ func (s *Server) linger(ctx *fasthttp.RequestCtx, r io.Reader, n int) {
 	if r == nil || n <= 0 || n > lingerMax {
 		return
 	}
-	if c := ctx.Conn(); c != nil && s.opts.ReadTimeout > 0 {
-		_ = c.SetReadDeadline(time.Now().Add(s.opts.ReadTimeout))
-	}
+	cr := s.clock.rec(ctx.Conn())
+	cr.set(phRead)
 	_, _ = io.CopyN(io.Discard, r, int64(n))
+	cr.set(phBusy)
 }
