@@ -102,6 +102,9 @@ func newConnClock(read, write, idle time.Duration, reg prometheus.Registerer) *c
 		Name: "safeclose_client_timeouts_total",
 		Help: "Client connections closed for a timeout, by phase: read (ReadTimeout, a request's head or body), write (WriteTimeout, the answer), idle (IdleTimeout, between requests).",
 	}, []string{"phase"})
+	for _, p := range []phase{phRead, phWrite, phIdle} { // exported at zero before the first cut
+		k.cuts.WithLabelValues(phaseNames[p])
+	}
 	if reg != nil {
 		reg.MustRegister(k.cuts)
 	}
