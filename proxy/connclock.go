@@ -54,7 +54,6 @@ var phaseNames = [...]string{phBusy: "busy", phRead: "read", phWrite: "write", p
 // connRec is one connection's phase, set by the goroutine serving it and
 // read by the scan.
 type connRec struct {
-	c     net.Conn
 	state atomic.Uint64 // phase | changes<<2: each change is seen, even back to the same phase
 
 	// The scan's own (only its goroutine touches them).
@@ -80,10 +79,10 @@ func (r *connRec) set(p phase) {
 func (r *connRec) phase() phase { return phase(r.state.Load() & 3) }
 
 type connClock struct {
-	conns  sync.Map // net.Conn → *connRec, from StateNew to StateClosed or StateHijacked
-	bounds [4]time.Duration
-	tick   time.Duration
-	cuts   *prometheus.CounterVec
+	conns    sync.Map // net.Conn → *connRec, from StateNew to StateClosed or StateHijacked
+	bounds   [4]time.Duration
+	tick     time.Duration
+	timeouts [4]prometheus.Counter // safeclose_client_timeouts_total, by phase (none for phBusy)
 	// cut moves c's deadline in p's direction to the past; tests replace it.
 	cut func(c net.Conn, p phase)
 }
@@ -98,20 +97,21 @@ func newConnClock(read, write, idle time.Duration, reg prometheus.Registerer) *c
 		}
 	}
 	k.tick = min(max(shortest/20, 5*time.Millisecond), 500*time.Millisecond)
-	k.cuts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	cuts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeclose_client_timeouts_total",
 		Help: "Client connections closed for a timeout, by phase: read (ReadTimeout, a request's head or body), write (WriteTimeout, the answer), idle (IdleTimeout, between requests).",
 	}, []string{"phase"})
 	for _, p := range []phase{phRead, phWrite, phIdle} { // exported at zero before the first cut
-		k.cuts.WithLabelValues(phaseNames[p])
+		k.timeouts[p] = cuts.WithLabelValues(phaseNames[p])
 	}
 	if reg != nil {
-		reg.MustRegister(k.cuts)
+		reg.MustRegister(cuts)
 	}
 	return k
 }
 
-// past is a deadline long gone.
+// past is a deadline long gone: it fails a blocked read or write at once
+// (the clock's cuts, a tunnel's end, the upstream's buffered-bytes check).
 var past = time.Unix(1, 0)
 
 func cutConn(c net.Conn, p phase) {
@@ -137,7 +137,7 @@ func (k *connClock) rec(c net.Conn) *connRec {
 func (k *connClock) connState(c net.Conn, st fasthttp.ConnState) {
 	switch st {
 	case fasthttp.StateNew:
-		r := &connRec{c: c}
+		r := new(connRec)
 		r.state.Store(1<<2 | uint64(phRead))
 		k.conns.Store(c, r)
 	case fasthttp.StateActive: // a request's first byte arrived
@@ -168,7 +168,7 @@ func (k *connClock) run(ctx context.Context) {
 // scan stamps the phases it sees first and cuts the connections whose
 // phase has outlasted its bound since its stamp.
 func (k *connClock) scan(now time.Duration) {
-	k.conns.Range(func(_, v any) bool {
+	k.conns.Range(func(c, v any) bool {
 		r := v.(*connRec)
 		s := r.state.Load()
 		if s != r.seen {
@@ -178,8 +178,8 @@ func (k *connClock) scan(now time.Duration) {
 		p := phase(s & 3)
 		if b := k.bounds[p]; b > 0 && !r.cut && now-r.seenAt >= b {
 			r.cut = true
-			k.cuts.WithLabelValues(phaseNames[p]).Inc()
-			k.cut(r.c, p)
+			k.timeouts[p].Inc()
+			k.cut(c.(net.Conn), p)
 		}
 		return true
 	})

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -30,19 +29,20 @@ func TestConnClockBounds(t *testing.T) {
 		c net.Conn
 		p phase
 	}
-	newClock := func() (*connClock, *[]cut) {
+	conn := func() net.Conn { c, _ := net.Pipe(); return c }
+	// open is a clock that records its cuts, with one connection accepted.
+	open := func() (*connClock, *[]cut, net.Conn) {
 		k := newConnClock(read, write, idle, nil)
 		var cuts []cut
 		k.cut = func(c net.Conn, p phase) { cuts = append(cuts, cut{c, p}) }
-		return k, &cuts
+		c := conn()
+		k.connState(c, fasthttp.StateNew)
+		return k, &cuts, c
 	}
-	conn := func() net.Conn { c, _ := net.Pipe(); return c }
 	s := func(d float64) time.Duration { return time.Duration(d * float64(time.Second)) }
 
 	t.Run("a silent new connection: read bound from the first scan", func(t *testing.T) {
-		k, cuts := newClock()
-		c := conn()
-		k.connState(c, fasthttp.StateNew)
+		k, cuts, c := open()
 		k.scan(s(1)) // first seen: the bound counts from here, not from before
 		k.scan(s(10.99))
 		if len(*cuts) != 0 {
@@ -58,9 +58,7 @@ func TestConnClockBounds(t *testing.T) {
 		}
 	})
 	t.Run("the first request's first byte does not restart its read bound", func(t *testing.T) {
-		k, cuts := newClock()
-		c := conn()
-		k.connState(c, fasthttp.StateNew)
+		k, cuts, c := open()
 		k.scan(0)
 		k.connState(c, fasthttp.StateActive)
 		k.scan(s(10))
@@ -69,9 +67,7 @@ func TestConnClockBounds(t *testing.T) {
 		}
 	})
 	t.Run("the handler is not bounded; the answer and the idle wait are", func(t *testing.T) {
-		k, cuts := newClock()
-		c := conn()
-		k.connState(c, fasthttp.StateNew)
+		k, cuts, c := open()
 		r := k.rec(c)
 		r.set(phBusy)
 		k.scan(0)
@@ -101,9 +97,7 @@ func TestConnClockBounds(t *testing.T) {
 		}
 	})
 	t.Run("every change restarts the count, even back to the same phase", func(t *testing.T) {
-		k, cuts := newClock()
-		c := conn()
-		k.connState(c, fasthttp.StateNew)
+		k, cuts, c := open()
 		r := k.rec(c)
 		k.scan(0)
 		for i := 1; i <= 5; i++ { // a body read 8 s a piece: each read is under the bound
@@ -116,9 +110,8 @@ func TestConnClockBounds(t *testing.T) {
 		}
 	})
 	t.Run("closed and hijacked connections leave the clock", func(t *testing.T) {
-		k, cuts := newClock()
-		a, b := conn(), conn()
-		k.connState(a, fasthttp.StateNew)
+		k, cuts, a := open()
+		b := conn()
 		k.connState(b, fasthttp.StateNew)
 		k.scan(0)
 		k.connState(a, fasthttp.StateClosed)
@@ -178,16 +171,7 @@ func TestClientTimeouts(t *testing.T) {
 		o.ReadTimeout, o.WriteTimeout, o.IdleTimeout = bound, bound, 2*bound
 		o.MaxResponseBytes = 2 * big
 	}})
-	cuts := func(p phase) float64 { return testutil.ToFloat64(e.srv.clock.cuts.WithLabelValues(phaseNames[p])) }
-	dial := func(t *testing.T) net.Conn {
-		t.Helper()
-		c, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	cuts := func(p phase) float64 { return testutil.ToFloat64(e.srv.clock.timeouts[p]) }
 	// closedAfter waits (at most 5 s) for the server to close c, reading
 	// and dropping what it sends, and returns how long that took.
 	closedAfter := func(t *testing.T, c net.Conn, from time.Time) time.Duration {
@@ -206,7 +190,7 @@ func TestClientTimeouts(t *testing.T) {
 	t.Run("a connection that sends nothing", func(t *testing.T) {
 		before := cuts(phRead)
 		t0 := time.Now()
-		c := dial(t)
+		c := dialFrom(t, e.addr, "")
 		if d := closedAfter(t, c, t0); d < bound {
 			t.Fatalf("closed after %v, before ReadTimeout (%v)", d, bound)
 		}
@@ -215,7 +199,7 @@ func TestClientTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("a head trickled a byte at a time", func(t *testing.T) {
-		c := dial(t)
+		c := dialFrom(t, e.addr, "")
 		t0 := time.Now()
 		head := get("/") + "X-Pad: " + strings.Repeat("a", 200) + "\r\n\r\n"
 		sent := 0
@@ -237,21 +221,10 @@ func TestClientTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("a kept-alive connection is closed when idle, not before", func(t *testing.T) {
-		c := dial(t)
-		br := bufio.NewReader(c)
+		c := dialFrom(t, e.addr, "")
 		roundTrip := func() {
 			t.Helper()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, get("/")); err != nil {
-				t.Fatal(err)
-			}
-			res, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if res.StatusCode != 200 {
+			if res, _ := exchange(t, c); res.StatusCode != 200 {
 				t.Fatalf("status %d", res.StatusCode)
 			}
 		}
@@ -270,7 +243,7 @@ func TestClientTimeouts(t *testing.T) {
 		}
 	})
 	t.Run("a client that stops reading its answer", func(t *testing.T) {
-		c := dial(t)
+		c := dialFrom(t, e.addr, "")
 		_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
 		before := cuts(phWrite)
 		if _, err := io.WriteString(c, get("/big")); err != nil {

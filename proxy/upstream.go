@@ -208,8 +208,8 @@ func (c *deadlineConn) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	if c.expired {
-		c.readAt = 0                                                    // a past deadline: the next read sets a fresh one
-		if err := c.Conn.SetReadDeadline(time.Unix(1, 0)); err != nil { // freshTLS's check: buffered bytes only
+		c.readAt = 0                                         // a past deadline: the next read sets a fresh one
+		if err := c.Conn.SetReadDeadline(past); err != nil { // freshTLS's check: buffered bytes only
 			return 0, err
 		}
 	} else if now := monoNow(); due(c.readAt, now, c.idle) {

@@ -89,7 +89,6 @@ func (t *tunnel) stop(away bool) {
 	t.once.Do(func() {
 		t.away.Store(away)
 		t.closed.Store(true) // before the deadlines: see pipe
-		past := time.Unix(1, 0)
 		// fasthttp's hijacked conn ignores Close (the server closes it
 		// when the hijack handler returns); a past deadline unblocks the
 		// pipes, so the handler returns.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/safeclose/safeclose/store"
 )
@@ -27,6 +28,11 @@ const (
 // kvUpdate rewrites an existing key of tenant $1: key $2, value $3,
 // expiry $4, at $5.
 const kvUpdate = "UPDATE plugin_kv SET value = $3, expires_at = $4, updated_at = $5 WHERE tenant = $1 AND key = $2"
+
+// execer is what runs kvUpdate: the pool, or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
 
 func kvCheck(tenant string, key []byte) error {
 	if tenant == "" || len(key) == 0 {
@@ -83,14 +89,15 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 		e := now.Add(ttl)
 		exp = &e
 	}
-	// An existing key (even expired) takes no more room: one statement, no
-	// lock, as many at once as the pool allows.
-	err = db.opCtx(ctx, func(ctx context.Context) error {
-		tag, err := db.pool.Exec(ctx, kvUpdate,
-			tenant, key, val, exp, now)
+	// rewrite sets the key if it exists: an existing key (even expired)
+	// takes no more room.
+	rewrite := func(ctx context.Context, q execer) error {
+		tag, err := q.Exec(ctx, kvUpdate, tenant, key, val, exp, now)
 		stored = err == nil && tag.RowsAffected() == 1
 		return err
-	})
+	}
+	// So first one statement, no lock, as many at once as the pool allows.
+	err = db.opCtx(ctx, func(ctx context.Context) error { return rewrite(ctx, db.pool) })
 	if err != nil || stored {
 		return stored, kvSetErr(err)
 	}
@@ -118,10 +125,7 @@ func (db *DB) KVSet(ctx context.Context, tenant string, key, val []byte, ttl tim
 			if n >= maxEntries {
 				// Refused, unless the key was written since the update
 				// above found none: then it takes no more room either.
-				tag, err := tx.Exec(ctx, kvUpdate,
-					tenant, key, val, exp, now)
-				stored = err == nil && tag.RowsAffected() == 1
-				return err
+				return rewrite(ctx, tx)
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO plugin_kv (tenant, key, value, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (tenant, key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, updated_at = EXCLUDED.updated_at`,
