@@ -41,49 +41,61 @@ func newDrainReceiver(tb testing.TB) (*drainReceiver, string) {
 
 func (r *drainReceiver) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.at) }
 
+// e2eRun is what runEndToEnd saw.
+type e2eRun struct {
+	lat      []time.Duration // each webhook's time to its 200
+	intake   time.Duration   // from the first webhook sent to the last answered
+	arrivals []time.Time     // when each forwarded event reached the receiver
+	start    time.Time       // when the first webhook was sent
+	conns    int64           // connections the receiver accepted
+	// cpu is the process's CPU from the first webhook sent until the last
+	// one forwarded; the signing before it is the benchmark's, not the
+	// proxy's.
+	cpu time.Duration
+}
+
 // runEndToEnd posts n distinct verified webhooks from 32 senders to a proxy
-// with the default 8 workers forwarding to a loopback receiver, waits until
-// every event was forwarded (bounded), and returns the intake latencies,
-// the intake time, the arrival times at the receiver, the connections it
-// accepted, and the process's CPU from the first webhook sent until the
-// last one forwarded (the signing before it is the benchmark's, not the
-// proxy's).
-func runEndToEnd(tb testing.TB, n int, c envConfig) (lat []time.Duration, intake time.Duration, arrivals []time.Time, start time.Time, conns int64, cpu time.Duration) {
+// with the default 8 workers forwarding to a loopback receiver and waits
+// until every event was forwarded (bounded).
+func runEndToEnd(tb testing.TB, n int, c envConfig) e2eRun {
 	tb.Helper()
 	rv, url := newDrainReceiver(tb)
 	c.forward = []Destination{{Name: "app", URL: url, Secret: []byte("0123456789abcdef0123456789abcdef")}}
 	c.webhookOpt = WebhookOptions{Workers: DefaultWebhookWorkers}
 	e := startEnv(tb, c)
 	ws := signWebhooks(tb, e.sim, n)
-	start, cpu0 := time.Now(), cputime.Process()
-	lat, _ = postWebhooks(tb, e.addr, ws, 32)
-	intake = time.Since(start)
+	var r e2eRun
+	r.start = time.Now()
+	cpu0 := cputime.Process()
+	r.lat, _ = postWebhooks(tb, e.addr, ws, 32)
+	r.intake = time.Since(r.start)
 	for i := 0; rv.count() < n; i++ { // bounded: 6000 × 20 ms
 		if i == 6000 {
 			tb.Fatalf("forwarded %d of %d", rv.count(), n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	cpu = cputime.Process() - cpu0
+	r.cpu = cputime.Process() - cpu0
 	rv.mu.Lock()
-	arrivals = slices.Clone(rv.at)
+	r.arrivals = slices.Clone(rv.at)
 	rv.mu.Unlock()
-	return lat, intake, arrivals, start, rv.conns.Load(), cpu
+	r.conns = rv.conns.Load()
+	return r
 }
 
 // TestWebhookEndToEndSetup is BenchmarkWebhookEndToEnd's check: every
 // webhook is forwarded once, over pooled connections.
 func TestWebhookEndToEndSetup(t *testing.T) {
 	t.Parallel()
-	_, _, arrivals, _, conns, _ := runEndToEnd(t, 100, envConfig{})
-	if len(arrivals) != 100 {
-		t.Fatalf("receiver got %d events, want 100", len(arrivals))
+	r := runEndToEnd(t, 100, envConfig{})
+	if len(r.arrivals) != 100 {
+		t.Fatalf("receiver got %d events, want 100", len(r.arrivals))
 	}
 	// Pooled: at most one a worker (a connection on its way back to the
 	// pool can make a worker dial one more than the per-tenant cap), not
 	// one an event.
-	if conns > DefaultWebhookWorkers {
-		t.Errorf("receiver accepted %d connections, want at most %d (one a worker)", conns, DefaultWebhookWorkers)
+	if r.conns > DefaultWebhookWorkers {
+		t.Errorf("receiver accepted %d connections, want at most %d (one a worker)", r.conns, DefaultWebhookWorkers)
 	}
 }
 
@@ -101,9 +113,10 @@ func BenchmarkWebhookEndToEnd(b *testing.B) {
 // benchEndToEnd measures BenchmarkWebhookEndToEnd on the store c configures.
 func benchEndToEnd(b *testing.B, c envConfig) {
 	n := b.N
-	lat, intake, arr, start, conns, cpu := runEndToEnd(b, n, c)
+	r := runEndToEnd(b, n, c)
+	lat, intake, arr, start := r.lat, r.intake, r.arrivals, r.start
 	b.StopTimer()
-	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/webhook")
+	b.ReportMetric(float64(r.cpu.Microseconds())/float64(n), "cpu-µs/webhook")
 	slices.Sort(lat)
 	slices.SortFunc(arr, func(x, y time.Time) int { return x.Compare(y) })
 	drained := arr[len(arr)-1].Sub(start)
@@ -111,7 +124,7 @@ func benchEndToEnd(b *testing.B, c envConfig) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(n)/drained.Seconds(), "forwards/s")
 	b.ReportMetric(drained.Seconds(), "drain-s")
-	b.ReportMetric(float64(conns), "conns")
+	b.ReportMetric(float64(r.conns), "conns")
 	// Noise-robust view of the same (issue 12): the share of the webhooks
 	// already forwarded when intake ends, and the forwarding rate while
 	// intake runs over the rate afterwards (flat means ≈ 1). Both compare
