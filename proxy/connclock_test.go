@@ -40,18 +40,26 @@ func TestConnClockBounds(t *testing.T) {
 		return k, &cuts, c
 	}
 	s := func(d float64) time.Duration { return time.Duration(d * float64(time.Second)) }
+	// cutAtBound scans k when the phase c is in begins (from), 10 ms short
+	// of its bound after that, and at the bound: c is cut at the last scan,
+	// once, for phase p, and not before.
+	cutAtBound := func(t *testing.T, k *connClock, cuts *[]cut, c net.Conn, from, bound time.Duration, p phase) {
+		t.Helper()
+		n := len(*cuts)
+		k.scan(from)
+		k.scan(from + bound - 10*time.Millisecond)
+		if len(*cuts) != n {
+			t.Fatalf("cut before its %v bound: %v", bound, *cuts)
+		}
+		k.scan(from + bound)
+		if len(*cuts) != n+1 || (*cuts)[n] != (cut{c, p}) {
+			t.Fatalf("cuts = %v; want one %s cut at its %v bound", *cuts, phaseNames[p], bound)
+		}
+	}
 
 	t.Run("a silent new connection: read bound from the first scan", func(t *testing.T) {
 		k, cuts, c := open()
-		k.scan(s(1)) // first seen: the bound counts from here, not from before
-		k.scan(s(10.99))
-		if len(*cuts) != 0 {
-			t.Fatalf("cut before its bound: %v", *cuts)
-		}
-		k.scan(s(11))
-		if len(*cuts) != 1 || (*cuts)[0] != (cut{c, phRead}) {
-			t.Fatalf("cuts = %v; want one read cut", *cuts)
-		}
+		cutAtBound(t, k, cuts, c, s(1), read, phRead) // first seen at 1 s: the bound counts from there, not from before
 		k.scan(s(50))
 		if len(*cuts) != 1 {
 			t.Fatalf("cut again: %v", *cuts)
@@ -76,25 +84,9 @@ func TestConnClockBounds(t *testing.T) {
 			t.Fatalf("a running handler was cut: %v", *cuts)
 		}
 		r.set(phWrite)
-		k.scan(s(1000))
-		k.scan(s(1029.9))
-		if len(*cuts) != 0 {
-			t.Fatalf("an answer cut before WriteTimeout: %v", *cuts)
-		}
-		k.scan(s(1030))
-		if len(*cuts) != 1 || (*cuts)[0].p != phWrite {
-			t.Fatalf("cuts = %v; want a write cut", *cuts)
-		}
+		cutAtBound(t, k, cuts, c, s(1000), write, phWrite)
 		k.connState(c, fasthttp.StateIdle)
-		k.scan(s(2000))
-		k.scan(s(2059.9))
-		if len(*cuts) != 1 {
-			t.Fatalf("an idle connection cut before IdleTimeout: %v", *cuts)
-		}
-		k.scan(s(2060))
-		if len(*cuts) != 2 || (*cuts)[1].p != phIdle {
-			t.Fatalf("cuts = %v; want an idle cut", *cuts)
-		}
+		cutAtBound(t, k, cuts, c, s(2000), idle, phIdle)
 	})
 	t.Run("every change restarts the count, even back to the same phase", func(t *testing.T) {
 		k, cuts, c := open()
