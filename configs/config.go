@@ -549,6 +549,7 @@ func validatePlugin(p string, pl Plugin, add func(string, string, ...any)) {
 			add(p+".secrets."+k, "%v", err)
 		}
 	}
+	validateJWTSecrets(p, pl, add)
 	if pl.BodyLimit < 0 || pl.BodyLimit > 1<<20 {
 		add(p+".body_limit", "must be in 0..1048576")
 	}

@@ -3,6 +3,7 @@ package configs
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -25,8 +26,9 @@ type JWT struct {
 	Leeway   Duration `yaml:"leeway"`
 	JWKS     any      `yaml:"jwks"`      // an inline JWK set, passed to the host as JSON
 	JWKSFile string   `yaml:"jwks_file"` // a JWK set file, read when the plugin is loaded
-	// Secrets names the plugin secrets that verify HS256 tokens; empty:
-	// every secret does (a warning when there are several).
+	// Secrets names the plugin secrets that verify HS256 tokens; [] names
+	// none. Unset, the plugin's only secret does; a plugin with the crypto
+	// capability and several secrets must set it (validateJWTSecrets).
 	Secrets []string `yaml:"secrets"`
 }
 
@@ -114,4 +116,32 @@ func (j *JWT) validate(p string, add func(string, string, ...any)) {
 			add(p+".jwks", "must be a JWK set mapping ({keys: [...]})")
 		}
 	}
+}
+
+// validateJWTSecrets requires config.jwt.secrets of a plugin that could
+// verify HS256 tokens (the crypto capability) with several secrets: a
+// token's kid picks among every secret jwt.secrets allows, so without the
+// list whoever holds any of them (a partner's key for hmac_sha256_verify)
+// could sign sessions for any user. Each name must be one of the plugin's
+// secrets.
+func validateJWTSecrets(p string, pl Plugin, add func(string, string, ...any)) {
+	var named []string
+	if pl.JWT != nil {
+		named = pl.JWT.Secrets
+	}
+	for i, name := range named {
+		if _, ok := pl.Secrets[name]; !ok {
+			add(fmt.Sprintf("%s.config.jwt.secrets[%d]", p, i), "%q is not one of the plugin's secrets", name)
+		}
+	}
+	if named != nil || len(pl.Secrets) < 2 || !slices.Contains(pl.Capabilities, "crypto") {
+		return
+	}
+	names := make([]string, 0, len(pl.Secrets))
+	for k := range pl.Secrets {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	add(p+".config.jwt.secrets", "required with the crypto capability and several secrets (%s): a token's kid picks among the secrets it allows, so name the ones that verify HS256 session tokens ([] for none)",
+		strings.Join(names, ", "))
 }

@@ -3,6 +3,7 @@ package configs
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +153,78 @@ func TestExamplesJWTSection(t *testing.T) {
 	}
 	if j := f.Tenants[0].Auth.Plugin.JWT; j == nil || j.Issuer != "perf-anchors" || j.Audience != "edge-proxy" {
 		t.Errorf("load.sh YAML: jwt = %+v, want perf-anchors/edge-proxy", j)
+	}
+}
+
+// secretsTenant is a valid tenant whose auth plugin holds secrets (a flow
+// mapping of names to refs) and caps, with jwtYAML under config.jwt ("" for
+// no jwt section).
+func secretsTenant(caps, secrets, jwtYAML string) string {
+	jwt := ""
+	if jwtYAML != "" {
+		jwt = ", jwt: " + jwtYAML
+	}
+	return `
+tenants:
+  - name: a
+    hosts: [a.example]
+    plaid: {env: sandbox, client_id: env:X, secret: env:Y}
+    auth:
+      plugin:
+        path: p.wasm
+        capabilities: ` + caps + `
+        secrets: ` + secrets + `
+        config: {cookie: session` + jwt + `}
+`
+}
+
+// A token's kid picks among every secret jwt.secrets allows, so a plugin
+// that can verify JWTs (crypto) and holds several secrets must name the
+// session keys; [] names none and stays an empty list, not "every secret".
+func TestJWTSecretsRequiredWithSeveral(t *testing.T) {
+	t.Parallel()
+	two := "{main: env:A, partner: env:B}"
+	tests := []struct {
+		name, caps, secrets, jwt string
+		validErr                 []string // Validate fails with all of these; nil: valid
+		wantNamed                []string // JWT.Secrets after Decode (nil: unset)
+	}{
+		{name: "two secrets, none named", caps: "[config, crypto]", secrets: two, jwt: "{issuer: i}",
+			validErr: []string{"tenants[0].auth.plugin.config.jwt.secrets", "required", "main, partner"}},
+		{name: "two secrets, no jwt section", caps: "[crypto]", secrets: two,
+			validErr: []string{"tenants[0].auth.plugin.config.jwt.secrets", "required"}},
+		{name: "two secrets, one named", caps: "[crypto]", secrets: two, jwt: "{secrets: [main]}", wantNamed: []string{"main"}},
+		{name: "two secrets, none verify", caps: "[crypto]", secrets: two, jwt: "{secrets: []}", wantNamed: []string{}},
+		{name: "two secrets without crypto", caps: "[config]", secrets: two},
+		{name: "one secret", caps: "[crypto]", secrets: "{main: env:A}"},
+		{name: "a name it does not hold", caps: "[crypto]", secrets: two, jwt: "{secrets: [main, nope]}",
+			validErr: []string{"tenants[0].auth.plugin.config.jwt.secrets[1]", `"nope"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f, err := Decode(strings.NewReader(secretsTenant(tt.caps, tt.secrets, tt.jwt)))
+			if err != nil {
+				t.Fatalf("Decode = %v", err)
+			}
+			verr := f.Validate()
+			if tt.validErr == nil {
+				if verr != nil {
+					t.Fatalf("Validate = %v, want valid", verr)
+				}
+			}
+			for _, w := range tt.validErr {
+				if verr == nil || !strings.Contains(verr.Error(), w) {
+					t.Errorf("Validate = %v, want an error containing %q", verr, w)
+				}
+			}
+			if tt.wantNamed == nil {
+				return
+			}
+			j := f.Tenants[0].Auth.Plugin.JWT
+			if j == nil || j.Secrets == nil || !slices.Equal(j.Secrets, tt.wantNamed) {
+				t.Errorf("jwt.secrets = %#v, want %#v (an empty list must stay non-nil)", j, tt.wantNamed)
+			}
+		})
 	}
 }

@@ -94,10 +94,13 @@ type JWTOptions struct {
 	// Leeway is allowed clock skew for exp and nbf. Zero means
 	// DefaultJWTLeeway (30s).
 	Leeway time.Duration
-	// HMACSecrets names the Secrets that verify HS256 tokens. Empty means
-	// every secret does, which lets whoever holds any of them (a key shared
-	// with a partner for hmac_sha256_verify) mint sessions: Load logs a
-	// warning when there are several. A name not in Secrets is refused.
+	// HMACSecrets names the Secrets that verify HS256 tokens; an empty,
+	// non-nil list names none. Nil means the only secret does: with the
+	// crypto capability and several secrets, Load refuses a nil list,
+	// because a token's kid picks among every allowed secret and whoever
+	// holds any of them (a key shared with a partner for
+	// hmac_sha256_verify) could mint sessions. A name not in Secrets is
+	// refused.
 	HMACSecrets []string
 }
 
@@ -214,12 +217,12 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	}
 	p.initialize = info.Initialize
 	if o.Caps.Crypto {
+		if o.JWT.HMACSecrets == nil && len(o.Secrets) > 1 {
+			return fail(fmt.Errorf("jwt.secrets is required with several secrets (%d): a token's kid picks among the secrets it allows, so name the ones that verify HS256 session tokens ([] for none)",
+				len(o.Secrets)))
+		}
 		if p.jwt, err = newJWTVerifier(o.JWT, o.Secrets, e.now); err != nil {
 			return fail(err)
-		}
-		if len(o.JWT.HMACSecrets) == 0 && len(o.Secrets) > 1 {
-			p.log.Warn("every secret of this plugin verifies HS256 tokens (a token's kid names it): whoever holds any of them can sign sessions; list the ones that may in jwt.secrets",
-				"secrets", len(o.Secrets))
 		}
 	}
 	if o.Caps.KV {

@@ -46,7 +46,7 @@ const (
 )
 
 func newJWTVerifier(o JWTOptions, secrets map[string][]byte, now func() time.Time) (*jwtVerifier, error) {
-	if len(o.HMACSecrets) > 0 {
+	if o.HMACSecrets != nil { // named ones only; [] names none
 		only := make(map[string][]byte, len(o.HMACSecrets))
 		for _, name := range o.HMACSecrets {
 			k, ok := secrets[name]

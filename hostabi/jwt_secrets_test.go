@@ -27,7 +27,8 @@ func signHS256Kid(key []byte, kid string, claims map[string]any) string {
 // a second secret for something else (a partner's key for
 // hmac_sha256_verify) let whoever holds it sign sessions for any user (the
 // browser-side pass). jwt.secrets names the ones that may; the rest verify
-// no token, and a name the plugin does not have is refused at load.
+// no token, [] names none, a name the plugin does not have is refused at
+// load, and so is a plugin with several secrets that names none.
 func TestJWTSecretsNameTheSessionKeys(t *testing.T) {
 	t.Parallel()
 	e := newEngine(t)
@@ -43,9 +44,16 @@ func TestJWTSecretsNameTheSessionKeys(t *testing.T) {
 	forged := signHS256Kid(partner, "partner", map[string]any{"sub": "alice", "exp": exp})
 	genuine := signHS256Kid(session, "main", map[string]any{"sub": "alice", "exp": exp})
 
-	open := load(t, e, "jwtauth", opts())
-	if d, err := open.Authenticate(context.Background(), bytesReq(hdr("Authorization", "Bearer "+forged))); err != nil || !d.Allow {
-		t.Fatalf("without jwt.secrets a partner-signed token is %+v, %v; this test relies on it being accepted", d, err)
+	unnamed := opts()
+	unnamed.Tenant, unnamed.Name, unnamed.Wasm = "t1", "jwtauth", wasm(t, "jwtauth")
+	if _, err := e.Load(context.Background(), unnamed); err == nil || !strings.Contains(err.Error(), "jwt.secrets is required with several secrets") {
+		t.Fatalf("Load with two secrets and no jwt.secrets = %v; want refused", err)
+	}
+	for _, tok := range []string{forged, genuine} { // [] names none: no HS256 token verifies
+		none := load(t, e, "jwtauth", opts([]string{}...))
+		if d, err := none.Authenticate(context.Background(), bytesReq(hdr("Authorization", "Bearer "+tok))); err != nil || d.Allow {
+			t.Fatalf("with jwt.secrets [], a token = %+v, %v; want denied", d, err)
+		}
 	}
 	named := load(t, e, "jwtauth", opts("main"))
 	if d, err := named.Authenticate(context.Background(), bytesReq(hdr("Authorization", "Bearer "+forged))); err != nil || d.Allow {

@@ -224,6 +224,10 @@ func TestPluginJWTOptionsFromTypedSection(t *testing.T) {
 	if err := os.WriteFile(jwksFile, []byte(fileJWKS), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	secretFile := filepath.Join(dir, "secret") // the secret jwt.secrets names
+	if err := os.WriteFile(secretFile, []byte("tenant-jwt-secret-0123456789abcd"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, jwt string
 		want      hostabi.JWTOptions
@@ -241,7 +245,7 @@ func TestPluginJWTOptionsFromTypedSection(t *testing.T) {
 			if tt.jwt != "" {
 				conf = "{cookie: session, jwt: " + tt.jwt + "}"
 			}
-			y := fmt.Sprintf("data_dir: %s\nemulator: {enabled: true}\ntenants:\n  - name: a\n    hosts: [a.test]\n    plaid: {env: emulator}\n    auth: {plugin: {path: %s, config: %s}}\n", dir, wasm, conf)
+			y := fmt.Sprintf("data_dir: %s\nemulator: {enabled: true}\ntenants:\n  - name: a\n    hosts: [a.test]\n    plaid: {env: emulator}\n    auth: {plugin: {path: %s, secrets: {main: file:%s}, config: %s}}\n", dir, wasm, secretFile, conf)
 			cfg, err := configs.Decode(strings.NewReader(y))
 			if err != nil {
 				t.Fatal(err)
