@@ -9,9 +9,14 @@ import (
 	"time"
 )
 
-// jwtTenant is a valid tenant whose auth plugin's config holds jwtYAML (a
-// flow mapping) under "jwt".
-func jwtTenant(jwtYAML string) string {
+// pluginTenant is a valid config of one tenant whose auth plugin has the
+// given fields (YAML lines after path, each indented as the plugin's own);
+// rest follows the tenant's auth section.
+func pluginTenant(fields []string, rest string) string {
+	plugin := "        path: p.wasm\n"
+	for _, f := range fields {
+		plugin += "        " + f + "\n"
+	}
 	return `
 tenants:
   - name: a
@@ -19,11 +24,14 @@ tenants:
     plaid: {env: sandbox, client_id: env:X, secret: env:Y}
     auth:
       plugin:
-        path: p.wasm
-        config: {cookie: session, jwt: ` + jwtYAML + `}
-    webhook_plugins:
-      - {path: w.wasm, config: {jwt: {issuer: hooks}}}
-`
+` + plugin + rest
+}
+
+// jwtTenant is a valid tenant whose auth plugin's config holds jwtYAML (a
+// flow mapping) under "jwt".
+func jwtTenant(jwtYAML string) string {
+	return pluginTenant([]string{"config: {cookie: session, jwt: " + jwtYAML + "}"},
+		"    webhook_plugins:\n      - {path: w.wasm, config: {jwt: {issuer: hooks}}}\n")
 }
 
 // Issue 10.3: the plugin config's "jwt" section is a typed struct, decoded
@@ -164,18 +172,7 @@ func secretsTenant(caps, secrets, jwtYAML string) string {
 	if jwtYAML != "" {
 		jwt = ", jwt: " + jwtYAML
 	}
-	return `
-tenants:
-  - name: a
-    hosts: [a.example]
-    plaid: {env: sandbox, client_id: env:X, secret: env:Y}
-    auth:
-      plugin:
-        path: p.wasm
-        capabilities: ` + caps + `
-        secrets: ` + secrets + `
-        config: {cookie: session` + jwt + `}
-`
+	return pluginTenant([]string{"capabilities: " + caps, "secrets: " + secrets, "config: {cookie: session" + jwt + "}"}, "")
 }
 
 // A token's kid picks among every secret jwt.secrets allows, so a plugin
