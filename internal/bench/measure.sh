@@ -5,7 +5,7 @@
 # table. Writes the raw output, sections headed "## <what ran>", to OUT
 # (default internal/bench/results/<UTC date>-<HHMM>.txt) and prints it.
 #
-#   bash internal/bench/measure.sh            # about 8 minutes on 2 cores
+#   bash internal/bench/measure.sh            # about 12 minutes on 2 cores
 #   OUT=/tmp/run.txt ROUNDS=3 bash internal/bench/measure.sh
 #
 # Run it on an otherwise idle machine: every row is a ratio to a baseline
@@ -16,7 +16,7 @@ cd "$ROOT"
 # One throwaway PostgreSQL cluster for the whole run (the PostgreSQL
 # benchmarks need it), started before anything is measured.
 if [[ -z ${SAFECLOSE_TEST_PG_DSN:-} ]]; then exec bash scripts/with-postgres.sh bash "$ROOT/internal/bench/measure.sh" "$@"; fi
-ROUNDS="${ROUNDS:-5}"; DURATION="${DURATION:-6s}"
+ROUNDS="${ROUNDS:-9}"; DURATION="${DURATION:-6s}"  # nine rounds: runs 20-21 (README) tightened the per-round ratios
 OUT="${OUT:-internal/bench/results/$(date -u +%F-%H%M).txt}"
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 BENCH="$TMP/bench.txt"; LOAD="$TMP/load.tsv"
