@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -137,11 +138,6 @@ func validateJWTSecrets(p string, pl Plugin, add func(string, string, ...any)) {
 	if named != nil || len(pl.Secrets) < 2 || !slices.Contains(pl.Capabilities, "crypto") {
 		return
 	}
-	names := make([]string, 0, len(pl.Secrets))
-	for k := range pl.Secrets {
-		names = append(names, k)
-	}
-	sort.Strings(names)
 	add(p+".config.jwt.secrets", "required with the crypto capability and several secrets (%s): a token's kid picks among the secrets it allows, so name the ones that verify HS256 session tokens ([] for none)",
-		strings.Join(names, ", "))
+		strings.Join(slices.Sorted(maps.Keys(pl.Secrets)), ", "))
 }

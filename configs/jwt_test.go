@@ -205,10 +205,8 @@ func TestJWTSecretsRequiredWithSeveral(t *testing.T) {
 				t.Fatalf("Decode = %v", err)
 			}
 			verr := f.Validate()
-			if tt.validErr == nil {
-				if verr != nil {
-					t.Fatalf("Validate = %v, want valid", verr)
-				}
+			if tt.validErr == nil && verr != nil {
+				t.Fatalf("Validate = %v, want valid", verr)
 			}
 			for _, w := range tt.validErr {
 				if verr == nil || !strings.Contains(verr.Error(), w) {

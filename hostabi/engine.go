@@ -217,10 +217,6 @@ func (e *Engine) Load(ctx context.Context, o PluginOptions) (*Plugin, error) {
 	}
 	p.initialize = info.Initialize
 	if o.Caps.Crypto {
-		if o.JWT.HMACSecrets == nil && len(o.Secrets) > 1 {
-			return fail(fmt.Errorf("jwt.secrets is required with several secrets (%d): a token's kid picks among the secrets it allows, so name the ones that verify HS256 session tokens ([] for none)",
-				len(o.Secrets)))
-		}
 		if p.jwt, err = newJWTVerifier(o.JWT, o.Secrets, e.now); err != nil {
 			return fail(err)
 		}

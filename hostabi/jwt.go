@@ -45,8 +45,12 @@ const (
 	jwtCacheLimit = 10000
 )
 
+// newJWTVerifier keeps, of secrets, the HS256 keys o.HMACSecrets names
+// (JWTOptions.HMACSecrets): a token's kid picks among them, so with several
+// secrets the names are required.
 func newJWTVerifier(o JWTOptions, secrets map[string][]byte, now func() time.Time) (*jwtVerifier, error) {
-	if o.HMACSecrets != nil { // named ones only; [] names none
+	switch {
+	case o.HMACSecrets != nil: // named ones only; [] names none
 		only := make(map[string][]byte, len(o.HMACSecrets))
 		for _, name := range o.HMACSecrets {
 			k, ok := secrets[name]
@@ -56,6 +60,9 @@ func newJWTVerifier(o JWTOptions, secrets map[string][]byte, now func() time.Tim
 			only[name] = k
 		}
 		secrets = only
+	case len(secrets) > 1:
+		return nil, fmt.Errorf("jwt.secrets is required with several secrets (%d): a token's kid picks among the secrets it allows, so name the ones that verify HS256 session tokens ([] for none)",
+			len(secrets))
 	}
 	v := &jwtVerifier{
 		hmac: secrets, keys: map[string]crypto.PublicKey{}, iss: o.Issuer, aud: o.Audience,

@@ -49,8 +49,8 @@ func TestJWTSecretsNameTheSessionKeys(t *testing.T) {
 	if _, err := e.Load(context.Background(), unnamed); err == nil || !strings.Contains(err.Error(), "jwt.secrets is required with several secrets") {
 		t.Fatalf("Load with two secrets and no jwt.secrets = %v; want refused", err)
 	}
+	none := load(t, e, "jwtauth", opts([]string{}...))
 	for _, tok := range []string{forged, genuine} { // [] names none: no HS256 token verifies
-		none := load(t, e, "jwtauth", opts([]string{}...))
 		if d, err := none.Authenticate(context.Background(), bytesReq(hdr("Authorization", "Bearer "+tok))); err != nil || d.Allow {
 			t.Fatalf("with jwt.secrets [], a token = %+v, %v; want denied", d, err)
 		}
