@@ -24,7 +24,7 @@ func refDropHopHeader(k, conn []byte) bool {
 		return !bytes.EqualFold(k, []byte("host")) && !bytes.EqualFold(k, []byte("content-length")) &&
 			!bytes.EqualFold(k, []byte("transfer-encoding"))
 	}
-	return conn != nil && !refSafecloseSet(k) && namedIn(conn, k)
+	return conn != nil && !refSafecloseSet(k) && !foldEqual(k, "x-request-id") && namedIn(conn, k)
 }
 
 // checkClass compares headerClass and dropHopHeader with the lists.

@@ -293,13 +293,13 @@ func stripHopByHopResp(h *fasthttp.ResponseHeader) {
 
 // dropHopHeader reports whether k goes: a hop-by-hop header, a framing
 // header's name variant, or a header a Connection value names (conn, its
-// values comma-joined; never one Safeclose sets).
+// values comma-joined; never one Safeclose sets, the request id included).
 func dropHopHeader(k, conn []byte) bool {
 	c := headerClass(k)
 	if c&(classHop|classFramingVariant) != 0 {
 		return true
 	}
-	return conn != nil && c&classSafecloseSet == 0 && !isFraming(k) && namedIn(conn, k)
+	return conn != nil && c&(classSafecloseSet|classRequestID) == 0 && !isFraming(k) && namedIn(conn, k)
 }
 
 // isFraming reports whether k folds to a framing header (exact name or not).

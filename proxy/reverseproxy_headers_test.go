@@ -294,3 +294,25 @@ func TestCanonicalKeys(t *testing.T) {
 		}
 	}
 }
+
+// A client's Connection token naming X-Request-Id does not remove the id
+// Safeclose sets (and logs): the upstream gets the id the client is
+// answered with.
+func TestConnectionTokenKeepsRequestID(t *testing.T) {
+	t.Parallel()
+	rec, upURL := newRecorder(t)
+	e := startEnv(t, envConfig{upstream: upURL})
+	req := "GET /app HTTP/1.1\r\nHost: t1.test\r\nAuthorization: Bearer alice-key\r\n" +
+		"Connection: close, X-Request-Id\r\n\r\n"
+	res, body := rawDo(t, e.addr, req)
+	if res.StatusCode != 200 {
+		t.Fatalf("proxied = %d %s", res.StatusCode, body)
+	}
+	_, _, got := rec.seen()
+	if res.Header.Get("X-Request-Id") == "" {
+		t.Fatal("no X-Request-Id in the answer")
+	}
+	if id := res.Header.Get("X-Request-Id"); got.Get("X-Request-Id") != id {
+		t.Errorf("client was answered with request id %q, the upstream got %q (dropped by a Connection token)", id, got.Get("X-Request-Id"))
+	}
+}

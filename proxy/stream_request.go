@@ -25,6 +25,10 @@ const maxBufferedBody = 16 << 20
 // hung up, went silent past ReadTimeout, or broke the chunked framing).
 var errBodyRead = badRequest("malformed_request", "the request body could not be read")
 
+// errTrailer refuses a request whose trailer fields dropTrailers could not
+// discard (none known: a guard against a fasthttp change).
+var errTrailer = badRequest("malformed_request", "the request's trailer fields could not be discarded")
+
 // errBodyOverCap aborts the upstream request of a streamed body that grew
 // past MaxBodyBytes; it never reaches a client.
 var errBodyOverCap = errors.New("proxy: streamed request body exceeded max_body_bytes")
@@ -66,6 +70,9 @@ func (s *Server) bufferBody(ctx *fasthttp.RequestCtx, limit int) error {
 	b, err := readBody(s.clock.rec(ctx.Conn()), bs, (*bp)[:0], limit)
 	if err == nil && cl >= 0 && len(b) != cl {
 		err = errBodyRead
+	}
+	if err == nil && !dropTrailers(&req.Header) {
+		err = errTrailer
 	}
 	if err == nil {
 		req.SetBody(b) // copies; the stream has been read to its end
@@ -114,8 +121,9 @@ func readBody(cr *connRec, r io.Reader, b []byte, limit int) ([]byte, error) {
 // before the body's end (no final chunk, or fewer bytes than declared).
 type bodyStream struct {
 	r    io.Reader
-	left int64 // bytes allowed before the cap
-	size int64 // Content-Length; -1 for chunked
+	h    *fasthttp.RequestHeader // the request's: a chunked body's trailer fields land in it at the end
+	left int64                   // bytes allowed before the cap
+	size int64                   // Content-Length; -1 for chunked
 	read int64
 	cr   *connRec // the client connection's clock: each read is under ReadTimeout
 	over bool     // the body crossed MaxBodyBytes
@@ -146,6 +154,9 @@ func (b *bodyStream) Read(p []byte) (int, error) {
 	if err == io.EOF && b.size >= 0 && b.read < b.size {
 		err = io.ErrUnexpectedEOF
 	}
+	if err == io.EOF && !dropTrailers(b.h) {
+		err = errTrailer // aborts the upstream request before its trailer section
+	}
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
@@ -174,7 +185,7 @@ func (s *Server) sendUpstream(ctx *fasthttp.RequestCtx, tn *tenant, up *fasthttp
 		return err
 	}
 	b := bodyStreams.Get().(*bodyStream)
-	*b = bodyStream{r: rs, left: int64(s.opts.MaxBodyBytes), size: int64(cl), cr: s.clock.rec(ctx.Conn())}
+	*b = bodyStream{r: rs, h: &req.Header, left: int64(s.opts.MaxBodyBytes), size: int64(cl), cr: s.clock.rec(ctx.Conn())}
 	req.SetBodyStream(b, cl)
 	t, err := tn.upstream.do(req, up)
 	tn.upstream.answered(ctx, t)
@@ -194,6 +205,37 @@ func (s *Server) sendUpstream(ctx *fasthttp.RequestCtx, tn *tenant, up *fasthttp
 		return errBodyRead
 	}
 	return err
+}
+
+// dropTrailers discards the trailer fields of a chunked request body,
+// which fasthttp reads into h when the body ends. They are never forwarded
+// or read: the header checks (sanitizeRequest) ran on the header section
+// before they arrived, fasthttp's Peek answers from them when the header
+// section lacks a name, and removing the Trailer header (stripHopByHop)
+// would move them into the header section. So a client could otherwise
+// send X-Safeclose-User, a claim or Forwarded after its body. RFC 9110
+// §6.5.1 lets a recipient discard trailer fields; nginx does too. A field
+// of the same name in the header section goes with it. It reports false
+// if a field is still there afterwards, and the request is then refused.
+func dropTrailers(h *fasthttp.RequestHeader) bool {
+	keys := h.PeekTrailerKeys()
+	if len(keys) == 0 {
+		return true
+	}
+	var nb [256]byte // the names, copied: deleting changes the set
+	var eb [8]int
+	names, ends := nb[:0], eb[:0]
+	for _, k := range keys {
+		names = append(names, k...)
+		ends = append(ends, len(names))
+	}
+	start := 0
+	for _, end := range ends {
+		h.DelBytes(names[start:end])
+		start = end
+	}
+	h.Del(fasthttp.HeaderTrailer) // forgets the set; no values are left to move
+	return len(h.PeekTrailerKeys()) == 0 && len(h.TrailerHeader()) == 2
 }
 
 // lingerMax is the most of a refused request body that is read and dropped
