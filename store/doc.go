@@ -48,7 +48,7 @@
 //	q/<entry id>                     queued webhook (raw body, headers, attempts, next attempt)
 //	d/<entry id>                     dead-lettered webhook
 //	w/<entry id>                     done mark (TTL)
-//	m/<tenant>\x00<sha256>           dedupe marker (TTL)
+//	m/<tenant>\x00<sha256>           dedupe marker (TTL): the first copy's id; a duplicate only while that entry waits
 //	lk/<link token hash>             link session: tenant, user, link token (TTL: expiry + 6h)
 //	lu/<tenant>\x00<user>\x00<created><hash>  user → link session index (TTL)
 //	ei/<intent id>                   exchange intent, pending until the token is saved

@@ -116,6 +116,16 @@ func (qi *qindex) addFresh(id, tenant string, next, now time.Time, fresh *Entry)
 	heap.Push(&qi.wait, waitItem{at: q.next, q: q})
 }
 
+// started reports whether id's delivery has begun: it is leased (a lease
+// that ran out does not count) or its outcome is being written. An entry
+// not in the index has not started.
+func (qi *qindex) started(id string, now int64) bool {
+	qi.mu.Lock()
+	defer qi.mu.Unlock()
+	q := qi.ents[id]
+	return q != nil && (q.finishing || q.leased && q.until > now)
+}
+
 // remove forgets an entry (completed, dead-lettered or moved aside).
 func (qi *qindex) remove(id string) {
 	qi.mu.Lock()

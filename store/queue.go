@@ -91,7 +91,8 @@ func dedupeKey(tenant string, sum [32]byte) []byte {
 // Enqueue stores a webhook with its dedupe marker in one synced transaction
 // and returns after the commit. Concurrent callers share one commit (group
 // commit). duplicate is true, nothing is written, and id is the first copy's
-// id, when a marker for the same tenant and body hash exists.
+// id, when a marker for the same tenant and body hash names an entry still
+// waiting for its delivery (waiting); otherwise the marker is taken over.
 func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, err error) {
 	db.closeMu.RLock()
 	if db.closed {
@@ -181,14 +182,21 @@ func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 					res[i].dup, res[i].id = true, id
 					continue
 				}
-				// A duplicate answers the id of the first copy (the marker's value).
+				// A duplicate answers the id of the first copy (the marker's
+				// value), while that copy waits for its delivery (waiting).
 				if it, gerr := txn.Get(mk); gerr == nil {
-					res[i].dup = true
-					if verr := it.Value(func(v []byte) error { res[i].id = string(v); return nil }); verr != nil {
-						err = verr
+					var first string
+					if err = it.Value(func(v []byte) error { first = string(v); return nil }); err != nil {
 						break
 					}
-					continue
+					var wait bool
+					if wait, err = db.waiting(txn, first, now); err != nil {
+						break
+					}
+					if wait {
+						res[i].dup, res[i].id = true, first
+						continue
+					}
 				} else if !errors.Is(gerr, badger.ErrKeyNotFound) {
 					err = gerr
 					break
@@ -246,6 +254,30 @@ func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 }
 
 // answer sends each request its result, or err when the batch failed.
+// waiting reports whether entry id, the first copy of a body, is queued
+// and its next delivery has not begun: not leased (a lease that ran out
+// counts as not leased: the entry will be delivered again) and no outcome
+// being written. Only then is a copy of the same body a duplicate. Plaid
+// webhooks carry no event id, and some codes repeat byte for byte as new
+// events (TRANSACTIONS SYNC_UPDATES_AVAILABLE once an item's history is
+// in): a copy that arrives before the first copy's delivery begins is
+// covered by it (the app acts on the first copy after both arrived), one
+// that arrives later is a new event, or a retry the app handles as any
+// duplicate (RATIONALE.md "Why dedupe on the body hash").
+//
+// The record's read is part of txn, so an outcome committed meanwhile
+// (Complete, DeadLetter) makes the batch retry on a conflict. An entry
+// committed but not yet durable is not in the index yet, and cannot have
+// been leased: it is waiting.
+func (db *DB) waiting(txn *badger.Txn, id string, now time.Time) (bool, error) {
+	if _, err := txn.Get([]byte("q/" + id)); errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return !db.qi.started(id, now.UnixNano()), nil
+}
+
 func answer(batch []*enqueueReq, res []enqueueRes, err error) {
 	for i, r := range batch {
 		if err != nil && res[i].err == nil {

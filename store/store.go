@@ -118,7 +118,9 @@ type DB struct {
 }
 
 // DefaultDedupeTTL is how long a webhook body's dedupe marker is kept when
-// Options leaves DedupeTTL zero; store/pg uses it too.
+// Options leaves DedupeTTL zero; store/pg uses it too. A marker makes a
+// copy a duplicate only while its entry waits for its delivery (queue.go,
+// waiting).
 const DefaultDedupeTTL = 48 * time.Hour
 
 // Open opens (or creates) the store.

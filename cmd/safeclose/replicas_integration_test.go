@@ -198,7 +198,13 @@ tenants:
 	// institution): none may be lost by the kills.
 	items := map[string]string{itemID: "login_required", exchange(b, "ins_109509"): "ok", exchange(c, "ins_109510"): "ok"}
 
-	// The same body to B and C at once: one accepted, one duplicate.
+	// The same body to B and C at once: one accepted, the other a duplicate
+	// while the first copy waits for its delivery. Both replicas' workers
+	// run here, and a copy that arrives after the first copy's delivery has
+	// begun is a new event (RATIONALE.md "Why dedupe on the body hash"), so
+	// two accepted copies under two ids are right too; which copy wins the
+	// marker at once is store/pg's TestEnqueueReplicasDedupe, without
+	// workers.
 	dup, _ := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "WEBHOOK_UPDATE_ACKNOWLEDGED",
 		"item_id": "dup-item", "new_webhook_url": "https://example.com/h", "error": nil, "environment": "sandbox"})
 	results := make([]string, 2)
@@ -207,8 +213,9 @@ tenants:
 		wg.Go(func() { _, results[i] = webhook(r, dup) })
 	}
 	wg.Wait()
-	if !(results[0] == "accepted" && results[1] == "duplicate" || results[0] == "duplicate" && results[1] == "accepted") {
-		t.Fatalf("same body to B and C = %v, want one accepted and one duplicate", results)
+	answered := func(r string) bool { return r == "accepted" || r == "duplicate" }
+	if !answered(results[0]) || !answered(results[1]) || results[0] != "accepted" && results[1] != "accepted" {
+		t.Fatalf("same body to B and C = %v, want one accepted and the other accepted or a duplicate", results)
 	}
 
 	// 1000 webhooks round-robin while replicas die and come back.

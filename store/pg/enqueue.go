@@ -69,8 +69,9 @@ func (db *DB) stopCommitters() {
 
 // Enqueue stores a webhook and its dedupe marker in one transaction, shared
 // with concurrent callers, and returns after the commit. A marker for the
-// same tenant and body hash that has not expired makes it a duplicate:
-// nothing is written and id is the first copy's id. The marker's primary
+// same tenant and body hash that has not expired and names an entry still
+// waiting for its delivery makes it a duplicate: nothing is written and id
+// is the first copy's id. The marker's primary
 // key decides between replicas that receive the same body at once; within
 // a batch the first copy is the one written.
 func (db *DB) Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error) {
@@ -206,7 +207,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 // implicit transaction: the markers (taking over expired ones), then the
 // queue rows of the entries whose marker was written. It answers the ids
 // it wrote; a marker it did not write is an unexpired one, read after by
-// markerSQL. It reads no table itself: an earlier version answered every
+// markerSQL, and taken over by takeoverSQL if its entry no longer waits. It reads no table itself: an earlier version answered every
 // marker by joining sc_dedupe, which the planner, with no statistics for a
 // young table, did by a sequential scan of every marker for every batch
 // (2.4 million rows read for 8,700 webhooks in the intake benchmark).
@@ -230,6 +231,32 @@ SELECT entry_id FROM ins`
 // transaction that held them.
 const markerSQL = `SELECT (SELECT d.entry_id FROM sc_dedupe d WHERE d.tenant = u.tenant AND d.body_sha256 = u.body_sha256)
 	FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(tenant, body_sha256, n) ORDER BY u.n`
+
+// takeoverSQL takes over the markers of a batch's duplicates whose first
+// copy no longer waits for its delivery (completed, dead-lettered, or
+// leased: see store.DB's waiting), and queues their entries, in one
+// statement. It is a statement of its own, after markerSQL, so that its
+// snapshot sees the first copies: batchSQL's snapshot predates a marker
+// committed by a concurrent batch while it waited, and would have found no
+// entry for it. A marker is taken over only if it still names the entry
+// markerSQL read (old_id): after a concurrent takeover it names another,
+// which the recheck of the updated row sees, and the copy stays a
+// duplicate. It answers the ids it queued.
+const takeoverSQL = `WITH input AS (
+	SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bytea[], $6::integer[], $7::timestamptz[], $8::text[])
+		AS t(tenant, body_sha256, old_id, id, rec, attempts, next_at, last_error)
+), up AS (
+	UPDATE sc_dedupe d SET entry_id = i.id, expires_at = $9
+	FROM input i
+	WHERE d.tenant = i.tenant AND d.body_sha256 = i.body_sha256 AND d.entry_id = i.old_id
+		AND NOT EXISTS (SELECT 1 FROM sc_queue w WHERE w.id = i.old_id AND NOT w.dead
+			AND (w.lease_until IS NULL OR w.lease_until <= $10))
+	RETURNING d.entry_id
+), q AS (
+	INSERT INTO sc_queue (id, tenant, rec, attempts, next_at, last_error)
+	SELECT i.id, i.tenant, i.rec, i.attempts, i.next_at, i.last_error FROM input i JOIN up ON up.entry_id = i.id
+)
+SELECT entry_id FROM up`
 
 // writeBatch writes ms (sorted) and sets each marker's id and dup. The
 // committer owns the pool until Close has stopped it, so it does not take
@@ -294,5 +321,34 @@ func (db *DB) writeBatch(ms []*marker, now time.Time) error {
 		}
 		m.id = *got[i]
 	}
-	return nil
+	return db.takeOver(ctx, dups, now)
+}
+
+// takeOver runs takeoverSQL for dups (each with the id its marker names):
+// a copy whose first copy no longer waits is queued as a new entry.
+func (db *DB) takeOver(ctx context.Context, dups []*marker, now time.Time) error {
+	n := len(dups)
+	byID := make(map[string]*marker, n)
+	tenants, sums, olds, ids, recs := make([]string, n), make([][]byte, n), make([]string, n), make([]string, n), make([][]byte, n)
+	attempts, next, lastErr := make([]int32, n), make([]time.Time, n), make([]string, n)
+	for i, m := range dups {
+		e := m.entry
+		byID[e.ID] = m
+		tenants[i], sums[i], olds[i], ids[i], recs[i] = m.tenant, m.sum, m.id, e.ID, m.rec
+		attempts[i], next[i], lastErr[i] = int32(e.Attempts), e.NextAt, e.LastError
+	}
+	rows, err := db.pool.Query(ctx, takeoverSQL, tenants, sums, olds, ids, recs, attempts, next, lastErr, now.Add(db.ttl), now)
+	if err != nil {
+		return mapErr(err)
+	}
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		m := byID[id]
+		if m == nil {
+			return errors.New("pg: enqueue: unknown id in the takeover answer")
+		}
+		m.id, m.dup = id, false
+		return nil
+	})
+	return mapErr(err)
 }

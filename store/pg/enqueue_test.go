@@ -81,3 +81,68 @@ func TestEnqueueBatchReadsNoMarkers(t *testing.T) {
 }
 
 var errRollback = fmt.Errorf("rollback")
+
+// Two replicas receiving copies of one body at once: exactly one copy is
+// queued while it waits for its delivery, whichever replica's statement
+// wins the marker. The loser's check of the winner's entry (takeoverSQL)
+// runs in a statement of its own: in the marker's statement, whose
+// snapshot predates the winner's commit, the entry was not there yet and
+// the copy was queued twice. Once the first copy is delivered, a copy is
+// a new event and is queued.
+func TestEnqueueReplicasDedupe(t *testing.T) {
+	dsn := pgtest.Database(t)
+	ctx := context.Background()
+	var dbs [2]*DB
+	for i := range dbs {
+		db, err := Open(ctx, Options{DSN: dsn, MaxConns: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		dbs[i] = db
+	}
+	for round := range 40 {
+		body := fmt.Appendf(nil, `{"webhook_code":"SYNC_UPDATES_AVAILABLE","round":%d}`, round)
+		e := store.Entry{Tenant: "t", Body: body, BodySHA256: sha256.Sum256(body)}
+		var ids [2]string
+		var dups [2]bool
+		var errs [2]error
+		start := make(chan struct{})
+		done := make(chan int)
+		for i, db := range dbs {
+			go func() {
+				<-start
+				ids[i], dups[i], errs[i] = db.Enqueue(ctx, e)
+				done <- i
+			}()
+		}
+		close(start)
+		<-done
+		<-done
+		if errs[0] != nil || errs[1] != nil {
+			t.Fatalf("round %d: %v, %v", round, errs[0], errs[1])
+		}
+		if dups[0] == dups[1] || ids[0] != ids[1] {
+			t.Fatalf("round %d: copies at once on two replicas = (%q, dup %v), (%q, dup %v); want one queued, one its duplicate",
+				round, ids[0], dups[0], ids[1], dups[1])
+		}
+	}
+	// Deliver every entry; a copy after that is queued.
+	for {
+		e, ok, err := dbs[0].LeaseNext("w", time.Minute, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		if err := dbs[0].Complete(e.ID, e.LeaseToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := []byte(`{"webhook_code":"SYNC_UPDATES_AVAILABLE","round":0}`)
+	id, dup, err := dbs[1].Enqueue(ctx, store.Entry{Tenant: "t", Body: body, BodySHA256: sha256.Sum256(body)})
+	if err != nil || dup || id == "" {
+		t.Fatalf("copy after the first was delivered = %q, dup %v, %v; want a new entry", id, dup, err)
+	}
+}

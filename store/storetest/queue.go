@@ -56,6 +56,65 @@ func testQueueDedupe(t *testing.T, open Opener) {
 	}
 }
 
+// A copy of a body is a duplicate only while the first copy waits for its
+// delivery: some Plaid codes repeat byte for byte as new events, so once
+// the first copy's delivery has begun (leased, completed, dead-lettered) the
+// same body is a new entry. A retried entry, or one whose lease ran out,
+// waits again.
+func testQueueDedupeWhileWaiting(t *testing.T, open Opener) {
+	c := newClock()
+	s := openWith(t, open, nil, c)
+	ctx := context.Background()
+	const body = `{"webhook_type":"TRANSACTIONS","webhook_code":"SYNC_UPDATES_AVAILABLE"}`
+	enq := func(step string, wantDup bool, wantID string) string {
+		t.Helper()
+		id, dup, err := s.Enqueue(ctx, entry("t1", body))
+		must(t, err)
+		if dup != wantDup || (wantID != "" && id != wantID) || (wantID == "" && id == "") {
+			t.Fatalf("%s: Enqueue = %q, dup %v; want dup %v, id %q (\"\" = a new one)", step, id, dup, wantDup, wantID)
+		}
+		return id
+	}
+	lease := func(step, want string) store.Entry {
+		t.Helper()
+		e, ok, err := s.LeaseNext("w1", time.Minute, "", nil)
+		must(t, err)
+		if !ok || e.ID != want {
+			t.Fatalf("%s: LeaseNext = %q, %v; want %q", step, e.ID, ok, want)
+		}
+		return e
+	}
+	id1 := enq("first", false, "")
+	enq("while the first waits", true, id1)
+	e1 := lease("deliver the first", id1)
+	id2 := enq("while the first is delivered", false, "")
+	if id2 == id1 {
+		t.Fatalf("the copy after the first's delivery began reused its id %q", id1)
+	}
+	enq("while the second waits", true, id2)
+	must(t, s.Complete(id1, e1.LeaseToken))
+	enq("the first done, the second waiting", true, id2)
+
+	e2 := lease("deliver the second", id2)
+	must(t, s.Retry(id2, e2.LeaseToken, c.Now().Add(10*time.Second), "upstream 502"))
+	enq("the second waiting for its retry", true, id2)
+	c.Add(11 * time.Second)
+	e2 = lease("retry the second", id2)
+	must(t, s.Complete(id2, e2.LeaseToken))
+	id3 := enq("after the second was delivered", false, "")
+
+	e3 := lease("deliver the third", id3)
+	must(t, s.DeadLetter(id3, e3.LeaseToken, "gave up"))
+	id4 := enq("after the third was dead-lettered", false, "")
+
+	lease("deliver the fourth", id4)
+	c.Add(2 * time.Minute) // the fourth's lease runs out: it will be delivered again
+	enq("the fourth's lease ran out", true, id4)
+	if n, err := s.QueueLen(); err != nil || n != 1 {
+		t.Fatalf("QueueLen = %d, %v; want 1 (the fourth)", n, err)
+	}
+}
+
 func testQueueLease(t *testing.T, open Opener) {
 	c := newClock()
 	s := openWith(t, open, nil, c)

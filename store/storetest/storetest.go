@@ -72,6 +72,7 @@ func Run(t *testing.T, newOpener NewOpener) {
 		{"LinkSessions", testLinkSessions},
 		{"IntentsOrphans", testIntentsOrphans},
 		{"QueueDedupe", testQueueDedupe},
+		{"QueueDedupeWhileWaiting", testQueueDedupeWhileWaiting},
 		{"QueueLease", testQueueLease},
 		{"QueueRetryDeadLetterReplay", testQueueRetryDead},
 		{"QueueLeaseExpiry", testQueueLeaseExpiry},
