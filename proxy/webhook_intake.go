@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -30,7 +32,11 @@ func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	}
 	body := ctx.PostBody()
 	hdr := ctx.Request.Header.Peek("Plaid-Verification")
-	claims, err := tn.verifier.Verify(s.base, string(hdr), body)
+	var src netip.Addr // the unknown-kid limiter tells senders apart (webhook.Verifier)
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		src = a.AddrPort().Addr()
+	}
+	claims, err := tn.verifier.VerifyFrom(s.base, src, string(hdr), body)
 	if err != nil {
 		return s.rejectWebhook(tn, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +128,10 @@ type Options struct {
 	MissInterval time.Duration    // zero means 1s: at most one fetch of an uncached kid per interval
 	NegativeTTL  time.Duration    // zero means 1m: an unknown kid is not fetched again for this long
 	RefreshAfter time.Duration    // zero means 2m: a cached key is re-fetched (to learn expired_at) after this
+	// BlamedInterval is MissInterval for a source (VerifyFrom) whose last
+	// fetched kid Plaid did not know, for NegativeTTL after it: zero means
+	// 10 × MissInterval. See Verifier.
+	BlamedInterval time.Duration
 }
 
 // cached is a known key. Its expiry is checked on every use, so a key whose
@@ -156,6 +161,20 @@ type flight struct {
 // use. Known keys never wait on the miss limiter; unknown kids share one
 // limiter per Verifier (so per tenant) and a bounded negative cache, so a
 // flood of made-up kids cannot evict known keys nor grow memory.
+//
+// A forger sending a new made-up kid with every request would otherwise
+// take each fetch as the limiter frees it, and Plaid's genuine kid, after
+// a restart or a key rotation, would never be fetched: every genuine
+// webhook answered 503 for as long as the flood lasts (found by a review,
+// 2026-12-08). So a source (VerifyFrom: an IPv4 address, an IPv6 /64)
+// whose fetched kid Plaid did not know is blamed for NegativeTTL, and may
+// start a fetch only when none started in the last BlamedInterval (10 s);
+// other sources, Plaid's among them, keep MissInterval (1 s). A flood from
+// one source then holds one fetch in ten, and holding them all takes a
+// fresh source a second. Behind a proxy that hides the client's address
+// (no PROXY protocol) every request has one source, and the flood starves
+// genuine fetches as before: `webhooks.source_ips` (Plaid's published
+// addresses) refuses it before verification.
 type Verifier struct {
 	o        Options
 	mu       sync.Mutex
@@ -164,8 +183,9 @@ type Verifier struct {
 	unknown  map[string]time.Time
 	flights  map[string]*flight
 	lastMiss time.Time
-	health   error            // the last credential refusal; nil once Plaid answers again
-	stale    loglimit.Limiter // ReportStale: one report a minute
+	blamed   map[netip.Prefix]time.Time // source → end of its blame; at most blamedMax
+	health   error                      // the last credential refusal; nil once Plaid answers again
+	stale    loglimit.Limiter           // ReportStale: one report a minute
 }
 
 // ReportStale counts a webhook refused as Stale at now and reports whether
@@ -199,6 +219,9 @@ func NewVerifier(o Options) (*Verifier, error) {
 	if o.MissInterval == 0 {
 		o.MissInterval = time.Second
 	}
+	if o.BlamedInterval == 0 {
+		o.BlamedInterval = 10 * o.MissInterval
+	}
 	if o.NegativeTTL == 0 {
 		o.NegativeTTL = time.Minute
 	}
@@ -206,7 +229,7 @@ func NewVerifier(o Options) (*Verifier, error) {
 		o.RefreshAfter = 2 * time.Minute
 	}
 	return &Verifier{o: o, keys: map[string]*cached{}, unknown: map[string]time.Time{}, flights: map[string]*flight{},
-		stale: loglimit.Limiter{Rate: 1.0 / 60}}, nil
+		blamed: map[netip.Prefix]time.Time{}, stale: loglimit.Limiter{Rate: 1.0 / 60}}, nil
 }
 
 // Claims are the verified JWT claims.
@@ -252,14 +275,24 @@ func parseHeader(tok string) (header, error) {
 	return h, nil
 }
 
+// blamedMax bounds the blamed sources; past it, lapsed entries go first,
+// then arbitrary ones (a forgotten source only gets MissInterval again).
+const blamedMax = 4096
+
 // Verify runs every step on a webhook's header and raw body.
 func (v *Verifier) Verify(ctx context.Context, tok string, body []byte) (Claims, error) {
+	return v.VerifyFrom(ctx, netip.Addr{}, tok, body)
+}
+
+// VerifyFrom is Verify for a webhook sent from src (the client's address;
+// the zero Addr when unknown), which the unknown-kid limiter tells apart.
+func (v *Verifier) VerifyFrom(ctx context.Context, src netip.Addr, tok string, body []byte) (Claims, error) {
 	tok = strings.TrimSpace(tok)
 	h, err := parseHeader(tok)
 	if err != nil {
 		return Claims{}, err
 	}
-	c, err := v.key(ctx, h.Kid)
+	c, err := v.key(ctx, h.Kid, sourceOf(src))
 	if err != nil {
 		return Claims{}, fail(StepKey, err)
 	}
@@ -341,7 +374,7 @@ func check(tok, kid string, body []byte, pub *p256fixed.Key, now time.Time, maxA
 // key returns the usable key for kid: from the cache, or fetched
 // (single-flight). Only a kid that is not cached waits on the miss limiter; a
 // known key is refreshed every RefreshAfter and kept through a failed refresh.
-func (v *Verifier) key(ctx context.Context, kid string) (*cached, error) {
+func (v *Verifier) key(ctx context.Context, kid string, src netip.Prefix) (*cached, error) {
 	now := v.o.Now()
 	v.mu.Lock()
 	c := v.keys[kid]
@@ -358,7 +391,11 @@ func (v *Verifier) key(ctx context.Context, kid string) (*cached, error) {
 	f := v.flights[kid]
 	if f == nil {
 		if c == nil {
-			if now.Sub(v.lastMiss) < v.o.MissInterval {
+			every := v.o.MissInterval
+			if until, ok := v.blamed[src]; ok && src.IsValid() && now.Before(until) {
+				every = v.o.BlamedInterval
+			}
+			if now.Sub(v.lastMiss) < every {
 				v.mu.Unlock()
 				return nil, ErrKeyRateLimited
 			}
@@ -369,6 +406,9 @@ func (v *Verifier) key(ctx context.Context, kid string) (*cached, error) {
 		v.mu.Unlock()
 		f.c, f.err = v.fetch(ctx, kid, c)
 		v.mu.Lock()
+		if c == nil && src.IsValid() && errors.Is(f.err, ErrUnknownKey) {
+			v.blame(src, v.o.Now())
+		}
 		delete(v.flights, kid)
 		close(f.done)
 		v.mu.Unlock()
@@ -459,6 +499,42 @@ func (v *Verifier) forget(kid string) {
 			break
 		}
 	}
+}
+
+// blame marks src as the sender of a kid Plaid does not know, until
+// NegativeTTL from now, keeping at most blamedMax sources.
+func (v *Verifier) blame(src netip.Prefix, now time.Time) {
+	v.blamed[src] = now.Add(v.o.NegativeTTL)
+	if len(v.blamed) <= blamedMax {
+		return
+	}
+	for k, until := range v.blamed {
+		if !now.Before(until) {
+			delete(v.blamed, k)
+		}
+	}
+	for k := range v.blamed {
+		if len(v.blamed) <= blamedMax {
+			break
+		}
+		delete(v.blamed, k)
+	}
+}
+
+// sourceOf is the unit the limiter tells apart: an IPv4 address, or an
+// IPv6 address's /64 (one host usually holds a whole /64). The zero Addr
+// gives the zero Prefix, never blamed.
+func sourceOf(a netip.Addr) netip.Prefix {
+	if !a.IsValid() {
+		return netip.Prefix{}
+	}
+	a = a.Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // boundUnknown keeps the negative cache at most 4×CacheSize: lapsed entries

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -425,4 +426,62 @@ func TestVerifiersSharePrecomputedKey(t *testing.T) {
 	if _, err := vs[0].Verify(context.Background(), forged, body); !errors.As(err, &ve) || ve.Step != StepSignature {
 		t.Fatalf("a signature by another key: %v; want a signature failure", err)
 	}
+}
+
+// A source whose fetched kid Plaid did not know may start a fetch only
+// when none started in the last BlamedInterval, for NegativeTTL: a flood of
+// made-up kids from one address (or one IPv6 /64) leaves other senders'
+// kids a fetch within MissInterval, and the blame lapses.
+func TestUnknownKidBlamesItsSource(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		s := newSigner(t, "k-genuine")
+		var fetches atomic.Int32
+		ver, _ := NewVerifier(Options{Now: time.Now, MissInterval: time.Second, NegativeTTL: time.Minute, // the bubble's clock
+			Fetch: func(_ context.Context, kid string) (Key, error) {
+				fetches.Add(1)
+				if kid == "k-genuine" {
+					return s.jwk(), nil
+				}
+				return Key{}, ErrUnknownKey
+			}})
+		body := []byte(`{}`)
+		n := 0
+		forge := func(src netip.Addr) error {
+			n++
+			tok := s.sign(t, fmt.Sprintf(`{"alg":"ES256","kid":"forged-%d","typ":"JWT"}`, n), time.Now().Unix(), body)
+			_, err := ver.VerifyFrom(context.Background(), src, tok, body)
+			return err
+		}
+		forger := netip.MustParseAddr("2001:db8:1:2::1")
+		// Its first made-up kid is fetched and found unknown: it is blamed.
+		if err := forge(forger); !errors.Is(err, ErrUnknownKey) {
+			t.Fatalf("first forged kid: %v, want ErrUnknownKey", err)
+		}
+		// For the next 9 s its kids, from any address of its /64, fetch nothing.
+		for range 90 {
+			time.Sleep(100 * time.Millisecond)
+			if err := forge(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", n))); !errors.Is(err, ErrKeyRateLimited) {
+				t.Fatalf("forged kid %d from the blamed /64: %v, want ErrKeyRateLimited", n, err)
+			}
+		}
+		if got := fetches.Load(); got != 1 {
+			t.Fatalf("a flood from one blamed /64 caused %d fetches in 9 s, want 1", got)
+		}
+		// Another sender's kid is fetched at once (MissInterval has passed).
+		tok := s.sign(t, s.hdr(), time.Now().Unix(), body)
+		if _, err := ver.VerifyFrom(context.Background(), netip.MustParseAddr("52.21.26.131"), tok, body); err != nil {
+			t.Fatalf("genuine webhook from another source during the flood: %v", err)
+		}
+		// An address outside the /64 is not blamed.
+		time.Sleep(time.Second)
+		if err := forge(netip.MustParseAddr("2001:db8:1:3::1")); !errors.Is(err, ErrUnknownKey) {
+			t.Errorf("made-up kid from another /64 a second later: %v, want a fetch (ErrUnknownKey)", err)
+		}
+		// The blame lapses after NegativeTTL.
+		time.Sleep(time.Minute)
+		if err := forge(forger); !errors.Is(err, ErrUnknownKey) {
+			t.Errorf("made-up kid once the blame lapsed: %v, want a fetch (ErrUnknownKey)", err)
+		}
+	})
 }

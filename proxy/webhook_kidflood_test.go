@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A forger sending a new made-up kid with every webhook took each
+// unknown-kid fetch as the limiter freed it, so Plaid's genuine kid (a
+// fresh process has none cached; a rotated key is new) was never fetched
+// and every genuine webhook was answered 503 while the flood lasted. The
+// limiter now tells senders apart (webhook.Verifier): the forger, here on
+// 127.0.0.66, is blamed after its first unknown kid, and the genuine
+// webhooks, from 127.0.0.1, get a fetch within a second or two.
+func TestUnknownKidFloodSparesGenuineSender(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1}})
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 66)}, Timeout: 5 * time.Second}
+	tr := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 16}
+	t.Cleanup(tr.CloseIdleConnections)
+	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	b64 := base64.RawURLEncoding.EncodeToString
+	var sent, limited atomic.Int64
+	forged := func(i int64) {
+		jwt := b64([]byte(`{"alg":"ES256","kid":"forged-`+fmt.Sprint(i)+`","typ":"JWT"}`)) + "." + b64([]byte(`{"iat":1}`)) + ".AAAA"
+		req, _ := http.NewRequest("POST", e.base+pathWebhook, bytes.NewReader([]byte(`{}`)))
+		req.Host = "t1.test"
+		req.Header.Set("Plaid-Verification", jwt)
+		if res, err := cl.Do(req); err == nil {
+			if res.StatusCode == 503 {
+				limited.Add(1)
+			}
+			res.Body.Close()
+		}
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				forged(sent.Add(1))
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	defer func() { stop(); wg.Wait() }()
+	time.Sleep(300 * time.Millisecond) // the flood is on
+
+	var answers []int
+	accepted := 0
+	for i := range 16 {
+		r := e.postSigned("t1.test", fmt.Appendf(nil, `{"webhook_type":"ITEM","webhook_code":"PENDING_EXPIRATION","item_id":"x","n":%d}`, i))
+		answers = append(answers, r.status)
+		if r.status == 200 {
+			accepted++
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("forged webhooks sent: %d (%d answered 503); genuine answers: %v", sent.Load(), limited.Load(), answers)
+	if accepted == 0 {
+		t.Errorf("no genuine Plaid webhook accepted during an unknown-kid flood from another address (answers %v)", answers)
+	}
+	if limited.Load() == 0 {
+		t.Errorf("the flood was never throttled (%d sent)", sent.Load())
+	}
+}
