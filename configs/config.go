@@ -102,6 +102,11 @@ type Webhooks struct {
 	Backoff      Duration `yaml:"backoff"`        // first retry delay, doubled each time; default 1s
 	MaxBackoff   Duration `yaml:"max_backoff"`    // default 1h
 	DedupeTTL    Duration `yaml:"dedupe_ttl"`     // default 48h
+	// SourceIPs, when set, are the only addresses (CIDR prefixes or single
+	// addresses) webhooks are taken from: Plaid's published webhook
+	// addresses. Others are answered 403 before any verification or key
+	// fetch. Empty (the default): any address.
+	SourceIPs []string `yaml:"source_ips"`
 	// IntakeFirstAt: verified webhooks waiting for the store at once that
 	// make a burst (when the process is also short of CPU), answered
 	// before forwarding goes on at full pace; default 8, -1 turns it off.
@@ -394,6 +399,11 @@ func (f *File) Validate() error {
 	if f.Webhooks.Workers < 1 || f.Webhooks.Workers > 256 {
 		add("webhooks.workers", "must be in 1..256")
 	}
+	for i, s := range f.Webhooks.SourceIPs {
+		if _, err := ParsePrefix(s); err != nil {
+			add(fmt.Sprintf("webhooks.source_ips[%d]", i), "must be an IP address or CIDR prefix (%v)", err)
+		}
+	}
 	if f.Webhooks.IntakeFirstAt < -1 || f.Webhooks.IntakeFirstAt == 0 {
 		add("webhooks.intake_first_at", "must be at least 1, or -1 to turn pacing off")
 	}
@@ -582,4 +592,19 @@ func validateUpstream(p string, t Tenant, add func(string, string, ...any)) {
 			add(p+".timeouts."+d.name, "must be in 0..1h (0 means the default)")
 		}
 	}
+}
+
+// ParsePrefix reads an entry of webhooks.source_ips: a CIDR prefix
+// ("52.21.26.0/24") or a single address ("52.21.26.131", its /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -321,3 +321,30 @@ func TestWarningsForReadableKeysFile(t *testing.T) {
 		t.Fatalf("warnings %q for a 0600 keys file", ws)
 	}
 }
+
+// webhooks.source_ips takes addresses and CIDR prefixes, and names a bad
+// entry by its index.
+func TestWebhookSourceIPs(t *testing.T) {
+	t.Parallel()
+	f := decodeMinimal(t, "webhooks: {source_ips: [52.21.26.131, 52.88.82.0/24, \"2001:db8::/32\", \"::ffff:52.41.247.19\"]}\n")
+	if err := f.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	var got []string
+	for _, s := range f.Webhooks.SourceIPs {
+		p, err := ParsePrefix(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p.String())
+	}
+	if want := []string{"52.21.26.131/32", "52.88.82.0/24", "2001:db8::/32", "52.41.247.19/32"}; !slices.Equal(got, want) {
+		t.Errorf("ParsePrefix = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"52.21.26", "plaid.com", "10.0.0.0/33", ""} {
+		err := decodeMinimal(t, "webhooks: {source_ips: [52.21.26.131, \""+bad+"\"]}\n").Validate()
+		if err == nil || !strings.Contains(err.Error(), "webhooks.source_ips[1]: ") {
+			t.Errorf("Validate(source_ips %q) = %v, want an error naming webhooks.source_ips[1]", bad, err)
+		}
+	}
+}

@@ -36,6 +36,9 @@ var (
 	ErrWebSocketsFull   = errors.New("proxy: websocket limit reached")
 	ErrStoreDown        = errors.New("proxy: store unavailable")
 	ErrKeyUnavailable   = errors.New("proxy: webhook verification key unavailable")
+	// ErrWebhookSource: a webhook from an address outside
+	// webhooks.source_ips.
+	ErrWebhookSource = errors.New("proxy: webhook from an address not in webhooks.source_ips")
 	// ErrLinkSession: the public token did not come from a Link session the
 	// caller started (Issue 9.6).
 	ErrLinkSession = errors.New("proxy: public token is not from the caller's link session")
@@ -132,6 +135,8 @@ func classify(err error) (int, errorDetail) {
 		return http.StatusForbidden, ed("link_session_mismatch", "this public_token did not come from a Link session started by this user; get a link_token from /api/plaid/link-token and run Link again")
 	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, ed("not_found", "not found")
+	case errors.Is(err, ErrWebhookSource):
+		return http.StatusForbidden, ed("webhook_source_refused", "webhooks are taken from the configured sender addresses only")
 	case errors.Is(err, ErrCrossOrigin):
 		return http.StatusForbidden, ed("cross_origin", "this route takes requests from the app's own origin only")
 	case errors.Is(err, ErrMethod):

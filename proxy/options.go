@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,6 +109,12 @@ type WebhookOptions struct {
 	// answered at the machine's pace and forwarded right after it. Zero
 	// means 8; negative turns pacing off.
 	IntakeFirstAt int
+
+	// SourceIPs, when not empty, are the only client addresses webhooks
+	// are taken from (Plaid's published addresses); others are answered
+	// 403 webhook_source_refused before verification, so a forger there
+	// cannot spend the tenant's key fetches (webhook.Verifier).
+	SourceIPs []netip.Prefix
 
 	// shortOfCPU (tests) stands for schedWatch: whether the process is
 	// short of CPU.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -34,7 +35,11 @@ func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	hdr := ctx.Request.Header.Peek("Plaid-Verification")
 	var src netip.Addr // the unknown-kid limiter tells senders apart (webhook.Verifier)
 	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		src = a.AddrPort().Addr()
+		src = a.AddrPort().Addr().Unmap()
+	}
+	if allow := s.opts.Webhooks.SourceIPs; len(allow) > 0 && !slices.ContainsFunc(allow, func(p netip.Prefix) bool { return p.Contains(src) }) {
+		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "source_refused").Inc()
+		return ErrWebhookSource
 	}
 	claims, err := tn.verifier.VerifyFrom(s.base, src, string(hdr), body)
 	if err != nil {

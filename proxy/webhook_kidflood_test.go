@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A forger sending a new made-up kid with every webhook took each
@@ -71,5 +75,44 @@ func TestUnknownKidFloodSparesGenuineSender(t *testing.T) {
 	}
 	if limited.Load() == 0 {
 		t.Errorf("the flood was never throttled (%d sent)", sent.Load())
+	}
+}
+
+// webhooks.source_ips: a genuine, Plaid-signed webhook from an address
+// outside the list is refused 403 before verification (nothing stored, no
+// key fetched); from inside it is taken.
+func TestWebhookSourceIPs(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1,
+		SourceIPs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("2001:db8::/32")}}})
+	body := []byte(`{"webhook_type":"ITEM","webhook_code":"PENDING_EXPIRATION","item_id":"src"}`)
+	jwt, err := e.sim.Sign(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 66)}, Timeout: 5 * time.Second}
+	tr := &http.Transport{DialContext: dialer.DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	req, _ := http.NewRequest("POST", e.base+pathWebhook, bytes.NewReader(body))
+	req.Host = "t1.test"
+	req.Header.Set("Plaid-Verification", jwt)
+	res, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Error struct{ Code string } }
+	_ = json.NewDecoder(res.Body).Decode(&got)
+	res.Body.Close()
+	if res.StatusCode != 403 || got.Error.Code != "webhook_source_refused" {
+		t.Fatalf("webhook from 127.0.0.66 = %d %q, want 403 webhook_source_refused", res.StatusCode, got.Error.Code)
+	}
+	if n, _ := e.db.QueueLen(); n != 0 {
+		t.Fatalf("a refused webhook was queued (%d)", n)
+	}
+	if r := e.postSigned("t1.test", body); r.status != 200 {
+		t.Fatalf("the same webhook from 127.0.0.1 = %d %s, want 200", r.status, r.body)
+	}
+	if got := testutil.ToFloat64(e.srv.metrics.webhooksIn.WithLabelValues("t1", "source_refused")); got != 1 {
+		t.Errorf("source_refused counter = %v, want 1", got)
 	}
 }
