@@ -104,8 +104,10 @@ tenants:
 	type hook struct {
 		item string
 		body []byte
+		sent *atomic.Int32 // times the body was sent
 	}
 	hooks := make([]hook, total)
+	sent := make(map[string]*atomic.Int32, total)
 	for i := range hooks {
 		item := fmt.Sprintf("crash-item-%04d", i)
 		b, err := plaidsim.FormatBody(map[string]any{"webhook_type": "ITEM", "webhook_code": "WEBHOOK_UPDATE_ACKNOWLEDGED",
@@ -113,7 +115,8 @@ tenants:
 		if err != nil {
 			t.Fatal(err)
 		}
-		hooks[i] = hook{item, b}
+		hooks[i] = hook{item, b, new(atomic.Int32)}
+		sent[item] = hooks[i].sent
 	}
 	var acked sync.Map
 	var ackCount atomic.Int64
@@ -137,6 +140,7 @@ tenants:
 						if err != nil {
 							return
 						}
+						h.sent.Add(1)
 						req, _ := http.NewRequest("POST", "http://"+addr+"/api/webhooks/plaid", bytes.NewReader(h.body))
 						req.Header.Set("Content-Type", "application/json")
 						req.Header.Set("Plaid-Verification", jwt)
@@ -205,10 +209,17 @@ tenants:
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	// One event per webhook (a stable webhook-id through the kills), except
+	// for a body sent again after a kill cut its answer: a duplicate while
+	// the first copy waits for its delivery, a new event once that delivery
+	// has begun (RATIONALE.md "Why dedupe on the body hash").
+	again := 0
 	for item, ids := range idsByBody {
-		if len(ids) != 1 {
-			t.Errorf("event for %s was processed as %d distinct events %v; want one (stable webhook-id)", item, len(ids), ids)
+		n := int(sent[item].Load())
+		if len(ids) > max(1, n) {
+			t.Errorf("event for %s was processed as %d distinct events %v, its body sent %d times", item, len(ids), ids, n)
 		}
+		again += len(ids) - 1
 	}
-	t.Logf("%d webhooks acknowledged across %d SIGKILLs; %d forwarded events, all distinct, none lost", ackCount.Load(), kills, len(idsByBody))
+	t.Logf("%d webhooks acknowledged across %d SIGKILLs; %d forwarded, %d of them again as a new event after a resend, none lost", ackCount.Load(), kills, len(idsByBody), again)
 }
