@@ -18,15 +18,18 @@ const wsUpgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Ve
 func TestHostileWebSocketUpgrade(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string // "METHOD URI user=X-Safeclose-User"
-	answer := http.StatusOK
+	answer, upgradeTo := http.StatusOK, ""
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		seen = append(seen, r.Method+" "+r.RequestURI+" user="+r.Header.Get(HeaderUser))
-		st := answer
+		st, to := answer, upgradeTo
 		mu.Unlock()
-		if st == http.StatusSwitchingProtocols { // switches, but not to websocket
+		if st == http.StatusSwitchingProtocols { // switches, but not as a WebSocket server would
 			w.Header().Set("Connection", "Upgrade")
-			w.Header().Set("Upgrade", "h2c")
+			w.Header().Set("Upgrade", to)
+			if to == "websocket" {
+				w.Header().Set("Sec-WebSocket-Accept", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=") // not the key's (RFC 6455 §4.2.2)
+			}
 		}
 		w.WriteHeader(st)
 		_, _ = w.Write([]byte("plain answer"))
@@ -35,25 +38,30 @@ func TestHostileWebSocketUpgrade(t *testing.T) {
 	e := startEnv(t, envConfig{upstream: up.URL})
 	const authz = "Authorization: Bearer alice-key\r\n"
 	tests := []struct {
-		name   string
-		answer int
-		req    string
-		status int // what the client must get first
+		name    string
+		answer  int
+		upgrade string // the upstream's Upgrade with a 101
+		req     string
+		status  int // what the client must get first
 	}{
-		{"no credentials", 200, "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + wsUpgrade + "\r\n", 401},
-		{"forged identity without credentials", 200, "GET /socket HTTP/1.1\r\nHost: t1.test\r\nX-Safeclose-User: admin\r\n" + wsUpgrade + "\r\n", 401},
-		{"forged identity", 200, "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + authz + "X-Safeclose-User: admin\r\nX-Safeclose-Tenant: t2\r\n" + wsUpgrade + "\r\n", 200},
-		{"upstream says 200, client keeps talking", 200, "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + authz + wsUpgrade + "\r\n" + smuggled, 200},
-		{"upstream switches to another protocol", 101, "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + authz + wsUpgrade + "\r\n" + smuggled, 502},
+		{"no credentials", 200, "", "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + wsUpgrade + "\r\n", 401},
+		{"forged identity without credentials", 200, "", "GET /socket HTTP/1.1\r\nHost: t1.test\r\nX-Safeclose-User: admin\r\n" + wsUpgrade + "\r\n", 401},
+		{"forged identity", 200, "", "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + authz + "X-Safeclose-User: admin\r\nX-Safeclose-Tenant: t2\r\n" + wsUpgrade + "\r\n", 200},
+		{"upstream says 200, client keeps talking", 200, "", "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + authz + wsUpgrade + "\r\n" + smuggled, 200},
+		{"upstream switches to another protocol", 101, "h2c", "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + authz + wsUpgrade + "\r\n" + smuggled, 502},
+		// A 101 to websocket whose Sec-WebSocket-Accept is not the one for
+		// the client's key: not a WebSocket server agreeing (an upstream
+		// answering 101 by mistake), so no tunnel.
+		{"upstream's 101 with a wrong Sec-WebSocket-Accept", 101, "websocket", "GET /socket HTTP/1.1\r\nHost: t1.test\r\n" + authz + wsUpgrade + "\r\n" + smuggled, 502},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			mu.Lock()
-			seen, answer = nil, tt.answer
+			seen, answer, upgradeTo = nil, tt.answer, tt.upgrade
 			mu.Unlock()
 			res := rawExchange(t, e.addr, tt.req)
 			if len(res) == 0 || res[0].StatusCode != tt.status {
-				t.Fatalf("answer %v, want %d first", res, tt.status)
+				t.Fatalf("answer %v (first %d), want %d first", res, res[0].StatusCode, tt.status)
 			}
 			for _, r := range res {
 				if r.StatusCode == http.StatusSwitchingProtocols {

@@ -3,6 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -187,6 +189,11 @@ func (s *Server) proxyWebSocket(ctx *fasthttp.RequestCtx, tn *tenant) error {
 		ctx.SetConnectionClose()
 		return nil
 	}
+	if !wsAcceptMatches(ctx.Request.Header.Peek("Sec-WebSocket-Key"), resp.Header.Peek("Sec-WebSocket-Accept")) {
+		up.Close()
+		tn.ws.release()
+		return fmt.Errorf("%w: upstream answered 101 without the Sec-WebSocket-Accept of the client's key", ErrUpstream)
+	}
 	_ = up.SetReadDeadline(time.Time{})
 	stripHopByHopResp(&resp.Header)
 	var head bytes.Buffer
@@ -225,6 +232,25 @@ func (s *Server) proxyWebSocket(ctx *fasthttp.RequestCtx, tn *tenant) error {
 		t.run(idle)
 	})
 	return nil
+}
+
+// wsAcceptMatches reports whether accept is the Sec-WebSocket-Accept a
+// WebSocket server answers to key (RFC 6455 §4.2.2: base64 of the SHA-1 of
+// the key and a fixed GUID). A 101 without it is not a WebSocket server
+// agreeing: a tunnel to an upstream that answered 101 by mistake would let
+// the client send it raw requests that no header check sees. No key, no
+// match.
+func wsAcceptMatches(key, accept []byte) bool {
+	key = bytes.TrimSpace(key)
+	if len(key) == 0 {
+		return false
+	}
+	h := sha1.New()
+	h.Write(key)
+	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	var want [28]byte
+	base64.StdEncoding.Encode(want[:], h.Sum(nil))
+	return bytes.Equal(bytes.TrimSpace(accept), want[:])
 }
 
 // dialUpgrade connects to an upstream target (the next one on a connect

@@ -307,3 +307,18 @@ func TestWebSocketGoingAway(t *testing.T) {
 		})
 	}
 }
+
+// wsAcceptMatches: RFC 6455's own example, and what must not match.
+func TestWSAcceptMatches(t *testing.T) {
+	t.Parallel()
+	key, accept := []byte("dGhlIHNhbXBsZSBub25jZQ=="), []byte("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+	if !wsAcceptMatches(key, accept) || !wsAcceptMatches(key, []byte(" s3pPLMBiTxaQ9kYGzzhZRbK+xOo= ")) {
+		t.Error("RFC 6455 §1.3's example key and accept do not match")
+	}
+	for _, c := range [][2]string{{"", ""}, {"", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, {"dGhlIHNhbXBsZSBub25jZQ==", ""},
+		{"dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo"}, {"other", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}} {
+		if wsAcceptMatches([]byte(c[0]), []byte(c[1])) {
+			t.Errorf("wsAcceptMatches(%q, %q) = true", c[0], c[1])
+		}
+	}
+}
