@@ -505,20 +505,7 @@ func (v *Verifier) forget(kid string) {
 // NegativeTTL from now, keeping at most blamedMax sources.
 func (v *Verifier) blame(src netip.Prefix, now time.Time) {
 	v.blamed[src] = now.Add(v.o.NegativeTTL)
-	if len(v.blamed) <= blamedMax {
-		return
-	}
-	for k, until := range v.blamed {
-		if !now.Before(until) {
-			delete(v.blamed, k)
-		}
-	}
-	for k := range v.blamed {
-		if len(v.blamed) <= blamedMax {
-			break
-		}
-		delete(v.blamed, k)
-	}
+	bound(v.blamed, blamedMax, now)
 }
 
 // sourceOf is the unit the limiter tells apart: an IPv4 address, or an
@@ -537,24 +524,26 @@ func sourceOf(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// boundUnknown keeps the negative cache at most 4×CacheSize: lapsed entries
-// go first, then arbitrary ones (a forgotten kid only costs a rate-limited
-// fetch).
-func (v *Verifier) boundUnknown(now time.Time) {
-	limit := 4 * v.o.CacheSize
-	if len(v.unknown) <= limit {
+// boundUnknown keeps the negative cache at most 4×CacheSize (a forgotten
+// kid only costs a rate-limited fetch).
+func (v *Verifier) boundUnknown(now time.Time) { bound(v.unknown, 4*v.o.CacheSize, now) }
+
+// bound keeps m, entries that lapse at their value, at most limit long:
+// lapsed entries go first, then arbitrary ones.
+func bound[K comparable](m map[K]time.Time, limit int, now time.Time) {
+	if len(m) <= limit {
 		return
 	}
-	for k, until := range v.unknown {
+	for k, until := range m {
 		if !now.Before(until) {
-			delete(v.unknown, k)
+			delete(m, k)
 		}
 	}
-	for k := range v.unknown {
-		if len(v.unknown) <= limit {
+	for k := range m {
+		if len(m) <= limit {
 			break
 		}
-		delete(v.unknown, k)
+		delete(m, k)
 	}
 }
 

@@ -485,3 +485,35 @@ func TestUnknownKidBlamesItsSource(t *testing.T) {
 		}
 	})
 }
+
+// bound (the negative cache's and the blamed sources'): lapsed entries go
+// first, and the map never stays above its limit.
+func TestBoundDropsLapsedFirst(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1000, 0)
+	m := map[int]time.Time{}
+	for i := range 6 {
+		m[i] = now.Add(time.Duration(i-2) * time.Second) // 0, 1 lapsed; 2 lapses now
+	}
+	bound(m, 6, now)
+	if len(m) != 6 {
+		t.Fatalf("at its limit: %d entries, want 6 untouched", len(m))
+	}
+	m[6] = now.Add(time.Minute)
+	bound(m, 6, now)
+	if len(m) != 4 {
+		t.Fatalf("over its limit with 3 lapsed: %d entries, want 4 (the live ones)", len(m))
+	}
+	for k := range m {
+		if k < 3 {
+			t.Errorf("lapsed entry %d kept", k)
+		}
+	}
+	for i := range 10 {
+		m[100+i] = now.Add(time.Minute)
+	}
+	bound(m, 5, now)
+	if len(m) != 5 {
+		t.Errorf("over its limit with none lapsed: %d entries, want 5", len(m))
+	}
+}
