@@ -104,6 +104,24 @@ func trailerRequest(host, auth string) string {
 		"5\r\nhello\r\n0\r\n" + strings.Join(trailerForgeries, "\r\n") + "\r\n\r\n"
 }
 
+// sendTrailerRequest sends req, which must be proxied with its body
+// whole and none of trailerForgeries, in either section, at the upstream.
+func sendTrailerRequest(t *testing.T, addr string, up *trailerUpstream, req string) {
+	t.Helper()
+	res, body := rawDo(t, addr, req)
+	if res.StatusCode != 200 {
+		t.Fatalf("proxied = %d %s", res.StatusCode, body)
+	}
+	up.mu.Lock()
+	hdr, tr, raw := up.hdr, up.trailer, up.raw
+	up.mu.Unlock()
+	t.Logf("upstream headers %v; trailers %v", hdr, tr)
+	if raw != "hello" {
+		t.Errorf("upstream body = %q, want hello", raw)
+	}
+	checkNoForgedHeaders(t, hdr, tr)
+}
+
 func checkNoForgedHeaders(t *testing.T, hdr, tr http.Header) {
 	t.Helper()
 	bad := func(v string) bool {
@@ -147,18 +165,7 @@ func TestHostileTrailerBufferedBody(t *testing.T) {
 	e := startEnv(t, envConfig{upstream: url, tenantsFn: func(base, plaidURL string) []Tenant {
 		return []Tenant{pluginTenant("tb", p, url, plaidURL)}
 	}})
-	res, body := rawDo(t, e.addr, trailerRequest("tb.test", "X-User: alice\r\n"))
-	if res.StatusCode != 200 {
-		t.Fatalf("proxied = %d %s", res.StatusCode, body)
-	}
-	up.mu.Lock()
-	hdr, tr, raw := up.hdr, up.trailer, up.raw
-	up.mu.Unlock()
-	t.Logf("upstream headers %v; trailers %v", hdr, tr)
-	if raw != "hello" {
-		t.Errorf("upstream body = %q, want hello", raw)
-	}
-	checkNoForgedHeaders(t, hdr, tr)
+	sendTrailerRequest(t, e.addr, up, trailerRequest("tb.test", "X-User: alice\r\n"))
 }
 
 // The same announced request to an API-key tenant (body streamed).
@@ -166,18 +173,7 @@ func TestHostileTrailerAnnouncedStreamed(t *testing.T) {
 	t.Parallel()
 	up, url := newTrailerUpstream(t)
 	e := startEnv(t, envConfig{upstream: url})
-	res, body := rawDo(t, e.addr, trailerRequest("t1.test", "Authorization: Bearer alice-key\r\n"))
-	if res.StatusCode != 200 {
-		t.Fatalf("proxied = %d %s", res.StatusCode, body)
-	}
-	up.mu.Lock()
-	hdr, tr, raw := up.hdr, up.trailer, up.raw
-	up.mu.Unlock()
-	t.Logf("upstream headers %v; trailers %v", hdr, tr)
-	if raw != "hello" {
-		t.Errorf("upstream body = %q, want hello", raw)
-	}
-	checkNoForgedHeaders(t, hdr, tr)
+	sendTrailerRequest(t, e.addr, up, trailerRequest("t1.test", "Authorization: Bearer alice-key\r\n"))
 }
 
 // The access log's user is Header.Peek(X-Safeclose-User), and fasthttp's

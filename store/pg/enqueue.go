@@ -264,36 +264,14 @@ SELECT entry_id FROM up`
 func (db *DB) writeBatch(ms []*marker, now time.Time) error {
 	ctx, cancel := context.WithTimeout(context.Background(), db.timeout)
 	defer cancel()
-	n := len(ms)
-	byID := make(map[string]*marker, n)
-	tenants, sums, ids, recs := make([]string, n), make([][]byte, n), make([]string, n), make([][]byte, n)
-	attempts, next, lastErr := make([]int32, n), make([]time.Time, n), make([]string, n)
-	for i, m := range ms {
-		e := m.entry
-		byID[e.ID] = m
-		tenants[i], sums[i], ids[i], recs[i] = m.tenant, m.sum, e.ID, m.rec
-		attempts[i], next[i], lastErr[i] = int32(e.Attempts), e.NextAt, e.LastError
-	}
-	rows, err := db.pool.Query(ctx, batchSQL, tenants, sums, ids, recs, attempts, next, lastErr, now.Add(db.ttl), now)
-	if err != nil {
-		return mapErr(err)
-	}
-	var id string
-	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
-		m := byID[id]
-		if m == nil {
-			return errors.New("pg: enqueue: unknown id in the batch answer")
-		}
-		m.id = id
-		return nil
-	})
-	if err != nil {
-		return mapErr(err)
+	if err := db.queue(ctx, batchSQL, ms, false, now); err != nil {
+		return err
 	}
 	// The markers not written are duplicates of an unexpired marker, which
 	// another batch (of this replica or another) wrote: answer its id.
 	var dups []*marker
-	tenants, sums = tenants[:0], sums[:0]
+	var tenants []string
+	var sums [][]byte
 	for _, m := range ms {
 		if m.id == "" {
 			m.dup = true
@@ -304,7 +282,7 @@ func (db *DB) writeBatch(ms []*marker, now time.Time) error {
 	if len(dups) == 0 {
 		return nil
 	}
-	rows, err = db.pool.Query(ctx, markerSQL, tenants, sums)
+	rows, err := db.pool.Query(ctx, markerSQL, tenants, sums)
 	if err != nil {
 		return mapErr(err)
 	}
@@ -321,23 +299,30 @@ func (db *DB) writeBatch(ms []*marker, now time.Time) error {
 		}
 		m.id = *got[i]
 	}
-	return db.takeOver(ctx, dups, now)
+	// A copy whose first copy no longer waits is queued as a new entry.
+	return db.queue(ctx, takeoverSQL, dups, true, now)
 }
 
-// takeOver runs takeoverSQL for dups (each with the id its marker names):
-// a copy whose first copy no longer waits is queued as a new entry.
-func (db *DB) takeOver(ctx context.Context, dups []*marker, now time.Time) error {
-	n := len(dups)
+// queue runs sql (batchSQL, or takeoverSQL with old: each marker's current
+// id passed too) over ms's entries, and records each entry the statement
+// answers as written: the marker's id is its entry's, not a duplicate.
+func (db *DB) queue(ctx context.Context, sql string, ms []*marker, old bool, now time.Time) error {
+	n := len(ms)
 	byID := make(map[string]*marker, n)
 	tenants, sums, olds, ids, recs := make([]string, n), make([][]byte, n), make([]string, n), make([]string, n), make([][]byte, n)
 	attempts, next, lastErr := make([]int32, n), make([]time.Time, n), make([]string, n)
-	for i, m := range dups {
+	for i, m := range ms {
 		e := m.entry
 		byID[e.ID] = m
 		tenants[i], sums[i], olds[i], ids[i], recs[i] = m.tenant, m.sum, m.id, e.ID, m.rec
 		attempts[i], next[i], lastErr[i] = int32(e.Attempts), e.NextAt, e.LastError
 	}
-	rows, err := db.pool.Query(ctx, takeoverSQL, tenants, sums, olds, ids, recs, attempts, next, lastErr, now.Add(db.ttl), now)
+	args := []any{tenants, sums}
+	if old {
+		args = append(args, olds)
+	}
+	args = append(args, ids, recs, attempts, next, lastErr, now.Add(db.ttl), now)
+	rows, err := db.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return mapErr(err)
 	}
@@ -345,7 +330,7 @@ func (db *DB) takeOver(ctx context.Context, dups []*marker, now time.Time) error
 	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
 		m := byID[id]
 		if m == nil {
-			return errors.New("pg: enqueue: unknown id in the takeover answer")
+			return errors.New("pg: enqueue: unknown id in the answer")
 		}
 		m.id, m.dup = id, false
 		return nil
