@@ -71,9 +71,9 @@ func (db *DB) stopCommitters() {
 // with concurrent callers, and returns after the commit. A marker for the
 // same tenant and body hash that has not expired and names an entry still
 // waiting for its delivery makes it a duplicate: nothing is written and id
-// is the first copy's id. The marker's primary
-// key decides between replicas that receive the same body at once; within
-// a batch the first copy is the one written.
+// is the first copy's id. The marker's primary key decides between
+// replicas that receive the same body at once; within a batch the first
+// copy is the one written.
 func (db *DB) Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error) {
 	db.closeMu.RLock()
 	if db.closed {
@@ -207,10 +207,11 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 // implicit transaction: the markers (taking over expired ones), then the
 // queue rows of the entries whose marker was written. It answers the ids
 // it wrote; a marker it did not write is an unexpired one, read after by
-// markerSQL, and taken over by takeoverSQL if its entry no longer waits. It reads no table itself: an earlier version answered every
-// marker by joining sc_dedupe, which the planner, with no statistics for a
-// young table, did by a sequential scan of every marker for every batch
-// (2.4 million rows read for 8,700 webhooks in the intake benchmark).
+// markerSQL, and taken over by takeoverSQL if its entry no longer waits.
+// It reads no table itself: an earlier version answered every marker by
+// joining sc_dedupe, which the planner, with no statistics for a young
+// table, did by a sequential scan of every marker for every batch (2.4
+// million rows read for 8,700 webhooks in the intake benchmark).
 const batchSQL = `WITH input AS (
 	SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::bytea[], $5::integer[], $6::timestamptz[], $7::text[])
 		AS t(tenant, body_sha256, id, rec, attempts, next_at, last_error)
