@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -107,12 +109,63 @@ func (f *File) Warnings() []string {
 	if f.Emulator.Enabled && !loopback(f.Emulator.Listen) {
 		ws = append(ws, fmt.Sprintf("emulator.listen: %s is not a loopback address: the Plaid emulator is for local development", f.Emulator.Listen))
 	}
-	if s := string(f.Keys); strings.HasPrefix(s, "file:") {
-		if fi, err := os.Stat(s[5:]); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			ws = append(ws, fmt.Sprintf("keys: %s can be read by other users (mode %v): it holds the sealing keys; chmod 600 it", s[5:], fi.Mode().Perm()))
+	for _, sf := range f.secretFiles() {
+		if fi, err := os.Stat(sf.file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			ws = append(ws, fmt.Sprintf("%s: %s can be read by other users (mode %v): it holds %s; chmod 600 it", sf.path, sf.file, fi.Mode().Perm(), sf.holds))
 		}
 	}
 	return ws
+}
+
+// secretFile is a file a setting reads a secret from.
+type secretFile struct{ path, file, holds string }
+
+// secretFiles lists every file: secret reference (the keyring, the
+// PostgreSQL DSN, each tenant's Plaid credentials, forward and plugin
+// secrets) and every TLS private key, by field path, for Warnings: any of
+// them readable by other local users gives those users the secret. Only
+// the keyring was checked before a review (2026-12-08) found a 0644 DSN
+// file, with the database password, accepted without a word.
+func (f *File) secretFiles() []secretFile {
+	var out []secretFile
+	ref := func(path string, r SecretRef, holds string) {
+		if s := string(r); strings.HasPrefix(s, "file:") {
+			out = append(out, secretFile{path, s[5:], holds})
+		}
+	}
+	key := func(path, file string) {
+		if file != "" {
+			out = append(out, secretFile{path, file, "a TLS private key"})
+		}
+	}
+	ref("keys", f.Keys, "the sealing keys")
+	ref("store.dsn", f.Store.DSN, "the database connection string")
+	if f.TLS != nil {
+		key("tls.key_file", f.TLS.KeyFile)
+	}
+	plugin := func(p string, pl Plugin) {
+		for _, name := range slices.Sorted(maps.Keys(pl.Secrets)) {
+			ref(p+".secrets."+name, pl.Secrets[name], "a plugin secret")
+		}
+	}
+	for i, t := range f.Tenants {
+		p := fmt.Sprintf("tenants[%d]", i)
+		ref(p+".plaid.client_id", t.Plaid.ClientID, "Plaid credentials")
+		ref(p+".plaid.secret", t.Plaid.Secret, "Plaid credentials")
+		for j, d := range t.Forward {
+			ref(fmt.Sprintf("%s.forward[%d].secret", p, j), d.Secret, "a webhook signing secret")
+		}
+		if t.Auth.Plugin != nil {
+			plugin(p+".auth.plugin", *t.Auth.Plugin)
+		}
+		for j, pl := range t.WebhookPlugins {
+			plugin(fmt.Sprintf("%s.webhook_plugins[%d]", p, j), pl)
+		}
+		if t.TLS != nil {
+			key(p+".tls.key_file", t.TLS.KeyFile)
+		}
+	}
+	return out
 }
 
 // loopback reports whether a host:port listens on loopback only. An empty

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/sha256"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/safeclose/safeclose/configs"
@@ -45,4 +47,52 @@ func diffFields(prefix string, a, b reflect.Value, out *[]string) {
 			*out = append(*out, path)
 		}
 	}
+}
+
+// startSecrets are fingerprints of what the restart-only secret references
+// (keys, store.dsn) named at start. A keyring file rewritten for a rotation
+// keeps its reference, so restartOnly, which compares the config's text,
+// does not see it; a reload compares these with what the same references
+// name now and names the field, never the value (found by a review,
+// 2026-12-08: a reload after a rotation's first step logged only "config
+// reloaded" while the process kept sealing under the old primary).
+type startSecrets map[string][sha256.Size]byte
+
+// restartSecrets are the secret references read once, at start.
+func restartSecrets(cfg *configs.File) map[string]configs.SecretRef {
+	return map[string]configs.SecretRef{"keys": cfg.Keys, "store.dsn": cfg.Store.DSN}
+}
+
+// noteSecrets fingerprints cfg's restart-only secrets as they are now.
+func noteSecrets(cfg *configs.File) startSecrets {
+	out := startSecrets{}
+	for name, ref := range restartSecrets(cfg) {
+		out[name] = secretPrint(ref)
+	}
+	return out
+}
+
+// secretPrint is a SHA-256 of what ref names now, or of the reference
+// itself when it does not resolve (a file gone or emptied).
+func secretPrint(ref configs.SecretRef) [sha256.Size]byte {
+	sec, err := ref.Resolve()
+	if err != nil {
+		return sha256.Sum256([]byte("unresolved\x00" + string(ref)))
+	}
+	return sha256.Sum256(append([]byte("value\x00"), sec.Reveal()...))
+}
+
+// changed names, sorted, the restart-only secrets whose reference is the
+// same in next as at start but names other contents than it did then. (A
+// changed reference is restartOnly's.)
+func (p startSecrets) changed(started, next *configs.File) []string {
+	var out []string
+	now := restartSecrets(next)
+	for name, ref := range restartSecrets(started) {
+		if now[name] == ref && secretPrint(ref) != p[name] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -128,6 +128,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	secrets := noteSecrets(cfg)      // what keys and store.dsn name now: read once, below
 	logw := &lockedWriter{w: stderr} // shared by the log and the access log: whole lines, never interleaved
 	log := newLogger(logw, cfg.LogLevel)
 	for _, w := range cfg.Warnings() {
@@ -265,14 +266,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			// while it is being reloaded differs from them and is
 			// reloaded again at the next tick.
 			last = fingerprint(*cfgPath)
-			set = reload(ctx, *cfgPath, cfg, b, srv, set, log)
+			set = reload(ctx, *cfgPath, cfg, secrets, b, srv, set, log)
 			lastTLS = tlsFingerprint(*cfgPath)
 			reloadCerts(*cfgPath, certs, log)
 		case <-watch:
 			if fp := fingerprint(*cfgPath); fp != last {
 				last = fp
 				log.Info("config or plugin file changed; reloading", "config", *cfgPath)
-				set = reload(ctx, *cfgPath, cfg, b, srv, set, log)
+				set = reload(ctx, *cfgPath, cfg, secrets, b, srv, set, log)
 			}
 			if tp := tlsFingerprint(*cfgPath); tp != lastTLS {
 				lastTLS = tp

@@ -98,15 +98,17 @@ func mergeReload(cur, next []*built, log *slog.Logger) (merged []*built, kept ma
 }
 
 // reload loads the config at path, builds its tenants and swaps them in.
+// Settings that apply only at a restart are named in a warning, secrets
+// whose files changed since start (secrets) among them.
 // A config that does not load or validate is refused as a whole and the
 // serving set stays; otherwise see mergeReload.
-func reload(ctx context.Context, path string, started *configs.File, b *builder, srv *proxy.Server, cur []*built, log *slog.Logger) []*built {
+func reload(ctx context.Context, path string, started *configs.File, secrets startSecrets, b *builder, srv *proxy.Server, cur []*built, log *slog.Logger) []*built {
 	cfg, err := loadConfig(path)
 	if err != nil {
 		log.Error("reload refused: config invalid; the old config keeps serving", "err", err)
 		return cur
 	}
-	if fields := restartOnly(started, cfg); len(fields) > 0 {
+	if fields := append(restartOnly(started, cfg), secrets.changed(started, cfg)...); len(fields) > 0 {
 		log.Warn("reload: these settings apply only at the next restart; their values from the start keep serving", "fields", fields)
 	}
 	next, kept, fresh := mergeReload(cur, b.tenants(ctx, cfg), log)
