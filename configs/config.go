@@ -81,16 +81,33 @@ type ProxyProtocol struct {
 }
 
 // Prefixes parses From; Validate has checked it.
-func (p *ProxyProtocol) Prefixes() []netip.Prefix {
+func (p *ProxyProtocol) Prefixes() []netip.Prefix { return prefixes(p.From) }
+
+// prefixes parses a list of addresses or CIDR ranges (proxy_protocol.from,
+// webhooks.source_ips), skipping what parsePrefix refuses: Validate has
+// named those.
+func prefixes(list []string) []netip.Prefix {
 	var out []netip.Prefix
-	for _, s := range p.From {
-		if pf, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, pf.Masked())
-		} else if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	for _, s := range list {
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// parsePrefix reads an address or a CIDR range: "10.0.0.0/8", or
+// "52.21.26.131" as its /32 (an IPv6 address as its /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Webhooks tunes the durable webhook pipeline.
@@ -112,6 +129,9 @@ type Webhooks struct {
 	// before forwarding goes on at full pace; default 8, -1 turns it off.
 	IntakeFirstAt int `yaml:"intake_first_at"`
 }
+
+// SourcePrefixes parses SourceIPs; Validate has checked it.
+func (w *Webhooks) SourcePrefixes() []netip.Prefix { return prefixes(w.SourceIPs) }
 
 // Emulator is the embedded local Plaid sandbox emulator (dev mode).
 type Emulator struct {
@@ -347,10 +367,8 @@ func (f *File) Validate() error {
 			add("proxy_protocol.from", "required: the load balancers' addresses or CIDR ranges")
 		}
 		for i, s := range pp.From {
-			if _, err := netip.ParsePrefix(s); err != nil {
-				if _, err := netip.ParseAddr(s); err != nil {
-					add(fmt.Sprintf("proxy_protocol.from[%d]", i), "must be an IP address or a CIDR range")
-				}
+			if _, err := parsePrefix(s); err != nil {
+				add(fmt.Sprintf("proxy_protocol.from[%d]", i), "must be an IP address or a CIDR range")
 			}
 		}
 		if f.Limits.MaxConnsPerIP > 0 {
@@ -400,8 +418,8 @@ func (f *File) Validate() error {
 		add("webhooks.workers", "must be in 1..256")
 	}
 	for i, s := range f.Webhooks.SourceIPs {
-		if _, err := ParsePrefix(s); err != nil {
-			add(fmt.Sprintf("webhooks.source_ips[%d]", i), "must be an IP address or CIDR prefix (%v)", err)
+		if _, err := parsePrefix(s); err != nil {
+			add(fmt.Sprintf("webhooks.source_ips[%d]", i), "must be an IP address or a CIDR range (%v)", err)
 		}
 	}
 	if f.Webhooks.IntakeFirstAt < -1 || f.Webhooks.IntakeFirstAt == 0 {
@@ -592,19 +610,4 @@ func validateUpstream(p string, t Tenant, add func(string, string, ...any)) {
 			add(p+".timeouts."+d.name, "must be in 0..1h (0 means the default)")
 		}
 	}
-}
-
-// ParsePrefix reads an entry of webhooks.source_ips: a CIDR prefix
-// ("52.21.26.0/24") or a single address ("52.21.26.131", its /32 or /128).
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -331,11 +331,7 @@ func TestWebhookSourceIPs(t *testing.T) {
 		t.Fatalf("Validate() = %v, want nil", err)
 	}
 	var got []string
-	for _, s := range f.Webhooks.SourceIPs {
-		p, err := ParsePrefix(s)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range f.Webhooks.SourcePrefixes() {
 		got = append(got, p.String())
 	}
 	if want := []string{"52.21.26.131/32", "52.88.82.0/24", "2001:db8::/32", "52.41.247.19/32"}; !slices.Equal(got, want) {

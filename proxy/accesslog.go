@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
-	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -115,9 +114,7 @@ func (s *Server) logAccess(ctx *fasthttp.RequestCtx, tn *tenant, route string, p
 	if path == nil {
 		r.path = ctx.Path() // fasthttp's cleaned path, without the query
 	}
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		r.client = a.AddrPort().Addr().Unmap()
-	}
+	r.client, _ = clientAddr(ctx)
 	r.bytes = ctx.Response.Header.ContentLength()
 	if !ctx.Response.IsBodyStream() {
 		r.bytes = len(ctx.Response.Body())

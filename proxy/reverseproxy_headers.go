@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"net"
+	"net/netip"
 
 	"github.com/valyala/fasthttp"
 )
@@ -203,12 +204,31 @@ func sanitizeRequest(h *fasthttp.RequestHeader) error {
 			ends = append(ends, len(names))
 		}
 	}
+	delNames(h, names, ends)
+	return nil
+}
+
+// delNames deletes from h the header names packed one after another in
+// names, each ending at its offset in ends: the names sanitizeRequest,
+// stripHopByHop and dropTrailers collect while iterating h, which cannot
+// change under its iterator. Concrete types, not an interface shared with
+// delRespNames: an interface call would move the callers' stack buffers
+// to the heap on every request.
+func delNames(h *fasthttp.RequestHeader, names []byte, ends []int) {
 	start := 0
 	for _, end := range ends {
 		h.DelBytes(names[start:end])
 		start = end
 	}
-	return nil
+}
+
+// delRespNames is delNames for a response header (stripHopByHopResp).
+func delRespNames(h *fasthttp.ResponseHeader, names []byte, ends []int) {
+	start := 0
+	for _, end := range ends {
+		h.DelBytes(names[start:end])
+		start = end
+	}
 }
 
 // stripHopByHop removes, just before forwarding, the hop-by-hop headers
@@ -242,11 +262,7 @@ func stripHopByHop(h *fasthttp.RequestHeader) {
 				ends = append(ends, len(names))
 			}
 		}
-		start := 0
-		for _, end := range ends {
-			h.DelBytes(names[start:end])
-			start = end
-		}
+		delNames(h, names, ends)
 	}
 }
 
@@ -280,11 +296,7 @@ func stripHopByHopResp(h *fasthttp.ResponseHeader) {
 				ends = append(ends, len(names))
 			}
 		}
-		start := 0
-		for _, end := range ends {
-			h.DelBytes(names[start:end])
-			start = end
-		}
+		delRespNames(h, names, ends)
 	}
 	// The upstream's "Connection: close" is about its connection to us, not
 	// ours to the client.
@@ -342,8 +354,7 @@ func setForwarding(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 	var ipBuf [64]byte
 	var ip []byte
 	v6 := false
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		addr := a.AddrPort().Addr().Unmap()
+	if addr, ok := clientAddr(ctx); ok {
 		v6 = addr.Is6()
 		ip = addr.AppendTo(ipBuf[:0])
 		h.SetCanonical(keyXForwardedFor, ip)
@@ -372,6 +383,19 @@ func setForwarding(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader) {
 	}
 	f = append(append(f, ";proto="...), proto...)
 	h.SetCanonical(keyForwarded, f)
+}
+
+// clientAddr is the client's address (the PROXY protocol header's, behind
+// a balancer that sends one; remoteIP is the address the connection was
+// accepted from), IPv4-mapped addresses as IPv4; ok is false when the
+// connection has no IP address. The forwarding headers, the access log and
+// the webhook intake's sender checks read it.
+func clientAddr(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
+	a, ok := ctx.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	return a.AddrPort().Addr().Unmap(), true
 }
 
 // quotable reports whether v fits an RFC 9110 quoted-string (no control

@@ -229,11 +229,7 @@ func dropTrailers(h *fasthttp.RequestHeader) bool {
 		names = append(names, k...)
 		ends = append(ends, len(names))
 	}
-	start := 0
-	for _, end := range ends {
-		h.DelBytes(names[start:end])
-		start = end
-	}
+	delNames(h, names, ends)
 	h.Del(fasthttp.HeaderTrailer) // forgets the set; no values are left to move
 	return len(h.PeekTrailerKeys()) == 0 && len(h.TrailerHeader()) == 2
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -33,10 +32,7 @@ func (s *Server) receiveWebhook(ctx *fasthttp.RequestCtx, tn *tenant) error {
 	}
 	body := ctx.PostBody()
 	hdr := ctx.Request.Header.Peek("Plaid-Verification")
-	var src netip.Addr // the unknown-kid limiter tells senders apart (webhook.Verifier)
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		src = a.AddrPort().Addr().Unmap()
-	}
+	src, _ := clientAddr(ctx) // the unknown-kid limiter tells senders apart (webhook.Verifier); zero if none
 	if allow := s.opts.Webhooks.SourceIPs; len(allow) > 0 && !slices.ContainsFunc(allow, func(p netip.Prefix) bool { return p.Contains(src) }) {
 		tn.m.m.webhooksIn.WithLabelValues(tn.Name, "source_refused").Inc()
 		return ErrWebhookSource

@@ -253,7 +253,6 @@ func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 	}()
 }
 
-// answer sends each request its result, or err when the batch failed.
 // waiting reports whether entry id, the first copy of a body, is queued
 // and its next delivery has not begun: not leased (a lease that ran out
 // counts as not leased: the entry will be delivered again) and no outcome
@@ -278,6 +277,7 @@ func (db *DB) waiting(txn *badger.Txn, id string, now time.Time) (bool, error) {
 	return !db.qi.started(id, now.UnixNano()), nil
 }
 
+// answer sends each request its result, or err when the batch failed.
 func answer(batch []*enqueueReq, res []enqueueRes, err error) {
 	for i, r := range batch {
 		if err != nil && res[i].err == nil {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -314,20 +313,8 @@ func webhookOptions(cfg *configs.File) proxy.WebhookOptions {
 		MaxBackoff:   w.MaxBackoff.Std(),
 
 		IntakeFirstAt: w.IntakeFirstAt,
-		SourceIPs:     sourceIPs(w.SourceIPs),
+		SourceIPs:     w.SourcePrefixes(),
 	}
-}
-
-// sourceIPs reads webhooks.source_ips, which the config's validation has
-// checked.
-func sourceIPs(list []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range list {
-		if p, err := configs.ParsePrefix(s); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func startEmulator(c configs.Emulator, log *slog.Logger) (stop func(), addr string, err error) {

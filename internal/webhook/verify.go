@@ -292,7 +292,7 @@ func (v *Verifier) VerifyFrom(ctx context.Context, src netip.Addr, tok string, b
 	if err != nil {
 		return Claims{}, err
 	}
-	c, err := v.key(ctx, h.Kid, sourceOf(src))
+	c, err := v.key(ctx, h.Kid, src)
 	if err != nil {
 		return Claims{}, fail(StepKey, err)
 	}
@@ -374,7 +374,7 @@ func check(tok, kid string, body []byte, pub *p256fixed.Key, now time.Time, maxA
 // key returns the usable key for kid: from the cache, or fetched
 // (single-flight). Only a kid that is not cached waits on the miss limiter; a
 // known key is refreshed every RefreshAfter and kept through a failed refresh.
-func (v *Verifier) key(ctx context.Context, kid string, src netip.Prefix) (*cached, error) {
+func (v *Verifier) key(ctx context.Context, kid string, from netip.Addr) (*cached, error) {
 	now := v.o.Now()
 	v.mu.Lock()
 	c := v.keys[kid]
@@ -390,9 +390,11 @@ func (v *Verifier) key(ctx context.Context, kid string, src netip.Prefix) (*cach
 	}
 	f := v.flights[kid]
 	if f == nil {
+		var src netip.Prefix // the sender, as the unknown-kid limiter counts it: only on a miss
 		if c == nil {
+			src = sourceOf(from)
 			every := v.o.MissInterval
-			if until, ok := v.blamed[src]; ok && src.IsValid() && now.Before(until) {
+			if until, ok := v.blamed[src]; ok && now.Before(until) { // the zero Prefix is never blamed
 				every = v.o.BlamedInterval
 			}
 			if now.Sub(v.lastMiss) < every {
