@@ -17,6 +17,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
+// clientFrom is an HTTP client whose connections come from ip, another
+// loopback address than the tests' 127.0.0.1: another sender.
+func clientFrom(t *testing.T, ip net.IP) *http.Client {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 5 * time.Second}
+	tr := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 16}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
 // A forger sending a new made-up kid with every webhook took each
 // unknown-kid fetch as the limiter freed it, so Plaid's genuine kid (a
 // fresh process has none cached; a rotated key is new) was never fetched
@@ -27,10 +36,7 @@ import (
 func TestUnknownKidFloodSparesGenuineSender(t *testing.T) {
 	t.Parallel()
 	e := startEnv(t, envConfig{webhookOpt: WebhookOptions{Workers: -1}})
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 66)}, Timeout: 5 * time.Second}
-	tr := &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 16}
-	t.Cleanup(tr.CloseIdleConnections)
-	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	cl := clientFrom(t, net.IPv4(127, 0, 0, 66))
 	b64 := base64.RawURLEncoding.EncodeToString
 	var sent, limited atomic.Int64
 	forged := func(i int64) {
@@ -90,13 +96,10 @@ func TestWebhookSourceIPs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 66)}, Timeout: 5 * time.Second}
-	tr := &http.Transport{DialContext: dialer.DialContext}
-	t.Cleanup(tr.CloseIdleConnections)
 	req, _ := http.NewRequest("POST", e.base+pathWebhook, bytes.NewReader(body))
 	req.Host = "t1.test"
 	req.Header.Set("Plaid-Verification", jwt)
-	res, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	res, err := clientFrom(t, net.IPv4(127, 0, 0, 66)).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
