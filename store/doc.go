@@ -31,7 +31,9 @@
 //
 //   - Item records and the owner index are authenticated (HMAC-SHA256,
 //     record.go) and verified on every read; queue records carry a length
-//     and a CRC-32C. A record that fails its check is ErrCorrupt, never served.
+//     and a CRC-32C and, with a keyring, the same MAC (entry_auth.go: one no
+//     keyring key authenticated is never delivered, it becomes a dead
+//     letter). A record that fails its check is ErrCorrupt, never served.
 //   - Open refuses a directory whose data Badger would drop or crash on
 //     (open.go), and writes are refused with ErrUnavailable while free space
 //     is below a reserve (space.go), since Badger's mmap'd files SIGBUS on a

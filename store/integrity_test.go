@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -248,7 +249,7 @@ func TestDamagedQueueEntryMovedAsideQueueGoesOn(t *testing.T) {
 	rawUpdate(t, dir, func(txn *badger.Txn) error {
 		k := []byte("q/" + ids[0])
 		v := bytes.Clone(rawGet(txn, k))
-		v[len(v)-2] ^= 0x20
+		v[len(v)-macSize-2] ^= 0x20 // in the framed entry, before the MAC
 		return txn.Set(k, v)
 	})
 	db = open(t, dir, keyring(t, k1))
@@ -265,5 +266,87 @@ func TestDamagedQueueEntryMovedAsideQueueGoesOn(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Errorf("damaged entry not kept in qc/: %v", err)
+	}
+}
+
+// A queue record is what a worker forwards, signed, to the tenant's app.
+// Someone who can write the store's files but has no key cannot queue an
+// event: a framed record (what EncodeEntry writes, CRC and all) in place of
+// an authenticated one, or an authenticated one whose body was changed,
+// is not delivered and becomes a dead letter with the reason; an
+// authenticated record copied under another id is damaged (moved aside).
+func TestForgedQueueRecordsNotDelivered(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := open(t, dir, keyring(t, k1))
+	var ids []string
+	for _, e := range []Entry{entry("a", "a1"), entry("a", "a2"), entry("a", "a3"), entry("a", "a4")} {
+		id, _, err := db.Enqueue(t.Context(), e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	db.Close()
+	forged := entry("a", `{"webhook_type":"TRANSACTIONS","webhook_code":"TRANSACTIONS_REMOVED"}`)
+	rawUpdate(t, dir, func(txn *badger.Txn) error {
+		// 1: replaced by a framed record with the forger's body.
+		f := forged
+		f.ID = ids[0]
+		b, err := EncodeEntry(f)
+		if err != nil {
+			return err
+		}
+		if err := txn.Set([]byte("q/"+ids[0]), b); err != nil {
+			return err
+		}
+		// 2: the body inside the authenticated envelope changed, the
+		// frame's CRC computed again.
+		v := rawGet(txn, []byte("q/"+ids[1]))
+		kid := EntryKeyID(v)
+		f.ID = ids[1]
+		inner, err := EncodeEntry(f)
+		if err != nil {
+			return err
+		}
+		w := append(append(bytes.Clone(v[:2+len(kid)]), inner...), v[len(v)-macSize:]...)
+		if err := txn.Set([]byte("q/"+ids[1]), w); err != nil {
+			return err
+		}
+		// 3: a genuine record copied under another id.
+		return txn.Set([]byte("q/"+ids[2]+"0"), rawGet(txn, []byte("q/"+ids[3])))
+	})
+	db = open(t, dir, keyring(t, k1))
+	defer db.Close()
+	var got []string
+	for {
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		got = append(got, e.ID+"="+string(e.Body))
+		if err := db.Complete(e.ID, e.LeaseToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{ids[2] + "=a3", ids[3] + "=a4"}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %q, want only the genuine records %q", got, want)
+	}
+	dl, err := db.DeadLetters(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 2 || dl[0].ID != ids[0] || dl[1].ID != ids[1] ||
+		dl[0].LastError != UnauthenticatedReason || dl[1].LastError != UnauthenticatedReason {
+		t.Fatalf("dead letters = %+v; want the two forged records with the reason", dl)
+	}
+	if err := db.view(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte("qc/" + ids[2] + "0"))
+		return err
+	}); err != nil {
+		t.Errorf("the record copied under another id is not in qc/: %v", err)
 	}
 }

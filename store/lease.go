@@ -59,11 +59,22 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 			if err != nil {
 				return err
 			}
-			return it.Value(func(v []byte) error { e, bad = DecodeEntry(v); return nil })
+			return it.Value(func(v []byte) error { e, bad = db.kr.OpenEntry(q.id, v); return nil })
 		})
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
 			db.qi.remove(q.id) // cannot happen while the index is right; heal it
+			continue
+		case err == nil && errors.Is(bad, ErrUnauthenticated):
+			// Not delivered: a dead letter an operator can review and
+			// replay (entry_auth.go).
+			if err := db.bdb.Update(func(txn *badger.Txn) error { return db.deadUnauthenticated(txn, q.id) }); err != nil {
+				return Entry{}, false, noSpace(err)
+			}
+			if err := db.durable(); err != nil {
+				return Entry{}, false, err
+			}
+			db.qi.remove(q.id)
 			continue
 		case err == nil && bad != nil:
 			// A damaged record must not stall every tenant's queue: it is
@@ -114,7 +125,7 @@ func (db *DB) readAhead(id string, now time.Time) {
 				continue
 			}
 			_ = it.Item().Value(func(v []byte) error {
-				if e, err := DecodeEntry(v); err == nil {
+				if e, err := db.kr.OpenEntry(string(k), v); err == nil {
 					es = append(es, &e)
 				}
 				return nil
@@ -144,7 +155,7 @@ func (db *DB) loadQueue() error {
 		defer iter.Close()
 		for iter.Rewind(); iter.Valid(); iter.Next() {
 			var h leaseHead
-			if err := iter.Item().Value(func(v []byte) error { return unmarshalFramed(v, &h) }); err != nil || h.Tenant == "" {
+			if err := iter.Item().Value(func(v []byte) error { return unmarshalFramed(entryFrame(v), &h) }); err != nil || h.Tenant == "" {
 				corrupt = append(corrupt, iter.Item().KeyCopy(nil))
 				continue
 			}
@@ -181,6 +192,34 @@ func (db *DB) Release(id string, lease uint64) error {
 	if !db.qi.release(id, lease) {
 		return fmt.Errorf("%w: %s", ErrStaleLease, id)
 	}
+	return nil
+}
+
+// deadUnauthenticated moves the unauthenticated queue record of id to the
+// dead letters, framed only (it is not authenticated now either), with the
+// reason, and logs it.
+func (db *DB) deadUnauthenticated(txn *badger.Txn, id string) error {
+	k := []byte("q/" + id)
+	it, err := txn.Get(k)
+	if err != nil {
+		return err
+	}
+	var e Entry
+	if err := it.Value(func(v []byte) (err error) { e, _, err = db.kr.ReadEntry(id, v); return err }); err != nil {
+		return err
+	}
+	e.LastError = UnauthenticatedReason
+	b, err := EncodeEntry(e)
+	if err != nil {
+		return err
+	}
+	if err := txn.Delete(k); err != nil {
+		return err
+	}
+	if err := txn.Set([]byte("d/"+id), b); err != nil {
+		return err
+	}
+	db.log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", id, "tenant", e.Tenant)
 	return nil
 }
 

@@ -207,7 +207,7 @@ func (db *DB) commitBatch(batch []*enqueueReq, acks *sync.WaitGroup) {
 				if e.NextAt.IsZero() {
 					e.NextAt = now
 				}
-				b, merr := EncodeEntry(e)
+				b, merr := db.kr.SealEntry(e)
 				if merr != nil {
 					res[i].err = merr
 					continue
@@ -325,7 +325,7 @@ func (db *DB) finish(id string, lease uint64, read, gone bool, next func(*Entry)
 			if err != nil {
 				return err
 			}
-			if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+			if err := it.Value(func(v []byte) (err error) { e, err = db.kr.OpenEntry(id, v); return err }); err != nil {
 				return err
 			}
 		}
@@ -379,7 +379,7 @@ func (db *DB) Retry(id string, lease uint64, next time.Time, reason string) erro
 	return db.finish(id, lease, true, false, func(*Entry) time.Time { return next }, func(txn *badger.Txn, e *Entry) error {
 		e.Attempts++
 		e.NextAt, e.LastError = next, reason
-		b, err := EncodeEntry(*e)
+		b, err := db.kr.SealEntry(*e)
 		if err != nil {
 			return err
 		}
@@ -392,7 +392,7 @@ func (db *DB) DeadLetter(id string, lease uint64, reason string) error {
 	return db.finish(id, lease, true, true, nil, func(txn *badger.Txn, e *Entry) error {
 		e.Attempts++
 		e.LastError = reason
-		b, err := EncodeEntry(*e)
+		b, err := db.kr.SealEntry(*e)
 		if err != nil {
 			return err
 		}
@@ -413,7 +413,8 @@ func (db *DB) DeadLetters(limit int) ([]Entry, error) {
 		defer iter.Close()
 		for iter.Rewind(); iter.Valid() && len(out) < limit; iter.Next() {
 			var e Entry
-			if err := iter.Item().Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+			id := string(iter.Item().Key()[len("d/"):])
+			if err := iter.Item().Value(func(v []byte) (err error) { e, _, err = db.kr.ReadEntry(id, v); return err }); err != nil {
 				return err
 			}
 			out = append(out, e)
@@ -434,11 +435,13 @@ func (db *DB) Replay(id string) error {
 		if err != nil {
 			return err
 		}
-		if err := it.Value(func(v []byte) (err error) { e, err = DecodeEntry(v); return err }); err != nil {
+		// Read whether or not it is authenticated: replaying is the
+		// operator vouching for it, and authenticates it (entry_auth.go).
+		if err := it.Value(func(v []byte) (err error) { e, _, err = db.kr.ReadEntry(id, v); return err }); err != nil {
 			return err
 		}
 		e.Attempts, e.NextAt = 0, db.now()
-		b, err := EncodeEntry(e)
+		b, err := db.kr.SealEntry(e)
 		if err != nil {
 			return err
 		}

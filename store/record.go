@@ -20,9 +20,9 @@ import (
 // Item records and the owner index are authenticated: the MAC key is derived
 // with HKDF from a keyring key, and the MAC covers the Badger key too, so a
 // record copied under another key (another tenant, user or item) is refused.
-// Queue records are written and read by us alone and must work without a
-// keyring: they carry a length and a CRC, so a flipped byte is refused, not
-// misparsed.
+// Queue records are checked (length and CRC) and, with a keyring,
+// authenticated around that (entry_auth.go); Link sessions, intents and
+// orphans are only checked, so a flipped byte is refused, not misparsed.
 const (
 	authVersion    = 0xA1
 	checkedVersion = 0xC1

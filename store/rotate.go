@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -10,9 +11,9 @@ import (
 	"github.com/safeclose/safeclose/store/internal/seal"
 )
 
-// Rotate re-seals every item's token and re-authenticates every item record
-// and owner index entry not already under the primary key, in batches; it
-// returns how many items it rewrote. Afterwards keys other than the primary
+// Rotate re-seals every item's token and re-authenticates every item record,
+// owner index entry and queue record (queued or dead) not already under the
+// primary key, in batches; it returns how many items it rewrote. Afterwards keys other than the primary
 // can be removed from the keyring.
 func (db *DB) Rotate() (int, error) {
 	if db.keyErr != nil {
@@ -20,7 +21,7 @@ func (db *DB) Rotate() (int, error) {
 	}
 	var keys [][]byte
 	err := db.view(func(txn *badger.Txn) error {
-		for _, prefix := range []string{"i/", "x/"} {
+		for _, prefix := range []string{"i/", "x/", "q/", "d/"} {
 			opts := badger.DefaultIteratorOptions
 			opts.PrefetchValues = false
 			opts.Prefix = []byte(prefix)
@@ -43,9 +44,12 @@ func (db *DB) Rotate() (int, error) {
 			done = 0
 			for _, k := range batch {
 				var changed bool
-				if k[0] == 'x' {
+				switch k[0] {
+				case 'x':
 					_, err = db.rotateOwner(txn, k)
-				} else {
+				case 'q', 'd':
+					err = db.rotateEntry(txn, k)
+				default:
 					changed, err = db.rotateItem(txn, k)
 					if changed {
 						done++
@@ -109,6 +113,36 @@ func (db *DB) rotateItem(txn *badger.Txn, k []byte) (bool, error) {
 		return false, err
 	}
 	return true, txn.Set(k, db.kr.authenticate(k, b))
+}
+
+// rotateEntry authenticates a queue record under the primary key if
+// another keyring key authenticated it. One no key authenticated stays as
+// it is: rotating must not vouch for it (entry_auth.go), and it becomes a
+// dead letter when leased.
+func (db *DB) rotateEntry(txn *badger.Txn, k []byte) error {
+	it, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil // completed since the keys were listed
+	}
+	if err != nil {
+		return err
+	}
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return err
+	}
+	if id := EntryKeyID(v); id == "" || id == db.kr.primary.ID {
+		return nil
+	}
+	e, err := db.kr.OpenEntry(string(k[2:]), v)
+	if err != nil {
+		return nil
+	}
+	b, err := db.kr.SealEntry(e)
+	if err != nil {
+		return err
+	}
+	return txn.Set(k, b)
 }
 
 func (db *DB) rotateOwner(txn *badger.Txn, k []byte) (bool, error) {

@@ -20,7 +20,7 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if sub == "list" {
 		fs = webhooksListFlagSet(&cfgPath, &n)
 	}
-	_, db, err := parseAndOpen(fs, &cfgPath, args, stdout, stderr)
+	cfg, db, err := parseAndOpen(fs, &cfgPath, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -51,6 +51,11 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	case "replay":
 		if fs.NArg() == 0 {
 			return usageErrorf("webhooks replay", "webhooks replay: give one or more ids (from `safeclose webhooks list`)")
+		}
+		if kr, _ := readKeyring(cfg); kr == nil {
+			// A replay authenticates the entry with the keyring; without
+			// one a proxy that has its keys would dead-letter it again.
+			fmt.Fprintln(stderr, "note: no keyring (keys:): replayed entries are not authenticated; a proxy running with keys will not deliver them (run the replay with the keys set)")
 		}
 		for _, id := range fs.Args() {
 			if err := db.Replay(id); err != nil {

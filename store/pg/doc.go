@@ -3,8 +3,9 @@
 //
 // Records are the bytes Badger holds: tokens sealed with the same AAD, item
 // and owner records authenticated with the same MAC over the same record
-// key (store.Keyring's Encode/Decode helpers), queue entries, Link sessions,
-// intents and orphans framed with a length and CRC. The schema is embedded
+// key (store.Keyring's Encode/Decode helpers), queue entries framed and,
+// with a keyring, authenticated (store.Keyring.SealEntry/OpenEntry), Link
+// sessions, intents and orphans framed with a length and CRC. The schema is embedded
 // and versioned (migrations/), applied at Open under an advisory lock; Open
 // refuses a database whose schema is newer than this binary knows.
 //

@@ -168,7 +168,7 @@ func (db *DB) commitBatch(batch []*enqueueReq) {
 		if e.NextAt.IsZero() {
 			e.NextAt = now
 		}
-		rec, err := store.EncodeEntry(e)
+		rec, err := db.kr.SealEntry(e)
 		if err != nil {
 			res[i].err = fmt.Errorf("store: enqueue: %w", err)
 			continue

@@ -309,6 +309,9 @@ func (db *DB) Rotate() (int, error) {
 			break
 		}
 	}
+	if err := db.rotateQueue(primary); err != nil {
+		return n, err
+	}
 	err := db.tx(func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "UPDATE sc_keys SET used = (id = $1)", primary); err != nil {
 			return err
@@ -316,4 +319,52 @@ func (db *DB) Rotate() (int, error) {
 		return db.markUsed(ctx, tx)
 	})
 	return n, err
+}
+
+// rotateQueue authenticates under the primary key every queue record
+// (queued or dead) another keyring key authenticated, in batches. One no
+// key authenticated stays as it is: rotating must not vouch for it
+// (store/entry_auth.go).
+func (db *DB) rotateQueue(primary string) error {
+	after := ""
+	for {
+		var batch int
+		err := db.tx(func(ctx context.Context, tx pgx.Tx) error {
+			batch = 0
+			rows, err := tx.Query(ctx, "SELECT id, rec FROM sc_queue WHERE id > $1 ORDER BY id LIMIT 100 FOR UPDATE", after)
+			if err != nil {
+				return err
+			}
+			type row struct {
+				ID  string
+				Rec []byte
+			}
+			rs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				batch++
+				after = r.ID
+				if id := store.EntryKeyID(r.Rec); id == "" || id == primary {
+					continue
+				}
+				e, err := db.kr.OpenEntry(r.ID, r.Rec)
+				if err != nil {
+					continue
+				}
+				rec, err := db.kr.SealEntry(e)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, "UPDATE sc_queue SET rec = $2 WHERE id = $1", r.ID, rec); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil || batch < 100 {
+			return err
+		}
+	}
 }

@@ -170,3 +170,78 @@ func TestTamperedLinkSessionRowRefused(t *testing.T) {
 		t.Errorf("LinkSessionByToken(copied record) = %+v, %v; want ErrCorrupt", ls, err)
 	}
 }
+
+// A database writer without the key cannot queue an event Safeclose would
+// sign and forward: a row inserted with a framed record (CRC and all), or a
+// queued row whose record was replaced by one, is not delivered and becomes
+// a dead letter with the reason; the genuine entry is delivered.
+func TestForgedQueueRowsNotDelivered(t *testing.T) {
+	dsn := testDSN(t)
+	ctx := context.Background()
+	kr, err := store.NewKeyring("k1", map[string][]byte{"k1": make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	body := func(s string) store.Entry {
+		return store.Entry{Tenant: "t1", Body: []byte(s), BodySHA256: sha256.Sum256([]byte(s))}
+	}
+	replaced, _, err := db.Enqueue(ctx, body("genuine-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	genuine, _, err := db.Enqueue(ctx, body("genuine-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	forge := func(id string) []byte {
+		e := body(`{"webhook_type":"TRANSACTIONS","webhook_code":"TRANSACTIONS_REMOVED"}`)
+		e.ID = id
+		b, err := store.EncodeEntry(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	inserted := "0000000000000001" + "00000001" // sorts first
+	if _, err := c.Exec(ctx, `INSERT INTO sc_queue (id, tenant, rec, next_at) VALUES ($1, 't1', $2, now())`, inserted, forge(inserted)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, `UPDATE sc_queue SET rec = $2 WHERE id = $1`, replaced, forge(replaced)); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		got = append(got, string(e.Body))
+		if err := db.Complete(e.ID, e.LeaseToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 1 || got[0] != "genuine-2" {
+		t.Fatalf("delivered %q, want only %s's genuine-2", got, genuine)
+	}
+	dl, err := db.DeadLetters(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dl) != 2 || dl[0].ID != inserted || dl[1].ID != replaced ||
+		dl[0].LastError != store.UnauthenticatedReason || dl[1].LastError != store.UnauthenticatedReason {
+		t.Fatalf("dead letters = %+v; want the two forged rows with the reason", dl)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -20,31 +21,39 @@ import (
 // the lease token, so a lease that expired and went to another replica is
 // store.ErrStaleLease for the first holder.
 
-const entryCols = "rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
+const entryCols = "id, rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
 
 // scanEntry reads entryCols into an Entry, its times in the caller's clock;
-// lead receives columns selected before them (export's "dead").
-func (db *DB) scanEntry(row pgx.Row, lead ...any) (store.Entry, error) {
+// lead receives columns selected before them (export's "dead"). The record
+// is read whether or not it is authenticated (store.Keyring.ReadEntry):
+// authenticated says whether a keyring key did, and delivery requires it
+// when there is a keyring (queued).
+func (db *DB) scanEntry(row pgx.Row, lead ...any) (e store.Entry, authenticated bool, err error) {
+	var id string
 	var rec []byte
 	var attempts int
 	var next time.Time
 	var lastErr, owner string
 	var token int64
 	var until *time.Time
-	if err := row.Scan(append(lead, &rec, &attempts, &next, &lastErr, &token, &owner, &until)...); err != nil {
-		return store.Entry{}, err
+	if err := row.Scan(append(lead, &id, &rec, &attempts, &next, &lastErr, &token, &owner, &until)...); err != nil {
+		return store.Entry{}, false, err
 	}
-	e, err := store.DecodeEntry(rec)
+	e, authenticated, err = db.kr.ReadEntry(id, rec)
 	if err != nil {
-		return store.Entry{}, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
+		return store.Entry{}, false, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
 	}
 	e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, db.fromDB(next), lastErr, uint64(token), owner
 	e.LeaseUntil = time.Time{}
 	if until != nil {
 		e.LeaseUntil = db.fromDB(*until)
 	}
-	return e, nil
+	return e, authenticated, nil
 }
+
+// queued reports whether an entry read by scanEntry may be delivered: with
+// a keyring, only if a keyring key authenticated it.
+func (db *DB) queued(authenticated bool) bool { return authenticated || db.kr == nil }
 
 func newLeaseToken() int64 {
 	var b [8]byte
@@ -189,20 +198,39 @@ func (db *DB) leaseFrom(e *store.Entry, tenants []string, owner string, d time.D
 		if allow != nil && !allow(t) {
 			continue
 		}
-		var got store.Entry
-		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, err = db.scanEntry(row); return err },
-			leaseSQL, now, t, newLeaseToken(), owner, now.Add(d))
-		if err != nil {
-			return false, err
+		ok, err := db.leaseOne(e, t, owner, d, now)
+		if ok || err != nil {
+			return ok, err
 		}
-		if !found {
-			db.due.stale() // t has nothing due now: the list is out of date
-			continue
-		}
-		*e = got
-		return true, nil
+		db.due.stale() // t has nothing due now: the list is out of date
 	}
 	return false, nil
+}
+
+// leaseOne leases tenant t's oldest due entry into e; ok is false when t
+// has none. An entry no keyring key authenticated is not delivered: it
+// becomes a dead letter an operator can review and replay
+// (store/entry_auth.go), and t's next entry is leased instead.
+func (db *DB) leaseOne(e *store.Entry, t, owner string, d time.Duration, now time.Time) (ok bool, err error) {
+	for {
+		var got store.Entry
+		var authed bool
+		token := newLeaseToken()
+		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, authed, err = db.scanEntry(row); return err },
+			leaseSQL, now, t, token, owner, now.Add(d))
+		if err != nil || !found {
+			return false, err
+		}
+		if db.queued(authed) {
+			*e = got
+			return true, nil
+		}
+		if err := db.leased(got.ID, `UPDATE sc_queue SET dead = true, last_error = $3,
+			lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, got.ID, token, store.UnauthenticatedReason); err != nil {
+			return false, err
+		}
+		db.log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant)
+	}
 }
 
 // leased runs one statement on a leased entry, group-committed (writes.go);
@@ -259,7 +287,7 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 		}
 		defer rows.Close()
 		for rows.Next() {
-			e, err := db.scanEntry(rows)
+			e, _, err := db.scanEntry(rows)
 			if err != nil {
 				return err
 			}
@@ -273,15 +301,26 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 // Replay moves a dead letter back to the queue with its attempts reset.
 func (db *DB) Replay(id string) error {
 	defer db.due.stale() // its tenant may not be on the due list
-	return db.op(func(ctx context.Context) error {
-		tag, err := db.pool.Exec(ctx, "UPDATE sc_queue SET dead = false, attempts = 0, next_at = $2 WHERE id = $1 AND dead", id, db.now())
+	return db.tx(func(ctx context.Context, tx pgx.Tx) error {
+		var rec []byte
+		err := tx.QueryRow(ctx, "SELECT rec FROM sc_queue WHERE id = $1 AND dead FOR UPDATE", id).Scan(&rec)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: dead letter %s", store.ErrNotFound, id)
+		}
 		if err != nil {
 			return err
 		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: dead letter %s", store.ErrNotFound, id)
+		// Read whether or not it is authenticated: replaying is the
+		// operator vouching for it, and authenticates it (store/entry_auth.go).
+		e, _, err := db.kr.ReadEntry(id, rec)
+		if err != nil {
+			return fmt.Errorf("%w: %w", store.ErrCorrupt, err)
 		}
-		return nil
+		if rec, err = db.kr.SealEntry(e); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "UPDATE sc_queue SET dead = false, attempts = 0, next_at = $2, rec = $3 WHERE id = $1", id, db.now(), rec)
+		return err
 	})
 }
 

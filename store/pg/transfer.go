@@ -55,7 +55,9 @@ func (db *DB) Import(r store.Record) (bool, error) {
 		sql, args = "INSERT INTO sc_orphans (tenant, key, first_seen, rec) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
 			[]any{o.Tenant, key, o.FirstSeen, r.Value}
 	case store.RecQueue, store.RecDead:
-		e, err := store.DecodeEntry(r.Value)
+		// The record goes in as it came: an unauthenticated one is not
+		// vouched for by moving it (store/entry_auth.go).
+		e, _, err := db.kr.ReadEntry(r.Key, r.Value)
 		if err != nil {
 			return false, err
 		}
@@ -206,11 +208,16 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 		{"SELECT tenant, key, rec FROM sc_orphans", pairRow(store.RecOrphan)},
 		{"SELECT dead, " + entryCols + " FROM sc_queue", func(row pgx.Rows) (store.Record, error) {
 			var dead bool
-			e, err := db.scanEntry(row, &dead)
+			e, authed, err := db.scanEntry(row, &dead)
 			if err != nil {
 				return store.Record{}, err
 			}
+			// The record carries the columns now, so it is encoded again:
+			// authenticated only if it was (store/entry_auth.go).
 			b, err := store.EncodeEntry(e)
+			if authed {
+				b, err = db.kr.SealEntry(e)
+			}
 			kind := store.RecQueue
 			if dead {
 				kind = store.RecDead

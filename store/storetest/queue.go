@@ -288,3 +288,102 @@ func testQueueConcurrent(t *testing.T, open Opener) {
 		t.Fatalf("%d entries leased, want %d", len(seen), n)
 	}
 }
+
+// With a keyring, a queue record is delivered only if a key of the keyring
+// authenticated it (store/entry_auth.go): one written without keys (which
+// is what anyone who can write the database but has no key can write) or
+// under a key since removed becomes a dead letter with the reason, and a
+// replay (the operator vouching for it) authenticates it. Without a
+// keyring every record is delivered, authenticated or not; a rotation
+// carries queued records over to the new primary.
+func testQueueAuthenticated(t *testing.T, open Opener) {
+	c := newClock()
+	ctx := context.Background()
+	lease := func(s Store) (store.Entry, bool) {
+		t.Helper()
+		e, ok, err := s.LeaseNext("w", time.Minute, "", nil)
+		must(t, err)
+		if ok {
+			must(t, s.Complete(e.ID, e.LeaseToken))
+		}
+		return e, ok
+	}
+	deadReasons := func(s Store) map[string]string {
+		t.Helper()
+		dl, err := s.DeadLetters(100)
+		must(t, err)
+		out := map[string]string{}
+		for _, e := range dl {
+			out[string(e.Body)] = e.LastError
+		}
+		return out
+	}
+
+	s := openWith(t, open, nil, c)
+	keylessID, _, err := s.Enqueue(ctx, entry("t1", "written-without-keys"))
+	must(t, err)
+	must(t, s.Close())
+	c.Add(time.Second) // entry ids are time-ordered; a reopened store's sequence starts again
+
+	s = openWith(t, open, keyring(t, "k0"), c)
+	_, _, err = s.Enqueue(ctx, entry("t1", "written-under-k0"))
+	must(t, err)
+	if e, ok := lease(s); !ok || string(e.Body) != "written-under-k0" {
+		t.Fatalf("LeaseNext with a keyring = %q, %v; want only the authenticated entry", e.Body, ok)
+	}
+	if _, ok := lease(s); ok {
+		t.Fatal("an unauthenticated entry was leased")
+	}
+	if got := deadReasons(s); len(got) != 1 || got["written-without-keys"] != store.UnauthenticatedReason {
+		t.Fatalf("dead letters = %q; want the unauthenticated entry with its reason", got)
+	}
+	if n, err := s.QueueLen(); err != nil || n != 0 {
+		t.Fatalf("QueueLen = %d, %v; want 0", n, err)
+	}
+	must(t, s.Replay(keylessID))
+	if e, ok := lease(s); !ok || e.ID != keylessID || string(e.Body) != "written-without-keys" {
+		t.Fatalf("LeaseNext after its replay = %+v, %v", e, ok)
+	}
+
+	// Authenticated records are read without a keyring (nothing to check
+	// them with), so a proxy started without its keys still delivers.
+	_, _, err = s.Enqueue(ctx, entry("t1", "under-k0-read-keyless"))
+	must(t, err)
+	must(t, s.Close())
+	c.Add(time.Second) // entry ids are time-ordered; a reopened store's sequence starts again
+	s = openWith(t, open, nil, c)
+	if e, ok := lease(s); !ok || string(e.Body) != "under-k0-read-keyless" {
+		t.Fatalf("LeaseNext without a keyring = %q, %v", e.Body, ok)
+	}
+
+	// A rotation authenticates queued records under the new primary, so
+	// the old key can go; a record under a key removed without one is
+	// not delivered.
+	must(t, s.Close())
+	c.Add(time.Second) // entry ids are time-ordered; a reopened store's sequence starts again
+	s = openWith(t, open, keyring(t, "k0"), c)
+	_, _, err = s.Enqueue(ctx, entry("t1", "rotated"))
+	must(t, err)
+	must(t, s.Close())
+	c.Add(time.Second) // entry ids are time-ordered; a reopened store's sequence starts again
+	s = openWith(t, open, keyring(t, "k1", "k0"), c)
+	_, err = s.Rotate()
+	must(t, err)
+	must(t, s.Close())
+	c.Add(time.Second) // entry ids are time-ordered; a reopened store's sequence starts again
+	s = openWith(t, open, keyring(t, "k1"), c)
+	if e, ok := lease(s); !ok || string(e.Body) != "rotated" {
+		t.Fatalf("LeaseNext after a rotation, old key gone = %q, %v", e.Body, ok)
+	}
+	_, _, err = s.Enqueue(ctx, entry("t1", "under-k1-not-rotated"))
+	must(t, err)
+	must(t, s.Close())
+	c.Add(time.Second) // entry ids are time-ordered; a reopened store's sequence starts again
+	s = openWith(t, open, keyring(t, "k2"), c)
+	if e, ok := lease(s); ok {
+		t.Fatalf("LeaseNext with its key removed = %q; want nothing delivered", e.Body)
+	}
+	if got := deadReasons(s)["under-k1-not-rotated"]; got != store.UnauthenticatedReason {
+		t.Fatalf("dead letter reason = %q", got)
+	}
+}

@@ -74,6 +74,7 @@ func Run(t *testing.T, newOpener NewOpener) {
 		{"QueueDedupe", testQueueDedupe},
 		{"QueueDedupeWhileWaiting", testQueueDedupeWhileWaiting},
 		{"QueueLease", testQueueLease},
+		{"QueueAuthenticated", testQueueAuthenticated},
 		{"QueueRetryDeadLetterReplay", testQueueRetryDead},
 		{"QueueLeaseExpiry", testQueueLeaseExpiry},
 		{"QueueTenantTurns", testQueueTurns},

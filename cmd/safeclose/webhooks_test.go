@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/safeclose/safeclose/store"
+)
+
+// The operator's side of authenticated queue records: an entry queued
+// without the keys is not delivered by a proxy that has them; `webhooks
+// list` shows it with the reason, and `webhooks replay` (with the keys)
+// authenticates it, so it is delivered. Without the keys the replay says
+// it cannot authenticate.
+func TestWebhooksReplayAuthenticatesADeadLetter(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	const keys = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	kr, err := store.ParseKeyring(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"it-1"}`)
+	db, err := store.Open(store.Options{Dir: data, MinFreeBytes: -1}) // no keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := db.Enqueue(t.Context(), store.Entry{Tenant: "t1", Body: body, BodySHA256: sha256.Sum256(body), ReceivedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1}) // as serve with its keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok, err := db.LeaseNext("w", time.Minute, "", nil); err != nil || ok {
+		t.Fatalf("LeaseNext with the keys = %+v, %v, %v; want nothing delivered", e, ok, err)
+	}
+	db.Close()
+
+	cfg := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cfg, []byte(`data_dir: `+data+`
+keys: env:SAFECLOSE_REPLAY_KEYS
+tenants:
+  - name: t1
+    hosts: [a.example]
+    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
+    auth: {api_keys: [{sha256: "`+strings.Repeat("b", 64)+`", user: u}]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"webhooks", "list", "-config", cfg}, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
+	var listed struct{ ID, LastError string }
+	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &struct {
+		ID        *string `json:"id"`
+		LastError *string `json:"last_error"`
+	}{&listed.ID, &listed.LastError}); err != nil {
+		t.Fatalf("webhooks list: %v: %s", err, out.String())
+	}
+	if listed.ID != id || listed.LastError != store.UnauthenticatedReason {
+		t.Fatalf("webhooks list = %s; want %s with the reason", out.String(), id)
+	}
+
+	// Without the keys: replayed, with a note that it is not authenticated.
+	out.Reset()
+	errb.Reset()
+	if err := run(context.Background(), []string{"webhooks", "replay", "-config", cfg, id}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errb.String(), "not authenticated") {
+		t.Errorf("replay without keys: stderr %q, want the note", errb.String())
+	}
+	db, err = store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := db.LeaseNext("w", time.Minute, "", nil); err != nil || ok {
+		t.Fatalf("LeaseNext after a replay without keys = %v, %v; want a dead letter again", ok, err)
+	}
+	db.Close()
+
+	// With the keys: delivered.
+	t.Setenv("SAFECLOSE_REPLAY_KEYS", keys)
+	out.Reset()
+	errb.Reset()
+	if err := run(context.Background(), []string{"webhooks", "replay", "-config", cfg, id}, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
+	if !strings.Contains(out.String(), "replayed "+id) || strings.Contains(errb.String(), "not authenticated") {
+		t.Errorf("replay with keys: stdout %q stderr %q", out.String(), errb.String())
+	}
+	db, err = store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+	if err != nil || !ok || e.ID != id || !bytes.Equal(e.Body, body) {
+		t.Fatalf("LeaseNext after a replay with the keys = %+v, %v, %v", e, ok, err)
+	}
+}
