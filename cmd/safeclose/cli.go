@@ -60,10 +60,12 @@ examples:
   safeclose webhook verify -body body.json -header "$JWT" -jwk key.json -at 1590887001`},
 		{"webhooks", "list or replay dead-lettered webhooks (stop the proxy first)", `usage: safeclose webhooks list [-config FILE] [-n N]
        safeclose webhooks replay [-config FILE] ID...
+       safeclose webhooks replay [-config FILE] -all
 
 examples:
   safeclose webhooks list -config prod.yaml -n 10
-  safeclose webhooks replay -config prod.yaml 01J…`},
+  safeclose webhooks replay -config prod.yaml 01J…
+  safeclose webhooks replay -config prod.yaml -all`},
 		{"items", "list Plaid items that may exist with no user holding them (stop the proxy first)", `usage: safeclose items orphans [-config FILE] [-forget TENANT ITEM_OR_INTENT_ID]
 
 examples:
@@ -108,7 +110,7 @@ func flagSets() map[string]*flag.FlagSet {
 		"keys rotate":     configFlagSet("keys rotate", &s),
 		"webhook verify":  verifyFlagSet(new(verifyOpts)),
 		"webhooks list":   webhooksListFlagSet(&s, new(int)),
-		"webhooks replay": configFlagSet("webhooks replay", &s),
+		"webhooks replay": webhooksReplayFlagSet(&s, new(bool)),
 		"items orphans":   orphansFlagSet(&s, new(bool)),
 		"migrate":         migrateFlagSet(new(migrateOpts)),
 	}

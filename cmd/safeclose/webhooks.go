@@ -16,7 +16,8 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	var cfgPath string
 	var n int
-	fs := configFlagSet("webhooks replay", &cfgPath)
+	var all bool
+	fs := webhooksReplayFlagSet(&cfgPath, &all)
 	if sub == "list" {
 		fs = webhooksListFlagSet(&cfgPath, &n)
 	}
@@ -49,23 +50,51 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stderr, "%d dead letter(s)\n", len(es))
 		return nil
 	case "replay":
-		if fs.NArg() == 0 {
-			return usageErrorf("webhooks replay", "webhooks replay: give one or more ids (from `safeclose webhooks list`)")
+		if fs.NArg() == 0 && !all || fs.NArg() > 0 && all {
+			return usageErrorf("webhooks replay", "webhooks replay: give one or more ids (from `safeclose webhooks list`), or -all")
+		}
+		ids := fs.Args()
+		if all {
+			// The dead letters as they are now, each replayed once: an entry
+			// that fails again while this runs (a running replica's
+			// worker) is not picked up a second time.
+			es, err := db.DeadLetters(maxReplayAll)
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				ids = append(ids, e.ID)
+			}
+			if len(es) == maxReplayAll {
+				fmt.Fprintf(stderr, "note: replaying the first %d dead letters; run it again for the rest\n", maxReplayAll)
+			}
 		}
 		if kr, _ := readKeyring(cfg); kr == nil {
 			// A replay authenticates the entry with the keyring; without
 			// one a proxy that has its keys would dead-letter it again.
 			fmt.Fprintln(stderr, "note: no keyring (keys:): replayed entries are not authenticated; a proxy running with keys will not deliver them (run the replay with the keys set)")
 		}
-		for _, id := range fs.Args() {
+		for _, id := range ids {
 			if err := db.Replay(id); err != nil {
 				return fmt.Errorf("replay %s: %w", id, err)
 			}
 			fmt.Fprintf(stdout, "replayed %s\n", id)
 		}
+		if all {
+			fmt.Fprintf(stderr, "%d dead letter(s) replayed\n", len(ids))
+		}
 		return nil
 	}
 	return nil
+}
+
+// maxReplayAll bounds one `webhooks replay -all`.
+const maxReplayAll = 100_000
+
+func webhooksReplayFlagSet(cfgPath *string, all *bool) *flag.FlagSet {
+	fs := configFlagSet("webhooks replay", cfgPath)
+	fs.BoolVar(all, "all", false, "replay every dead letter (as `webhooks list` shows them) instead of the ids given")
+	return fs
 }
 
 func webhooksListFlagSet(cfgPath *string, n *int) *flag.FlagSet {

@@ -36,6 +36,11 @@ func TestWebhooksReplayAuthenticatesADeadLetter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	body2 := []byte(`{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"it-2"}`)
+	id2, _, err := db.Enqueue(t.Context(), store.Entry{Tenant: "t1", Body: body2, BodySHA256: sha256.Sum256(body2), ReceivedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 	db, err = store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1}) // as serve with its keys
 	if err != nil {
@@ -61,15 +66,27 @@ tenants:
 	if err := run(context.Background(), []string{"webhooks", "list", "-config", cfg}, &out, &errb); err != nil {
 		t.Fatal(err, errb.String())
 	}
-	var listed struct{ ID, LastError string }
-	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &struct {
-		ID        *string `json:"id"`
-		LastError *string `json:"last_error"`
-	}{&listed.ID, &listed.LastError}); err != nil {
-		t.Fatalf("webhooks list: %v: %s", err, out.String())
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("webhooks list = %q; want two dead letters", out.String())
 	}
-	if listed.ID != id || listed.LastError != store.UnauthenticatedReason {
-		t.Fatalf("webhooks list = %s; want %s with the reason", out.String(), id)
+	for i, want := range []string{id, id2} {
+		var listed struct {
+			ID        string `json:"id"`
+			LastError string `json:"last_error"`
+		}
+		if err := json.Unmarshal([]byte(lines[i]), &listed); err != nil {
+			t.Fatalf("webhooks list: %v: %s", err, lines[i])
+		}
+		if listed.ID != want || listed.LastError != store.UnauthenticatedReason {
+			t.Fatalf("webhooks list line %d = %s; want %s with the reason", i, lines[i], want)
+		}
+	}
+	for _, args := range [][]string{{}, {"-all", id}} {
+		err := run(context.Background(), append([]string{"webhooks", "replay", "-config", cfg}, args...), &out, &errb)
+		if err == nil || !strings.Contains(err.Error(), "-all") {
+			t.Errorf("webhooks replay %q = %v; want a usage error naming -all", args, err)
+		}
 	}
 
 	// Without the keys: replayed, with a note that it is not authenticated.
@@ -88,25 +105,34 @@ tenants:
 	if _, ok, err := db.LeaseNext("w", time.Minute, "", nil); err != nil || ok {
 		t.Fatalf("LeaseNext after a replay without keys = %v, %v; want a dead letter again", ok, err)
 	}
+	if dl, err := db.DeadLetters(10); err != nil || len(dl) != 2 {
+		t.Fatalf("DeadLetters = %d, %v; want both", len(dl), err)
+	}
 	db.Close()
 
-	// With the keys: delivered.
+	// With the keys, every dead letter at once: delivered.
 	t.Setenv("SAFECLOSE_REPLAY_KEYS", keys)
 	out.Reset()
 	errb.Reset()
-	if err := run(context.Background(), []string{"webhooks", "replay", "-config", cfg, id}, &out, &errb); err != nil {
+	if err := run(context.Background(), []string{"webhooks", "replay", "-config", cfg, "-all"}, &out, &errb); err != nil {
 		t.Fatal(err, errb.String())
 	}
-	if !strings.Contains(out.String(), "replayed "+id) || strings.Contains(errb.String(), "not authenticated") {
-		t.Errorf("replay with keys: stdout %q stderr %q", out.String(), errb.String())
+	if !strings.Contains(out.String(), "replayed "+id) || !strings.Contains(out.String(), "replayed "+id2) ||
+		!strings.Contains(errb.String(), "2 dead letter(s) replayed") || strings.Contains(errb.String(), "not authenticated") {
+		t.Errorf("replay -all with keys: stdout %q stderr %q", out.String(), errb.String())
 	}
 	db, err = store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
-	if err != nil || !ok || e.ID != id || !bytes.Equal(e.Body, body) {
-		t.Fatalf("LeaseNext after a replay with the keys = %+v, %v, %v", e, ok, err)
+	for _, want := range []string{string(body), string(body2)} {
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil || !ok || string(e.Body) != want {
+			t.Fatalf("LeaseNext after a replay with the keys = %+v, %v, %v; want %s", e, ok, err, want)
+		}
+		if err := db.Complete(e.ID, e.LeaseToken); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
