@@ -44,7 +44,7 @@ type Backend interface {
 	Retry(id string, lease uint64, next time.Time, reason string) error
 	DeadLetter(id string, lease uint64, reason string) error
 	DeadLetters(limit int) ([]Entry, error)
-	Replay(id string) error
+	Replay(id string, vouch bool) error
 	QueueLen() (int, error)
 
 	ProbeStore() error

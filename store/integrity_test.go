@@ -350,3 +350,41 @@ func TestForgedQueueRecordsNotDelivered(t *testing.T) {
 		t.Errorf("the record copied under another id is not in qc/: %v", err)
 	}
 }
+
+// A damaged dead letter does not hide the others: it is listed as damaged,
+// and a replay refuses it.
+func TestDamagedDeadLetterListed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := open(t, dir, keyring(t, k1))
+	var ids []string
+	for _, body := range []string{"a1", "a2"} {
+		if _, _, err := db.Enqueue(t.Context(), entry("a", body)); err != nil {
+			t.Fatal(err)
+		}
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if err := db.DeadLetter(e.ID, e.LeaseToken, "app down"); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	db.Close()
+	rawUpdate(t, dir, func(txn *badger.Txn) error {
+		k := []byte("d/" + ids[0])
+		v := bytes.Clone(rawGet(txn, k))
+		v[len(v)-macSize-2] ^= 0x20
+		return txn.Set(k, v)
+	})
+	db = open(t, dir, keyring(t, k1))
+	defer db.Close()
+	dl, err := db.DeadLetters(10)
+	if err != nil || len(dl) != 2 || !strings.HasPrefix(dl[0].LastError, "damaged record") || dl[1].LastError != "app down" || !dl[1].Authenticated {
+		t.Fatalf("DeadLetters = %+v, %v; want the damaged one listed as such, and the other", dl, err)
+	}
+	if err := db.Replay(ids[0], true); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Replay(damaged) = %v, want ErrCorrupt", err)
+	}
+}

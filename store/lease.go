@@ -54,21 +54,27 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 		}
 		var e Entry
 		var bad error // the record is there but does not decode
+		var auth Auth
 		err := db.bdb.View(func(txn *badger.Txn) error {
 			it, err := txn.Get([]byte("q/" + q.id))
 			if err != nil {
 				return err
 			}
-			return it.Value(func(v []byte) error { e, bad = db.kr.OpenEntry(q.id, v); return nil })
+			return it.Value(func(v []byte) error { e, auth, bad = db.kr.ReadEntry(q.id, v); return nil })
 		})
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
 			db.qi.remove(q.id) // cannot happen while the index is right; heal it
 			continue
-		case err == nil && errors.Is(bad, ErrUnauthenticated):
-			// Not delivered: a dead letter an operator can review and
+		case err == nil && bad == nil && db.kr.Disposition(auth, db.keyErr) == Hold:
+			// Not checkable here, maybe genuine: due again later (entry_auth.go).
+			db.holding(q.id, token, e.Tenant, now)
+			continue
+		case err == nil && bad == nil && db.kr.Disposition(auth, db.keyErr) == DeadLetter:
+			// Not delivered: a dead letter an operator can check and
 			// replay (entry_auth.go).
 			if err := db.bdb.Update(func(txn *badger.Txn) error { return db.deadUnauthenticated(txn, q.id) }); err != nil {
+				db.qi.release(q.id, token)
 				return Entry{}, false, noSpace(err)
 			}
 			if err := db.durable(); err != nil {
@@ -193,6 +199,19 @@ func (db *DB) Release(id string, lease uint64) error {
 		return fmt.Errorf("%w: %s", ErrStaleLease, id)
 	}
 	return nil
+}
+
+// holding makes a leased entry that cannot be checked here due again after
+// HoldFor (in memory: a restart looks at it again at once), and says so in
+// the log at most once a minute.
+func (db *DB) holding(id string, token uint64, tenant string, now time.Time) {
+	if q := db.qi.begin(id, token); q != nil {
+		db.qi.end(q, true, false, now.Add(HoldFor))
+	}
+	if n, ok := db.holdLogs.Allow(now); ok {
+		db.log.Warn("store: webhook queue entry authenticated by a key this keyring lacks, or the keyring does not match the data: held, not delivered; fix the keyring (safeclose check)",
+			"id", id, "tenant", tenant, "key_status", fmt.Sprint(db.keyErr), "suppressed_before", n)
+	}
 }
 
 // deadUnauthenticated moves the unauthenticated queue record of id to the

@@ -33,6 +33,10 @@ type Entry struct {
 	LeaseToken uint64    `json:"lease_token,omitempty"` // set by Lease
 	LeaseOwner string    `json:"lease_owner,omitempty"`
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
+
+	// Authenticated is set by DeadLetters: whether a key of the keyring
+	// authenticated the record (entry_auth.go). Never stored.
+	Authenticated bool `json:"-"`
 }
 
 // DecodeEntry decodes a queue record; a record that fails its length or CRC
@@ -94,6 +98,12 @@ func dedupeKey(tenant string, sum [32]byte) []byte {
 // id, when a marker for the same tenant and body hash names an entry still
 // waiting for its delivery (waiting); otherwise the marker is taken over.
 func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, err error) {
+	if errors.Is(db.keyErr, ErrKeyMismatch) {
+		// A record authenticated under keys that do not match the data
+		// would fail its check once they are fixed: refused (503), so
+		// Plaid sends it again later (entry_auth.go).
+		return "", false, fmt.Errorf("store: enqueue: %w", db.keyErr)
+	}
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
@@ -413,10 +423,16 @@ func (db *DB) DeadLetters(limit int) ([]Entry, error) {
 		defer iter.Close()
 		for iter.Rewind(); iter.Valid() && len(out) < limit; iter.Next() {
 			var e Entry
+			var a Auth
 			id := string(iter.Item().Key()[len("d/"):])
-			if err := iter.Item().Value(func(v []byte) (err error) { e, _, err = db.kr.ReadEntry(id, v); return err }); err != nil {
+			var bad error
+			if err := iter.Item().Value(func(v []byte) error { e, a, bad = db.kr.ReadEntry(id, v); return nil }); err != nil {
 				return err
 			}
+			if bad != nil { // listed, so that it can be seen; a replay refuses it
+				e = Entry{ID: id, LastError: "damaged record: " + bad.Error()}
+			}
+			e.Authenticated = a == Authenticated
 			out = append(out, e)
 		}
 		return nil
@@ -424,8 +440,10 @@ func (db *DB) DeadLetters(limit int) ([]Entry, error) {
 	return out, err
 }
 
-// Replay moves a dead letter back to the queue with its attempts reset.
-func (db *DB) Replay(id string) error {
+// Replay moves a dead letter back to the queue with its attempts reset. One
+// no keyring key authenticated is refused unless vouch is set
+// (Keyring.ReplayRecord).
+func (db *DB) Replay(id string, vouch bool) error {
 	var e Entry
 	err := db.update(func(txn *badger.Txn) error {
 		it, err := txn.Get([]byte("d/" + id))
@@ -435,14 +453,12 @@ func (db *DB) Replay(id string) error {
 		if err != nil {
 			return err
 		}
-		// Read whether or not it is authenticated: replaying is the
-		// operator vouching for it, and authenticates it (entry_auth.go).
-		if err := it.Value(func(v []byte) (err error) { e, _, err = db.kr.ReadEntry(id, v); return err }); err != nil {
+		v, err := it.ValueCopy(nil)
+		if err != nil {
 			return err
 		}
-		e.Attempts, e.NextAt = 0, db.now()
-		b, err := db.kr.SealEntry(e)
-		if err != nil {
+		var b []byte
+		if b, e, err = db.kr.ReplayRecord(id, v, vouch, db.now()); err != nil {
 			return err
 		}
 		if err := txn.Delete([]byte("d/" + id)); err != nil {
@@ -451,7 +467,7 @@ func (db *DB) Replay(id string) error {
 		return txn.Set([]byte("q/"+id), b)
 	})
 	if err == nil {
-		db.qi.add(id, e.Tenant, e.NextAt, e.NextAt)
+		db.qi.add(id, e.Tenant, e.NextAt, db.now())
 	}
 	return err
 }

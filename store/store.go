@@ -16,6 +16,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/safeclose/safeclose/internal/loglimit"
 	"github.com/safeclose/safeclose/store/internal/seal"
 )
 
@@ -86,16 +87,17 @@ type Options struct {
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	bdb     *badger.DB
-	kr      *Keyring
-	keyErr  error // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
-	log     *slog.Logger
-	now     func() time.Time
-	ttl     time.Duration
-	max     int
-	reqs    chan *enqueueReq
-	outReqs chan *outcomeReq // outcomes for the outcome writer (outcomes.go)
-	outDone chan struct{}    // closed when the outcome writer has stopped
+	bdb      *badger.DB
+	kr       *Keyring
+	keyErr   error            // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	holdLogs loglimit.Limiter // queue entries held (entry_auth.go): a line a minute
+	log      *slog.Logger
+	now      func() time.Time
+	ttl      time.Duration
+	max      int
+	reqs     chan *enqueueReq
+	outReqs  chan *outcomeReq // outcomes for the outcome writer (outcomes.go)
+	outDone  chan struct{}    // closed when the outcome writer has stopped
 	// outcomeTxns counts the outcome writer's committed transactions.
 	outcomeTxns atomic.Uint64
 	stop        chan struct{}
@@ -187,6 +189,7 @@ func Open(o Options) (*DB, error) {
 		outReqs: make(chan *outcomeReq, OutcomeBatch), outDone: make(chan struct{}),
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
 	}
+	db.holdLogs.Rate = 1.0 / 60
 	if !o.InMemory {
 		db.gs, db.oldSynced = newGroupSync(db.syncFilesChecked), map[string]bool{}
 		db.watch = newDirWatch(o.Dir) // before the first round, which lists dir anyway

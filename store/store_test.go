@@ -309,7 +309,7 @@ func TestLeaseRetryDeadLetterReplay(t *testing.T) {
 	if len(dl) != 1 || dl[0].ID != id || dl[0].Attempts != 2 {
 		t.Fatalf("DeadLetters = %+v", dl)
 	}
-	if err := db.Replay(id); err != nil {
+	if err := db.Replay(id, false); err != nil {
 		t.Fatal(err)
 	}
 	es4, _ := db.Lease("w3", time.Minute, 10)

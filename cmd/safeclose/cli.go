@@ -59,8 +59,8 @@ examples:
 examples:
   safeclose webhook verify -body body.json -header "$JWT" -jwk key.json -at 1590887001`},
 		{"webhooks", "list or replay dead-lettered webhooks (stop the proxy first)", `usage: safeclose webhooks list [-config FILE] [-n N]
-       safeclose webhooks replay [-config FILE] ID...
-       safeclose webhooks replay [-config FILE] -all
+       safeclose webhooks replay [-config FILE] [-vouch] ID...
+       safeclose webhooks replay [-config FILE] [-vouch] -all
 
 examples:
   safeclose webhooks list -config prod.yaml -n 10
@@ -110,7 +110,7 @@ func flagSets() map[string]*flag.FlagSet {
 		"keys rotate":     configFlagSet("keys rotate", &s),
 		"webhook verify":  verifyFlagSet(new(verifyOpts)),
 		"webhooks list":   webhooksListFlagSet(&s, new(int)),
-		"webhooks replay": webhooksReplayFlagSet(&s, new(bool)),
+		"webhooks replay": webhooksReplayFlagSet(&s, new(bool), new(bool)),
 		"items orphans":   orphansFlagSet(&s, new(bool)),
 		"migrate":         migrateFlagSet(new(migrateOpts)),
 	}

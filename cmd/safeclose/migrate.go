@@ -76,7 +76,16 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer bdb.Close()
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	pdb, err := pg.Open(octx, pg.Options{DSN: dsn.Reveal(), MaxConns: int32(max(cfg.Store.MaxConns, 2)), Logger: newLogger(stderr, "error")})
+	// Records move as stored bytes, but PostgreSQL keeps a queue entry's
+	// attempts, due time and last error in columns: copied to Badger, they
+	// go into the record, authenticated again if the keyring can check it
+	// (without keys an authenticated one goes as it is stored, those
+	// columns lost; store/pg/transfer.go).
+	var kr *store.Keyring
+	if *reverse {
+		kr, _ = readKeyring(cfg)
+	}
+	pdb, err := pg.Open(octx, pg.Options{DSN: dsn.Reveal(), MaxConns: int32(max(cfg.Store.MaxConns, 2)), Keyring: kr, Logger: newLogger(stderr, "error")})
 	if err != nil {
 		return fmt.Errorf("open postgres: %w", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,8 +17,8 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	var cfgPath string
 	var n int
-	var all bool
-	fs := webhooksReplayFlagSet(&cfgPath, &all)
+	var all, vouch bool
+	fs := webhooksReplayFlagSet(&cfgPath, &all, &vouch)
 	if sub == "list" {
 		fs = webhooksListFlagSet(&cfgPath, &n)
 	}
@@ -43,6 +44,10 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if err := enc.Encode(map[string]any{
 				"id": e.ID, "tenant": e.Tenant, "received_at": e.ReceivedAt, "attempts": e.Attempts,
 				"last_error": e.LastError, "webhook_type": ev.Type, "webhook_code": ev.Code, "item_id": ev.ItemID,
+				// Whether a keyring key authenticated it: one that is not
+				// may not come from Plaid (store/entry_auth.go), and is
+				// replayed only with -vouch.
+				"authenticated": e.Authenticated,
 			}); err != nil {
 				return err
 			}
@@ -50,40 +55,54 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stderr, "%d dead letter(s)\n", len(es))
 		return nil
 	case "replay":
+		kr, _ := readKeyring(cfg)
+		keyless := kr == nil
 		if fs.NArg() == 0 && !all || fs.NArg() > 0 && all {
 			return usageErrorf("webhooks replay", "webhooks replay: give one or more ids (from `safeclose webhooks list`), or -all")
 		}
 		ids := fs.Args()
+		skipped := 0
 		if all {
 			// The dead letters as they are now, each replayed once: an entry
 			// that fails again while this runs (a running replica's
-			// worker) is not picked up a second time.
+			// worker) is not picked up a second time. Without -vouch, only
+			// those a keyring key authenticated.
 			es, err := db.DeadLetters(maxReplayAll)
 			if err != nil {
 				return err
 			}
 			for _, e := range es {
-				ids = append(ids, e.ID)
+				if e.Authenticated || vouch || keyless {
+					ids = append(ids, e.ID)
+				} else {
+					skipped++
+				}
 			}
 			if len(es) == maxReplayAll {
 				fmt.Fprintf(stderr, "note: replaying the first %d dead letters; run it again for the rest\n", maxReplayAll)
 			}
 		}
-		if kr, _ := readKeyring(cfg); kr == nil {
+		if keyless {
 			// A replay authenticates the entry with the keyring; without
-			// one a proxy that has its keys would dead-letter it again.
+			// one a proxy that has its keys would not deliver it.
 			fmt.Fprintln(stderr, "note: no keyring (keys:): replayed entries are not authenticated; a proxy running with keys will not deliver them (run the replay with the keys set)")
 		}
+		var failed error
 		for _, id := range ids {
-			if err := db.Replay(id); err != nil {
-				return fmt.Errorf("replay %s: %w", id, err)
+			if err := db.Replay(id, vouch); err != nil {
+				fmt.Fprintf(stderr, "replay %s: %v\n", id, err)
+				failed = errors.Join(failed, fmt.Errorf("replay %s: %w", id, err))
+				continue
 			}
 			fmt.Fprintf(stdout, "replayed %s\n", id)
 		}
 		if all {
-			fmt.Fprintf(stderr, "%d dead letter(s) replayed\n", len(ids))
+			fmt.Fprintf(stderr, "%d dead letter(s) replayed\n", len(ids)-countErrs(failed))
 		}
-		return nil
+		if skipped > 0 {
+			fmt.Fprintf(stderr, "%d dead letter(s) not authenticated by the keyring left out: check them (webhooks list shows \"authenticated\": false), then replay them with -vouch\n", skipped)
+		}
+		return failed
 	}
 	return nil
 }
@@ -91,10 +110,22 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // maxReplayAll bounds one `webhooks replay -all`.
 const maxReplayAll = 100_000
 
-func webhooksReplayFlagSet(cfgPath *string, all *bool) *flag.FlagSet {
+func webhooksReplayFlagSet(cfgPath *string, all, vouch *bool) *flag.FlagSet {
 	fs := configFlagSet("webhooks replay", cfgPath)
 	fs.BoolVar(all, "all", false, "replay every dead letter (as `webhooks list` shows them) instead of the ids given")
+	fs.BoolVar(vouch, "vouch", false, "also replay dead letters no keyring key authenticated (you checked them: they may not come from Plaid), authenticating them")
 	return fs
+}
+
+// countErrs counts the errors errors.Join put together in err.
+func countErrs(err error) int {
+	if err == nil {
+		return 0
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return len(j.Unwrap())
+	}
+	return 1
 }
 
 func webhooksListFlagSet(cfgPath *string, n *int) *flag.FlagSet {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,8 @@ import (
 
 // The operator's side of authenticated queue records: an entry queued
 // without the keys is not delivered by a proxy that has them; `webhooks
-// list` shows it with the reason, and `webhooks replay` (with the keys)
+// list` shows it with the reason, as not authenticated; `webhooks replay`
+// leaves it out (-all) or refuses it (by id) unless -vouch, which
 // authenticates it, so it is delivered. Without the keys the replay says
 // it cannot authenticate.
 func TestWebhooksReplayAuthenticatesADeadLetter(t *testing.T) {
@@ -72,13 +74,14 @@ tenants:
 	}
 	for i, want := range []string{id, id2} {
 		var listed struct {
-			ID        string `json:"id"`
-			LastError string `json:"last_error"`
+			ID            string `json:"id"`
+			LastError     string `json:"last_error"`
+			Authenticated *bool  `json:"authenticated"`
 		}
 		if err := json.Unmarshal([]byte(lines[i]), &listed); err != nil {
 			t.Fatalf("webhooks list: %v: %s", err, lines[i])
 		}
-		if listed.ID != want || listed.LastError != store.UnauthenticatedReason {
+		if listed.ID != want || listed.LastError != store.UnauthenticatedReason || listed.Authenticated == nil || *listed.Authenticated {
 			t.Fatalf("webhooks list line %d = %s; want %s with the reason", i, lines[i], want)
 		}
 	}
@@ -110,16 +113,30 @@ tenants:
 	}
 	db.Close()
 
-	// With the keys, every dead letter at once: delivered.
+	// With the keys, not vouched for: left out by -all, refused by id.
 	t.Setenv("SAFECLOSE_REPLAY_KEYS", keys)
 	out.Reset()
 	errb.Reset()
 	if err := run(context.Background(), []string{"webhooks", "replay", "-config", cfg, "-all"}, &out, &errb); err != nil {
 		t.Fatal(err, errb.String())
 	}
+	if out.Len() != 0 || !strings.Contains(errb.String(), "0 dead letter(s) replayed") || !strings.Contains(errb.String(), "2 dead letter(s) not authenticated") {
+		t.Errorf("replay -all, not vouched: stdout %q stderr %q; want both left out", out.String(), errb.String())
+	}
+	err = run(context.Background(), []string{"webhooks", "replay", "-config", cfg, id}, &out, &errb)
+	if !errors.Is(err, store.ErrUnauthenticated) || !strings.Contains(err.Error(), "-vouch") {
+		t.Errorf("replay ID, not vouched = %v; want refused, naming -vouch", err)
+	}
+
+	// Vouched for: every dead letter at once, delivered.
+	out.Reset()
+	errb.Reset()
+	if err := run(context.Background(), []string{"webhooks", "replay", "-config", cfg, "-vouch", "-all"}, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
 	if !strings.Contains(out.String(), "replayed "+id) || !strings.Contains(out.String(), "replayed "+id2) ||
 		!strings.Contains(errb.String(), "2 dead letter(s) replayed") || strings.Contains(errb.String(), "not authenticated") {
-		t.Errorf("replay -all with keys: stdout %q stderr %q", out.String(), errb.String())
+		t.Errorf("replay -vouch -all: stdout %q stderr %q", out.String(), errb.String())
 	}
 	db, err = store.Open(store.Options{Dir: data, Keyring: kr, MinFreeBytes: -1})
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/safeclose/safeclose/internal/loglimit"
 	"github.com/safeclose/safeclose/store"
 )
 
@@ -51,17 +52,18 @@ type Options struct {
 // DB is the PostgreSQL store. It is safe for concurrent use, also by
 // several processes on one database.
 type DB struct {
-	pool    *pgxpool.Pool
-	kr      *store.Keyring
-	keyErr  error
-	log     *slog.Logger
-	local   func() time.Time // Options.Now
-	offset  atomic.Int64     // the database's clock minus local, in ns (clock.go)
-	ttl     time.Duration
-	timeout time.Duration
-	seq     atomic.Uint64
-	closeMu sync.RWMutex
-	closed  bool
+	pool     *pgxpool.Pool
+	kr       *store.Keyring
+	keyErr   error
+	holdLogs loglimit.Limiter // queue entries held (store/entry_auth.go): a line a minute
+	log      *slog.Logger
+	local    func() time.Time // Options.Now
+	offset   atomic.Int64     // the database's clock minus local, in ns (clock.go)
+	ttl      time.Duration
+	timeout  time.Duration
+	seq      atomic.Uint64
+	closeMu  sync.RWMutex
+	closed   bool
 
 	// Group commit of Enqueue (enqueue.go).
 	reqs   chan *enqueueReq
@@ -122,6 +124,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, fmt.Errorf("pg: open: %w", unavailable(err))
 	}
 	db := &DB{pool: pool, kr: o.Keyring, log: o.Logger, local: o.Now, ttl: o.DedupeTTL, timeout: o.OpTimeout}
+	db.holdLogs.Rate = 1.0 / 60
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	db.seq.Store(binary.BigEndian.Uint64(seed[:]))

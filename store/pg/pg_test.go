@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,5 +244,103 @@ func TestForgedQueueRowsNotDelivered(t *testing.T) {
 	if len(dl) != 2 || dl[0].ID != inserted || dl[1].ID != replaced ||
 		dl[0].LastError != store.UnauthenticatedReason || dl[1].LastError != store.UnauthenticatedReason {
 		t.Fatalf("dead letters = %+v; want the two forged rows with the reason", dl)
+	}
+}
+
+// A reverse migration (PostgreSQL → Badger) keeps queued webhooks
+// authenticated: with the keyring they are authenticated again with their
+// columns; without one (nothing to check them with) they go as stored.
+// Either way the Badger side delivers them with its keys.
+func TestExportKeepsQueueAuthentication(t *testing.T) {
+	dsn := testDSN(t)
+	ctx := context.Background()
+	kr, err := store.NewKeyring("k1", map[string][]byte{"k1": make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte("genuine")
+	if _, _, err := served.Enqueue(ctx, store.Entry{Tenant: "t1", Body: b, BodySHA256: sha256.Sum256(b)}); err != nil {
+		t.Fatal(err)
+	}
+	served.Close()
+	for _, side := range []struct {
+		name string
+		kr   *store.Keyring
+	}{{"with the keyring", kr}, {"without keys", nil}} {
+		t.Run(side.name, func(t *testing.T) {
+			from, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 2, Keyring: side.kr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer from.Close()
+			dir := t.TempDir()
+			to, err := store.Open(store.Options{Dir: dir, MinFreeBytes: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := from.Export(func(r store.Record) error {
+				if r.Kind == store.RecQueue && store.EntryKeyID(r.Value) != "k1" {
+					t.Errorf("queue record %s exported without its authentication", r.Key)
+				}
+				_, err := to.Import(r)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			to.Close()
+			db, err := store.Open(store.Options{Dir: dir, Keyring: kr, MinFreeBytes: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+			if err != nil || !ok || string(e.Body) != "genuine" {
+				t.Fatalf("LeaseNext on the Badger side = %q, %v, %v; want the genuine webhook", e.Body, ok, err)
+			}
+		})
+	}
+}
+
+// A damaged queue row (it fails its frame check) does not stall leasing:
+// it becomes a dead letter saying so, listed, and the next entry is
+// leased; a replay refuses it.
+func TestDamagedQueueRowDeadLettered(t *testing.T) {
+	dsn := testDSN(t)
+	ctx := context.Background()
+	db, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var ids []string
+	for _, body := range []string{"first", "second"} {
+		id, _, err := db.Enqueue(ctx, store.Entry{Tenant: "t1", Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `UPDATE sc_queue SET rec = set_byte(rec, length(rec) - 2, get_byte(rec, length(rec) - 2) # 32) WHERE id = $1`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+	if err != nil || !ok || string(e.Body) != "second" {
+		t.Fatalf("LeaseNext past a damaged row = %q, %v, %v; want the next entry", e.Body, ok, err)
+	}
+	dl, err := db.DeadLetters(10)
+	if err != nil || len(dl) != 1 || dl[0].ID != ids[0] || dl[0].Tenant != "t1" || !strings.HasPrefix(dl[0].LastError, "damaged record") {
+		t.Fatalf("DeadLetters = %+v, %v; want the damaged row, saying so", dl, err)
+	}
+	if err := db.Replay(ids[0], true); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("Replay(damaged) = %v, want ErrCorrupt", err)
 	}
 }

@@ -21,39 +21,36 @@ import (
 // the lease token, so a lease that expired and went to another replica is
 // store.ErrStaleLease for the first holder.
 
-const entryCols = "id, rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
+const entryCols = "id, tenant, rec, attempts, next_at, last_error, lease_token, lease_owner, lease_until"
 
 // scanEntry reads entryCols into an Entry, its times in the caller's clock;
 // lead receives columns selected before them (export's "dead"). The record
-// is read whether or not it is authenticated (store.Keyring.ReadEntry):
-// authenticated says whether a keyring key did, and delivery requires it
-// when there is a keyring (queued).
-func (db *DB) scanEntry(row pgx.Row, lead ...any) (e store.Entry, authenticated bool, err error) {
-	var id string
+// is read whatever its authentication (store.Keyring.ReadEntry), which a
+// says. A record that does not decode is store.ErrCorrupt, with the row's
+// id and tenant in e.
+func (db *DB) scanEntry(row pgx.Row, lead ...any) (e store.Entry, a store.Auth, err error) {
+	var id, tenant string
 	var rec []byte
 	var attempts int
 	var next time.Time
 	var lastErr, owner string
 	var token int64
 	var until *time.Time
-	if err := row.Scan(append(lead, &id, &rec, &attempts, &next, &lastErr, &token, &owner, &until)...); err != nil {
-		return store.Entry{}, false, err
+	if err := row.Scan(append(lead, &id, &tenant, &rec, &attempts, &next, &lastErr, &token, &owner, &until)...); err != nil {
+		return store.Entry{}, a, err
 	}
-	e, authenticated, err = db.kr.ReadEntry(id, rec)
+	e, a, err = db.kr.ReadEntry(id, rec)
 	if err != nil {
-		return store.Entry{}, false, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
+		return store.Entry{ID: id, Tenant: tenant}, a, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
 	}
 	e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, db.fromDB(next), lastErr, uint64(token), owner
 	e.LeaseUntil = time.Time{}
 	if until != nil {
 		e.LeaseUntil = db.fromDB(*until)
 	}
-	return e, authenticated, nil
+	e.Authenticated = a == store.Authenticated
+	return e, a, nil
 }
-
-// queued reports whether an entry read by scanEntry may be delivered: with
-// a keyring, only if a keyring key authenticated it.
-func (db *DB) queued(authenticated bool) bool { return authenticated || db.kr == nil }
 
 func newLeaseToken() int64 {
 	var b [8]byte
@@ -208,28 +205,53 @@ func (db *DB) leaseFrom(e *store.Entry, tenants []string, owner string, d time.D
 }
 
 // leaseOne leases tenant t's oldest due entry into e; ok is false when t
-// has none. An entry no keyring key authenticated is not delivered: it
-// becomes a dead letter an operator can review and replay
-// (store/entry_auth.go), and t's next entry is leased instead.
+// has none. A record that cannot be delivered is dealt with and t's next
+// entry leased instead (store/entry_auth.go): one that cannot be checked
+// here is held (due again after store.HoldFor), one no keyring key
+// authenticated becomes a dead letter an operator can check and replay,
+// and a damaged one a dead letter too (Badger moves it aside), so it does
+// not come back at every lease's end.
 func (db *DB) leaseOne(e *store.Entry, t, owner string, d time.Duration, now time.Time) (ok bool, err error) {
 	for {
 		var got store.Entry
-		var authed bool
+		var a store.Auth
+		var bad error
 		token := newLeaseToken()
-		found, err := db.writeRow("", func(row pgx.Row) (err error) { got, authed, err = db.scanEntry(row); return err },
-			leaseSQL, now, t, token, owner, now.Add(d))
+		found, err := db.writeRow("", func(row pgx.Row) error {
+			got, a, bad = db.scanEntry(row)
+			if bad != nil && got.ID == "" {
+				return bad // the row did not scan
+			}
+			return nil
+		}, leaseSQL, now, t, token, owner, now.Add(d))
 		if err != nil || !found {
 			return false, err
 		}
-		if db.queued(authed) {
+		var sql string
+		var args []any
+		switch {
+		case bad != nil:
+			db.log.Error("store: damaged webhook queue record: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant, "err", bad)
+			sql, args = `UPDATE sc_queue SET dead = true, last_error = $3,
+				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, "damaged record: " + bad.Error()}
+		case db.kr.Disposition(a, db.keyErr) == store.Deliver:
 			*e = got
 			return true, nil
+		case db.kr.Disposition(a, db.keyErr) == store.Hold:
+			if n, ok := db.holdLogs.Allow(now); ok {
+				db.log.Warn("store: webhook queue entry authenticated by a key this keyring lacks, or the keyring does not match the data: held, not delivered; fix the keyring (safeclose check)",
+					"id", got.ID, "tenant", got.Tenant, "key_status", fmt.Sprint(db.keyErr), "suppressed_before", n)
+			}
+			sql, args = `UPDATE sc_queue SET next_at = $3,
+				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, now.Add(store.HoldFor)}
+		default:
+			db.log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant)
+			sql, args = `UPDATE sc_queue SET dead = true, last_error = $3,
+				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, store.UnauthenticatedReason}
 		}
-		if err := db.leased(got.ID, `UPDATE sc_queue SET dead = true, last_error = $3,
-			lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, got.ID, token, store.UnauthenticatedReason); err != nil {
+		if err := db.leased(got.ID, sql, args...); err != nil {
 			return false, err
 		}
-		db.log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant)
 	}
 }
 
@@ -288,8 +310,11 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 		defer rows.Close()
 		for rows.Next() {
 			e, _, err := db.scanEntry(rows)
-			if err != nil {
+			if err != nil && e.ID == "" {
 				return err
+			}
+			if err != nil { // listed, so that it can be seen; a replay refuses it
+				e.LastError = "damaged record: " + err.Error()
 			}
 			out = append(out, e)
 		}
@@ -299,7 +324,7 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 }
 
 // Replay moves a dead letter back to the queue with its attempts reset.
-func (db *DB) Replay(id string) error {
+func (db *DB) Replay(id string, vouch bool) error {
 	defer db.due.stale() // its tenant may not be on the due list
 	return db.tx(func(ctx context.Context, tx pgx.Tx) error {
 		var rec []byte
@@ -310,13 +335,7 @@ func (db *DB) Replay(id string) error {
 		if err != nil {
 			return err
 		}
-		// Read whether or not it is authenticated: replaying is the
-		// operator vouching for it, and authenticates it (store/entry_auth.go).
-		e, _, err := db.kr.ReadEntry(id, rec)
-		if err != nil {
-			return fmt.Errorf("%w: %w", store.ErrCorrupt, err)
-		}
-		if rec, err = db.kr.SealEntry(e); err != nil {
+		if rec, _, err = db.kr.ReplayRecord(id, rec, vouch, db.now()); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, "UPDATE sc_queue SET dead = false, attempts = 0, next_at = $2, rec = $3 WHERE id = $1", id, db.now(), rec)

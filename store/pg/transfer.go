@@ -206,17 +206,26 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 		}},
 		{"SELECT id, rec FROM sc_intents", bytesRow(store.RecIntent)},
 		{"SELECT tenant, key, rec FROM sc_orphans", pairRow(store.RecOrphan)},
-		{"SELECT dead, " + entryCols + " FROM sc_queue", func(row pgx.Rows) (store.Record, error) {
+		{"SELECT dead, rec, " + entryCols + " FROM sc_queue", func(row pgx.Rows) (store.Record, error) {
 			var dead bool
-			e, authed, err := db.scanEntry(row, &dead)
+			var raw []byte
+			e, a, err := db.scanEntry(row, &dead, &raw)
 			if err != nil {
 				return store.Record{}, err
 			}
-			// The record carries the columns now, so it is encoded again:
-			// authenticated only if it was (store/entry_auth.go).
-			b, err := store.EncodeEntry(e)
-			if authed {
+			// The record carries the columns now, so it is encoded again,
+			// authenticated only if it was (store/entry_auth.go); one
+			// under a key this side cannot check goes as it is stored, its
+			// MAC kept (the columns it cannot carry are lost: attempts,
+			// due time, last error).
+			var b []byte
+			switch a {
+			case store.Authenticated:
 				b, err = db.kr.SealEntry(e)
+			case store.UnknownKey:
+				b = raw
+			default:
+				b, err = store.EncodeEntry(e)
 			}
 			kind := store.RecQueue
 			if dead {
