@@ -85,17 +85,7 @@ func TestMigrateBadgerToPostgresAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := filepath.Join(dir, "c.yaml")
-	if err := os.WriteFile(cfg, []byte(`data_dir: `+filepath.Join(dir, "data")+`
-store: {backend: badger}
-tenants:
-  - name: t1
-    hosts: [a.example]
-    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
-    auth: {api_keys: [{sha256: "`+strings.Repeat("b", 64)+`", user: u}]}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := offlineConfig(t, dir, "data_dir: "+filepath.Join(dir, "data")+"\nstore: {backend: badger}\n")
 	// migrate reads both sides from one config: data_dir and store.dsn.
 	t.Setenv("SAFECLOSE_MIGRATE_DSN", dsn)
 	cfgPG := strings.Replace(mustRead(t, cfg), "store: {backend: badger}", "store: {backend: postgres, dsn: env:SAFECLOSE_MIGRATE_DSN}", 1)

@@ -26,17 +26,7 @@ func TestOfflineCommandsRefuseAHeldDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	cfg := filepath.Join(dir, "c.yaml")
-	if err := os.WriteFile(cfg, []byte(`data_dir: `+data+`
-keys: env:SAFECLOSE_LOCK_KEYS
-tenants:
-  - name: t1
-    hosts: [a.example]
-    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
-    auth: {api_keys: [{sha256: "`+strings.Repeat("b", 64)+`", user: u}]}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := offlineConfig(t, dir, "data_dir: "+data+"\nkeys: env:SAFECLOSE_LOCK_KEYS\n")
 	t.Setenv("SAFECLOSE_LOCK_KEYS", keys)
 	for _, args := range [][]string{
 		{"keys", "rotate", "-config", cfg},
@@ -49,4 +39,20 @@ tenants:
 			t.Errorf("%s with the data_dir held = %v, want refused with 'stop the proxy first'", strings.Join(args[:2], " "), err)
 		}
 	}
+}
+
+// offlineConfig writes a config for the offline commands: head (data_dir,
+// keys, store…) and one tenant; it returns its path.
+func offlineConfig(t *testing.T, dir, head string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cfg, []byte(head+`tenants:
+  - name: t1
+    hosts: [a.example]
+    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
+    auth: {api_keys: [{sha256: "`+strings.Repeat("b", 64)+`", user: u}]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,17 +52,7 @@ func TestWebhooksReplayAuthenticatesADeadLetter(t *testing.T) {
 	}
 	db.Close()
 
-	cfg := filepath.Join(dir, "c.yaml")
-	if err := os.WriteFile(cfg, []byte(`data_dir: `+data+`
-keys: env:SAFECLOSE_REPLAY_KEYS
-tenants:
-  - name: t1
-    hosts: [a.example]
-    plaid: {env: sandbox, client_id: env:A_ID, secret: env:A_SECRET}
-    auth: {api_keys: [{sha256: "`+strings.Repeat("b", 64)+`", user: u}]}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := offlineConfig(t, dir, "data_dir: "+data+"\nkeys: env:SAFECLOSE_REPLAY_KEYS\n")
 	var out, errb bytes.Buffer
 	if err := run(context.Background(), []string{"webhooks", "list", "-config", cfg}, &out, &errb); err != nil {
 		t.Fatal(err, errb.String())
