@@ -19,27 +19,28 @@ import (
 // record (Disposition):
 //
 //   - authenticated by a keyring key: delivered;
-//   - under a key this keyring lacks (a replica not yet given a new key, a
-//     key dropped before `keys rotate`), or while the keyring does not
-//     match the data (ErrKeyMismatch, under which a genuine MAC fails
-//     too): held, due again after HoldFor, neither delivered nor
-//     dead-lettered, so nothing unchecked goes out and nothing genuine is
-//     lost while the keys are fixed;
-//   - not authenticated (framed only, or a MAC that fails under the key it
-//     names): a dead letter whose reason says so, listed by `safeclose
+//   - not checkable here: held, due again after HoldFor, neither delivered
+//     nor retried nor dead-lettered (either would rewrite it without its
+//     MAC or under wrong bytes), until keys that can check it are there.
+//     That is a MAC and no keyring (a proxy started without its keys), a
+//     key this keyring lacks (a replica not yet given a new key, a key
+//     dropped before `keys rotate`), a MAC failing under a key whose bytes
+//     do not match the data, and every record while the primary key's
+//     bytes do not match the data (a typo in a new key). PostgreSQL holds
+//     one entry a lease call, so a replica without a key leaves the rest
+//     to those that have it;
+//   - not authenticated (framed only, or a MAC that fails under a good
+//     key): a dead letter whose reason says so, listed by `safeclose
 //     webhooks list` as not authenticated; `safeclose webhooks replay
 //     -vouch` (an operator who checked it) authenticates it and queues it
 //     again, and a replay without -vouch refuses it. That covers, besides a
 //     forgery, records written while the proxy ran without its keys and
-//     those queued by a version before this one.
+//     those queued by a version before this one;
+//   - framed, with no keyring: delivered (nothing is checked without keys).
 //
-// While the keyring does not match the data, Enqueue refuses (503 to
-// Plaid, which sends the webhook again later): a record authenticated then
-// would fail its check once the keys are fixed.
-//
-// Without a keyring there is nothing to check a record with: every record
-// is delivered, authenticated or not, so a proxy started without its keys
-// still delivers what was queued.
+// While the primary key does not match the data, Enqueue refuses (503 to
+// Plaid, which sends the webhook again later), and so does a replay: what
+// they wrote would be authenticated under the wrong bytes.
 
 // ErrUnauthenticated is a queue record that no key of the keyring
 // authenticated: written without keys, or not by Safeclose.
@@ -68,12 +69,8 @@ type Disposition uint8
 const (
 	// Deliver it.
 	Deliver Disposition = iota
-	// Hold it: not delivered, not dead-lettered, due again after
-	// HoldFor. The record may be genuine but cannot be checked here: a
-	// key this keyring lacks (another replica, mid-rotation, has it), or
-	// a keyring that does not match the data (keyErr), under which a
-	// genuine MAC fails too. Nothing unverified is delivered, and nothing
-	// genuine is lost to a dead letter while an operator fixes the keys.
+	// Hold it: neither delivered nor dead-lettered, looked at again after
+	// HoldFor, until keys that can check it are there.
 	Hold
 	// DeadLetter it with UnauthenticatedReason.
 	DeadLetter
@@ -82,14 +79,30 @@ const (
 // HoldFor is how long a held record waits before its next lease.
 const HoldFor = time.Minute
 
-// Disposition decides a lease's record given its Auth and the store's key
-// status (nil, ErrNoKey or ErrKeyMismatch). Without a keyring every record
-// is delivered: there is nothing to check one with.
-func (kr *Keyring) Disposition(a Auth, keyErr error) Disposition {
+// Disposition decides what a lease does with a record of Auth a whose MAC
+// names key kid ("" for a framed one). badKey reports a keyring key whose
+// bytes do not match the data (its canary): under it a genuine MAC fails
+// too. The record is:
+//   - held when nothing here can check it: a MAC and no keyring (a proxy
+//     started without its keys), a key the keyring lacks (a replica not yet
+//     given a new key, a key dropped before `keys rotate`), or a MAC that
+//     fails under a bad key; and every record while the primary is bad,
+//     since a retry or a dead letter would authenticate it under the wrong
+//     bytes;
+//   - delivered when a keyring key authenticated it, or when it is framed
+//     and there is no keyring (nothing is checked then);
+//   - dead-lettered otherwise: framed, or a MAC that fails under a good key.
+func (kr *Keyring) Disposition(a Auth, kid string, badKey func(id string) bool) Disposition {
 	switch {
-	case kr == nil || a == Authenticated:
+	case kr == nil && a == UnknownKey:
+		return Hold
+	case kr == nil:
 		return Deliver
-	case a == UnknownKey || errors.Is(keyErr, ErrKeyMismatch):
+	case badKey(kr.PrimaryID()):
+		return Hold
+	case a == Authenticated:
+		return Deliver
+	case a == UnknownKey, kid != "" && badKey(kid):
 		return Hold
 	}
 	return DeadLetter
@@ -107,13 +120,13 @@ func (kr *Keyring) SealEntry(e Entry) ([]byte, error) {
 	return kr.authenticate(entryBKey(e.ID), b), nil
 }
 
-// OpenEntry decodes the queue record stored under id, which a key of the
-// keyring must have authenticated (ErrUnauthenticated otherwise); without
-// a keyring it is only checked for damage. A record whose id is not id is
-// ErrCorrupt. kr may be nil.
+// OpenEntry decodes the queue record stored under id for delivery: a key
+// of the keyring must have authenticated it, or, without a keyring, it must
+// be framed only (a MAC cannot be checked then); ErrUnauthenticated
+// otherwise. A record whose id is not id is ErrCorrupt. kr may be nil.
 func (kr *Keyring) OpenEntry(id string, b []byte) (Entry, error) {
 	e, a, err := kr.ReadEntry(id, b)
-	if err == nil && kr != nil && a != Authenticated {
+	if err == nil && a != Authenticated && (kr != nil || a != Unauthenticated) {
 		return Entry{}, fmt.Errorf("%w: entry %s", ErrUnauthenticated, id)
 	}
 	return e, err
@@ -167,24 +180,30 @@ func EntryKeyID(b []byte) string {
 }
 
 // ReplayRecord is what a replay of the dead letter rec, stored under id,
-// queues again, due at now with no attempts counted, and the entry it holds:
-//   - authenticated by a keyring key: the entry, authenticated again;
-//   - under a key this keyring lacks, or read without a keyring: rec as it
-//     is, so the MAC stays for whoever can check it (its attempts and due
-//     time are not reset: they are inside what the MAC covers);
-//   - not authenticated: with a keyring, only when vouch is set (an operator
-//     checked it): authenticated now (ErrUnauthenticated otherwise);
-//     without a keyring, framed as before.
-//
-// kr may be nil.
-func (kr *Keyring) ReplayRecord(id string, rec []byte, vouch bool, now time.Time) ([]byte, Entry, error) {
+// queues again (due at now, no attempts counted), and the entry it holds.
+// A record a keyring key authenticated is authenticated again; one no key
+// authenticated only when vouch is set (an operator checked it:
+// ErrUnauthenticated otherwise). Without a keyring a framed record stays
+// framed. It refuses what it cannot check or authenticate rightly: a MAC
+// and no keyring, a key the keyring lacks, or a MAC that fails under a bad
+// key (ErrKeyMismatch: replay it with the keys that can check it), and
+// anything while the primary is bad (badKey: it would be authenticated
+// under the wrong bytes). kr may be nil.
+func (kr *Keyring) ReplayRecord(id string, rec []byte, vouch bool, now time.Time, badKey func(id string) bool) ([]byte, Entry, error) {
 	e, a, err := kr.ReadEntry(id, rec)
 	if err != nil {
 		return nil, Entry{}, err
 	}
+	kid := EntryKeyID(rec)
 	switch {
+	case kr != nil && badKey(kr.PrimaryID()):
+		return nil, Entry{}, fmt.Errorf("%w: dead letter %s: the keyring's primary key %q does not match the data; fix the keyring, then replay", ErrKeyMismatch, id, kr.PrimaryID())
+	case a == UnknownKey && kr == nil:
+		return nil, Entry{}, fmt.Errorf("%w: dead letter %s is authenticated (key %q): replay it with the keys set", ErrNoKey, id, kid)
 	case a == UnknownKey:
-		return rec, e, nil
+		return nil, Entry{}, fmt.Errorf("%w: dead letter %s is authenticated by key %q, which this keyring lacks: replay it with that key in the keyring", ErrKeyMismatch, id, kid)
+	case a == Unauthenticated && kid != "" && badKey(kid):
+		return nil, Entry{}, fmt.Errorf("%w: dead letter %s: key %q does not match the data; fix the keyring, then replay", ErrKeyMismatch, id, kid)
 	case a == Unauthenticated && kr != nil && !vouch:
 		return nil, Entry{}, fmt.Errorf("%w: dead letter %s: check it (safeclose webhooks list), then replay it with -vouch", ErrUnauthenticated, id)
 	}
@@ -192,3 +211,6 @@ func (kr *Keyring) ReplayRecord(id string, rec []byte, vouch bool, now time.Time
 	b, err := kr.SealEntry(e)
 	return b, e, err
 }
+
+// NoBadKeys is a badKey for a keyring that matches its data.
+func NoBadKeys(string) bool { return false }

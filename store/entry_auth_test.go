@@ -31,7 +31,7 @@ func TestQueueRecordAuth(t *testing.T) {
 		disp Disposition
 	}{
 		{"sealed, its keyring", kr, sealed, Authenticated, Deliver},
-		{"sealed, no keyring", nokeys, sealed, UnknownKey, Deliver},
+		{"sealed, no keyring", nokeys, sealed, UnknownKey, Hold},
 		{"sealed, a keyring without its key", other, sealed, UnknownKey, Hold},
 		{"framed, a keyring", kr, framed, Unauthenticated, DeadLetter},
 		{"framed, no keyring", nokeys, framed, Unauthenticated, Deliver},
@@ -41,32 +41,48 @@ func TestQueueRecordAuth(t *testing.T) {
 		if err != nil || a != tc.want || got.ID != e.ID || !bytes.Equal(got.Body, e.Body) {
 			t.Errorf("%s: ReadEntry = %+v, %v, %v; want auth %v", tc.name, got, a, err, tc.want)
 		}
-		if d := tc.kr.Disposition(a, nil); d != tc.disp {
+		if d := tc.kr.Disposition(a, EntryKeyID(tc.rec), NoBadKeys); d != tc.disp {
 			t.Errorf("%s: Disposition = %v, want %v", tc.name, d, tc.disp)
 		}
 	}
-	// A keyring that does not match the data holds what it cannot check.
-	if d := kr.Disposition(Unauthenticated, ErrKeyMismatch); d != Hold {
-		t.Errorf("Disposition(unauthenticated, key mismatch) = %v, want Hold", d)
+	// Keys that do not match the data: a MAC failing under a bad key may be
+	// genuine (held); while the primary is bad everything is held, even
+	// what a good key authenticated (a retry would authenticate it under
+	// the wrong bytes).
+	badK1 := func(id string) bool { return id == "k1" }
+	if d := kr.Disposition(Unauthenticated, "k1", badK1); d != Hold {
+		t.Errorf("Disposition(MAC fails under a bad key) = %v, want Hold", d)
+	}
+	if d := kr.Disposition(Authenticated, "k1", badK1); d != Hold {
+		t.Errorf("Disposition(authenticated, primary bad) = %v, want Hold", d)
+	}
+	if d := other.Disposition(Authenticated, "k2", badK1); d != Deliver {
+		t.Errorf("Disposition(authenticated, another key bad) = %v, want Deliver", d)
 	}
 	// Stored under another id: damaged, whatever the MAC.
 	if _, _, err := kr.ReadEntry("0000000000000001000000ac", sealed); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("ReadEntry under another id = %v, want ErrCorrupt", err)
 	}
-	// A replay: an unauthenticated record needs vouching; one under a key
-	// the keyring lacks keeps its bytes (and MAC).
+	// A replay: an unauthenticated record needs vouching; what cannot be
+	// checked or authenticated rightly here is refused.
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	if _, _, err := kr.ReplayRecord(e.ID, framed, false, now); !errors.Is(err, ErrUnauthenticated) {
+	if _, _, err := kr.ReplayRecord(e.ID, framed, false, now, NoBadKeys); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("ReplayRecord(framed, not vouched) = %v, want ErrUnauthenticated", err)
 	}
-	if b, _, err := kr.ReplayRecord(e.ID, framed, true, now); err != nil || EntryKeyID(b) != "k1" {
-		t.Errorf("ReplayRecord(framed, vouched) = key %q, %v; want authenticated under k1", EntryKeyID(b), err)
+	if b, got, err := kr.ReplayRecord(e.ID, framed, true, now, NoBadKeys); err != nil || EntryKeyID(b) != "k1" || !got.NextAt.Equal(now) || got.Attempts != 0 {
+		t.Errorf("ReplayRecord(framed, vouched) = key %q, %+v, %v; want authenticated under k1, due now", EntryKeyID(b), got, err)
 	}
-	if b, _, err := other.ReplayRecord(e.ID, sealed, false, now); err != nil || !bytes.Equal(b, sealed) {
-		t.Errorf("ReplayRecord(under a key the keyring lacks) = %v; want the record unchanged", err)
+	if _, _, err := other.ReplayRecord(e.ID, sealed, true, now, NoBadKeys); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("ReplayRecord(under a key the keyring lacks) = %v, want ErrKeyMismatch", err)
 	}
-	if b, _, err := nokeys.ReplayRecord(e.ID, sealed, false, now); err != nil || !bytes.Equal(b, sealed) {
-		t.Errorf("ReplayRecord(sealed, no keyring) = %v; want the record unchanged", err)
+	if _, _, err := nokeys.ReplayRecord(e.ID, sealed, true, now, NoBadKeys); !errors.Is(err, ErrNoKey) {
+		t.Errorf("ReplayRecord(sealed, no keyring) = %v, want ErrNoKey", err)
+	}
+	if _, _, err := kr.ReplayRecord(e.ID, sealed, true, now, badK1); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("ReplayRecord(primary bad) = %v, want ErrKeyMismatch", err)
+	}
+	if b, _, err := nokeys.ReplayRecord(e.ID, framed, false, now, NoBadKeys); err != nil || EntryKeyID(b) != "" {
+		t.Errorf("ReplayRecord(framed, no keyring) = key %q, %v; want framed", EntryKeyID(b), err)
 	}
 }
 
@@ -90,7 +106,7 @@ func FuzzQueueRecord(f *testing.F) {
 		for _, k := range []*Keyring{nokeys, kr} {
 			_, _, _ = k.ReadEntry("x", b)
 			_, _, _ = k.ReadEntry("", b)
-			_, _, _ = k.ReplayRecord("x", b, true, time.Time{})
+			_, _, _ = k.ReplayRecord("x", b, true, time.Time{}, NoBadKeys)
 		}
 		_ = entryFrame(b)
 		_ = EntryKeyID(b)

@@ -55,22 +55,27 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 		var e Entry
 		var bad error // the record is there but does not decode
 		var auth Auth
+		var kid string // the key its MAC names
 		err := db.bdb.View(func(txn *badger.Txn) error {
 			it, err := txn.Get([]byte("q/" + q.id))
 			if err != nil {
 				return err
 			}
-			return it.Value(func(v []byte) error { e, auth, bad = db.kr.ReadEntry(q.id, v); return nil })
+			return it.Value(func(v []byte) error {
+				e, auth, bad = db.kr.ReadEntry(q.id, v)
+				kid = EntryKeyID(v)
+				return nil
+			})
 		})
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
 			db.qi.remove(q.id) // cannot happen while the index is right; heal it
 			continue
-		case err == nil && bad == nil && db.kr.Disposition(auth, db.keyErr) == Hold:
+		case err == nil && bad == nil && db.kr.Disposition(auth, kid, db.badKey) == Hold:
 			// Not checkable here, maybe genuine: due again later (entry_auth.go).
 			db.holding(q.id, token, e.Tenant, now)
 			continue
-		case err == nil && bad == nil && db.kr.Disposition(auth, db.keyErr) == DeadLetter:
+		case err == nil && bad == nil && db.kr.Disposition(auth, kid, db.badKey) == DeadLetter:
 			// Not delivered: a dead letter an operator can check and
 			// replay (entry_auth.go).
 			if err := db.bdb.Update(func(txn *badger.Txn) error { return db.deadUnauthenticated(txn, q.id) }); err != nil {
@@ -111,6 +116,9 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 // drain as fast as its first (issue 12). It is best effort: a record that
 // fails to decode or read is left for its own lease to deal with.
 func (db *DB) readAhead(id string, now time.Time) {
+	if db.primaryBad() {
+		return // every entry is held (entry_auth.go): no copies to hand out
+	}
 	epoch, ok := db.qi.aheadStart(id)
 	if !ok {
 		return
@@ -209,7 +217,7 @@ func (db *DB) holding(id string, token uint64, tenant string, now time.Time) {
 		db.qi.end(q, true, false, now.Add(HoldFor))
 	}
 	if n, ok := db.holdLogs.Allow(now); ok {
-		db.log.Warn("store: webhook queue entry authenticated by a key this keyring lacks, or the keyring does not match the data: held, not delivered; fix the keyring (safeclose check)",
+		db.log.Warn("store: webhook queue entry held, not delivered: it cannot be checked with this keyring (no keys, a key the keyring lacks, or keys that do not match the data); fix the keyring (safeclose check)",
 			"id", id, "tenant", tenant, "key_status", fmt.Sprint(db.keyErr), "suppressed_before", n)
 	}
 }

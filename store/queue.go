@@ -98,10 +98,10 @@ func dedupeKey(tenant string, sum [32]byte) []byte {
 // id, when a marker for the same tenant and body hash names an entry still
 // waiting for its delivery (waiting); otherwise the marker is taken over.
 func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, err error) {
-	if errors.Is(db.keyErr, ErrKeyMismatch) {
-		// A record authenticated under keys that do not match the data
-		// would fail its check once they are fixed: refused (503), so
-		// Plaid sends it again later (entry_auth.go).
+	if db.primaryBad() {
+		// A record authenticated under a primary key that does not match
+		// the data would fail its check once the keyring is fixed:
+		// refused (503), so Plaid sends it again later (entry_auth.go).
 		return "", false, fmt.Errorf("store: enqueue: %w", db.keyErr)
 	}
 	db.closeMu.RLock()
@@ -458,7 +458,7 @@ func (db *DB) Replay(id string, vouch bool) error {
 			return err
 		}
 		var b []byte
-		if b, e, err = db.kr.ReplayRecord(id, v, vouch, db.now()); err != nil {
+		if b, e, err = db.kr.ReplayRecord(id, v, vouch, db.now(), db.badKey); err != nil {
 			return err
 		}
 		if err := txn.Delete([]byte("d/" + id)); err != nil {

@@ -91,6 +91,7 @@ type DB struct {
 	kr       *Keyring
 	keyErr   error            // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
 	holdLogs loglimit.Limiter // queue entries held (entry_auth.go): a line a minute
+	badKeys  map[string]bool  // keyring keys whose bytes do not match their canary, fixed at Open
 	log      *slog.Logger
 	now      func() time.Time
 	ttl      time.Duration
@@ -189,7 +190,7 @@ func Open(o Options) (*DB, error) {
 		outReqs: make(chan *outcomeReq, OutcomeBatch), outDone: make(chan struct{}),
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
 	}
-	db.holdLogs.Rate = 1.0 / 60
+	db.holdLogs.Rate, db.badKeys = 1.0/60, map[string]bool{}
 	if !o.InMemory {
 		db.gs, db.oldSynced = newGroupSync(db.syncFilesChecked), map[string]bool{}
 		db.watch = newDirWatch(o.Dir) // before the first round, which lists dir anyway
@@ -255,6 +256,13 @@ func (db *DB) Ping() error {
 // ErrKeyMismatch (with the key id in the message).
 func (db *DB) KeyStatus() error { return db.keyErr }
 
+// badKey reports a keyring key whose bytes do not match the data.
+func (db *DB) badKey(id string) bool { return db.badKeys[id] }
+
+// primaryBad reports that the keyring's primary key does not match the
+// data: nothing is authenticated under it (entry_auth.go).
+func (db *DB) primaryBad() bool { return db.kr != nil && db.badKey(db.kr.PrimaryID()) }
+
 // checkKeys verifies every configured key against its canary and that every
 // key id used by stored records is in the keyring.
 func (db *DB) checkKeys() error {
@@ -286,6 +294,7 @@ func (db *DB) checkKeys() error {
 					return err
 				}
 				if _, err := k.Open(rec, ck); err != nil {
+					db.badKeys[id] = true
 					db.keyErr = fmt.Errorf("%w: key %q is not the key that sealed this data", ErrKeyMismatch, id)
 					db.log.Error("sealing key mismatch: tokens cannot be stored or read with this key", "key_id", id)
 				}

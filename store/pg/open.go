@@ -56,6 +56,7 @@ type DB struct {
 	kr       *store.Keyring
 	keyErr   error
 	holdLogs loglimit.Limiter // queue entries held (store/entry_auth.go): a line a minute
+	badKeys  map[string]bool  // keyring keys whose bytes do not match their canary, fixed at Open
 	log      *slog.Logger
 	local    func() time.Time // Options.Now
 	offset   atomic.Int64     // the database's clock minus local, in ns (clock.go)
@@ -124,7 +125,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, fmt.Errorf("pg: open: %w", unavailable(err))
 	}
 	db := &DB{pool: pool, kr: o.Keyring, log: o.Logger, local: o.Now, ttl: o.DedupeTTL, timeout: o.OpTimeout}
-	db.holdLogs.Rate = 1.0 / 60
+	db.holdLogs.Rate, db.badKeys = 1.0/60, map[string]bool{}
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	db.seq.Store(binary.BigEndian.Uint64(seed[:]))
@@ -343,6 +344,13 @@ func (db *DB) Shared() bool { return true }
 // store.ErrNoKey or store.ErrKeyMismatch.
 func (db *DB) KeyStatus() error { return db.keyErr }
 
+// badKey reports a keyring key whose bytes do not match the data.
+func (db *DB) badKey(id string) bool { return db.badKeys[id] }
+
+// primaryBad reports that the keyring's primary key does not match the
+// data: nothing is authenticated under it (store/entry_auth.go).
+func (db *DB) primaryBad() bool { return db.kr != nil && db.badKey(db.kr.PrimaryID()) }
+
 // checkKeys verifies each key against its canary (writing canaries for new
 // keys) and that every key that sealed stored tokens is in the keyring.
 func (db *DB) checkKeys(ctx context.Context) error {
@@ -379,6 +387,7 @@ func (db *DB) checkKeys(ctx context.Context) error {
 	for _, r := range rs {
 		switch {
 		case known[r.ID] && r.Canary != nil && !db.kr.CheckCanary(r.ID, r.Canary):
+			db.badKeys[r.ID] = true
 			db.keyErr = fmt.Errorf("%w: key %q is not the key that sealed this data", store.ErrKeyMismatch, r.ID)
 			db.log.Error("sealing key mismatch: tokens cannot be stored or read with this key", "key_id", r.ID)
 		case !known[r.ID] && r.Used && db.keyErr == nil:

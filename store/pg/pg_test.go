@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -342,5 +343,58 @@ func TestDamagedQueueRowDeadLettered(t *testing.T) {
 	}
 	if err := db.Replay(ids[0], true); !errors.Is(err, store.ErrCorrupt) {
 		t.Fatalf("Replay(damaged) = %v, want ErrCorrupt", err)
+	}
+}
+
+// Mid-rotation on replicas: B has not been given the new key k1 yet, A has.
+// One LeaseNext by B holds one entry it cannot check, not all of the
+// tenant's: A delivers the rest at once.
+func TestReplicaWithoutKeyHoldsOneEntryACall(t *testing.T) {
+	dsn := testDSN(t)
+	ctx := context.Background()
+	k0, k1 := make([]byte, 32), make([]byte, 32)
+	k1[0] = 1
+	open := func(kr *store.Keyring) *pg.DB {
+		db, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4, Keyring: kr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	both, err := store.NewKeyring("k1", map[string][]byte{"k1": k1, "k0": k0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := store.NewKeyring("k0", map[string][]byte{"k0": k0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := open(both), open(old)
+	for i := range 20 {
+		body := []byte(fmt.Sprint("under-k1-", i))
+		if _, _, err := a.Enqueue(ctx, store.Entry{Tenant: "t1", Body: body, BodySHA256: sha256.Sum256(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok, err := b.LeaseNext("b", time.Minute, "", nil); err != nil || ok {
+		t.Fatalf("B leased %v, %v; want nothing (it lacks k1)", ok, err)
+	}
+	n := 0
+	for {
+		e, ok, err := a.LeaseNext("a", time.Minute, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		if err := a.Complete(e.ID, e.LeaseToken); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 19 {
+		t.Fatalf("after one LeaseNext by the replica without k1, the one with it delivered %d of 20 at once; want 19 (one held)", n)
 	}
 }

@@ -26,9 +26,9 @@ const entryCols = "id, tenant, rec, attempts, next_at, last_error, lease_token, 
 // scanEntry reads entryCols into an Entry, its times in the caller's clock;
 // lead receives columns selected before them (export's "dead"). The record
 // is read whatever its authentication (store.Keyring.ReadEntry), which a
-// says. A record that does not decode is store.ErrCorrupt, with the row's
-// id and tenant in e.
-func (db *DB) scanEntry(row pgx.Row, lead ...any) (e store.Entry, a store.Auth, err error) {
+// says; kid is the key its MAC names. A record that does not decode is
+// store.ErrCorrupt, with the row's id and tenant in e.
+func (db *DB) scanEntry(row pgx.Row, lead ...any) (e store.Entry, a store.Auth, kid string, err error) {
 	var id, tenant string
 	var rec []byte
 	var attempts int
@@ -37,11 +37,12 @@ func (db *DB) scanEntry(row pgx.Row, lead ...any) (e store.Entry, a store.Auth, 
 	var token int64
 	var until *time.Time
 	if err := row.Scan(append(lead, &id, &tenant, &rec, &attempts, &next, &lastErr, &token, &owner, &until)...); err != nil {
-		return store.Entry{}, a, err
+		return store.Entry{}, a, "", err
 	}
+	kid = store.EntryKeyID(rec)
 	e, a, err = db.kr.ReadEntry(id, rec)
 	if err != nil {
-		return store.Entry{ID: id, Tenant: tenant}, a, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
+		return store.Entry{ID: id, Tenant: tenant}, a, kid, fmt.Errorf("%w: %w", store.ErrCorrupt, err)
 	}
 	e.Attempts, e.NextAt, e.LastError, e.LeaseToken, e.LeaseOwner = attempts, db.fromDB(next), lastErr, uint64(token), owner
 	e.LeaseUntil = time.Time{}
@@ -49,7 +50,7 @@ func (db *DB) scanEntry(row pgx.Row, lead ...any) (e store.Entry, a store.Auth, 
 		e.LeaseUntil = db.fromDB(*until)
 	}
 	e.Authenticated = a == store.Authenticated
-	return e, a, nil
+	return e, a, kid, nil
 }
 
 func newLeaseToken() int64 {
@@ -205,20 +206,23 @@ func (db *DB) leaseFrom(e *store.Entry, tenants []string, owner string, d time.D
 }
 
 // leaseOne leases tenant t's oldest due entry into e; ok is false when t
-// has none. A record that cannot be delivered is dealt with and t's next
-// entry leased instead (store/entry_auth.go): one that cannot be checked
-// here is held (due again after store.HoldFor), one no keyring key
-// authenticated becomes a dead letter an operator can check and replay,
-// and a damaged one a dead letter too (Badger moves it aside), so it does
-// not come back at every lease's end.
+// has none. A record that cannot be delivered is dealt with
+// (store/entry_auth.go): one no keyring key authenticated becomes a dead
+// letter an operator can check and replay, and a damaged one a dead letter
+// too (Badger moves it aside), so it does not come back at every lease's
+// end, and t's next entry is leased instead; one that cannot be checked
+// here is held (due again after store.HoldFor), and the call ends there for
+// t: a replica without a key, mid-rotation, then holds one entry a call,
+// not all of t's, and leaves the rest to the replicas that have it.
 func (db *DB) leaseOne(e *store.Entry, t, owner string, d time.Duration, now time.Time) (ok bool, err error) {
 	for {
 		var got store.Entry
 		var a store.Auth
+		var kid string
 		var bad error
 		token := newLeaseToken()
 		found, err := db.writeRow("", func(row pgx.Row) error {
-			got, a, bad = db.scanEntry(row)
+			got, a, kid, bad = db.scanEntry(row)
 			if bad != nil && got.ID == "" {
 				return bad // the row did not scan
 			}
@@ -234,16 +238,16 @@ func (db *DB) leaseOne(e *store.Entry, t, owner string, d time.Duration, now tim
 			db.log.Error("store: damaged webhook queue record: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant, "err", bad)
 			sql, args = `UPDATE sc_queue SET dead = true, last_error = $3,
 				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, "damaged record: " + bad.Error()}
-		case db.kr.Disposition(a, db.keyErr) == store.Deliver:
+		case db.kr.Disposition(a, kid, db.badKey) == store.Deliver:
 			*e = got
 			return true, nil
-		case db.kr.Disposition(a, db.keyErr) == store.Hold:
+		case db.kr.Disposition(a, kid, db.badKey) == store.Hold:
 			if n, ok := db.holdLogs.Allow(now); ok {
-				db.log.Warn("store: webhook queue entry authenticated by a key this keyring lacks, or the keyring does not match the data: held, not delivered; fix the keyring (safeclose check)",
+				db.log.Warn("store: webhook queue entry held, not delivered: it cannot be checked with this keyring (no keys, a key the keyring lacks, or keys that do not match the data); fix the keyring (safeclose check)",
 					"id", got.ID, "tenant", got.Tenant, "key_status", fmt.Sprint(db.keyErr), "suppressed_before", n)
 			}
-			sql, args = `UPDATE sc_queue SET next_at = $3,
-				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, now.Add(store.HoldFor)}
+			return false, db.leased(got.ID, `UPDATE sc_queue SET next_at = $3,
+				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, got.ID, token, now.Add(store.HoldFor))
 		default:
 			db.log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant)
 			sql, args = `UPDATE sc_queue SET dead = true, last_error = $3,
@@ -309,7 +313,7 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 		}
 		defer rows.Close()
 		for rows.Next() {
-			e, _, err := db.scanEntry(rows)
+			e, _, _, err := db.scanEntry(rows)
 			if err != nil && e.ID == "" {
 				return err
 			}
@@ -335,7 +339,7 @@ func (db *DB) Replay(id string, vouch bool) error {
 		if err != nil {
 			return err
 		}
-		if rec, _, err = db.kr.ReplayRecord(id, rec, vouch, db.now()); err != nil {
+		if rec, _, err = db.kr.ReplayRecord(id, rec, vouch, db.now(), db.badKey); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, "UPDATE sc_queue SET dead = false, attempts = 0, next_at = $2, rec = $3 WHERE id = $1", id, db.now(), rec)

@@ -209,20 +209,21 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 		{"SELECT dead, rec, " + entryCols + " FROM sc_queue", func(row pgx.Rows) (store.Record, error) {
 			var dead bool
 			var raw []byte
-			e, a, err := db.scanEntry(row, &dead, &raw)
+			e, a, kid, err := db.scanEntry(row, &dead, &raw)
 			if err != nil {
 				return store.Record{}, err
 			}
 			// The record carries the columns now, so it is encoded again,
-			// authenticated only if it was (store/entry_auth.go); one
-			// under a key this side cannot check goes as it is stored, its
-			// MAC kept (the columns it cannot carry are lost: attempts,
-			// due time, last error).
+			// authenticated only if it was (store/entry_auth.go); one with
+			// a MAC this side cannot check or authenticate again rightly
+			// (no keyring, a key it lacks, a primary that does not match
+			// the data) goes as it is stored, its MAC kept (the columns it
+			// cannot carry are lost: attempts, due time, last error).
 			var b []byte
-			switch a {
-			case store.Authenticated:
+			switch {
+			case a == store.Authenticated && !db.primaryBad():
 				b, err = db.kr.SealEntry(e)
-			case store.UnknownKey:
+			case kid != "":
 				b = raw
 			default:
 				b, err = store.EncodeEntry(e)

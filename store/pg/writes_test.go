@@ -116,7 +116,7 @@ func TestWritesBatchAnswersEachCaller(t *testing.T) {
 func leaseReq(db *DB, tenant string, got *store.Entry) *writeReq {
 	now := db.now()
 	return &writeReq{sql: leaseSQL, args: []any{now, tenant, newLeaseToken(), "w2", now.Add(time.Minute)},
-		scan: func(row pgx.Row) (err error) { *got, _, err = db.scanEntry(row); return err }, done: make(chan writeRes, 1)}
+		scan: func(row pgx.Row) (err error) { *got, _, _, err = db.scanEntry(row); return err }, done: make(chan writeRes, 1)}
 }
 
 // A lease shares its batch's commit: it answers the entry it leased, or

@@ -311,11 +311,30 @@ func testQueueAuthenticated(t *testing.T, open Opener) {
 		}
 		return e, ok
 	}
+	// leaseHeld is lease past held entries: PostgreSQL holds one a call
+	// (store/pg leaseOne), Badger all it meets.
+	leaseHeld := func(s Store) (store.Entry, bool) {
+		t.Helper()
+		for range 5 {
+			if e, ok := lease(s); ok {
+				return e, ok
+			}
+		}
+		return store.Entry{}, false
+	}
+	sessions := 0
 	reopen := func(s Store, kr *store.Keyring) Store {
 		t.Helper()
 		must(t, s.Close())
 		c.Add(time.Second) // entry ids are time-ordered; a reopened store's sequence starts again
-		return openWith(t, open, kr, c)
+		s = openWith(t, open, kr, c)
+		// A reopened PostgreSQL store measures the test clock against the
+		// database's again, so what the clock gained in the last session
+		// is not carried over: each session starts an hour further on
+		// than the last did, past its holds and the due times it wrote.
+		sessions++
+		c.Add(time.Duration(sessions) * time.Hour)
+		return s
 	}
 
 	s := openWith(t, open, nil, c)
@@ -362,18 +381,28 @@ func testQueueAuthenticated(t *testing.T, open Opener) {
 		t.Fatalf("LeaseNext after a replay = %q, %v", e.Body, ok)
 	}
 
-	// Authenticated records are read without a keyring (nothing to check
-	// them with), so a proxy started without its keys still delivers.
-	_, _, err = s.Enqueue(ctx, entry("t1", "under-k0-read-keyless"))
+	// Without a keyring an authenticated record cannot be checked: held
+	// (neither delivered nor retried nor dead-lettered, which would drop
+	// its MAC), while a framed one is delivered as ever; with the keys
+	// back the held one is delivered.
+	_, _, err = s.Enqueue(ctx, entry("t1", "under-k0-then-keyless"))
 	must(t, err)
 	s = reopen(s, nil)
-	if e, ok := lease(s); !ok || string(e.Body) != "under-k0-read-keyless" {
-		t.Fatalf("LeaseNext without a keyring = %q, %v", e.Body, ok)
+	_, _, err = s.Enqueue(ctx, entry("t1", "framed-keyless"))
+	must(t, err)
+	if e, ok := leaseHeld(s); !ok || string(e.Body) != "framed-keyless" {
+		t.Fatalf("LeaseNext without a keyring = %q, %v; want only the framed entry", e.Body, ok)
+	}
+	if dl, err := s.DeadLetters(10); err != nil || len(dl) != 0 {
+		t.Fatalf("dead letters = %+v, %v; want none (held)", dl, err)
+	}
+	s = reopen(s, keyring(t, "k0"))
+	if e, ok := lease(s); !ok || string(e.Body) != "under-k0-then-keyless" {
+		t.Fatalf("LeaseNext with the keys back = %q, %v", e.Body, ok)
 	}
 
 	// A rotation authenticates queued records under the new primary, so
 	// the old key can go.
-	s = reopen(s, keyring(t, "k0"))
 	_, _, err = s.Enqueue(ctx, entry("t1", "rotated"))
 	must(t, err)
 	s = reopen(s, keyring(t, "k1", "k0"))
@@ -404,11 +433,6 @@ func testQueueAuthenticated(t *testing.T, open Opener) {
 		t.Fatal("a held entry was delivered without its key")
 	}
 	s = reopen(s, keyring(t, "k2", "k1"))
-	// Past the holds. A held entry's due time may be stored (PostgreSQL),
-	// and a reopened PostgreSQL store measures the test clock against the
-	// database's again, so what the test clock gained in the last session
-	// is not carried over: the step is generous.
-	c.Add(10 * store.HoldFor)
 	if e, ok := lease(s); !ok || string(e.Body) != "under-k1" {
 		t.Fatalf("LeaseNext once its key is back = %q, %v", e.Body, ok)
 	}
@@ -430,8 +454,81 @@ func testQueueAuthenticated(t *testing.T, open Opener) {
 		t.Fatalf("dead letters = %+v, %v; want none (held)", dl, err)
 	}
 	s = reopen(s, keyring(t, "k2", "k1"))
-	c.Add(20 * store.HoldFor) // as above
 	if e, ok := lease(s); !ok || string(e.Body) != "before-the-wrong-key" {
 		t.Fatalf("LeaseNext once the key is fixed = %q, %v", e.Body, ok)
+	}
+}
+
+// The keyring states an operator meets while rotating keys. A primary key
+// whose bytes do not match the data (a typo in the new key) holds the
+// whole queue, even entries a good key authenticated, and refuses new
+// ones: a retry, a dead letter or a replay would authenticate them under
+// the wrong bytes. An old key dropped before `keys rotate` only holds what
+// it authenticated: new webhooks are queued under the primary, which is
+// right.
+func testQueueKeyStates(t *testing.T, open Opener) {
+	c := newClock()
+	ctx := context.Background()
+	sessions := 0
+	s := openWith(t, open, keyring(t, "k0"), c)
+	reopen := func(kr *store.Keyring) {
+		t.Helper()
+		must(t, s.Close())
+		c.Add(time.Second)
+		s = openWith(t, open, kr, c)
+		sessions++
+		c.Add(time.Duration(sessions) * time.Hour) // as in testQueueAuthenticated
+	}
+	drain := func() []string {
+		t.Helper()
+		var got []string
+		for range 10 { // PostgreSQL holds one entry a call
+			e, ok, err := s.LeaseNext("w", time.Minute, "", nil)
+			must(t, err)
+			if ok {
+				must(t, s.Complete(e.ID, e.LeaseToken))
+				got = append(got, string(e.Body))
+			}
+		}
+		return got
+	}
+	must(t, s.SaveItem(item("t1", "alice", "i1", c.Now()), "tok"))
+	_, _, err := s.Enqueue(ctx, entry("t1", "under-k0"))
+	must(t, err)
+
+	// The new primary k1 is written with a typo.
+	reopen(keyring(t, "k1", "k0"))
+	typo, err := store.NewKeyring("k1", map[string][]byte{"k1": make([]byte, 32), "k0": keyBytes("k0")})
+	must(t, err)
+	reopen(typo)
+	wantErr(t, "KeyStatus(primary typo)", s.KeyStatus(), store.ErrKeyMismatch)
+	_, _, err = s.Enqueue(ctx, entry("t1", "during-the-typo"))
+	wantErr(t, "Enqueue(primary typo)", err, store.ErrKeyMismatch)
+	if got := drain(); len(got) != 0 {
+		t.Fatalf("delivered %q with the primary's bytes wrong; want everything held", got)
+	}
+	reopen(keyring(t, "k1", "k0"))
+	if got := drain(); len(got) != 1 || got[0] != "under-k0" {
+		t.Fatalf("delivered %q with the typo fixed; want under-k0", got)
+	}
+
+	// k0, which sealed the item, dropped before `keys rotate`: the
+	// primary is right, so webhooks are queued; what k0 authenticated
+	// waits for it.
+	_, _, err = s.Enqueue(ctx, entry("t1", "under-k1"))
+	must(t, err)
+	reopen(keyring(t, "k2", "k0"))
+	_, _, err = s.Enqueue(ctx, entry("t1", "under-k2"))
+	must(t, err)
+	reopen(keyring(t, "k2"))
+	wantErr(t, "KeyStatus(k0 dropped)", s.KeyStatus(), store.ErrKeyMismatch)
+	_, _, err = s.Enqueue(ctx, entry("t1", "queued-with-k0-dropped"))
+	must(t, err)
+	if got := drain(); len(got) != 2 || got[0] != "under-k2" || got[1] != "queued-with-k0-dropped" {
+		t.Fatalf("delivered %q with k0 dropped; want under-k2 and the new one (under-k1 held)", got)
+	}
+	reopen(keyring(t, "k2", "k1", "k0"))
+	if got := drain(); len(got) != 1 || got[0] != "under-k1" {
+		t.Fatalf("delivered %q with the keys back; want under-k1", got)
 	}
 }

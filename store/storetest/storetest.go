@@ -46,12 +46,14 @@ func (c *Clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 
 func newClock() *Clock { return &Clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
 
+// keyBytes is the test key of id.
+func keyBytes(id string) []byte { b := sha256.Sum256([]byte("storetest key " + id)); return b[:] }
+
 func keyring(t *testing.T, primary string, ids ...string) *store.Keyring {
 	t.Helper()
 	keys := map[string][]byte{}
 	for _, id := range append([]string{primary}, ids...) {
-		b := sha256.Sum256([]byte("storetest key " + id))
-		keys[id] = b[:]
+		keys[id] = keyBytes(id)
 	}
 	kr, err := store.NewKeyring(primary, keys)
 	if err != nil {
@@ -75,6 +77,7 @@ func Run(t *testing.T, newOpener NewOpener) {
 		{"QueueDedupeWhileWaiting", testQueueDedupeWhileWaiting},
 		{"QueueLease", testQueueLease},
 		{"QueueAuthenticated", testQueueAuthenticated},
+		{"QueueKeyStates", testQueueKeyStates},
 		{"QueueRetryDeadLetterReplay", testQueueRetryDead},
 		{"QueueLeaseExpiry", testQueueLeaseExpiry},
 		{"QueueTenantTurns", testQueueTurns},
