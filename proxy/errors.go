@@ -220,5 +220,8 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 func jsonHeader(ctx *fasthttp.RequestCtx, status int) {
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.Response.Header.Set("Cache-Control", "no-store")
+	// Never sniffed into anything else: an error body may echo a
+	// client's field name, and these answers stand on the app's origin.
+	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
 	ctx.SetStatusCode(status)
 }

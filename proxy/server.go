@@ -622,7 +622,12 @@ func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) er
 	if (wantGet && !ctx.IsGet()) || (!wantGet && !ctx.IsPost()) {
 		return ErrMethod
 	}
-	if !wantGet && crossOrigin(&ctx.Request.Header) {
+	// The status route too: it is not free of side effects (an item in
+	// login_required is checked at Plaid, which spends the user's Plaid
+	// budget), so a page elsewhere loading it as an image with the
+	// victim's cookie could spend that budget and block the victim's
+	// "Reconnect" (429).
+	if crossOrigin(&ctx.Request.Header) {
 		return ErrCrossOrigin
 	}
 	id, err := tn.Auth.Authenticate(s.base, ctx)
