@@ -271,3 +271,32 @@ func TestJWTAuthGuestWorkIndependentOfTokenLength(t *testing.T) {
 		})
 	}
 }
+
+// A __Host- cookie name (README: a sibling subdomain cannot set one) works
+// as the session cookie of both jwtauth ports.
+func TestExampleJWTAuthHostPrefixedCookie(t *testing.T) {
+	for _, g := range []string{"jwtauth", "jwtauth-as"} {
+		t.Run(g, func(t *testing.T) {
+			e := newEngine(t)
+			key := []byte("tenant-jwt-secret-0123456789abcd")
+			p := load(t, e, g, hostabi.PluginOptions{
+				Config:  []byte(`{"cookie":"__Host-session"}`),
+				Caps:    hostabi.Capabilities{Config: true, Crypto: true, Log: true},
+				Secrets: map[string][]byte{"main": key},
+			})
+			good := signHS256(key, map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+			for _, tc := range []struct {
+				cookie string
+				allow  bool
+			}{
+				{"__Host-session=" + good, true},
+				{"session=" + good, false},
+			} {
+				d, err := p.Authenticate(context.Background(), &req{headers: hdr("Cookie", tc.cookie)})
+				if err != nil || d.Allow != tc.allow || (tc.allow && d.Subject != "alice") {
+					t.Errorf("Cookie %.24s…: %+v, %v; want allow %v", tc.cookie, d, err, tc.allow)
+				}
+			}
+		})
+	}
+}
