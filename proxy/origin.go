@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"net/url"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 )
@@ -16,7 +17,13 @@ import (
 // CrossOriginProtection: Sec-Fetch-Site when the browser sends it, else an
 // Origin whose host is not the request's. A client that is not a browser
 // sends neither and is unaffected.
-func crossOrigin(h *fasthttp.RequestHeader) bool {
+//
+// Over TLS an Origin must also be https: a page served over plain HTTP
+// under the same host (one an attacker on the network path can inject) is
+// another origin. Browsers that send Sec-Fetch-Site already say so; this
+// covers those that send only Origin. Behind a balancer that ends TLS,
+// Safeclose sees plain HTTP and cannot tell, so tls is false there.
+func crossOrigin(h *fasthttp.RequestHeader, tls bool) bool {
 	switch string(h.Peek("Sec-Fetch-Site")) {
 	case "":
 	case "same-origin", "none":
@@ -29,5 +36,6 @@ func crossOrigin(h *fasthttp.RequestHeader) bool {
 		return false
 	}
 	u, err := url.Parse(string(o))
-	return err != nil || u.Host == "" || !bytes.EqualFold([]byte(u.Host), h.Host())
+	return err != nil || u.Host == "" || !bytes.EqualFold([]byte(u.Host), h.Host()) ||
+		tls && !strings.EqualFold(u.Scheme, "https")
 }

@@ -1,6 +1,10 @@
 package proxy
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
 
 // Safeclose's own state-changing routes refuse what a browser sends on
 // another site's behalf: a cross-site form or text/plain fetch needs no
@@ -43,5 +47,36 @@ func TestOwnRoutesRefuseCrossOrigin(t *testing.T) {
 	}
 	if n, _ := e.db.Items("t1", "alice"); len(n) != 0 {
 		t.Errorf("cross-origin requests stored items: %v", n)
+	}
+}
+
+// The check itself, over plain HTTP and over TLS: over TLS an Origin must
+// be https too (a page injected over plain HTTP under the same host is
+// another origin), for browsers that send no Sec-Fetch-Site.
+func TestCrossOriginScheme(t *testing.T) {
+	for _, tc := range []struct {
+		origin, fetchSite string
+		tls, cross        bool
+	}{
+		{"http://t1.test", "", false, false},
+		{"https://t1.test", "", false, false}, // TLS ended by a balancer in front
+		{"https://t1.test", "", true, false},
+		{"HTTPS://t1.test", "", true, false},
+		{"http://t1.test", "", true, true},
+		{"http://t1.test", "same-origin", true, false}, // the browser's own verdict stands
+		{"https://evil.test", "", true, true},
+		{"", "", true, false}, // not a browser
+	} {
+		var h fasthttp.RequestHeader
+		h.SetHost("t1.test")
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		if tc.fetchSite != "" {
+			h.Set("Sec-Fetch-Site", tc.fetchSite)
+		}
+		if got := crossOrigin(&h, tc.tls); got != tc.cross {
+			t.Errorf("Origin %q, Sec-Fetch-Site %q, TLS %v: crossOrigin = %v, want %v", tc.origin, tc.fetchSite, tc.tls, got, tc.cross)
+		}
 	}
 }

@@ -627,7 +627,7 @@ func (s *Server) ownRoute(ctx *fasthttp.RequestCtx, tn *tenant, route string) er
 	// budget), so a page elsewhere loading it as an image with the
 	// victim's cookie could spend that budget and block the victim's
 	// "Reconnect" (429).
-	if crossOrigin(&ctx.Request.Header) {
+	if crossOrigin(&ctx.Request.Header, ctx.IsTLS()) {
 		return ErrCrossOrigin
 	}
 	id, err := tn.Auth.Authenticate(s.base, ctx)
