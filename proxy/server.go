@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/safeclose/safeclose/internal/loglimit"
@@ -171,6 +172,14 @@ func New(opts Options) (*Server, error) {
 		wake:    make(chan struct{}, 1),
 	}
 	s.panics = newPanics(s.metrics.reg)
+	if h, ok := s.db.(interface{ HeldTotal() uint64 }); ok {
+		// Queue entries this process could not check with its keyring
+		// (store/entry_auth.go): held, neither delivered nor dead-lettered.
+		s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "safeclose_webhook_queue_held_total",
+			Help: "Webhook queue entries held because this process's keyring cannot check them (no keys, a key it lacks, keys that do not match the data); each hold lasts a minute.",
+		}, func() float64 { return float64(h.HeldTotal()) }))
+	}
 	s.conns = newConnLimit(opts.MaxConns, opts.MaxConnsPerIP, s.metrics.reg, s.log)
 	s.clock = newConnClock(opts.ReadTimeout, opts.WriteTimeout, opts.IdleTimeout, s.metrics.reg)
 	s.budget = newPlaidBudget(opts.PlaidCallsPerUser)

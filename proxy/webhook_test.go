@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -315,5 +316,47 @@ func TestWebhookKeyMismatchAnswers503(t *testing.T) {
 	}
 	if n, err := opened.QueueLen(); err != nil || n != 0 {
 		t.Fatalf("QueueLen = %d, %v; want nothing queued", n, err)
+	}
+}
+
+// A proxy started without its keys holds the authenticated entries it
+// cannot check (store/entry_auth.go): not forwarded, not dead-lettered,
+// and counted in safeclose_webhook_queue_held_total so an operator sees it.
+func TestWebhookHeldWithoutKeysIsCounted(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	kr, err := store.ParseKeyring(testKeyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(store.Options{Dir: dir, Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"webhook_type":"ITEM","webhook_code":"ERROR","item_id":"item-x","environment":"sandbox"}`)
+	if _, _, err := db.Enqueue(t.Context(), store.Entry{Tenant: "t1", Body: body, BodySHA256: sha256.Sum256(body), ReceivedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	e := startEnv(t, envConfig{dir: dir, noKey: true})
+	held := func() float64 {
+		mfs, err := e.srv.metrics.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "safeclose_webhook_queue_held_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("safeclose_webhook_queue_held_total not registered")
+		return 0
+	}
+	eventually(t, "the entry held", func() bool { return held() >= 1 })
+	if n, err := e.db.QueueLen(); err != nil || n != 1 {
+		t.Fatalf("QueueLen = %d, %v; want the held entry still queued", n, err)
+	}
+	if dl, err := e.db.DeadLetters(10); err != nil || len(dl) != 0 {
+		t.Fatalf("dead letters = %+v, %v; want none", dl, err)
 	}
 }

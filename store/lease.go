@@ -213,6 +213,7 @@ func (db *DB) Release(id string, lease uint64) error {
 // HoldFor (in memory: a restart looks at it again at once), and says so in
 // the log at most once a minute.
 func (db *DB) holding(id string, token uint64, tenant string, now time.Time) {
+	db.held.Add(1)
 	if q := db.qi.begin(id, token); q != nil {
 		db.qi.end(q, true, false, now.Add(HoldFor))
 	}

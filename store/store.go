@@ -92,6 +92,7 @@ type DB struct {
 	keyErr   error            // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
 	holdLogs loglimit.Limiter // queue entries held (entry_auth.go): a line a minute
 	badKeys  map[string]bool  // keyring keys whose bytes do not match their canary, fixed at Open
+	held     atomic.Uint64    // queue entries held (HeldTotal)
 	log      *slog.Logger
 	now      func() time.Time
 	ttl      time.Duration
@@ -255,6 +256,10 @@ func (db *DB) Ping() error {
 // KeyStatus is nil when tokens can be sealed and opened, else ErrNoKey or
 // ErrKeyMismatch (with the key id in the message).
 func (db *DB) KeyStatus() error { return db.keyErr }
+
+// HeldTotal counts the queue entries held since Open: entries this
+// keyring cannot check (entry_auth.go), each held for a minute.
+func (db *DB) HeldTotal() uint64 { return db.held.Load() }
 
 // badKey reports a keyring key whose bytes do not match the data.
 func (db *DB) badKey(id string) bool { return db.badKeys[id] }

@@ -57,6 +57,7 @@ type DB struct {
 	keyErr   error
 	holdLogs loglimit.Limiter // queue entries held (store/entry_auth.go): a line a minute
 	badKeys  map[string]bool  // keyring keys whose bytes do not match their canary, fixed at Open
+	held     atomic.Uint64    // queue entries held (HeldTotal)
 	log      *slog.Logger
 	local    func() time.Time // Options.Now
 	offset   atomic.Int64     // the database's clock minus local, in ns (clock.go)
@@ -343,6 +344,10 @@ func (db *DB) Shared() bool { return true }
 // KeyStatus is nil when tokens can be sealed and opened, else
 // store.ErrNoKey or store.ErrKeyMismatch.
 func (db *DB) KeyStatus() error { return db.keyErr }
+
+// HeldTotal counts the queue entries held since Open: entries this
+// keyring cannot check (entry_auth.go), each held for a minute.
+func (db *DB) HeldTotal() uint64 { return db.held.Load() }
 
 // badKey reports a keyring key whose bytes do not match the data.
 func (db *DB) badKey(id string) bool { return db.badKeys[id] }

@@ -242,6 +242,7 @@ func (db *DB) leaseOne(e *store.Entry, t, owner string, d time.Duration, now tim
 			*e = got
 			return true, nil
 		case db.kr.Disposition(a, kid, db.badKey) == store.Hold:
+			db.held.Add(1)
 			if n, ok := db.holdLogs.Allow(now); ok {
 				db.log.Warn("store: webhook queue entry held, not delivered: it cannot be checked with this keyring (no keys, a key the keyring lacks, or keys that do not match the data); fix the keyring (safeclose check)",
 					"id", got.ID, "tenant", got.Tenant, "key_status", fmt.Sprint(db.keyErr), "suppressed_before", n)
