@@ -398,3 +398,62 @@ func TestReplicaWithoutKeyHoldsOneEntryACall(t *testing.T) {
 		t.Fatalf("after one LeaseNext by the replica without k1, the one with it delivered %d of 20 at once; want 19 (one held)", n)
 	}
 }
+
+// A damaged queue record does not stop a migration either way: it is
+// carried as a dead letter, as it is, and listed as damaged on the other
+// side.
+func TestMigrateCarriesDamagedQueueRecords(t *testing.T) {
+	dsn := testDSN(t)
+	ctx := context.Background()
+	src, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var ids []string
+	for _, body := range []string{"damaged", "fine"} {
+		id, _, err := src.Enqueue(ctx, store.Entry{Tenant: "t1", Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `UPDATE sc_queue SET rec = set_byte(rec, length(rec) - 2, get_byte(rec, length(rec) - 2) # 32) WHERE id = $1`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	// PostgreSQL → Badger.
+	dir := t.TempDir()
+	bdb, err := store.Open(store.Options{Dir: dir, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bdb.Close()
+	if err := src.Export(func(r store.Record) error { _, err := bdb.Import(r); return err }); err != nil {
+		t.Fatalf("export with a damaged row: %v", err)
+	}
+	dl, err := bdb.DeadLetters(10)
+	if err != nil || len(dl) != 1 || dl[0].ID != ids[0] || !strings.HasPrefix(dl[0].LastError, "damaged record") {
+		t.Fatalf("Badger dead letters = %+v, %v; want the damaged record", dl, err)
+	}
+	// And back into an empty PostgreSQL database.
+	dst, err := pg.Open(ctx, pg.Options{DSN: testDSN(t), MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := bdb.Export(func(r store.Record) error { _, err := dst.Import(r); return err }); err != nil {
+		t.Fatalf("import with a damaged dead letter: %v", err)
+	}
+	dl, err = dst.DeadLetters(10)
+	if err != nil || len(dl) != 1 || dl[0].ID != ids[0] || !strings.HasPrefix(dl[0].LastError, "damaged record") {
+		t.Fatalf("PostgreSQL dead letters = %+v, %v; want the damaged record", dl, err)
+	}
+	if e, ok, err := dst.LeaseNext("w", time.Minute, "", nil); err != nil || !ok || string(e.Body) != "fine" {
+		t.Fatalf("LeaseNext after the round trip = %q, %v, %v; want the fine entry", e.Body, ok, err)
+	}
+}

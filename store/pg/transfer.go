@@ -58,6 +58,14 @@ func (db *DB) Import(r store.Record) (bool, error) {
 		// The record goes in as it came: an unauthenticated one is not
 		// vouched for by moving it (store/entry_auth.go).
 		e, _, err := db.kr.ReadEntry(r.Key, r.Value)
+		if errors.Is(err, store.ErrCorrupt) && r.Key != "" {
+			// A damaged record is kept as a dead letter, as it is (its
+			// tenant unknown): the copy is not refused for it.
+			sql = `INSERT INTO sc_queue (id, tenant, rec, next_at, last_error, dead)
+				VALUES ($1, '', $2, now(), $3, true) ON CONFLICT DO NOTHING`
+			args = []any{r.Key, r.Value, "damaged record: " + err.Error()}
+			break
+		}
 		if err != nil {
 			return false, err
 		}
@@ -210,6 +218,12 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 			var dead bool
 			var raw []byte
 			e, a, kid, err := db.scanEntry(row, &dead, &raw)
+			if errors.Is(err, store.ErrCorrupt) && e.ID != "" {
+				// A damaged record is carried as a dead letter, as it is:
+				// the copy is not refused for it, and it stays for an
+				// operator to see (webhooks list shows it as damaged).
+				return store.Record{Kind: store.RecDead, Key: e.ID, Value: raw}, nil
+			}
 			if err != nil {
 				return store.Record{}, err
 			}
