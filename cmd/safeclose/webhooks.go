@@ -112,7 +112,7 @@ const maxReplayAll = 100_000
 
 func webhooksReplayFlagSet(cfgPath *string, all, vouch *bool) *flag.FlagSet {
 	fs := configFlagSet("webhooks replay", cfgPath)
-	fs.BoolVar(all, "all", false, "replay every dead letter (as `webhooks list` shows them) instead of the ids given")
+	fs.BoolVar(all, "all", false, "replay every dead letter (as webhooks list shows them) instead of the ids given")
 	fs.BoolVar(vouch, "vouch", false, "also replay dead letters no keyring key authenticated (you checked them: they may not come from Plaid), authenticating them")
 	return fs
 }
