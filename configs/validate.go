@@ -109,6 +109,16 @@ func (f *File) Warnings() []string {
 	if f.Emulator.Enabled && !loopback(f.Emulator.Listen) {
 		ws = append(ws, fmt.Sprintf("emulator.listen: %s is not a loopback address: the Plaid emulator is for local development", f.Emulator.Listen))
 	}
+	for i, t := range f.Tenants {
+		for j, d := range t.Forward {
+			// A forward's signature covers its id, time and body, not the
+			// X-Safeclose-User and -Tenant headers beside it: over plain
+			// HTTP anyone on the path can read the event and change them.
+			if u, err := url.Parse(d.URL); err == nil && u.Scheme == "http" && !loopback(net.JoinHostPort(u.Hostname(), "80")) {
+				ws = append(ws, fmt.Sprintf("tenants[%d].forward[%d].url: %s is plain http to another host: events travel readable, and the user and tenant headers beside the signed body can be changed on the way; use https", i, j, u.Scheme+"://"+u.Host))
+			}
+		}
+	}
 	for _, sf := range f.secretFiles() {
 		if fi, err := os.Stat(sf.file); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			ws = append(ws, fmt.Sprintf("%s: %s can be read by other users (mode %v): it holds %s; chmod 600 it", sf.path, sf.file, fi.Mode().Perm(), sf.holds))

@@ -344,3 +344,28 @@ func TestWebhookSourceIPs(t *testing.T) {
 		}
 	}
 }
+
+// A forward over plain http to another host is warned about: the event
+// travels readable, and the user and tenant headers beside the signed
+// body can be changed on the way (a review of 2026-12-08).
+func TestWarningsForPlainHTTPForward(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		url  string
+		warn bool
+	}{
+		{"https://app.example/hooks", false},
+		{"http://127.0.0.1:3000/hooks", false},
+		{"http://localhost/hooks", false},
+		{"http://app.internal/hooks", true},
+		{"http://10.0.0.5:8080/hooks", true},
+	} {
+		f := decodeMinimal(t, "")
+		f.Tenants[0].Forward = []Destination{{Name: "app", URL: tt.url, Secret: "env:X"}}
+		ws := f.Warnings()
+		got := slices.ContainsFunc(ws, func(w string) bool { return strings.Contains(w, ".forward[0].url: ") })
+		if got != tt.warn {
+			t.Errorf("Warnings(forward %s) = %q, want a forward warning: %v", tt.url, ws, tt.warn)
+		}
+	}
+}

@@ -38,6 +38,7 @@ type Server struct {
 	db           Store
 	http         *http.Client
 	fwd          forwardClients // webhook_worker.go: one pooled client per destination host
+	delivered    deliveries     // webhook_worker.go: destinations a retried event already reached
 	now          func() time.Time
 	metrics      *metrics
 	panics       *panics    // recover.go

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -363,9 +363,11 @@ func (s *Server) finish(e store.Entry, unk *unknownItem, perr error) {
 		err = s.db.Release(e.ID, e.LeaseToken)
 		s.log.Info("webhook released at shutdown", "tenant", e.Tenant, "id", e.ID)
 	case perr == nil:
+		s.delivered.forget(e.ID)
 		err = s.complete(e, unk)
 		m.WithLabelValues(e.Tenant, "done").Inc()
 	case errors.Is(perr, errPermanent) || e.Attempts+1 >= w.MaxAttempts:
+		s.delivered.forget(e.ID) // a replay sends to every destination again
 		err = s.db.DeadLetter(e.ID, e.LeaseToken, perr.Error())
 		m.WithLabelValues(e.Tenant, "dead_letter").Inc()
 		s.log.Error("webhook dead-lettered", "tenant", e.Tenant, "id", e.ID, "attempts", e.Attempts+1, "err", perr)
@@ -551,17 +553,134 @@ func (s *Server) process(ctx context.Context, e store.Entry) (unk *unknownItem, 
 			}
 		}
 	}
+	var targets []Destination
 	for _, d := range tn.Forward {
-		if !forwardAll && !named[d.Name] {
+		if forwardAll || named[d.Name] {
+			targets = append(targets, d)
+		}
+		delete(named, d.Name)
+	}
+	var unknown []string
+	for n := range named { // a typo, a destination a reload removed, another tenant's
+		unknown = append(unknown, n)
+	}
+	err = s.forwardAll(ctx, tn, targets, e, item, payload)
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		// Retrying cannot make it exist: a dead letter saying so (after
+		// the destinations that do exist), for the operator to fix the
+		// plugin or the config and replay, not an event dropped unseen.
+		return unk, errors.Join(err, fmt.Errorf("%w: an event plugin named destination(s) %q, which tenant %s does not have", errPermanent, unknown, tn.Name))
+	}
+	return unk, err
+}
+
+// forwardAll posts the event to every target at once, each under its own
+// timeout, and returns the failures joined. The attempt fails if any
+// target failed, but the others still get the event: one broken
+// destination must not keep an event from a tenant's others. A target
+// that answered 2xx in an earlier attempt of this process is not sent the
+// event again (deliveries): a retry goes to the ones that failed.
+// Another replica, or this process after a restart, sends it to all again,
+// under the same webhook-id, by which receivers dedupe.
+func (s *Server) forwardAll(ctx context.Context, tn *tenant, targets []Destination, e store.Entry, item store.Item, payload []byte) error {
+	done := s.delivered.get(e.ID)
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, d := range targets {
+		if done[d.Name] {
 			continue
 		}
-		if err := s.forward(ctx, tn, d, e, item, payload); err != nil {
-			s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "error").Inc()
-			return unk, fmt.Errorf("forward to %s: %w", d.Name, err)
-		}
-		s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "ok").Inc()
+		wg.Go(func() {
+			if err := s.forward(ctx, tn, d, e, item, payload); err != nil {
+				s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "error").Inc()
+				errs[i] = fmt.Errorf("forward to %s: %w", d.Name, err)
+				return
+			}
+			s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "ok").Inc()
+			s.delivered.add(e.ID, d.Name, s.now())
+		})
 	}
-	return unk, nil
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// deliveries remembers, per queue entry, the destinations that answered 2xx
+// in an attempt of this process, until the entry's outcome is final
+// (forget) or deliveryMemory passes. It holds at most deliveriesMax
+// entries; past that the oldest are forgotten (their next retry sends to
+// every destination again).
+type deliveries struct {
+	mu sync.Mutex
+	m  map[string]*delivered
+}
+
+type delivered struct {
+	names map[string]bool
+	at    time.Time // last added
+}
+
+const (
+	deliveriesMax  = 10000
+	deliveryMemory = 48 * time.Hour // past the retry schedule's span at its defaults
+)
+
+// get returns a copy of the destinations id was delivered to.
+func (d *deliveries) get(id string) map[string]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if x := d.m[id]; x != nil {
+		return maps.Clone(x.names)
+	}
+	return nil
+}
+
+func (d *deliveries) add(id, name string, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]*delivered{}
+	}
+	x := d.m[id]
+	if x == nil {
+		if len(d.m) >= deliveriesMax {
+			d.prune(now)
+		}
+		x = &delivered{names: map[string]bool{}}
+		d.m[id] = x
+	}
+	x.names[name], x.at = true, now
+}
+
+// prune drops what is older than deliveryMemory, then, if still full, the
+// oldest half.
+func (d *deliveries) prune(now time.Time) {
+	for id, x := range d.m {
+		if now.Sub(x.at) > deliveryMemory {
+			delete(d.m, id)
+		}
+	}
+	if len(d.m) < deliveriesMax {
+		return
+	}
+	ats := make([]time.Time, 0, len(d.m))
+	for _, x := range d.m {
+		ats = append(ats, x.at)
+	}
+	slices.SortFunc(ats, time.Time.Compare)
+	cut := ats[len(ats)/2]
+	for id, x := range d.m {
+		if !x.at.After(cut) {
+			delete(d.m, id)
+		}
+	}
+}
+
+// forget drops id once its outcome is final.
+func (d *deliveries) forget(id string) {
+	d.mu.Lock()
+	delete(d.m, id)
+	d.mu.Unlock()
 }
 
 // eventTimeout bounds one attempt at a webhook event (process): Plaid's
@@ -666,7 +785,7 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 		// (?key=…), and the error goes to the log, the queue entry's last
 		// error and `safeclose webhooks list`.
 		if ue, ok := errors.AsType[*url.Error](err); ok {
-			ue.URL = withoutQuery(ue.URL)
+			ue.URL = redactURL(ue.URL)
 		}
 		return err
 	}
@@ -677,7 +796,7 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
-		loc := withoutQuery(resp.Header.Get("Location"))
+		loc := redactURL(resp.Header.Get("Location"))
 		if len(loc) > 200 {
 			loc = loc[:200] + "…"
 		}
@@ -689,13 +808,28 @@ func (s *Server) forward(ctx context.Context, tn *tenant, d Destination, e store
 	return nil
 }
 
-// withoutQuery is u with its query and fragment replaced by "?…", for
-// errors and logs.
-func withoutQuery(u string) string {
-	if i := strings.IndexAny(u, "?#"); i >= 0 {
-		return u[:i] + "?…"
+// redactURL is u as errors and logs may show it: scheme and host, with any
+// user info, path, query or fragment replaced by "…". Each can hold a
+// token (https://TOKEN@host, /hooks/T000/TOKEN, ?key=TOKEN), and the
+// error goes to the log, the queue entry's last error and `safeclose
+// webhooks list`.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		if u == "" {
+			return ""
+		}
+		return "…"
 	}
-	return u
+	out := p.Scheme + "://"
+	if p.User != nil {
+		out += "…@"
+	}
+	out += p.Host
+	if p.Path != "" && p.Path != "/" || p.RawQuery != "" || p.Fragment != "" {
+		out += "/…"
+	}
+	return out
 }
 
 // noRedirect makes a forward's redirect its answer. Followed, a 301, 302 or
@@ -734,12 +868,15 @@ func (f *forwardClients) client(s *Server, u *url.URL) *http.Client {
 	}
 	idle := max(2, s.opts.Webhooks.Workers) // every worker may be forwarding to this host
 	c := &http.Client{Timeout: s.opts.PlaidTimeout, CheckRedirect: noRedirect, Transport: &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConnsPerHost: idle,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
+		Proxy:             http.ProxyFromEnvironment,
+		DialContext:       (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2: true,
+		// A destination's answer matters by its status alone: its
+		// headers are bounded like an upstream's (the default is 10 MiB).
+		MaxResponseHeaderBytes: 64 << 10,
+		MaxIdleConnsPerHost:    idle,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
 	}}
 	f.m[key] = c
 	return c
