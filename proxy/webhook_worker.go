@@ -586,20 +586,28 @@ func (s *Server) process(ctx context.Context, e store.Entry) (unk *unknownItem, 
 func (s *Server) forwardAll(ctx context.Context, tn *tenant, targets []Destination, e store.Entry, item store.Item, payload []byte) error {
 	done := s.delivered.get(e.ID)
 	errs := make([]error, len(targets))
+	send := func(i int, d Destination) {
+		if err := s.forward(ctx, tn, d, e, item, payload); err != nil {
+			s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "error").Inc()
+			errs[i] = fmt.Errorf("forward to %s: %w", d.Name, err)
+			return
+		}
+		s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "ok").Inc()
+		if len(targets) > 1 { // one target has no other to spare a retry
+			s.delivered.add(e.ID, d.Name, s.now())
+		}
+	}
+	if len(targets) == 1 { // the usual case: no goroutine
+		if !done[targets[0].Name] {
+			send(0, targets[0])
+		}
+		return errs[0]
+	}
 	var wg sync.WaitGroup
 	for i, d := range targets {
-		if done[d.Name] {
-			continue
+		if !done[d.Name] {
+			wg.Go(func() { send(i, d) })
 		}
-		wg.Go(func() {
-			if err := s.forward(ctx, tn, d, e, item, payload); err != nil {
-				s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "error").Inc()
-				errs[i] = fmt.Errorf("forward to %s: %w", d.Name, err)
-				return
-			}
-			s.metrics.forwards.WithLabelValues(tn.Name, d.Name, "ok").Inc()
-			s.delivered.add(e.ID, d.Name, s.now())
-		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
