@@ -447,6 +447,7 @@ func hSetPayload(ctx context.Context, _ api.Module, s []uint64) {
 func hAddForward(ctx context.Context, _ api.Module, s []uint64) {
 	in := inst(ctx)
 	in.event()
+	in.named = true
 	v := in.read(u32(s[0]), u32(s[1]))
 	switch {
 	case len(v) == 0 || len(v) > 64 || !printable(v):

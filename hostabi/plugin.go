@@ -131,6 +131,7 @@ type instance struct {
 	payload     []byte
 	payloadSet  bool
 	forward     []string
+	named       bool // add_forward was called in this call
 	jwtTok      *jwtEntry
 
 	// Decision cache recording (PluginOptions.CacheTTL).
@@ -488,13 +489,13 @@ func (p *Plugin) HandleEvent(_ context.Context, ev Event) (EventResult, error) {
 	}
 	defer p.gate.RUnlock()
 	in.ev = &ev
-	in.payload, in.payloadSet, in.forward = nil, false, nil
+	in.payload, in.payloadSet, in.forward, in.named = nil, false, nil, false
 	v, err := p.call(in)
 	if err != nil {
 		p.callFailed(probe, err)
 		return EventResult{}, err
 	}
-	res := EventResult{Action: Action(int32(uint32(v))), Forward: in.forward}
+	res := EventResult{Action: Action(int32(uint32(v))), Forward: in.forward, Named: in.named}
 	if in.payloadSet {
 		res.Payload = in.payload
 	}

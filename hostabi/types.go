@@ -170,6 +170,10 @@ type EventResult struct {
 	Action  Action
 	Payload []byte
 	Forward []string
+	// Named: the plugin called add_forward, refused or not. Forward empty
+	// with Named set means it meant to choose destinations and named none
+	// it could: the caller must not read that as "every destination".
+	Named bool
 }
 
 // Stats are a plugin's counters since load.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/safeclose/safeclose/hostabi"
+	"github.com/safeclose/safeclose/store"
 )
 
 // An event plugin that names a destination its tenant does not have (a
@@ -73,5 +75,40 @@ func TestPluginUnknownDestinationDeadLettered(t *testing.T) {
 	logs.mu.Unlock()
 	if !strings.Contains(logged, "app2") {
 		t.Errorf("the log does not name the unknown destination: %s", logged)
+	}
+}
+
+// An event plugin that names destinations, has every name refused by
+// add_forward, ignores that and answers Forward used to have the event
+// sent to every destination: the ones it meant to keep the event from
+// too. It is a dead letter now, and no destination gets it.
+func TestPluginRefusedForwardNamesSendNothing(t *testing.T) {
+	t.Parallel()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	var hits atomic.Int64
+	dest := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	t.Cleanup(dest.Close)
+	eng := pluginEngine(t)
+	ev := loadPlugin(t, eng, "t1", "event", hostabi.KindEvent, time.Second)
+	e := startEnv(t, envConfig{
+		webhookOpt: WebhookOptions{Workers: 1, MaxAttempts: 3, Backoff: time.Millisecond, MaxBackoff: time.Millisecond},
+		tenantsFn: func(base, plaidURL string) []Tenant {
+			ts := defaultTenants(t, strings.TrimPrefix(base, "http://"), plaidURL, "", []Destination{
+				{Name: "app", URL: dest.URL, Secret: secret}, {Name: "other", URL: dest.URL, Secret: secret}})
+			ts[0].EventPlugins = []*hostabi.Plugin{ev}
+			return ts
+		},
+	})
+	b, _ := json.Marshal(map[string]any{"webhook_type": "ITEM", "webhook_code": "TEST_BAD_FORWARD", "environment": "sandbox"})
+	if r := e.postSigned("t1.test", b); r.status != 200 {
+		t.Fatalf("webhook = %d %s", r.status, r.body)
+	}
+	var dead []store.Entry
+	eventually(t, "dead-lettered", func() bool { dead, _ = e.db.DeadLetters(10); return len(dead) == 1 })
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("destinations got the event %d times; want none", n)
+	}
+	if !strings.Contains(dead[0].LastError, "refused every name") {
+		t.Errorf("dead letter reason = %q", dead[0].LastError)
 	}
 }

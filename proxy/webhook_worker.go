@@ -550,6 +550,11 @@ func (s *Server) process(ctx context.Context, e store.Entry) (unk *unknownItem, 
 				for _, n := range res.Forward {
 					named[n] = true
 				}
+			} else if res.Named {
+				// It meant to choose destinations and every name was
+				// refused: read as "all" the event could reach a
+				// destination the plugin meant to keep it from.
+				return unk, fmt.Errorf("%w: an event plugin asked to forward to chosen destinations, and add_forward refused every name it gave", errPermanent)
 			}
 		}
 	}

@@ -114,7 +114,7 @@ type Action int32
 const (
 	ActionKeep    Action = 0 // process as configured: forward to every destination
 	ActionDrop    Action = 1 // stop here: nothing is forwarded
-	ActionForward Action = 2 // forward to the destinations named with add_forward (all if none)
+	ActionForward Action = 2 // forward to the destinations named with add_forward (all if it was never called; ABI.md §4)
 )
 
 // AuthAllow is auth_handle's result for "allow"; the guest must have called

@@ -1,5 +1,7 @@
 // Guest event: drops SYNC_UPDATES_AVAILABLE, enriches ITEM events with the
-// item context and forwards them to "app", keeps the rest.
+// item context and forwards them to "app", keeps the rest. For
+// TEST_BAD_FORWARD it names a destination add_forward refuses, ignores the
+// refusal and answers Forward (a careless plugin).
 package main
 
 import (
@@ -28,6 +30,9 @@ func eventHandle() int32 {
 		if sdk.SetPayload(b) != nil || sdk.ForwardTo("app") != nil {
 			return 97
 		}
+		return sdk.Forward
+	case "TEST_BAD_FORWARD":
+		_ = sdk.ForwardTo("bad\nname")
 		return sdk.Forward
 	}
 	return sdk.Keep
