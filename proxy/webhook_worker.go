@@ -363,12 +363,14 @@ func (s *Server) finish(e store.Entry, unk *unknownItem, perr error) {
 		err = s.db.Release(e.ID, e.LeaseToken)
 		s.log.Info("webhook released at shutdown", "tenant", e.Tenant, "id", e.ID)
 	case perr == nil:
-		s.delivered.forget(e.ID)
-		err = s.complete(e, unk)
+		if err = s.complete(e, unk); err == nil {
+			s.delivered.forget(e.ID)
+		}
 		m.WithLabelValues(e.Tenant, "done").Inc()
 	case errors.Is(perr, errPermanent) || e.Attempts+1 >= w.MaxAttempts:
-		s.delivered.forget(e.ID) // a replay sends to every destination again
-		err = s.db.DeadLetter(e.ID, e.LeaseToken, perr.Error())
+		if err = s.db.DeadLetter(e.ID, e.LeaseToken, perr.Error()); err == nil {
+			s.delivered.forget(e.ID) // a replay sends to every destination again
+		}
 		m.WithLabelValues(e.Tenant, "dead_letter").Inc()
 		s.log.Error("webhook dead-lettered", "tenant", e.Tenant, "id", e.ID, "attempts", e.Attempts+1, "err", perr)
 	default:
@@ -589,7 +591,16 @@ func (s *Server) process(ctx context.Context, e store.Entry) (unk *unknownItem, 
 // Another replica, or this process after a restart, sends it to all again,
 // under the same webhook-id, by which receivers dedupe.
 func (s *Server) forwardAll(ctx context.Context, tn *tenant, targets []Destination, e store.Entry, item store.Item, payload []byte) error {
-	done := s.delivered.get(e.ID)
+	var done map[string]bool
+	if e.Attempts == 0 {
+		// A first attempt, or a replay (which resets the attempts): every
+		// destination gets it, whatever this process remembers of an
+		// earlier life of the entry (another replica may have written its
+		// dead letter).
+		s.delivered.forget(e.ID)
+	} else {
+		done = s.delivered.get(e.ID, s.now())
+	}
 	errs := make([]error, len(targets))
 	send := func(i int, d Destination) {
 		if err := s.forward(ctx, tn, d, e, item, payload); err != nil {
@@ -638,11 +649,12 @@ const (
 	deliveryMemory = 48 * time.Hour // past the retry schedule's span at its defaults
 )
 
-// get returns a copy of the destinations id was delivered to.
-func (d *deliveries) get(id string) map[string]bool {
+// get returns a copy of the destinations id was delivered to, unless that
+// was longer than deliveryMemory ago.
+func (d *deliveries) get(id string, now time.Time) map[string]bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if x := d.m[id]; x != nil {
+	if x := d.m[id]; x != nil && now.Sub(x.at) <= deliveryMemory {
 		return maps.Clone(x.names)
 	}
 	return nil

@@ -83,7 +83,11 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// columns lost; store/pg/transfer.go).
 	var kr *store.Keyring
 	if *reverse {
-		kr, _ = readKeyring(cfg)
+		if kr, err = readKeyring(cfg); err != nil {
+			// Without it the copy would still be whole, but queue entries
+			// would lose their attempts, due times and last errors.
+			return fmt.Errorf("keys: %w", err)
+		}
 	}
 	pdb, err := pg.Open(octx, pg.Options{DSN: dsn.Reveal(), MaxConns: int32(max(cfg.Store.MaxConns, 2)), Keyring: kr, Logger: newLogger(stderr, "error")})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // runWebhooks implements `safeclose webhooks list|replay ID`: dead letters.
@@ -61,7 +62,7 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return usageErrorf("webhooks replay", "webhooks replay: give one or more ids (from `safeclose webhooks list`), or -all")
 		}
 		ids := fs.Args()
-		skipped := 0
+		skipped, damaged := 0, 0
 		if all {
 			// The dead letters as they are now, each replayed once: an entry
 			// that fails again while this runs (a running replica's
@@ -72,9 +73,12 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				return err
 			}
 			for _, e := range es {
-				if e.Authenticated || vouch || keyless {
+				switch {
+				case strings.HasPrefix(e.LastError, "damaged record"):
+					damaged++ // it cannot be replayed (ErrCorrupt)
+				case e.Authenticated || vouch || keyless:
 					ids = append(ids, e.ID)
-				} else {
+				default:
 					skipped++
 				}
 			}
@@ -98,6 +102,9 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		if all {
 			fmt.Fprintf(stderr, "%d dead letter(s) replayed\n", len(ids)-countErrs(failed))
+		}
+		if damaged > 0 {
+			fmt.Fprintf(stderr, "%d damaged dead letter(s) left out: they cannot be replayed (webhooks list shows them)\n", damaged)
 		}
 		if skipped > 0 {
 			fmt.Fprintf(stderr, "%d dead letter(s) not authenticated by the keyring left out: check them (webhooks list shows \"authenticated\": false), then replay them with -vouch\n", skipped)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/safeclose/safeclose/store"
 )
 
@@ -140,5 +142,61 @@ func TestWebhooksReplayAuthenticatesADeadLetter(t *testing.T) {
 		if err := db.Complete(e.ID, e.LeaseToken); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// `webhooks replay -all` leaves a damaged dead letter out, saying so,
+// instead of failing on it (or calling it unauthenticated).
+func TestWebhooksReplayAllLeavesDamagedOut(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	db, err := store.Open(store.Options{Dir: data, MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, b := range []string{"first", "second"} {
+		body := []byte(b)
+		if _, _, err := db.Enqueue(t.Context(), store.Entry{Tenant: "t1", Body: body, BodySHA256: sha256.Sum256(body)}); err != nil {
+			t.Fatal(err)
+		}
+		e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if err := db.DeadLetter(e.ID, e.LeaseToken, "app down"); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	db.Close()
+	bdb, err := badger.Open(badger.DefaultOptions(data).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Update(func(txn *badger.Txn) error {
+		k := []byte("d/" + ids[0])
+		it, err := txn.Get(k)
+		if err != nil {
+			return err
+		}
+		v, err := it.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		v[len(v)-2] ^= 0x20 // inside the framed JSON: its CRC fails
+		return txn.Set(k, v)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	bdb.Close()
+	cfg := offlineConfig(t, dir, "data_dir: "+data+"\n")
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"webhooks", "replay", "-config", cfg, "-all"}, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
+	if !strings.Contains(out.String(), "replayed "+ids[1]) || strings.Contains(out.String(), ids[0]) ||
+		!strings.Contains(errb.String(), "1 damaged dead letter(s) left out") {
+		t.Errorf("replay -all: stdout %q stderr %q; want the second replayed and the damaged one left out", out.String(), errb.String())
 	}
 }
