@@ -560,16 +560,19 @@ func (s *Server) process(ctx context.Context, e store.Entry) (unk *unknownItem, 
 			}
 		}
 	}
-	var targets []Destination
-	for _, d := range tn.Forward {
-		if forwardAll || named[d.Name] {
-			targets = append(targets, d)
-		}
-		delete(named, d.Name)
-	}
+	targets := tn.Forward
 	var unknown []string
-	for n := range named { // a typo, a destination a reload removed, another tenant's
-		unknown = append(unknown, n)
+	if !forwardAll {
+		targets = nil
+		for _, d := range tn.Forward {
+			if named[d.Name] {
+				targets = append(targets, d)
+				delete(named, d.Name)
+			}
+		}
+		for n := range named { // a typo, a destination a reload removed, another tenant's
+			unknown = append(unknown, n)
+		}
 	}
 	err = s.forwardAll(ctx, tn, targets, e, item, payload)
 	if len(unknown) > 0 {
@@ -613,15 +616,13 @@ func (s *Server) forwardAll(ctx context.Context, tn *tenant, targets []Destinati
 			s.delivered.add(e.ID, d.Name, s.now())
 		}
 	}
-	if len(targets) == 1 { // the usual case: no goroutine
-		if !done[targets[0].Name] {
-			send(0, targets[0])
-		}
-		return errs[0]
-	}
 	var wg sync.WaitGroup
 	for i, d := range targets {
-		if !done[d.Name] {
+		switch {
+		case done[d.Name]:
+		case i == len(targets)-1: // the last, usually the only one, on this goroutine
+			send(i, d)
+		default:
 			wg.Go(func() { send(i, d) })
 		}
 	}

@@ -3,7 +3,11 @@ package store
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
+
+	"github.com/safeclose/safeclose/internal/loglimit"
 )
 
 // Queue records are authenticated when the store has a keyring
@@ -45,6 +49,10 @@ import (
 // ErrUnauthenticated is a queue record that no key of the keyring
 // authenticated: written without keys, or not by Safeclose.
 var ErrUnauthenticated = errors.New("store: queue record not authenticated by the keyring")
+
+// DamagedReason begins the dead-letter reason, or the listed last error, of
+// a queue record that fails its frame check (followed by the error).
+const DamagedReason = "damaged record: "
 
 // UnauthenticatedReason is the dead-letter reason of such a record.
 const UnauthenticatedReason = "queue record not authenticated by the keyring (written without keys, or not by Safeclose): check it, then `safeclose webhooks replay -vouch` it"
@@ -126,7 +134,7 @@ func (kr *Keyring) SealEntry(e Entry) ([]byte, error) {
 // otherwise. A record whose id is not id is ErrCorrupt. kr may be nil.
 func (kr *Keyring) OpenEntry(id string, b []byte) (Entry, error) {
 	e, a, err := kr.ReadEntry(id, b)
-	if err == nil && a != Authenticated && (kr != nil || a != Unauthenticated) {
+	if err == nil && kr.Disposition(a, "", func(string) bool { return false }) != Deliver {
 		return Entry{}, fmt.Errorf("%w: entry %s", ErrUnauthenticated, id)
 	}
 	return e, err
@@ -212,5 +220,59 @@ func (kr *Keyring) ReplayRecord(id string, rec []byte, vouch bool, now time.Time
 	return b, e, err
 }
 
-// NoBadKeys is a badKey for a keyring that matches its data.
-func NoBadKeys(string) bool { return false }
+// QueueGuard is the queue-record check state each backend keeps beside its
+// keyring: the keys whose bytes do not match the data (their canaries, found
+// at Open), and the holds (counted, and logged at most once a minute). Both
+// backends decide a lease's record, a replay and a hold through it.
+type QueueGuard struct {
+	kr   *Keyring
+	bad  map[string]bool // set at Open only
+	held atomic.Uint64
+	logs loglimit.Limiter
+}
+
+// NewQueueGuard returns the guard of a store opened with kr (may be nil).
+func NewQueueGuard(kr *Keyring) *QueueGuard {
+	g := &QueueGuard{kr: kr, bad: map[string]bool{}}
+	g.logs.Rate = 1.0 / 60
+	return g
+}
+
+// MarkBad records, at Open, a keyring key whose bytes do not match the data.
+func (g *QueueGuard) MarkBad(id string) { g.bad[id] = true }
+
+// BadKey reports a keyring key whose bytes do not match the data.
+func (g *QueueGuard) BadKey(id string) bool { return g.bad[id] }
+
+// PrimaryBad reports that the keyring's primary key does not match the
+// data: nothing may be authenticated under it.
+func (g *QueueGuard) PrimaryBad() bool { return g.kr != nil && g.bad[g.kr.PrimaryID()] }
+
+// Disposition is Keyring.Disposition with the store's bad keys.
+func (g *QueueGuard) Disposition(a Auth, kid string) Disposition {
+	return g.kr.Disposition(a, kid, g.BadKey)
+}
+
+// ReplayRecord is Keyring.ReplayRecord with the store's bad keys.
+func (g *QueueGuard) ReplayRecord(id string, rec []byte, vouch bool, now time.Time) ([]byte, Entry, error) {
+	return g.kr.ReplayRecord(id, rec, vouch, now, g.BadKey)
+}
+
+// Held counts a hold of entry id and logs it, at most once a minute.
+func (g *QueueGuard) Held(log *slog.Logger, id, tenant string, keyErr error, now time.Time) {
+	g.held.Add(1)
+	if n, ok := g.logs.Allow(now); ok {
+		log.Warn("store: webhook queue entry held, not delivered: it cannot be checked with this keyring (no keys, a key the keyring lacks, or keys that do not match the data); fix the keyring (safeclose check)",
+			"id", id, "tenant", tenant, "key_status", fmt.Sprint(keyErr), "suppressed_before", n)
+	}
+}
+
+// HeldTotal counts the holds since Open: entries this keyring cannot check,
+// each held for HoldFor.
+func (g *QueueGuard) HeldTotal() uint64 { return g.held.Load() }
+
+// LogDeadUnauthenticated logs an entry dead-lettered for
+// UnauthenticatedReason.
+func LogDeadUnauthenticated(log *slog.Logger, id, tenant string) {
+	log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", id, "tenant", tenant)
+}

@@ -71,11 +71,11 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 		case errors.Is(err, badger.ErrKeyNotFound):
 			db.qi.remove(q.id) // cannot happen while the index is right; heal it
 			continue
-		case err == nil && bad == nil && db.kr.Disposition(auth, kid, db.badKey) == Hold:
+		case err == nil && bad == nil && db.qg.Disposition(auth, kid) == Hold:
 			// Not checkable here, maybe genuine: due again later (entry_auth.go).
 			db.holding(q.id, token, e.Tenant, now)
 			continue
-		case err == nil && bad == nil && db.kr.Disposition(auth, kid, db.badKey) == DeadLetter:
+		case err == nil && bad == nil && db.qg.Disposition(auth, kid) == DeadLetter:
 			// Not delivered: a dead letter an operator can check and
 			// replay (entry_auth.go).
 			if err := db.bdb.Update(func(txn *badger.Txn) error { return db.deadUnauthenticated(txn, q.id) }); err != nil {
@@ -116,7 +116,7 @@ func (db *DB) leaseNext(owner string, d time.Duration, after string, allow func(
 // drain as fast as its first (issue 12). It is best effort: a record that
 // fails to decode or read is left for its own lease to deal with.
 func (db *DB) readAhead(id string, now time.Time) {
-	if db.primaryBad() {
+	if db.qg.PrimaryBad() {
 		return // every entry is held (entry_auth.go): no copies to hand out
 	}
 	epoch, ok := db.qi.aheadStart(id)
@@ -213,14 +213,10 @@ func (db *DB) Release(id string, lease uint64) error {
 // HoldFor (in memory: a restart looks at it again at once), and says so in
 // the log at most once a minute.
 func (db *DB) holding(id string, token uint64, tenant string, now time.Time) {
-	db.held.Add(1)
 	if q := db.qi.begin(id, token); q != nil {
 		db.qi.end(q, true, false, now.Add(HoldFor))
 	}
-	if n, ok := db.holdLogs.Allow(now); ok {
-		db.log.Warn("store: webhook queue entry held, not delivered: it cannot be checked with this keyring (no keys, a key the keyring lacks, or keys that do not match the data); fix the keyring (safeclose check)",
-			"id", id, "tenant", tenant, "key_status", fmt.Sprint(db.keyErr), "suppressed_before", n)
-	}
+	db.qg.Held(db.log, id, tenant, db.keyErr, now)
 }
 
 // deadUnauthenticated moves the unauthenticated queue record of id to the
@@ -247,7 +243,7 @@ func (db *DB) deadUnauthenticated(txn *badger.Txn, id string) error {
 	if err := txn.Set([]byte("d/"+id), b); err != nil {
 		return err
 	}
-	db.log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", id, "tenant", e.Tenant)
+	LogDeadUnauthenticated(db.log, id, e.Tenant)
 	return nil
 }
 

@@ -98,7 +98,7 @@ func dedupeKey(tenant string, sum [32]byte) []byte {
 // id, when a marker for the same tenant and body hash names an entry still
 // waiting for its delivery (waiting); otherwise the marker is taken over.
 func (db *DB) Enqueue(ctx context.Context, e Entry) (id string, duplicate bool, err error) {
-	if db.primaryBad() {
+	if db.qg.PrimaryBad() {
 		// A record authenticated under a primary key that does not match
 		// the data would fail its check once the keyring is fixed:
 		// refused (503), so Plaid sends it again later (entry_auth.go).
@@ -430,7 +430,7 @@ func (db *DB) DeadLetters(limit int) ([]Entry, error) {
 				return err
 			}
 			if bad != nil { // listed, so that it can be seen; a replay refuses it
-				e = Entry{ID: id, LastError: "damaged record: " + bad.Error()}
+				e = Entry{ID: id, LastError: DamagedReason + bad.Error()}
 			}
 			e.Authenticated = a == Authenticated
 			out = append(out, e)
@@ -458,7 +458,7 @@ func (db *DB) Replay(id string, vouch bool) error {
 			return err
 		}
 		var b []byte
-		if b, e, err = db.kr.ReplayRecord(id, v, vouch, db.now(), db.badKey); err != nil {
+		if b, e, err = db.qg.ReplayRecord(id, v, vouch, db.now()); err != nil {
 			return err
 		}
 		if err := txn.Delete([]byte("d/" + id)); err != nil {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/safeclose/safeclose/internal/loglimit"
 	"github.com/safeclose/safeclose/store/internal/seal"
 )
 
@@ -87,19 +86,17 @@ type Options struct {
 
 // DB is the store. It is safe for concurrent use.
 type DB struct {
-	bdb      *badger.DB
-	kr       *Keyring
-	keyErr   error            // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
-	holdLogs loglimit.Limiter // queue entries held (entry_auth.go): a line a minute
-	badKeys  map[string]bool  // keyring keys whose bytes do not match their canary, fixed at Open
-	held     atomic.Uint64    // queue entries held (HeldTotal)
-	log      *slog.Logger
-	now      func() time.Time
-	ttl      time.Duration
-	max      int
-	reqs     chan *enqueueReq
-	outReqs  chan *outcomeReq // outcomes for the outcome writer (outcomes.go)
-	outDone  chan struct{}    // closed when the outcome writer has stopped
+	bdb     *badger.DB
+	kr      *Keyring
+	keyErr  error       // nil, ErrNoKey or ErrKeyMismatch, fixed at Open
+	qg      *QueueGuard // queue records' checks (entry_auth.go)
+	log     *slog.Logger
+	now     func() time.Time
+	ttl     time.Duration
+	max     int
+	reqs    chan *enqueueReq
+	outReqs chan *outcomeReq // outcomes for the outcome writer (outcomes.go)
+	outDone chan struct{}    // closed when the outcome writer has stopped
 	// outcomeTxns counts the outcome writer's committed transactions.
 	outcomeTxns atomic.Uint64
 	stop        chan struct{}
@@ -191,7 +188,7 @@ func Open(o Options) (*DB, error) {
 		outReqs: make(chan *outcomeReq, OutcomeBatch), outDone: make(chan struct{}),
 		dir: o.Dir, reserve: o.MinFreeBytes, qi: newQindex(),
 	}
-	db.holdLogs.Rate, db.badKeys = 1.0/60, map[string]bool{}
+	db.qg = NewQueueGuard(o.Keyring)
 	if !o.InMemory {
 		db.gs, db.oldSynced = newGroupSync(db.syncFilesChecked), map[string]bool{}
 		db.watch = newDirWatch(o.Dir) // before the first round, which lists dir anyway
@@ -257,16 +254,8 @@ func (db *DB) Ping() error {
 // ErrKeyMismatch (with the key id in the message).
 func (db *DB) KeyStatus() error { return db.keyErr }
 
-// HeldTotal counts the queue entries held since Open: entries this
-// keyring cannot check (entry_auth.go), each held for a minute.
-func (db *DB) HeldTotal() uint64 { return db.held.Load() }
-
-// badKey reports a keyring key whose bytes do not match the data.
-func (db *DB) badKey(id string) bool { return db.badKeys[id] }
-
-// primaryBad reports that the keyring's primary key does not match the
-// data: nothing is authenticated under it (entry_auth.go).
-func (db *DB) primaryBad() bool { return db.kr != nil && db.badKey(db.kr.PrimaryID()) }
+// HeldTotal counts the queue entries held since Open (entry_auth.go).
+func (db *DB) HeldTotal() uint64 { return db.qg.HeldTotal() }
 
 // checkKeys verifies every configured key against its canary and that every
 // key id used by stored records is in the keyring.
@@ -299,7 +288,7 @@ func (db *DB) checkKeys() error {
 					return err
 				}
 				if _, err := k.Open(rec, ck); err != nil {
-					db.badKeys[id] = true
+					db.qg.MarkBad(id)
 					db.keyErr = fmt.Errorf("%w: key %q is not the key that sealed this data", ErrKeyMismatch, id)
 					db.log.Error("sealing key mismatch: tokens cannot be stored or read with this key", "key_id", id)
 				}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/safeclose/safeclose/store"
 )
 
 // runWebhooks implements `safeclose webhooks list|replay ID`: dead letters.
@@ -74,7 +76,7 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			for _, e := range es {
 				switch {
-				case strings.HasPrefix(e.LastError, "damaged record"):
+				case strings.HasPrefix(e.LastError, store.DamagedReason):
 					damaged++ // it cannot be replayed (ErrCorrupt)
 				case e.Authenticated || vouch || keyless:
 					ids = append(ids, e.ID)
@@ -92,16 +94,18 @@ func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			fmt.Fprintln(stderr, "note: no keyring (keys:): replayed entries are not authenticated; a proxy running with keys will not deliver them (run the replay with the keys set)")
 		}
 		var failed error
+		replayed := 0
 		for _, id := range ids {
 			if err := db.Replay(id, vouch); err != nil {
 				fmt.Fprintf(stderr, "replay %s: %v\n", id, err)
 				failed = errors.Join(failed, fmt.Errorf("replay %s: %w", id, err))
 				continue
 			}
+			replayed++
 			fmt.Fprintf(stdout, "replayed %s\n", id)
 		}
 		if all {
-			fmt.Fprintf(stderr, "%d dead letter(s) replayed\n", len(ids)-countErrs(failed))
+			fmt.Fprintf(stderr, "%d dead letter(s) replayed\n", replayed)
 		}
 		if damaged > 0 {
 			fmt.Fprintf(stderr, "%d damaged dead letter(s) left out: they cannot be replayed (webhooks list shows them)\n", damaged)
@@ -122,17 +126,6 @@ func webhooksReplayFlagSet(cfgPath *string, all, vouch *bool) *flag.FlagSet {
 	fs.BoolVar(all, "all", false, "replay every dead letter (as webhooks list shows them) instead of the ids given")
 	fs.BoolVar(vouch, "vouch", false, "also replay dead letters no keyring key authenticated (you checked them: they may not come from Plaid), authenticating them")
 	return fs
-}
-
-// countErrs counts the errors errors.Join put together in err.
-func countErrs(err error) int {
-	if err == nil {
-		return 0
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return len(j.Unwrap())
-	}
-	return 1
 }
 
 func webhooksListFlagSet(cfgPath *string, n *int) *flag.FlagSet {

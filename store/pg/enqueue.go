@@ -75,7 +75,7 @@ func (db *DB) stopCommitters() {
 // replicas that receive the same body at once; within a batch the first
 // copy is the one written.
 func (db *DB) Enqueue(ctx context.Context, e store.Entry) (id string, duplicate bool, err error) {
-	if db.primaryBad() {
+	if db.qg.PrimaryBad() {
 		// A record authenticated under a primary key that does not match
 		// the data would fail its check once the keyring is fixed:
 		// refused (503), so Plaid sends it again later (entry_auth.go).

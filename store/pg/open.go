@@ -23,7 +23,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/safeclose/safeclose/internal/loglimit"
 	"github.com/safeclose/safeclose/store"
 )
 
@@ -52,20 +51,18 @@ type Options struct {
 // DB is the PostgreSQL store. It is safe for concurrent use, also by
 // several processes on one database.
 type DB struct {
-	pool     *pgxpool.Pool
-	kr       *store.Keyring
-	keyErr   error
-	holdLogs loglimit.Limiter // queue entries held (store/entry_auth.go): a line a minute
-	badKeys  map[string]bool  // keyring keys whose bytes do not match their canary, fixed at Open
-	held     atomic.Uint64    // queue entries held (HeldTotal)
-	log      *slog.Logger
-	local    func() time.Time // Options.Now
-	offset   atomic.Int64     // the database's clock minus local, in ns (clock.go)
-	ttl      time.Duration
-	timeout  time.Duration
-	seq      atomic.Uint64
-	closeMu  sync.RWMutex
-	closed   bool
+	pool    *pgxpool.Pool
+	kr      *store.Keyring
+	keyErr  error
+	qg      *store.QueueGuard // queue records' checks (store/entry_auth.go)
+	log     *slog.Logger
+	local   func() time.Time // Options.Now
+	offset  atomic.Int64     // the database's clock minus local, in ns (clock.go)
+	ttl     time.Duration
+	timeout time.Duration
+	seq     atomic.Uint64
+	closeMu sync.RWMutex
+	closed  bool
 
 	// Group commit of Enqueue (enqueue.go).
 	reqs   chan *enqueueReq
@@ -126,7 +123,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, fmt.Errorf("pg: open: %w", unavailable(err))
 	}
 	db := &DB{pool: pool, kr: o.Keyring, log: o.Logger, local: o.Now, ttl: o.DedupeTTL, timeout: o.OpTimeout}
-	db.holdLogs.Rate, db.badKeys = 1.0/60, map[string]bool{}
+	db.qg = store.NewQueueGuard(o.Keyring)
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	db.seq.Store(binary.BigEndian.Uint64(seed[:]))
@@ -345,16 +342,8 @@ func (db *DB) Shared() bool { return true }
 // store.ErrNoKey or store.ErrKeyMismatch.
 func (db *DB) KeyStatus() error { return db.keyErr }
 
-// HeldTotal counts the queue entries held since Open: entries this
-// keyring cannot check (entry_auth.go), each held for a minute.
-func (db *DB) HeldTotal() uint64 { return db.held.Load() }
-
-// badKey reports a keyring key whose bytes do not match the data.
-func (db *DB) badKey(id string) bool { return db.badKeys[id] }
-
-// primaryBad reports that the keyring's primary key does not match the
-// data: nothing is authenticated under it (store/entry_auth.go).
-func (db *DB) primaryBad() bool { return db.kr != nil && db.badKey(db.kr.PrimaryID()) }
+// HeldTotal counts the queue entries held since Open (store/entry_auth.go).
+func (db *DB) HeldTotal() uint64 { return db.qg.HeldTotal() }
 
 // checkKeys verifies each key against its canary (writing canaries for new
 // keys) and that every key that sealed stored tokens is in the keyring.
@@ -392,7 +381,7 @@ func (db *DB) checkKeys(ctx context.Context) error {
 	for _, r := range rs {
 		switch {
 		case known[r.ID] && r.Canary != nil && !db.kr.CheckCanary(r.ID, r.Canary):
-			db.badKeys[r.ID] = true
+			db.qg.MarkBad(r.ID)
 			db.keyErr = fmt.Errorf("%w: key %q is not the key that sealed this data", store.ErrKeyMismatch, r.ID)
 			db.log.Error("sealing key mismatch: tokens cannot be stored or read with this key", "key_id", r.ID)
 		case !known[r.ID] && r.Used && db.keyErr == nil:

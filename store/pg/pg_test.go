@@ -310,29 +310,7 @@ func TestExportKeepsQueueAuthentication(t *testing.T) {
 // it becomes a dead letter saying so, listed, and the next entry is
 // leased; a replay refuses it.
 func TestDamagedQueueRowDeadLettered(t *testing.T) {
-	dsn := testDSN(t)
-	ctx := context.Background()
-	db, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var ids []string
-	for _, body := range []string{"first", "second"} {
-		id, _, err := db.Enqueue(ctx, store.Entry{Tenant: "t1", Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, `UPDATE sc_queue SET rec = set_byte(rec, length(rec) - 2, get_byte(rec, length(rec) - 2) # 32) WHERE id = $1`, ids[0]); err != nil {
-		t.Fatal(err)
-	}
+	db, ids := damagedFirstRow(t, "first", "second")
 	e, ok, err := db.LeaseNext("w", time.Minute, "", nil)
 	if err != nil || !ok || string(e.Body) != "second" {
 		t.Fatalf("LeaseNext past a damaged row = %q, %v, %v; want the next entry", e.Body, ok, err)
@@ -403,29 +381,8 @@ func TestReplicaWithoutKeyHoldsOneEntryACall(t *testing.T) {
 // carried as a dead letter, as it is, and listed as damaged on the other
 // side.
 func TestMigrateCarriesDamagedQueueRecords(t *testing.T) {
-	dsn := testDSN(t)
 	ctx := context.Background()
-	src, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	var ids []string
-	for _, body := range []string{"damaged", "fine"} {
-		id, _, err := src.Enqueue(ctx, store.Entry{Tenant: "t1", Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, `UPDATE sc_queue SET rec = set_byte(rec, length(rec) - 2, get_byte(rec, length(rec) - 2) # 32) WHERE id = $1`, ids[0]); err != nil {
-		t.Fatal(err)
-	}
+	src, ids := damagedFirstRow(t, "damaged", "fine")
 	// PostgreSQL → Badger.
 	dir := t.TempDir()
 	bdb, err := store.Open(store.Options{Dir: dir, MinFreeBytes: -1})
@@ -456,4 +413,36 @@ func TestMigrateCarriesDamagedQueueRecords(t *testing.T) {
 	if e, ok, err := dst.LeaseNext("w", time.Minute, "", nil); err != nil || !ok || string(e.Body) != "fine" {
 		t.Fatalf("LeaseNext after the round trip = %q, %v, %v; want the fine entry", e.Body, ok, err)
 	}
+}
+
+// damagedFirstRow opens a new database without keys, queues one entry per
+// body for tenant t1, and flips a byte inside the first entry's framed
+// record with SQL, so that it fails its CRC. It returns the store and the
+// entries' ids.
+func damagedFirstRow(t *testing.T, bodies ...string) (*pg.DB, []string) {
+	t.Helper()
+	dsn := testDSN(t)
+	ctx := context.Background()
+	db, err := pg.Open(ctx, pg.Options{DSN: dsn, MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var ids []string
+	for _, body := range bodies {
+		id, _, err := db.Enqueue(ctx, store.Entry{Tenant: "t1", Body: []byte(body), BodySHA256: sha256.Sum256([]byte(body))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `UPDATE sc_queue SET rec = set_byte(rec, length(rec) - 2, get_byte(rec, length(rec) - 2) # 32) WHERE id = $1`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	return db, ids
 }

@@ -237,20 +237,16 @@ func (db *DB) leaseOne(e *store.Entry, t, owner string, d time.Duration, now tim
 		case bad != nil:
 			db.log.Error("store: damaged webhook queue record: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant, "err", bad)
 			sql, args = `UPDATE sc_queue SET dead = true, last_error = $3,
-				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, "damaged record: " + bad.Error()}
-		case db.kr.Disposition(a, kid, db.badKey) == store.Deliver:
+				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, store.DamagedReason + bad.Error()}
+		case db.qg.Disposition(a, kid) == store.Deliver:
 			*e = got
 			return true, nil
-		case db.kr.Disposition(a, kid, db.badKey) == store.Hold:
-			db.held.Add(1)
-			if n, ok := db.holdLogs.Allow(now); ok {
-				db.log.Warn("store: webhook queue entry held, not delivered: it cannot be checked with this keyring (no keys, a key the keyring lacks, or keys that do not match the data); fix the keyring (safeclose check)",
-					"id", got.ID, "tenant", got.Tenant, "key_status", fmt.Sprint(db.keyErr), "suppressed_before", n)
-			}
+		case db.qg.Disposition(a, kid) == store.Hold:
+			db.qg.Held(db.log, got.ID, got.Tenant, db.keyErr, now)
 			return false, db.leased(got.ID, `UPDATE sc_queue SET next_at = $3,
 				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, got.ID, token, now.Add(store.HoldFor))
 		default:
-			db.log.Error("store: webhook queue entry not authenticated by the keyring: not delivered, moved to the dead letters", "id", got.ID, "tenant", got.Tenant)
+			store.LogDeadUnauthenticated(db.log, got.ID, got.Tenant)
 			sql, args = `UPDATE sc_queue SET dead = true, last_error = $3,
 				lease_token = 0, lease_owner = '', lease_until = NULL WHERE `+held, []any{got.ID, token, store.UnauthenticatedReason}
 		}
@@ -319,7 +315,7 @@ func (db *DB) DeadLetters(limit int) ([]store.Entry, error) {
 				return err
 			}
 			if err != nil { // listed, so that it can be seen; a replay refuses it
-				e.LastError = "damaged record: " + err.Error()
+				e.LastError = store.DamagedReason + err.Error()
 			}
 			out = append(out, e)
 		}
@@ -340,7 +336,7 @@ func (db *DB) Replay(id string, vouch bool) error {
 		if err != nil {
 			return err
 		}
-		if rec, _, err = db.kr.ReplayRecord(id, rec, vouch, db.now(), db.badKey); err != nil {
+		if rec, _, err = db.qg.ReplayRecord(id, rec, vouch, db.now()); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, "UPDATE sc_queue SET dead = false, attempts = 0, next_at = $2, rec = $3 WHERE id = $1", id, db.now(), rec)

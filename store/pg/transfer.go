@@ -63,7 +63,7 @@ func (db *DB) Import(r store.Record) (bool, error) {
 			// tenant unknown): the copy is not refused for it.
 			sql = `INSERT INTO sc_queue (id, tenant, rec, next_at, last_error, dead)
 				VALUES ($1, '', $2, now(), $3, true) ON CONFLICT DO NOTHING`
-			args = []any{r.Key, r.Value, "damaged record: " + err.Error()}
+			args = []any{r.Key, r.Value, store.DamagedReason + err.Error()}
 			break
 		}
 		if err != nil {
@@ -235,7 +235,7 @@ func (db *DB) Export(fn func(store.Record) error) (err error) {
 			// cannot carry are lost: attempts, due time, last error).
 			var b []byte
 			switch {
-			case a == store.Authenticated && !db.primaryBad():
+			case a == store.Authenticated && !db.qg.PrimaryBad():
 				b, err = db.kr.SealEntry(e)
 			case kid != "":
 				b = raw
